@@ -1,0 +1,641 @@
+#!/usr/bin/env python3
+"""A real, local Kubernetes control plane with a simulated KubeEdge edge fleet.
+
+    python hack/plane.py build            # build the pinned binaries once (cached by version)
+    python hack/plane.py up [--nodes 3]   # etcd, kube-apiserver, controller-manager, scheduler, kwok
+    python hack/plane.py status
+    python hack/plane.py env              # prints the KUBECONFIG export (and PATH for kubectl/helm)
+    python hack/plane.py down
+
+Everything binds to 127.0.0.1. Binaries are built from their Go modules (pins in
+hack/gomod/*/go.mod) into $EDGEAI_CACHE/bin/<family>-<version>-<hash>/, outside
+the checkout, and never rebuilt while cached. Each plane lives in
+$EDGEAI_CACHE/planes/<name>/ (certificates, data, logs, kubeconfig, state.json).
+
+The edge fleet is Node objects managed by kwok (simulated kubelets): they carry
+KubeEdge's labels and taint, so Pods scheduled there become Running without a
+container runtime. No Docker engine is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HACK = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("EDGEAI_CACHE", Path.home() / ".cache" / "edgeai"))
+K8S_VERSION = "v1.34.4"
+
+# The label, annotation and taint of a KubeEdge edge node (keadm labels nodes with
+# node-role.kubernetes.io/edge and .../agent; edge nodes are tainted so ordinary
+# cloud workloads stay off them).
+EDGE_LABELS = {"node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": ""}
+EDGE_TAINT = {"key": "node-role.kubernetes.io/edge", "effect": "NoSchedule"}
+KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+
+# Hardware profiles the simulated fleet cycles through: a mixed fleet, as real ones are.
+PROFILES: list[dict[str, str]] = [
+    {"arch": "amd64", "accelerator": "none", "site": "site-a", "zone": "zone-1", "cpu": "4", "memory": "8Gi"},
+    {"arch": "arm64", "accelerator": "npu", "site": "site-a", "zone": "zone-1", "cpu": "4", "memory": "4Gi"},
+    {"arch": "amd64", "accelerator": "gpu", "site": "site-b", "zone": "zone-2", "cpu": "8", "memory": "16Gi"},
+]
+
+
+def log(msg: str) -> None:
+    print(f"[plane {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- build
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    version: str
+    packages: tuple[str, ...]
+    # output name for single-package builds whose import path ends in a major-version suffix
+    output: str | None = None
+    ldflags: tuple[str, ...] = ()
+
+    @property
+    def moddir(self) -> Path:
+        return HACK / "gomod" / self.name
+
+    def key(self) -> str:
+        h = hashlib.sha256()
+        for f in ("go.mod", "go.sum"):
+            h.update((self.moddir / f).read_bytes())
+        h.update(" ".join(self.ldflags).encode())
+        return f"{self.name}-{self.version}-{h.hexdigest()[:10]}"
+
+    def bindir(self) -> Path:
+        return CACHE / "bin" / self.key()
+
+    def binaries(self) -> list[str]:
+        if self.output:
+            return [self.output]
+        return [p.rsplit("/", 1)[1] for p in self.packages]
+
+
+def _k8s_ldflags(version: str) -> tuple[str, ...]:
+    # Without these the server says v0.0.0-master, which kwok and helm treat as unknown.
+    major, minor = version.lstrip("v").split(".")[:2]
+    out: list[str] = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        out += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=2026-01-01T00:00:00Z",
+        ]
+    return tuple(out)
+
+
+FAMILIES = [
+    Family("etcd", "v3.6.4", ("go.etcd.io/etcd/server/v3",), output="etcd", ldflags=("-s", "-w")),
+    Family("kwok", "v0.7.0", ("sigs.k8s.io/kwok/cmd/kwok",),
+           ldflags=("-s", "-w", "-X sigs.k8s.io/kwok/pkg/consts.Version=v0.7.0")),
+    Family("helm", "v3.19.0", ("helm.sh/helm/v3/cmd/helm",),
+           ldflags=("-s", "-w", "-X helm.sh/helm/v3/internal/version.version=v3.19.0")),
+    Family(
+        "kube",
+        K8S_VERSION,
+        tuple(f"k8s.io/kubernetes/cmd/{c}" for c in
+              ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")),
+        ldflags=_k8s_ldflags(K8S_VERSION),
+    ),
+]
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_family(fam: Family) -> None:
+    out = fam.bindir()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{fam.key()}.", dir=out.parent))
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+    cmd = ["go", "build", "-v", "-trimpath", "-ldflags", " ".join(fam.ldflags)]
+    cmd += ["-o", str(tmp / fam.output) if fam.output else str(tmp) + "/", *fam.packages]
+    log(f"building {fam.name} {fam.version} ({', '.join(fam.binaries())}) into {out}")
+    logf = CACHE / "bin" / f"{fam.key()}.build.log"
+    start = time.monotonic()
+    with open(logf, "w") as lf:
+        proc = subprocess.Popen(cmd, cwd=fam.moddir, env=env, stdout=lf, stderr=subprocess.STDOUT)
+        last = 0.0
+        while proc.poll() is None:
+            time.sleep(1)
+            if time.monotonic() - last >= 30:
+                last = time.monotonic()
+                n = len(logf.read_text(errors="replace").splitlines())
+                log(f"  {fam.name}: {n} packages compiled, {time.monotonic() - start:.0f}s elapsed")
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tail = "\n".join(logf.read_text(errors="replace").splitlines()[-30:])
+        raise SystemExit(f"build of {fam.name} failed ({' '.join(cmd)}), see {logf}:\n{tail}")
+    os.replace(tmp, out)  # atomic: a half-built family is never mistaken for a cached one
+    log(f"built {fam.name} in {time.monotonic() - start:.0f}s")
+
+
+def build(families: Sequence[Family] = FAMILIES) -> dict[str, Path]:
+    """Build every family not yet cached; return binary name -> path."""
+    if shutil.which("go") is None:
+        raise SystemExit("go is not on PATH: the control plane is built from Go modules (Go >= 1.24)")
+    (CACHE / "bin").mkdir(parents=True, exist_ok=True)
+    with _flock(CACHE / "bin" / ".build.lock"):
+        for fam in families:
+            if all((fam.bindir() / b).exists() for b in fam.binaries()):
+                continue
+            _build_family(fam)
+    return binaries(families)
+
+
+def binaries(families: Sequence[Family] = FAMILIES) -> dict[str, Path]:
+    return {b: fam.bindir() / b for fam in families for b in fam.binaries()}
+
+
+def binaries_built() -> bool:
+    return all(p.exists() for p in binaries().values())
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def _pki(d: Path) -> None:
+    """CA, serving and client certificates, and the service-account key pair."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    d.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+
+    def key_pem(k: Any) -> bytes:
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+
+    def name(cn: str, org: str | None = None) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        if org:
+            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+        return x509.Name(attrs)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("edgeai-local-ca")).issuer_name(name("edgeai-local-ca"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "ca.key").write_bytes(key_pem(ca_key))
+
+    def issue(stem: str, cn: str, org: str | None, server: bool) -> None:
+        k = ec.generate_private_key(ec.SECP256R1())
+        b = (
+            x509.CertificateBuilder().subject_name(name(cn, org)).issuer_name(ca.subject)
+            .public_key(k.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        )
+        if server:
+            b = b.add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
+                x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+            ]), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        (d / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (d / f"{stem}.key").write_bytes(key_pem(k))
+
+    issue("apiserver", "kube-apiserver", None, server=True)
+    issue("admin", "edgeai-admin", "system:masters", server=False)
+    issue("controller-manager", "system:kube-controller-manager", None, server=False)
+    issue("scheduler", "system:kube-scheduler", None, server=False)
+    issue("kwok", "system:kwok-controller", "system:masters", server=False)
+    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (d / "sa.key").write_bytes(key_pem(sa))
+    (d / "sa.pub").write_bytes(sa.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def _kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
+    cfg = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "edgeai-local",
+        "clusters": [{"name": "edgeai-local", "cluster": {
+            "server": server, "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": user, "user": {
+            "client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}],
+        "contexts": [{"name": "edgeai-local", "context": {"cluster": "edgeai-local", "user": user}}],
+    }
+    path.write_text(json.dumps(cfg, indent=1))  # JSON is YAML: no yaml dependency needed here
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Start time in clock ticks: with the pid, identifies one process (pids get reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclass
+class Component:
+    name: str
+    pid: int
+    start_time: str
+    cmd: list[str]
+
+    def alive(self) -> bool:
+        return _proc_start_time(self.pid) == self.start_time
+
+
+@dataclass
+class Plane:
+    name: str
+    dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dir = CACHE / "planes" / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def state(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def components(self) -> list[Component]:
+        st = self.state() or {}
+        return [Component(**c) for c in st.get("components", [])]
+
+    def healthy(self) -> bool:
+        st = self.state()
+        if not st:
+            return False
+        comps = self.components()
+        return bool(comps) and all(c.alive() for c in comps) and _apiserver_ready(self.dir / "pki", st["server"])
+
+
+def _apiserver_ready(pki: Path, server: str, timeout: float = 2.0) -> bool:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    try:
+        with urllib.request.urlopen(f"{server}/readyz", context=ctx, timeout=timeout) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _start(plane: Plane, name: str, cmd: list[str]) -> Component:
+    logs = plane.dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # A new session per component: `down` can signal its whole process group, and the
+    # component outlives the `up` command that started it.
+    with open(logs / f"{name}.log", "ab") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, cwd=plane.dir)
+    for _ in range(50):
+        st = _proc_start_time(p.pid)
+        if st:
+            return Component(name, p.pid, st, cmd)
+        time.sleep(0.01)
+    raise SystemExit(f"{name} exited at once; see {logs / f'{name}.log'}")
+
+
+def _save(plane: Plane, server: str, comps: list[Component], extra: dict[str, Any]) -> None:
+    st = {"server": server, "components": [c.__dict__ for c in comps], **extra}
+    tmp = plane.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(st, indent=1))
+    os.replace(tmp, plane.state_file)
+
+
+def _wait(what: str, pred: Any, timeout: float, comps: list[Component], plane: Plane) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        for c in comps:
+            if not c.alive():
+                tail = (plane.dir / "logs" / f"{c.name}.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"{c.name} died while waiting for {what}; log tail:\n{tail}")
+        time.sleep(0.2)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}; logs in {plane.dir / 'logs'}")
+
+
+def up(name: str = "default", nodes: int = 3) -> Plane:
+    plane = Plane(name)
+    with _flock(CACHE / "planes" / f".{name}.lock"):
+        if plane.healthy():
+            log(f"plane {name!r} is already up ({plane.kubeconfig})")
+            return plane
+        if plane.state():
+            log(f"plane {name!r} is partly down; stopping what is left and starting afresh")
+            _down(plane)
+        bins = build()
+        t0 = time.monotonic()
+        shutil.rmtree(plane.dir, ignore_errors=True)
+        pki = plane.dir / "pki"
+        _pki(pki)
+        etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+        server = f"https://127.0.0.1:{api_port}"
+        _kubeconfig(plane.kubeconfig, server, pki, "admin")
+        for user in ("controller-manager", "scheduler", "kwok"):
+            _kubeconfig(plane.dir / f"{user}.kubeconfig", server, pki, user)
+        comps: list[Component] = []
+        try:
+            comps.append(_start(plane, "etcd", [
+                str(bins["etcd"]), "--name=edgeai", f"--data-dir={plane.dir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=edgeai=http://127.0.0.1:{peer_port}",
+                # a throwaway test plane: durability is not worth the fsync latency
+                "--unsafe-no-fsync", "--quota-backend-bytes=8589934592", "--log-level=warn",
+            ]))
+            _save(plane, server, comps, {"nodes": nodes})
+            comps.append(_start(plane, "kube-apiserver", [
+                str(bins["kube-apiserver"]), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--api-audiences=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true", "--enable-garbage-collector=true",
+                # fleets of 1,000 simulated nodes and their Pods: let the benchmarks through
+                "--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000",
+                "--profiling=false", "--v=1",
+            ]))
+            _save(plane, server, comps, {"nodes": nodes})
+            _wait("kube-apiserver /readyz", lambda: _apiserver_ready(pki, server), 90, comps, plane)
+            comps.append(_start(plane, "kube-controller-manager", [
+                str(bins["kube-controller-manager"]), f"--kubeconfig={plane.dir / 'controller-manager.kubeconfig'}",
+                f"--root-ca-file={pki / 'ca.crt'}", f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+                "--use-service-account-credentials=true", "--leader-elect=false", "--secure-port=0",
+                "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
+                # An edge node that stops its heartbeat is seen offline in ~15s, not 50s:
+                # tests of offline devices should not sleep.
+                "--node-monitor-period=2s", "--node-monitor-grace-period=15s",
+                "--kube-api-qps=200", "--kube-api-burst=400", "--concurrent-deployment-syncs=20",
+                "--concurrent-replicaset-syncs=20", "--concurrent-gc-syncs=40", "--v=1",
+            ]))
+            comps.append(_start(plane, "kube-scheduler", [
+                str(bins["kube-scheduler"]), f"--kubeconfig={plane.dir / 'scheduler.kubeconfig'}",
+                "--leader-elect=false", "--secure-port=0", "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
+            ]))
+            comps.append(_start(plane, "kwok", [
+                str(bins["kwok"]), f"--kubeconfig={plane.dir / 'kwok.kubeconfig'}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION[0]}={KWOK_ANNOTATION[1]}",
+                "--node-ip=10.0.0.1", "--cidr=10.0.0.1/16", "--node-lease-duration-seconds=20",
+                f"--server-address=127.0.0.1:{_free_port()}",
+            ]))
+            _save(plane, server, comps, {"nodes": nodes})
+            kc = Kube(plane.kubeconfig, bins["kubectl"])
+            _wait("the default ServiceAccount", lambda: kc.ok("get", "serviceaccount", "default", "-n", "default"),
+                  60, comps, plane)
+            names = [f"edge-{i}" for i in range(nodes)]
+            kc.create_edge_nodes(names)
+            _wait(f"{nodes} edge nodes Ready", lambda: kc.ready_nodes(names) == len(names), 120, comps, plane)
+        except BaseException:
+            _save(plane, server, comps, {"nodes": nodes})
+            _down(plane)
+            raise
+        log(f"plane {name!r} up in {time.monotonic() - t0:.1f}s: {server}, {nodes} edge nodes; "
+            f"export KUBECONFIG={plane.kubeconfig}")
+        return plane
+
+
+def _down(plane: Plane) -> list[str]:
+    stopped = []
+    comps = plane.components()
+    for c in reversed(comps):  # kwok and controllers first, etcd last
+        if c.alive():
+            with suppress(ProcessLookupError):
+                os.killpg(c.pid, signal.SIGTERM)
+            stopped.append(c.name)
+    deadline = time.monotonic() + 15
+    for c in comps:
+        while c.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if c.alive():
+            os.killpg(c.pid, signal.SIGKILL)
+    # Children of a crashed component keep its process group: sweep each group we made.
+    for c in comps:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(c.pid, signal.SIGKILL)
+    plane.state_file.unlink(missing_ok=True)
+    return stopped
+
+
+def down(name: str = "default") -> None:
+    plane = Plane(name)
+    with _flock(CACHE / "planes" / f".{name}.lock"):
+        if not plane.state():
+            log(f"plane {name!r} is not running")
+            return
+        stopped = _down(plane)
+        log(f"plane {name!r} stopped: {', '.join(stopped) or 'nothing was still running'}")
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+class Kube:
+    """kubectl against one plane: what the tests and the demo need of the fleet."""
+
+    def __init__(self, kubeconfig: Path | str, kubectl: Path | str | None = None) -> None:
+        self.kubeconfig = str(kubeconfig)
+        self.kubectl_bin = str(kubectl or binaries()["kubectl"])
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, KUBECONFIG=self.kubeconfig)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([self.kubectl_bin, *args], input=input, capture_output=True, text=True,
+                           env=self.env, timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
+        return p
+
+    def ok(self, *args: str) -> bool:
+        return self.kubectl(*args, check=False).returncode == 0
+
+    def apply(self, objs: Sequence[dict[str, Any]]) -> None:
+        doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)})
+        self.kubectl("apply", "--server-side", "--field-manager=edgeai-plane", "-f", "-", input=doc)
+
+    def create_edge_nodes(self, names: Sequence[str], labels: dict[str, str] | None = None,
+                          allocatable: dict[str, str] | None = None) -> None:
+        objs = []
+        for i, n in enumerate(names):
+            idx = int(n.rsplit("-", 1)[1]) if n.rsplit("-", 1)[-1].isdigit() else i
+            objs.append(edge_node(n, PROFILES[idx % len(PROFILES)], labels, allocatable))
+        for chunk in range(0, len(objs), 200):
+            self.apply(objs[chunk:chunk + 200])
+
+    def ready_nodes(self, names: Sequence[str]) -> int:
+        p = self.kubectl("get", "nodes", "-o", "json", check=False)
+        if p.returncode != 0:
+            return 0
+        want = set(names)
+        n = 0
+        for item in json.loads(p.stdout)["items"]:
+            if item["metadata"]["name"] in want and _node_ready(item):
+                n += 1
+        return n
+
+    def set_node_online(self, name: str, online: bool) -> None:
+        """Offline: kwok stops the node's heartbeats, as when an edge site loses its uplink."""
+        key, val = KWOK_ANNOTATION
+        if online:
+            self.kubectl("annotate", "node", name, f"{key}={val}", "--overwrite")
+        else:
+            self.kubectl("annotate", "node", name, f"{key}-")
+
+    def delete_node(self, name: str) -> None:
+        self.kubectl("delete", "node", name, "--wait=true")
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    for c in node.get("status", {}).get("conditions", []) or []:
+        if c.get("type") == "Ready":
+            return bool(c.get("status") == "True")
+    return False
+
+
+def edge_node(name: str, profile: dict[str, str], labels: dict[str, str] | None = None,
+              allocatable: dict[str, str] | None = None) -> dict[str, Any]:
+    res = {"cpu": profile["cpu"], "memory": profile["memory"], "pods": "110", **(allocatable or {})}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1], "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                **EDGE_LABELS,
+                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": profile["arch"], "beta.kubernetes.io/arch": profile["arch"],
+                "edgeai.io/accelerator": profile["accelerator"], "edgeai.io/site": profile["site"],
+                "topology.kubernetes.io/zone": profile["zone"], "type": "kwok",
+                **(labels or {}),
+            },
+        },
+        "spec": {"taints": [EDGE_TAINT]},
+        "status": {"allocatable": res, "capacity": res,
+                   "nodeInfo": {"architecture": profile["arch"], "operatingSystem": "linux",
+                                "kubeletVersion": "v1.34.4-kubeedge", "containerRuntimeVersion": "kwok"}},
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def status(name: str) -> int:
+    plane = Plane(name)
+    st = plane.state()
+    if not st:
+        print(f"plane {name!r}: down")
+        return 1
+    ready = _apiserver_ready(plane.dir / "pki", st["server"])
+    print(f"plane {name!r}: {'up' if ready and all(c.alive() for c in plane.components()) else 'DEGRADED'}"
+          f"  server={st['server']}  kubeconfig={plane.kubeconfig}")
+    for c in plane.components():
+        print(f"  {c.name:<24} pid={c.pid:<8} {'running' if c.alive() else 'NOT RUNNING'}")
+    if ready:
+        print(Kube(plane.kubeconfig).kubectl("get", "nodes", "-L",
+                                             "kubernetes.io/arch,edgeai.io/accelerator,edgeai.io/site").stdout)
+    return 0 if ready else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="hack/plane.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", default=os.environ.get("EDGEAI_PLANE", "default"),
+                    help="which plane (each has its own ports and directory)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build", help="build the pinned binaries (cached)")
+    u = sub.add_parser("up", help="start the plane and its edge fleet (no-op if already up)")
+    u.add_argument("--nodes", type=int, default=3, help="simulated edge nodes (default 3)")
+    sub.add_parser("down", help="stop everything this plane started")
+    sub.add_parser("status", help="components, health and nodes")
+    sub.add_parser("env", help="print the shell exports for this plane")
+    a = ap.parse_args(argv)
+    if a.cmd == "build":
+        for b, p in build().items():
+            print(f"{b}\t{p}")
+    elif a.cmd == "up":
+        if a.nodes < 0:
+            ap.error("--nodes must be >= 0")
+        up(a.name, a.nodes)
+    elif a.cmd == "down":
+        down(a.name)
+    elif a.cmd == "status":
+        return status(a.name)
+    elif a.cmd == "env":
+        plane = Plane(a.name)
+        paths = sorted({str(p.parent) for p in binaries().values()})
+        print(f"export KUBECONFIG={plane.kubeconfig}")
+        print(f"export PATH={':'.join(paths)}:$PATH")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
