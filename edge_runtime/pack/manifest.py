@@ -1,0 +1,174 @@
+"""Build the EdgeModel manifest and checksum list from what `pack` produced.
+
+Pure: plain data in, plain dicts and text out. The shape follows the API
+contract (edgeai.io/v1alpha1 EdgeModel) so the result applies unchanged with
+`kubectl apply -f`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from edge_runtime.integrity import check_sha256
+from edge_runtime.pack.errors import PackError
+
+API_VERSION = "edgeai.io/v1alpha1"
+KIND = "EdgeModel"
+
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+
+# Which hardware each precision suits: fp32 runs everywhere on CPUs; fp16 pays
+# off on GPUs (CPUs mostly upcast it); int8 is what NPUs execute natively and
+# also the fastest choice on small CPUs.
+ACCELERATORS: dict[Precision, list[str]] = {
+    "fp32": ["cpu"],
+    "fp16": ["gpu"],
+    "int8": ["npu", "cpu"],
+}
+
+URI_SCHEMES = ("http", "https", "file")
+ENCRYPTION_ALGORITHM = "AES-256-GCM"
+DEFAULT_PUBLIC_KEY_KEY = "public.pem"
+DEFAULT_ENCRYPTION_KEY_KEY = "key"
+
+_DNS_LABEL_MAX = 63
+_DNS_SUBDOMAIN_MAX = 253
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file written by `pack`, as it is stored (encrypted or not)."""
+
+    name: str
+    precision: Precision
+    filename: str
+    sha256: str
+    size: int
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    key: str
+
+
+def dns_name(text: str) -> str:
+    """Turn a file stem into a valid object name: lowercase, [-a-z0-9], at most 63 chars.
+
+    63, not 253, because the operator derives labels and child names from it.
+    """
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    name = re.sub(r"-{2,}", "-", name)[:_DNS_LABEL_MAX].strip("-")
+    if not name:
+        raise PackError("BadArgument", f"cannot derive a Kubernetes name from {text!r}: pass --name")
+    return name
+
+
+def check_name(name: str, field: str = "--name") -> str:
+    if len(name) > _DNS_SUBDOMAIN_MAX or not _DNS_SUBDOMAIN_RE.match(name):
+        raise PackError(
+            "BadArgument",
+            f"{field} {name!r} is not a valid Kubernetes name (lowercase letters, digits, '-' and '.')",
+        )
+    return name
+
+
+def check_base_uri(base_uri: str) -> str:
+    """Return the base URI ending in '/', after checking its scheme is one the runtime fetches."""
+    parts = urlsplit(base_uri)
+    if parts.scheme not in URI_SCHEMES:
+        raise PackError("BadArgument", f"--base-uri must use one of {', '.join(URI_SCHEMES)}, got {base_uri!r}")
+    if parts.scheme != "file" and not parts.netloc:
+        raise PackError("BadArgument", f"--base-uri {base_uri!r} has no host")
+    if parts.query or parts.fragment:
+        raise PackError("BadArgument", f"--base-uri {base_uri!r} must not have a query or fragment")
+    return base_uri if base_uri.endswith("/") else base_uri + "/"
+
+
+def join_uri(base_uri: str, filename: str) -> str:
+    return check_base_uri(base_uri) + quote(filename)
+
+
+def _variant(a: Artifact, base_uri: str) -> dict[str, Any]:
+    v: dict[str, Any] = {
+        "name": a.name,
+        "precision": a.precision,
+        "uri": join_uri(base_uri, a.filename),
+        "sha256": check_sha256(a.sha256, f"variant {a.name} sha256"),
+        "size": a.size,
+    }
+    if a.signature is not None:
+        v["signature"] = a.signature
+    v["accelerators"] = list(ACCELERATORS[a.precision])
+    return v
+
+
+def build_edgemodel(
+    *,
+    name: str,
+    base_uri: str,
+    source: Artifact,
+    variants: Sequence[Artifact],
+    namespace: str | None = None,
+    version: str | None = None,
+    public_key_secret: SecretRef | None = None,
+    encryption_secret: SecretRef | None = None,
+) -> dict[str, Any]:
+    """The EdgeModel for `source` (the fp32 build) and the variants that passed the report.
+
+    Signatures travel with the artifacts: when any artifact is signed, all must
+    be, and `public_key_secret` names the Secret holding the public key.
+    """
+    check_name(name)
+    if namespace is not None:
+        check_name(namespace, "--namespace")
+    signed = [a.signature is not None for a in (source, *variants)]
+    if any(signed) and not all(signed):
+        raise PackError("BadArgument", "either every artifact is signed or none is")
+    if all(signed) and public_key_secret is None:
+        raise PackError("BadArgument", "signed artifacts need the name of the public key Secret")
+
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    labels = {"app.kubernetes.io/name": name}
+    if version:
+        # Label values are limited; the full version is in spec.version anyway.
+        label = re.sub(r"[^A-Za-z0-9._-]", "-", version)[:_DNS_LABEL_MAX].strip("-._")
+        if label:
+            labels["app.kubernetes.io/version"] = label
+    metadata["labels"] = labels
+
+    spec: dict[str, Any] = {"format": "onnx"}
+    if version:
+        spec["version"] = version
+    spec["source"] = {
+        "uri": join_uri(base_uri, source.filename),
+        "sha256": check_sha256(source.sha256, "source sha256"),
+        "size": source.size,
+    }
+    if source.signature is not None and public_key_secret is not None:
+        spec["signature"] = {
+            "publicKeySecretRef": {"name": public_key_secret.name, "key": public_key_secret.key},
+            "value": source.signature,
+        }
+    if encryption_secret is not None:
+        spec["encryption"] = {
+            "keySecretRef": {"name": encryption_secret.name, "key": encryption_secret.key},
+            "algorithm": ENCRYPTION_ALGORITHM,
+        }
+    if variants:
+        spec["variants"] = [_variant(v, base_uri) for v in variants]
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
+
+
+def sha256sums(artifacts: Sequence[Artifact]) -> str:
+    """`sha256sum -c` compatible text, so the files can be checked with coreutils alone."""
+    return "".join(f"{a.sha256}  {a.filename}\n" for a in artifacts)

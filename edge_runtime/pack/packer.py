@@ -1,0 +1,344 @@
+"""Orchestrate a pack: check inputs, build and measure variants, write the output folder.
+
+Everything is built in a staging folder beside the target (same filesystem)
+and renamed into place at the very end, so an error or Ctrl-C at any point
+leaves the target as it was: never half a set of variants, never a manifest
+pointing at files that are not there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from edge_runtime import integrity
+from edge_runtime.pack import report as rep
+from edge_runtime.pack import variants as var
+from edge_runtime.pack.errors import PackError
+from edge_runtime.pack.manifest import (
+    DEFAULT_ENCRYPTION_KEY_KEY,
+    DEFAULT_PUBLIC_KEY_KEY,
+    PRECISIONS,
+    Artifact,
+    Precision,
+    SecretRef,
+    build_edgemodel,
+    check_base_uri,
+    check_name,
+    dns_name,
+    sha256sums,
+)
+
+MANIFEST_FILE = "edgemodel.yaml"
+REPORT_FILE = "report.json"
+SUMS_FILE = "SHA256SUMS"
+PUBLIC_KEY_FILE = "public.pem"
+# Timing is split into rounds that visit every variant in turn, so a burst of
+# load from elsewhere on the machine hits all variants alike instead of one.
+TIMING_ROUNDS = 5
+
+
+@dataclass
+class PackOptions:
+    model: Path
+    output: Path
+    name: str | None = None
+    namespace: str | None = None
+    version: str | None = None
+    base_uri: str | None = None
+    precisions: Sequence[Precision] = PRECISIONS
+    calibration: Path | None = None
+    exclude_ops: Sequence[str] = ()
+    exclude_nodes: Sequence[str] = ()
+    per_channel: bool = False
+    samples: int = 64
+    runs: int = 50
+    warmup: int = 5
+    threads: int = 1
+    seed: int = 0
+    dims: Mapping[str, int] = field(default_factory=dict)
+    task: Literal["auto", "classifier", "regressor"] = "auto"
+    min_agreement: float | None = 0.9
+    max_abs_error: float | None = None
+    sign_key: Path | None = None
+    public_key_secret: str | None = None
+    encryption_key: Path | None = None
+    encryption_secret: str | None = None
+    force: bool = False
+
+
+@dataclass
+class PackResult:
+    output: Path
+    manifest: dict[str, Any]
+    report: dict[str, Any]
+    reports: list[rep.VariantReport]
+    task: rep.Task
+    table: str
+    public_key_secret: SecretRef | None
+    encryption_secret: SecretRef | None
+
+
+def _check_options(o: PackOptions) -> None:
+    if o.samples < 1 or o.runs < 1 or o.warmup < 0 or o.threads < 1:
+        raise PackError("BadArgument", "--samples, --runs and --threads must be >= 1, --warmup >= 0")
+    if o.min_agreement is not None and not 0.0 <= o.min_agreement <= 1.0:
+        raise PackError("BadArgument", f"--min-agreement must be within 0..1, got {o.min_agreement}")
+    if o.max_abs_error is not None and not o.max_abs_error >= 0:
+        raise PackError("BadArgument", f"--max-abs-error must be >= 0, got {o.max_abs_error}")
+    bad = [p for p in o.precisions if p not in PRECISIONS]
+    if bad:
+        raise PackError("BadArgument", f"precisions must be among {PRECISIONS}, got {bad}")
+    for k, v in o.dims.items():
+        if v < 1:
+            raise PackError("BadArgument", f"--dim {k}={v}: dimensions must be >= 1")
+
+
+def _check_output(out: Path, force: bool) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise PackError("OutputExists", f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise PackError("OutputExists", f"{out} is not empty; pass --force to replace it")
+
+
+def _read_key_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise PackError("BadKey", f"cannot read {what} {path}: {e.strerror or e}") from e
+
+
+def _publish(stage: Path, out: Path, force: bool) -> None:
+    """Move the finished staging folder to `out` (an empty or, with force, replaced folder)."""
+    _check_output(out, force)
+    os.chmod(stage, 0o755)  # mkdtemp makes it private; the result is meant to be served
+    if out.is_dir():
+        if not any(out.iterdir()):
+            out.rmdir()
+        else:
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(out, old)
+            try:
+                os.rename(stage, out)
+            except OSError:
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+            return
+    os.rename(stage, out)
+
+
+def _rows(feed: var.Feed) -> int:
+    a = next(iter(feed.values()))
+    return int(a.shape[0]) if a.ndim else 1
+
+
+@dataclass
+class _Built:
+    report: rep.VariantReport
+    data: bytes | None = None
+    session: Any = None
+    outputs: list[var.Outputs] | None = None
+    timings: list[float] = field(default_factory=list)
+
+
+def pack(o: PackOptions) -> PackResult:
+    _check_options(o)
+    out = Path(o.output).absolute()
+    _check_output(out, o.force)
+
+    # Keys and names first: a bad key should fail in a second, not after quantizing.
+    sign_key = None
+    if o.sign_key is not None:
+        sign_key = integrity.load_private_key(_read_key_file(o.sign_key, "signing key"))
+    enc_key = None
+    if o.encryption_key is not None:
+        enc_key = integrity.parse_encryption_key(_read_key_file(o.encryption_key, "encryption key"))
+    name = check_name(o.name) if o.name else dns_name(Path(o.model).stem)
+    if o.namespace:
+        check_name(o.namespace, "--namespace")
+    base_uri = check_base_uri(o.base_uri or out.as_uri())
+    pub_ref = SecretRef(o.public_key_secret or f"{name}-signing", DEFAULT_PUBLIC_KEY_KEY) if sign_key else None
+    enc_ref = SecretRef(o.encryption_secret or f"{name}-decryption", DEFAULT_ENCRYPTION_KEY_KEY) if enc_key else None
+
+    model = var.load_checked(Path(o.model))
+    if o.calibration is not None:
+        feeds = var.npz_feeds(Path(o.calibration), model.inputs)
+    else:
+        feeds = var.random_feeds(model.inputs, samples=o.samples, seed=o.seed, dims=o.dims)
+    dynamic = var.batch_is_dynamic(model.inputs)
+    timing_feed = var.one_row(feeds[0], dynamic)
+
+    fp32_sess = var.session(model.data, threads=o.threads)
+    try:
+        reference = var.run_all(fp32_sess, feeds)
+    except Exception as e:
+        raise PackError("InvalidModel", f"the fp32 model fails on sample inputs: {var.short_error(e)}") from e
+    probe = reference[0][0]
+    task: rep.Task = rep.guess_task(probe.shape) if o.task == "auto" else o.task
+    if task == "classifier" and (probe.ndim != 2 or not np.issubdtype(probe.dtype, np.floating)):
+        raise PackError(
+            "BadArgument", f"--task classifier needs a [batch, classes] float first output, got {probe.shape}"
+        )
+    # Scores of every sample, for top-1 agreement.
+    scores = var.concat(reference, 0) if task == "classifier" else None
+    precisions = ["fp32", *[p for p in PRECISIONS if p in o.precisions and p != "fp32"]]
+    stem = Path(o.model).stem
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeai-pack-") as scratch:
+            built = _build_variants(o, model, precisions, feeds, reference, fp32_sess, Path(scratch))
+        _time(built, timing_feed, o)
+        reports = [b.report for b in built]
+        for b in built:
+            if b.timings:
+                b.report.latency = rep.latency_stats(b.timings)
+            if b.outputs is not None:
+                b.report.max_abs_error = rep.max_abs_error(
+                    var.flatten_outputs(reference), var.flatten_outputs(b.outputs)
+                )
+                if scores is not None:
+                    b.report.top1_agreement = rep.top1_agreement(scores, var.concat(b.outputs, 0))
+        rep.apply_floor(reports, task=task, min_agreement=o.min_agreement, max_error=o.max_abs_error)
+
+        artifacts: dict[str, Artifact] = {}
+        for b in built:
+            r = b.report
+            if not r.included or b.data is None:
+                continue
+            r.filename = f"{stem}.{r.name}.onnx" + (".enc" if enc_key else "")
+            stored = integrity.encrypt(b.data, enc_key) if enc_key else b.data
+            (stage / r.filename).write_bytes(stored)
+            d = integrity.hash_bytes(stored)
+            r.sha256, r.size = d.sha256, d.size
+            if sign_key is not None:
+                r.signature = integrity.sign_digest(sign_key, d.sha256)
+            artifacts[r.name] = Artifact(r.name, r.precision, r.filename, r.sha256, r.size, r.signature)  # type: ignore[arg-type]
+        for b in built:
+            # Excluded variants still show their size in the report, unencrypted.
+            if not b.report.size and b.data is not None:
+                b.report.size = len(b.data)
+
+        manifest = build_edgemodel(
+            name=name,
+            namespace=o.namespace,
+            version=o.version,
+            base_uri=base_uri,
+            source=artifacts["fp32"],
+            variants=list(artifacts.values()),
+            public_key_secret=pub_ref,
+            encryption_secret=enc_ref,
+        )
+        (stage / MANIFEST_FILE).write_text(yaml.safe_dump(manifest, sort_keys=False))
+        (stage / SUMS_FILE).write_text(sha256sums(list(artifacts.values())))
+        if sign_key is not None:
+            (stage / PUBLIC_KEY_FILE).write_bytes(integrity.public_key_pem(sign_key))
+        report = rep.report_json(
+            model={
+                "path": str(model.path),
+                "name": name,
+                "sha256": integrity.hash_bytes(model.data).sha256,
+                "inputs": [s.describe() for s in model.inputs],
+                "outputs": [s.describe() for s in model.outputs],
+                "ops": dict(sorted(model.op_counts.items())),
+            },
+            task=task,
+            settings={
+                "samples": sum(_rows(f) for f in feeds),
+                "sample_source": str(o.calibration) if o.calibration else f"random (seed {o.seed})",
+                "int8_mode": "static" if o.calibration else "dynamic",
+                "timing": {
+                    "runs": o.runs,
+                    "warmup": o.warmup,
+                    "threads": o.threads,
+                    "batch": 1 if dynamic else var.fixed_batch(model.inputs),
+                },
+                "min_agreement": o.min_agreement,
+                "max_abs_error": o.max_abs_error,
+                "signed": sign_key is not None,
+                "encrypted": enc_key is not None,
+                "onnxruntime": var.ort_version(),
+            },
+            reports=reports,
+            manifest_file=MANIFEST_FILE,
+        )
+        (stage / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        _publish(stage, out, o.force)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return PackResult(out, manifest, report, reports, task, rep.format_table(reports, task), pub_ref, enc_ref)
+
+
+def _build_variants(
+    o: PackOptions,
+    model: var.LoadedModel,
+    precisions: Sequence[str],
+    feeds: Sequence[var.Feed],
+    reference: list[var.Outputs],
+    fp32_sess: Any,
+    scratch: Path,
+) -> list[_Built]:
+    built: list[_Built] = []
+    for p in precisions:
+        b = _Built(rep.VariantReport(name=p, precision=p))
+        built.append(b)
+        if p == "fp32":
+            b.data, b.session, b.outputs = model.data, fp32_sess, reference
+            continue
+        try:
+            if p == "fp16":
+                b.data, notes = var.to_fp16(model)
+                b.report.notes.extend(notes)
+            else:
+                q = var.to_int8(
+                    model,
+                    scratch,
+                    calibration=feeds if o.calibration else None,
+                    check_feeds=feeds,
+                    reference=reference,
+                    exclude_ops=o.exclude_ops,
+                    exclude_nodes=o.exclude_nodes,
+                    per_channel=o.per_channel,
+                    threads=o.threads,
+                )
+                b.report.notes.extend(q.notes)
+                if q.quantized:
+                    b.report.notes.insert(
+                        0,
+                        f"{q.mode} quantization of " + ", ".join(f"{op} x{c}" for op, c in sorted(q.quantized.items())),
+                    )
+                if q.data is None:
+                    b.report.exclude(f"int8 build failed: {q.failure}")
+                    continue
+                b.data = q.data
+            b.session = var.session(b.data, threads=o.threads)
+            b.outputs = var.run_all(b.session, feeds)
+            var.check_outputs(reference, b.outputs)
+        except PackError:
+            raise
+        except Exception as e:
+            b.report.exclude(f"{p} variant does not build, load or run: {var.short_error(e)}")
+            b.data = b.session = b.outputs = None
+    return built
+
+
+def _time(built: Sequence[_Built], feed: var.Feed, o: PackOptions) -> None:
+    live = [b for b in built if b.session is not None]
+    rounds = max(1, min(TIMING_ROUNDS, o.runs))
+    for i in range(rounds):
+        n = o.runs // rounds + (1 if i < o.runs % rounds else 0)
+        for b in live:
+            b.timings.extend(var.time_runs(b.session, feed, runs=n, warmup=o.warmup if i == 0 else 0))
