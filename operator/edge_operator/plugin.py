@@ -1,0 +1,360 @@
+"""`kubectl edgeai`: the fleet, rollouts and model verification from the command line.
+
+Installed as the executable `kubectl-edgeai`, which kubectl finds on PATH, so
+`kubectl edgeai fleet` works; it also runs on its own. What it shows is built
+by the pure functions in plugin_view; this module only reads and patches
+objects. Pause, resume and undo are spec fields, so the same change can come
+from Git: the plugin is one more client, not a side door.
+
+    kubectl edgeai fleet [-l SELECTOR] [-n NS | -A] [-o table|wide|json]
+    kubectl edgeai rollout status IDEP [--watch/--no-watch] [--timeout 5m]
+    kubectl edgeai rollout pause|resume IDEP
+    kubectl edgeai rollout undo IDEP [--to-revision N]
+    kubectl edgeai model verify EM [--no-trigger] [--wait] [--timeout 2m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from edge_operator import plugin_view as view
+
+GROUP = "edgeai.io"
+VERSION = "v1alpha1"
+FIELD_MANAGER = "kubectl-edgeai"
+REQUEST_TIMEOUT = 15  # seconds per API call: a dead cluster must not hang a shell
+# (plural, kind, namespaced) of the kinds the plugin touches
+EDGEMODELS = ("edgemodels", "EdgeModel", True)
+EDGEDEVICES = ("edgedevices", "EdgeDevice", False)
+IDEPS = ("inferencedeployments", "InferenceDeployment", True)
+
+
+class PluginError(Exception):
+    """A problem the user can act on; printed as one line, exit code 1."""
+
+
+# --------------------------------------------------------------------------- API access
+
+
+class Cluster:
+    """The few API calls the plugin makes, with errors turned into sentences."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        self._client = client
+        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        try:
+            if path is None and not os.path.exists(os.path.expanduser("~/.kube/config")) \
+                    and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                self.api = client.ApiClient()
+                default_ns = _incluster_namespace()
+            else:
+                self.api = config.new_client_from_config(config_file=path, context=context)  # type: ignore[no-untyped-call]
+                default_ns = _kubeconfig_namespace(config, path, context)
+        except (ConfigException, OSError, TypeError, ValueError) as e:
+            where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            raise PluginError(f"no usable cluster configuration ({where}): {e}") from None
+        self.host = str(self.api.configuration.host)
+        self.namespace = namespace or default_ns or "default"
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def _call(self, what: str, kind: tuple[str, str, bool], fn: Callable[[], Any],
+              name: str | None = None, namespace: str | None = None) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn()
+        except ApiException as e:
+            raise PluginError(self._explain(e, what, kind, name, namespace)) from None
+        except HTTPError as e:
+            raise PluginError(f"cannot reach the cluster at {self.host}: {_root_cause(e)}") from None
+
+    def _explain(self, e: Any, what: str, kind: tuple[str, str, bool], name: str | None,
+                 namespace: str | None) -> str:
+        plural, kname, namespaced = kind
+        body: dict[str, Any] = {}
+        with contextlib.suppress(TypeError, ValueError):
+            body = json.loads(e.body or "{}")
+        where = f" in namespace {namespace!r}" if namespaced and namespace else ""
+        if e.status == 404:
+            details = body.get("details") or {}
+            if name and details.get("name") == name:
+                return f"{kname} {name!r} not found{where}"
+            return (f"the cluster does not serve {plural}.{GROUP}/{VERSION}: are the edgeai CRDs installed? "
+                    f"(kubectl apply -f crds/, or helm install the edgeai-operator chart)")
+        if e.status == 403:
+            return f"forbidden to {what} {plural}{where}: {body.get('message') or e.reason}"
+        if e.status == 401:
+            return f"the cluster at {self.host} rejected our credentials: {body.get('message') or e.reason}"
+        if e.status == 422:
+            return f"the cluster refused to {what} {kname} {name!r}: {body.get('message') or e.reason}"
+        return f"{what} {plural}{where} failed: HTTP {e.status} {body.get('message') or e.reason}"
+
+    def list(self, kind: tuple[str, str, bool], namespace: str | None = None,
+             label_selector: str | None = None) -> list[dict[str, Any]]:
+        plural, _, namespaced = kind
+        kw: dict[str, Any] = {"_request_timeout": REQUEST_TIMEOUT}
+        if label_selector:
+            kw["label_selector"] = label_selector
+        if namespaced and namespace:
+            got = self._call("list", kind, lambda: self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, **kw), namespace=namespace)
+        else:
+            got = self._call("list", kind, lambda: self.custom.list_cluster_custom_object(
+                GROUP, VERSION, plural, **kw))
+        return list(got.get("items") or [])
+
+    def get(self, kind: tuple[str, str, bool], name: str) -> dict[str, Any]:
+        plural = kind[0]
+        got = self._call("get", kind, lambda: self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, plural, name, _request_timeout=REQUEST_TIMEOUT),
+            name=name, namespace=self.namespace)
+        return dict(got)
+
+    def patch(self, kind: tuple[str, str, bool], name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch: touches only the fields named, so it composes with GitOps ownership."""
+        plural = kind[0]
+        api = self.custom.api_client
+
+        def call() -> Any:
+            # CustomObjectsApi picks strategic-merge for dicts, which CRDs refuse: ask for merge-patch.
+            return api.call_api(
+                f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{plural}/{{name}}", "PATCH",
+                path_params={"namespace": self.namespace, "name": name},
+                query_params=[("fieldManager", FIELD_MANAGER)],
+                header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
+                body=patch, response_type="object", auth_settings=["BearerToken"],
+                _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT)
+
+        return dict(self._call("patch", kind, call, name=name, namespace=self.namespace))
+
+
+def _root_cause(e: BaseException) -> str:
+    reason = getattr(e, "reason", None)
+    return str(reason or e)
+
+
+def _kubeconfig_namespace(config: Any, path: str | None, context: str | None) -> str | None:
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=path)
+    except Exception:  # a missing namespace is not worth failing for: the client already loaded
+        return None
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    ns = ((chosen or {}).get("context") or {}).get("namespace")
+    return str(ns) if ns else None
+
+
+def _incluster_namespace() -> str | None:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_fleet(c: Cluster, a: argparse.Namespace) -> int:
+    devices = c.list(EDGEDEVICES, label_selector=a.selector)
+    ns = None if a.all_namespaces or not a.namespace_given else c.namespace
+    deployments = c.list(IDEPS, namespace=ns)
+    rows = view.fleet_rows(devices, deployments, namespace=ns, show_idle=not a.serving_only)
+    if a.selector:
+        names = {d["metadata"]["name"] for d in devices}
+        rows = [r for r in rows if r.device in names]
+    if a.output == "json":
+        print(view.fleet_json(rows))
+        return 0
+    if not rows:
+        print("No edge devices found." if not devices else "No placements found.")
+        return 0
+    print(view.fleet_table(rows, wide=a.output == "wide"))
+    print(view.fleet_summary(rows), file=sys.stderr)
+    return 0
+
+
+def cmd_rollout_status(c: Cluster, a: argparse.Namespace) -> int:
+    deadline = time.monotonic() + a.timeout
+    idep = c.get(IDEPS, a.name)
+    last = ""
+    if not a.watch:
+        v = view.rollout_verdict(idep)
+        print(v.message)
+        details = view.rollout_details(idep)
+        if details:
+            print(details)
+        return 0 if v.state == "complete" else 1
+    while True:
+        v = view.rollout_verdict(idep)
+        if v.message != last:
+            print(v.message, flush=True)
+            last = v.message
+        if v.done:
+            return 0 if v.state == "complete" else 1
+        if time.monotonic() >= deadline:
+            print(f"error: timed out after {a.timeout:g}s waiting for the rollout of {a.name!r}", file=sys.stderr)
+            return 1
+        time.sleep(a.interval)
+        idep = c.get(IDEPS, a.name)
+
+
+def cmd_rollout_pause(c: Cluster, a: argparse.Namespace) -> int:
+    return _set_paused(c, a.name, True)
+
+
+def cmd_rollout_resume(c: Cluster, a: argparse.Namespace) -> int:
+    return _set_paused(c, a.name, False)
+
+
+def _set_paused(c: Cluster, name: str, paused: bool) -> int:
+    idep = c.get(IDEPS, name)
+    word = "paused" if paused else "resumed"
+    if bool(view.get_path(idep, "spec", "rollout", "paused")) == paused:
+        print(f"inferencedeployment.{GROUP}/{name} already {word if paused else 'running (not paused)'}")
+        return 0
+    c.patch(IDEPS, name, {"spec": {"rollout": {"paused": paused}}})
+    print(f"inferencedeployment.{GROUP}/{name} {word}")
+    return 0
+
+
+def cmd_rollout_undo(c: Cluster, a: argparse.Namespace) -> int:
+    idep = c.get(IDEPS, a.name)
+    revision = a.to_revision
+    if revision is not None and revision < 1:
+        raise PluginError(f"--to-revision must be a revision number >= 1, got {revision}")
+    try:
+        patch = view.undo_patch(idep, revision)
+    except ValueError as e:
+        raise PluginError(str(e)) from None
+    c.patch(IDEPS, a.name, patch)
+    target = f"revision {revision}" if revision else "the previous revision"
+    print(f"inferencedeployment.{GROUP}/{a.name} rolling back to {target}")
+    return 0
+
+
+def cmd_model_verify(c: Cluster, a: argparse.Namespace) -> int:
+    em = c.get(EDGEMODELS, a.name)
+    print(view.model_summary(em))
+    if not a.trigger:
+        verdict = view.model_verified(em)
+        return 0 if verdict else 1
+    now = dt.datetime.now(dt.UTC)
+    stamp = view.rfc3339(now)
+    c.patch(EDGEMODELS, a.name, {"metadata": {"annotations": {view.REVERIFY_ANNOTATION: stamp}}})
+    print(f"\nre-verification requested ({view.REVERIFY_ANNOTATION}={stamp})")
+    if not a.wait:
+        return 0
+    deadline = time.monotonic() + a.timeout
+    while time.monotonic() < deadline:
+        time.sleep(a.interval)
+        em = c.get(EDGEMODELS, a.name)
+        if view.verified_since(em, now):
+            print(view.model_summary(em))
+            return 0 if view.model_verified(em) else 1
+    print(f"error: timed out after {a.timeout:g}s waiting for the operator to re-verify {a.name!r}", file=sys.stderr)
+    return 1
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _duration(text: str) -> float:
+    """kubectl-style durations: 90, 90s, 5m, 1h."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    t = text.strip()
+    try:
+        v = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30s, 5m or 1h") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive, got {text!r}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The connection flags work before or after the subcommand, as kubectl's do;
+    # SUPPRESS keeps a subparser from overwriting a value given earlier.
+    conn = _Parser(add_help=False)
+    conn.add_argument("--kubeconfig", default=argparse.SUPPRESS, help="path to the kubeconfig file")
+    conn.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context to use")
+    conn.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: the context's)")
+
+    p = _Parser(prog="kubectl edgeai", parents=[conn],
+                description="Fleet status, rollouts and model verification for the edgeai operator.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    f = sub.add_parser("fleet", parents=[conn], help="what every edge device serves, as a table")
+    f.add_argument("-A", "--all-namespaces", action="store_true", help="deployments in every namespace (default "
+                   "unless -n is given)")
+    f.add_argument("-l", "--selector", help="label selector over EdgeDevices")
+    f.add_argument("-o", "--output", choices=("table", "wide", "json"), default="table")
+    f.add_argument("--serving-only", action="store_true", help="hide devices that serve nothing")
+    f.set_defaults(func=cmd_fleet)
+
+    r = sub.add_parser("rollout", parents=[conn], help="status, pause, resume or undo an InferenceDeployment's rollout")
+    rs = r.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
+    st = rs.add_parser("status", parents=[conn], help="wait for a rollout to finish (or show it once)")
+    st.add_argument("name", metavar="IDEP")
+    st.add_argument("-w", "--watch", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep watching until the rollout completes, fails or pauses (default)")
+    st.add_argument("--timeout", type=_duration, default=_duration("5m"), help="give up after (default 5m)")
+    st.set_defaults(func=cmd_rollout_status)
+    for action, fn, text in (("pause", cmd_rollout_pause, "stop the rollout after the current wave"),
+                             ("resume", cmd_rollout_resume, "continue a paused rollout")):
+        x = rs.add_parser(action, parents=[conn], help=text)
+        x.add_argument("name", metavar="IDEP")
+        x.set_defaults(func=fn)
+    u = rs.add_parser("undo", parents=[conn], help="roll back to the previous (or a given) revision")
+    u.add_argument("name", metavar="IDEP")
+    u.add_argument("--to-revision", type=int, default=None, help="revision number (default: the previous one)")
+    u.set_defaults(func=cmd_rollout_undo)
+
+    m = sub.add_parser("model", parents=[conn], help="EdgeModel commands")
+    ms = m.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
+    v = ms.add_parser("verify", parents=[conn], help="show verification and ask the operator to verify again")
+    v.add_argument("name", metavar="EM")
+    v.add_argument("--trigger", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"set the {view.REVERIFY_ANNOTATION} annotation to re-verify (default)")
+    v.add_argument("--wait", action="store_true", help="wait for the operator to finish re-verifying")
+    v.add_argument("--timeout", type=_duration, default=_duration("2m"), help="with --wait (default 2m)")
+    v.set_defaults(func=cmd_model_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    a.namespace_given = getattr(a, "namespace", None) is not None
+    a.interval = float(os.environ.get("KUBECTL_EDGEAI_POLL_SECONDS", "1"))
+    try:
+        c = Cluster(getattr(a, "kubeconfig", None), getattr(a, "context", None), getattr(a, "namespace", None))
+        rc: int = a.func(c, a)
+        return rc
+    except PluginError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""What `kubectl edgeai` shows, as pure functions over the objects' JSON.
+
+No I/O and no Kubernetes client here: plugin.py reads the objects and prints
+what these functions return, so every table and verdict is unit-tested on
+plain dicts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+Obj = Mapping[str, Any]
+
+DIGEST_PREFIX = 12  # like a short git hash: enough to tell builds apart in a table
+NONE = "-"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def get_path(obj: Any, *path: str) -> Any:
+    """obj[path[0]][path[1]]..., or None where any step is missing or not a mapping."""
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _list(obj: Any, *path: str) -> list[Any]:
+    got = get_path(obj, *path)
+    return list(got) if isinstance(got, list) else []
+
+
+def condition(obj: Obj, ctype: str) -> Mapping[str, Any] | None:
+    for c in _list(obj, "status", "conditions"):
+        if isinstance(c, Mapping) and c.get("type") == ctype:
+            return c
+    return None
+
+
+def short_digest(sha256: Any) -> str:
+    if not isinstance(sha256, str) or not sha256:
+        return NONE
+    return sha256.removeprefix("sha256:")[:DIGEST_PREFIX]
+
+
+def _online(device: Obj) -> str:
+    online = get_path(device, "status", "online")
+    if online is True:
+        return "yes"
+    if online is False:
+        return "no"
+    return "unknown"
+
+
+def _split_ref(ref: str, default_ns: str | None) -> tuple[str | None, str]:
+    """A deployment reference in EdgeDevice.status.serving: "ns/name" or a bare name."""
+    if "/" in ref:
+        ns, name = ref.split("/", 1)
+        return ns, name
+    return default_ns, ref
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+@dataclass(frozen=True)
+class FleetRow:
+    device: str
+    online: str
+    deployment: str  # "namespace/name", or "-" for an idle device
+    model: str
+    variant: str
+    digest: str  # short prefix for the table; the full digest is in -o json
+    phase: str
+    site: str
+    arch: str
+    accelerators: str
+    sha256: str
+
+
+def fleet_rows(devices: Iterable[Obj], deployments: Iterable[Obj], namespace: str | None = None,
+               show_idle: bool = True) -> list[FleetRow]:
+    """One row per (device, deployment) the device serves or is placed for, plus idle devices.
+
+    EdgeDevice.status.serving says what a device actually serves; an
+    InferenceDeployment's status.devices fills in placements the device has not
+    reported yet (e.g. still pulling). With `namespace`, only deployments in it.
+    """
+    idx: dict[tuple[str, str], dict[str, str]] = {}
+    dev_by_name: dict[str, Obj] = {}
+    for d in devices:
+        name = str(get_path(d, "metadata", "name") or "")
+        if name:
+            dev_by_name[name] = d
+
+    def keep(ns: str | None) -> bool:
+        return namespace is None or ns == namespace
+
+    for name, d in dev_by_name.items():
+        for s in _list(d, "status", "serving"):
+            if not isinstance(s, Mapping):
+                continue
+            ns, dep = _split_ref(str(s.get("deployment") or NONE), None)
+            if not keep(ns) and ns is not None:
+                continue
+            if namespace is not None and ns is None:
+                continue  # cannot tell which namespace a bare name is in: the deployment's own entry will show it
+            ref = f"{ns}/{dep}" if ns else dep
+            idx[(name, ref)] = {
+                "model": str(s.get("model") or NONE), "variant": str(s.get("variant") or NONE),
+                "sha256": str(s.get("sha256") or ""), "phase": str(s.get("phase") or NONE),
+            }
+
+    for idep in deployments:
+        ns = get_path(idep, "metadata", "namespace")
+        if not keep(ns):
+            continue
+        ref = f"{ns}/{get_path(idep, 'metadata', 'name')}"
+        model = str(get_path(idep, "spec", "model") or NONE)
+        for e in _list(idep, "status", "devices"):
+            if not isinstance(e, Mapping) or not e.get("device"):
+                continue
+            key = (str(e["device"]), ref)
+            bare = (str(e["device"]), str(get_path(idep, "metadata", "name")))
+            if key in idx or bare in idx:
+                row = idx.pop(bare, None) or idx[key]
+                # the device's own report wins; the deployment only fills its gaps
+                for k, v in (("model", model), ("variant", e.get("variant")), ("sha256", e.get("sha256"))):
+                    if row.get(k) in (None, "", NONE) and v:
+                        row[k] = str(v)
+                idx[key] = row
+            else:
+                idx[key] = {"model": model, "variant": str(e.get("variant") or NONE),
+                            "sha256": str(e.get("sha256") or ""), "phase": str(e.get("phase") or "Pending")}
+
+    rows: list[FleetRow] = []
+    served = {dev for dev, _ in idx}
+    for (dev, ref), r in idx.items():
+        rows.append(_row(dev, dev_by_name.get(dev), ref, r))
+    if show_idle:
+        for dev, d in dev_by_name.items():
+            if dev not in served:
+                rows.append(_row(dev, d, NONE, {"model": NONE, "variant": NONE, "sha256": "", "phase": NONE}))
+    rows.sort(key=lambda r: (r.device, r.deployment))
+    return rows
+
+
+def _row(dev: str, d: Obj | None, ref: str, r: Mapping[str, str]) -> FleetRow:
+    caps: Any = get_path(d, "status", "capabilities") if d is not None else None
+    accels = get_path(caps, "accelerators")
+    return FleetRow(
+        device=dev,
+        online=_online(d) if d is not None else "unknown",
+        deployment=ref, model=r["model"], variant=r["variant"], digest=short_digest(r["sha256"]),
+        phase=r["phase"],
+        site=str(get_path(caps, "site") or NONE), arch=str(get_path(caps, "arch") or NONE),
+        accelerators=",".join(str(a) for a in accels) if isinstance(accels, list) and accels else NONE,
+        sha256=r["sha256"] or "",
+    )
+
+
+FLEET_COLUMNS = ("DEVICE", "ONLINE", "DEPLOYMENT", "MODEL", "VARIANT", "DIGEST", "PHASE")
+FLEET_WIDE = (*FLEET_COLUMNS, "SITE", "ARCH", "ACCELERATORS")
+
+
+def fleet_table(rows: Sequence[FleetRow], wide: bool = False) -> str:
+    cols = FLEET_WIDE if wide else FLEET_COLUMNS
+    data = [[getattr(r, c.lower()) for c in cols] for r in rows]
+    return table(cols, data)
+
+
+def fleet_summary(rows: Sequence[FleetRow]) -> str:
+    devices: dict[str, str] = {r.device: r.online for r in rows}
+    online = sum(1 for v in devices.values() if v == "yes")
+    serving = [r for r in rows if r.deployment != NONE]
+    ready = sum(1 for r in serving if r.phase in ("Ready", "Running", "Serving"))
+    return (f"{len(devices)} device(s), {online} online, {len(serving)} placement(s), "
+            f"{ready} serving")
+
+
+def fleet_json(rows: Sequence[FleetRow]) -> str:
+    return json.dumps([asdict(r) for r in rows], indent=2)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """kubectl's plain table: left-aligned columns, three spaces apart."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+@dataclass(frozen=True)
+class RolloutVerdict:
+    state: str  # "complete" | "progressing" | "paused" | "failed" | "pending"
+    message: str
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("complete", "failed", "paused")
+
+
+def rollout_verdict(idep: Obj) -> RolloutVerdict:
+    """The one-line answer to "is my rollout done?", from status only (what the operator observed)."""
+    name = get_path(idep, "metadata", "name")
+    gen = get_path(idep, "metadata", "generation")
+    observed = get_path(idep, "status", "observedGeneration")
+    if isinstance(gen, int) and (not isinstance(observed, int) or observed < gen):
+        return RolloutVerdict("pending", f"waiting for the operator to observe generation {gen} of {name!r} "
+                                         f"(observed: {observed if observed is not None else 'none'})")
+    degraded = condition(idep, "Degraded")
+    if degraded is not None and degraded.get("status") == "True":
+        return RolloutVerdict("failed", f"rollout of {name!r} failed: {degraded.get('reason') or 'Degraded'}: "
+                                        f"{degraded.get('message') or ''}".rstrip(": "))
+    counts = rollout_counts(idep)
+    if get_path(idep, "spec", "rollout", "paused") is True:
+        return RolloutVerdict("paused", f"rollout of {name!r} is paused ({counts}); resume with "
+                                        f"`kubectl edgeai rollout resume {name}`")
+    ready = condition(idep, "Ready")
+    progressing = condition(idep, "Progressing")
+    if (ready is not None and ready.get("status") == "True"
+            and (progressing is None or progressing.get("status") != "True")):
+        return RolloutVerdict("complete", f"{name!r} successfully rolled out ({counts})")
+    why = ""
+    for c in (progressing, ready):
+        if c is not None and c.get("message"):
+            why = f": {c.get('message')}"
+            break
+    return RolloutVerdict("progressing", f"waiting for {name!r} to roll out ({counts}){why}")
+
+
+def rollout_counts(idep: Obj) -> str:
+    st = get_path(idep, "status") or {}
+    parts = []
+    for key in ("selected", "placed", "updated", "ready"):
+        v = get_path(st, key)
+        if isinstance(v, int):
+            parts.append(f"{v} {key}")
+    unplaced = _list(st, "unplaced")
+    if unplaced:
+        parts.append(f"{len(unplaced)} unplaced")
+    return ", ".join(parts) if parts else "no counts reported yet"
+
+
+def rollout_details(idep: Obj) -> str:
+    """Conditions, revision and per-device placement: what `rollout status` prints once."""
+    lines: list[str] = []
+    st: Any = get_path(idep, "status") or {}
+    for key in ("revision", "currentRevision", "updateRevision", "stableRevision", "lastGoodRevision"):
+        v = get_path(st, key)
+        if v is not None:
+            lines.append(f"{key}: {v}")
+    conds = [c for c in _list(st, "conditions") if isinstance(c, Mapping)]
+    if conds:
+        lines.append(table(("CONDITION", "STATUS", "REASON", "MESSAGE"),
+                           [(c.get("type", ""), c.get("status", ""), c.get("reason") or NONE,
+                             c.get("message") or "") for c in conds]))
+    devs = [e for e in _list(st, "devices") if isinstance(e, Mapping)]
+    if devs:
+        lines.append(table(("DEVICE", "VARIANT", "DIGEST", "PHASE"),
+                           [(e.get("device", ""), e.get("variant") or NONE, short_digest(e.get("sha256")),
+                             e.get("phase") or NONE) for e in devs]))
+    unplaced = [e for e in _list(st, "unplaced") if isinstance(e, Mapping)]
+    if unplaced:
+        lines.append(table(("UNPLACED", "REASON"), [(e.get("device", ""), e.get("reason") or "") for e in unplaced]))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- model verify
+
+REVERIFY_ANNOTATION = "edgeai.io/reverify"
+
+
+def rfc3339(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(v: Any) -> dt.datetime | None:
+    if not isinstance(v, str) or not v:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def model_summary(em: Obj) -> str:
+    name = get_path(em, "metadata", "name")
+    want = get_path(em, "spec", "source", "sha256")
+    seen = get_path(em, "status", "sha256")
+    verified = condition(em, "Verified")
+    rows: list[tuple[str, Any]] = [
+        ("model", name),
+        ("version", get_path(em, "spec", "version") or NONE),
+        ("source", get_path(em, "spec", "source", "uri") or NONE),
+        ("expected sha256", want or NONE),
+        ("seen sha256", seen or NONE),
+        ("size", get_path(em, "status", "size") if get_path(em, "status", "size") is not None else NONE),
+        ("verified at", get_path(em, "status", "verifiedAt") or NONE),
+        ("signed", "yes" if get_path(em, "spec", "signature") else "no"),
+        ("encrypted", "yes" if get_path(em, "spec", "encryption") else "no"),
+    ]
+    if verified is None:
+        rows.append(("Verified", "not reported yet"))
+    else:
+        rows.append(("Verified", f"{verified.get('status')} ({verified.get('reason') or NONE})"))
+        if verified.get("message"):
+            rows.append(("message", verified.get("message")))
+    width = max(len(k) for k, _ in rows)
+    out = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    variants = [v for v in _list(em, "status", "variants") if isinstance(v, Mapping)]
+    if variants:
+        out.append("")
+        out.append(table(("VARIANT", "VERIFIED", "DIGEST", "SIZE", "REASON"),
+                         [(v.get("name", ""), v.get("verified", NONE), short_digest(v.get("sha256")),
+                           v.get("size", NONE), v.get("reason") or NONE) for v in variants]))
+    return "\n".join(out)
+
+
+def model_verified(em: Obj) -> bool | None:
+    """True/False once the operator judged the current generation; None while it has not."""
+    c = condition(em, "Verified")
+    if c is None or c.get("status") not in ("True", "False"):
+        return None
+    gen = get_path(em, "metadata", "generation")
+    og = c.get("observedGeneration", get_path(em, "status", "observedGeneration"))
+    if isinstance(gen, int) and isinstance(og, int) and og < gen:
+        return None
+    return bool(c.get("status") == "True")
+
+
+def verified_since(em: Obj, since: dt.datetime) -> bool:
+    """Has the operator finished a verification at or after `since` (the re-verify request)?"""
+    times = [parse_time(get_path(em, "status", "verifiedAt"))]
+    c = condition(em, "Verified")
+    if c is not None:
+        times.append(parse_time(c.get("lastTransitionTime")))
+        times.append(parse_time(c.get("lastProbeTime")))
+    # The request's timestamp has whole seconds: compare at that precision.
+    floor = since.replace(microsecond=0)
+    return any(t is not None and t >= floor for t in times) and model_verified(em) is not None
+
+
+# --------------------------------------------------------------------------- undo
+
+
+def undo_patch(idep: Obj, revision: int | None) -> dict[str, Any]:
+    """The spec change that asks the operator to roll back (a spec field, so Git can ask the same).
+
+    revision None means "the one before the current": resolved here from status so
+    the request in spec names an explicit revision and replays the same way.
+    """
+    if revision is None:
+        current = get_path(idep, "status", "revision")
+        if not isinstance(current, int) or current < 2:
+            name = get_path(idep, "metadata", "name")
+            raise ValueError(f"{name!r} has no earlier revision to roll back to (current: {current}); "
+                             f"give --to-revision")
+        revision = current - 1
+    return {"spec": {"rollout": {"rollbackTo": {"revision": revision}}}}
