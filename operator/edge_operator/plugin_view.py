@@ -106,7 +106,8 @@ def fleet_rows(devices: Iterable[Obj], deployments: Iterable[Obj], namespace: st
         for s in _list(d, "status", "serving"):
             if not isinstance(s, Mapping):
                 continue
-            ns, dep = _split_ref(str(s.get("deployment") or NONE), None)
+            # "inferenceDeployment" is "ns/name"; older reports had only "deployment"
+            ns, dep = _split_ref(str(s.get("inferenceDeployment") or s.get("deployment") or NONE), None)
             if not keep(ns) and ns is not None:
                 continue
             if namespace is not None and ns is None:
@@ -216,19 +217,25 @@ def rollout_verdict(idep: Obj) -> RolloutVerdict:
     if isinstance(gen, int) and (not isinstance(observed, int) or observed < gen):
         return RolloutVerdict("pending", f"waiting for the operator to observe generation {gen} of {name!r} "
                                          f"(observed: {observed if observed is not None else 'none'})")
-    degraded = condition(idep, "Degraded")
-    if degraded is not None and degraded.get("status") == "True":
+    degraded = condition(idep, "Degraded") or {}
+    ready = condition(idep, "Ready")
+    progressing = condition(idep, "Progressing")
+    is_ready = ready is not None and ready.get("status") == "True"
+    is_progressing = progressing is not None and progressing.get("status") == "True"
+    is_degraded = degraded.get("status") == "True"
+    counts = rollout_counts(idep)
+    if is_degraded and not is_ready and not is_progressing:
+        # Nothing is moving and it is not healthy: waiting longer will not help.
         return RolloutVerdict("failed", f"rollout of {name!r} failed: {degraded.get('reason') or 'Degraded'}: "
                                         f"{degraded.get('message') or ''}".rstrip(": "))
-    counts = rollout_counts(idep)
     if get_path(idep, "spec", "rollout", "paused") is True:
         return RolloutVerdict("paused", f"rollout of {name!r} is paused ({counts}); resume with "
                                         f"`kubectl edgeai rollout resume {name}`")
-    ready = condition(idep, "Ready")
-    progressing = condition(idep, "Progressing")
-    if (ready is not None and ready.get("status") == "True"
-            and (progressing is None or progressing.get("status") != "True")):
-        return RolloutVerdict("complete", f"{name!r} successfully rolled out ({counts})")
+    if is_ready and not is_progressing:
+        note = ""
+        if is_degraded:  # e.g. some devices offline: rolled out everywhere it can be, but say so
+            note = f"; degraded: {degraded.get('reason')}: {degraded.get('message') or ''}".rstrip(": ")
+        return RolloutVerdict("complete", f"{name!r} successfully rolled out ({counts}){note}")
     why = ""
     for c in (progressing, ready):
         if c is not None and c.get("message"):

@@ -1,0 +1,213 @@
+"""kubectl edgeai's tables and verdicts, on plain objects shaped as the operator writes them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from edge_operator import plugin_view as v
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def device(name: str, online: bool | None = True, serving: list[dict[str, Any]] | None = None,
+           site: str = "site-a") -> dict[str, Any]:
+    st: dict[str, Any] = {"capabilities": {"arch": "arm64", "site": site, "accelerators": ["npu"]}}
+    if online is not None:
+        st["online"] = online
+    if serving is not None:
+        st["serving"] = serving
+    return {"metadata": {"name": name}, "status": st}
+
+
+def idep(name: str, ns: str = "prod", model: str = "resnet", devices: list[dict[str, Any]] | None = None,
+         conditions: list[dict[str, Any]] | None = None, generation: int = 1, observed: int | None = 1,
+         paused: bool | None = None, **status: Any) -> dict[str, Any]:
+    st: dict[str, Any] = {"devices": devices or [], "conditions": conditions or [], **status}
+    if observed is not None:
+        st["observedGeneration"] = observed
+    spec: dict[str, Any] = {"model": model}
+    if paused is not None:
+        spec["rollout"] = {"paused": paused}
+    return {"metadata": {"name": name, "namespace": ns, "generation": generation}, "spec": spec, "status": st}
+
+
+def cond(t: str, s: bool, reason: str = "R", message: str = "") -> dict[str, Any]:
+    return {"type": t, "status": "True" if s else "False", "reason": reason, "message": message}
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def test_fleet_row_per_served_deployment_and_idle_devices() -> None:
+    devs = [
+        device("edge-1", serving=[{"inferenceDeployment": "prod/det", "deployment": "det-edge-1", "model": "resnet",
+                                   "variant": "int8", "sha256": SHA_A, "phase": "Ready"}]),
+        device("edge-0", online=False),
+    ]
+    rows = v.fleet_rows(devs, [])
+    assert [(r.device, r.deployment, r.model, r.variant, r.digest, r.phase, r.online) for r in rows] == [
+        ("edge-0", "-", "-", "-", "-", "-", "no"),
+        ("edge-1", "prod/det", "resnet", "int8", SHA_A[:12], "Ready", "yes"),
+    ]
+    assert rows[1].sha256 == SHA_A  # the full digest stays available for -o json
+
+
+def test_deployment_status_fills_placements_the_device_has_not_reported() -> None:
+    devs = [device("edge-1", serving=[]), device("edge-2", online=None)]
+    deps = [idep("det", devices=[{"device": "edge-1", "variant": "fp16", "sha256": SHA_B, "phase": "Fetching"},
+                                 {"device": "edge-2", "phase": "Pending"}])]
+    rows = v.fleet_rows(devs, deps)
+    assert [(r.device, r.deployment, r.model, r.variant, r.phase, r.online) for r in rows] == [
+        ("edge-1", "prod/det", "resnet", "fp16", "Fetching", "yes"),
+        ("edge-2", "prod/det", "resnet", "-", "Pending", "unknown"),
+    ]
+
+
+def test_the_device_report_wins_over_the_deployment_and_is_not_duplicated() -> None:
+    devs = [device("edge-1", serving=[{"inferenceDeployment": "prod/det", "model": "resnet", "phase": "Ready",
+                                       "sha256": SHA_A}])]
+    deps = [idep("det", devices=[{"device": "edge-1", "variant": "int8", "sha256": SHA_B, "phase": "Starting"}])]
+    rows = v.fleet_rows(devs, deps)
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r.phase, r.digest, r.variant) == ("Ready", SHA_A[:12], "int8")  # gap filled, report kept
+
+
+def test_namespace_filter_keeps_only_that_namespaces_deployments() -> None:
+    devs = [device("edge-1", serving=[{"inferenceDeployment": "prod/a", "model": "m", "phase": "Ready"},
+                                      {"inferenceDeployment": "dev/b", "model": "m", "phase": "Ready"}])]
+    rows = v.fleet_rows(devs, [idep("c", ns="dev", devices=[{"device": "edge-1", "phase": "Pending"}])],
+                        namespace="dev")
+    assert [r.deployment for r in rows] == ["dev/b", "dev/c"]
+
+
+def test_serving_only_hides_idle_devices() -> None:
+    rows = v.fleet_rows([device("edge-0"), device("edge-1", serving=[
+        {"inferenceDeployment": "p/x", "model": "m", "phase": "Ready"}])], [], show_idle=False)
+    assert [r.device for r in rows] == ["edge-1"]
+
+
+def test_fleet_table_and_summary() -> None:
+    rows = v.fleet_rows([device("edge-1", serving=[{"inferenceDeployment": "prod/det", "model": "resnet",
+                                                     "variant": "int8", "sha256": SHA_A, "phase": "Ready"}]),
+                         device("edge-22", online=False)], [])
+    out = v.fleet_table(rows).splitlines()
+    assert out[0].split() == ["DEVICE", "ONLINE", "DEPLOYMENT", "MODEL", "VARIANT", "DIGEST", "PHASE"]
+    assert out[1].split() == ["edge-1", "yes", "prod/det", "resnet", "int8", SHA_A[:12], "Ready"]
+    assert out[2].split() == ["edge-22", "no", "-", "-", "-", "-", "-"]
+    # columns line up: every row's MODEL starts where the header's does
+    col = out[0].index("MODEL")
+    assert out[1][col:].startswith("resnet") and out[2][col:].startswith("-")
+    wide = v.fleet_table(rows, wide=True).splitlines()
+    assert wide[0].split()[-3:] == ["SITE", "ARCH", "ACCELERATORS"]
+    assert wide[1].split()[-3:] == ["site-a", "arm64", "npu"]
+    assert v.fleet_summary(rows) == "2 device(s), 1 online, 1 placement(s), 1 serving"
+    assert json.loads(v.fleet_json(rows))[0]["sha256"] == SHA_A
+
+
+def test_fleet_tolerates_objects_without_status() -> None:
+    rows = v.fleet_rows([{"metadata": {"name": "new"}}], [{"metadata": {"name": "d", "namespace": "x"}}])
+    assert [(r.device, r.online, r.phase) for r in rows] == [("new", "unknown", "-")]
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+def test_rollout_pending_until_the_operator_observes_the_generation() -> None:
+    vd = v.rollout_verdict(idep("det", generation=3, observed=2, conditions=[cond("Ready", True)]))
+    assert vd.state == "pending" and not vd.done and "generation 3" in vd.message
+
+
+def test_rollout_complete_when_ready_and_not_progressing() -> None:
+    vd = v.rollout_verdict(idep("det", conditions=[cond("Ready", True, "DevicesReady"),
+                                                   cond("Progressing", False, "Complete"),
+                                                   cond("Degraded", False, "Healthy")],
+                                placed=3, ready=3, updated=3, selected=4))
+    assert vd.state == "complete" and vd.done
+    assert "4 selected, 3 placed, 3 updated, 3 ready" in vd.message
+
+
+def test_offline_devices_do_not_make_a_finished_rollout_a_failure() -> None:
+    vd = v.rollout_verdict(idep("det", conditions=[cond("Ready", True), cond("Progressing", False),
+                                                   cond("Degraded", True, "DevicesOffline", "2/3 ready, 1 offline")]))
+    assert vd.state == "complete" and "DevicesOffline" in vd.message
+
+
+def test_rollout_failed_when_degraded_and_stuck() -> None:
+    vd = v.rollout_verdict(idep("det", conditions=[
+        cond("Ready", False, "ModelNotVerified", "x"), cond("Progressing", False, "ModelNotVerified"),
+        cond("Degraded", True, "ModelNotVerified", "EdgeModel 'm': DigestMismatch: expected aaa")]))
+    assert vd.state == "failed" and vd.done
+    assert "ModelNotVerified" in vd.message and "DigestMismatch" in vd.message
+
+
+def test_rollout_progressing_says_why() -> None:
+    vd = v.rollout_verdict(idep("det", conditions=[cond("Ready", False, "DevicesNotReady", "1/3 devices ready"),
+                                                   cond("Progressing", True, "RollingOut", "1/3 devices ready")]))
+    assert vd.state == "progressing" and not vd.done and vd.message.endswith(": 1/3 devices ready")
+
+
+def test_paused_rollout_stops_the_watch() -> None:
+    vd = v.rollout_verdict(idep("det", paused=True, conditions=[cond("Progressing", True)]))
+    assert vd.state == "paused" and vd.done and "rollout resume det" in vd.message
+
+
+def test_rollout_details_list_conditions_devices_and_unplaced() -> None:
+    out = v.rollout_details(idep("det", conditions=[cond("Ready", True, "DevicesReady", "3/3")],
+                                 devices=[{"device": "edge-1", "variant": "int8", "sha256": SHA_A, "phase": "Ready"}],
+                                 unplaced=[{"device": "edge-9", "reason": "ArchMismatch"}], revision=4))
+    assert "revision: 4" in out
+    assert any(ln.split()[:3] == ["Ready", "True", "DevicesReady"] for ln in out.splitlines())
+    assert any(ln.split() == ["edge-1", "int8", SHA_A[:12], "Ready"] for ln in out.splitlines())
+    assert any(ln.split() == ["edge-9", "ArchMismatch"] for ln in out.splitlines())
+
+
+def test_undo_defaults_to_the_previous_revision() -> None:
+    assert v.undo_patch(idep("det", revision=5), None) == {"spec": {"rollout": {"rollbackTo": {"revision": 4}}}}
+    assert v.undo_patch(idep("det", revision=5), 2) == {"spec": {"rollout": {"rollbackTo": {"revision": 2}}}}
+    with pytest.raises(ValueError, match="no earlier revision"):
+        v.undo_patch(idep("det", revision=1), None)
+
+
+# --------------------------------------------------------------------------- model verify
+
+
+def model(conditions: list[dict[str, Any]] | None = None, generation: int = 1, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "resnet", "namespace": "prod", "generation": generation},
+            "spec": {"source": {"uri": "https://models.example/resnet.onnx", "sha256": SHA_A},
+                     "signature": {"publicKeySecretRef": {"name": "k"}, "value": "c2ln"}},
+            "status": {"conditions": conditions or [], **status}}
+
+
+def test_model_summary_shows_verdict_digests_and_variants() -> None:
+    em = model([dict(cond("Verified", False, "DigestMismatch", f"expected {SHA_A}, got {SHA_B}"),
+                     observedGeneration=1)], sha256=SHA_B, size=1234,
+               variants=[{"name": "int8", "verified": True, "sha256": SHA_A, "size": 99}])
+    out = v.model_summary(em)
+    assert f"expected sha256  {SHA_A}" in out and f"seen sha256      {SHA_B}" in out
+    assert "Verified         False (DigestMismatch)" in out
+    assert "signed           yes" in out
+    assert any(ln.split() == ["int8", "True", SHA_A[:12], "99", "-"] for ln in out.splitlines())
+    assert v.model_verified(em) is False
+
+
+def test_model_verdict_is_unknown_for_an_unobserved_generation() -> None:
+    em = model([dict(cond("Verified", True), observedGeneration=1)], generation=2)
+    assert v.model_verified(em) is None
+    assert v.model_verified(model([dict(cond("Verified", True), observedGeneration=2)], generation=2)) is True
+    assert "not reported yet" in v.model_summary(model())
+
+
+def test_verified_since_needs_a_verdict_at_or_after_the_request() -> None:
+    asked = dt.datetime(2026, 1, 1, 12, 0, 0, 500000, tzinfo=dt.UTC)
+    before = model([cond("Verified", True)], verifiedAt="2026-01-01T11:59:59Z")
+    assert not v.verified_since(before, asked)
+    after = model([cond("Verified", True)], verifiedAt="2026-01-01T12:00:00Z")
+    assert v.verified_since(after, asked)  # same second: the stamp has whole seconds
+    failed = model([dict(cond("Verified", False, "Unreachable"), lastTransitionTime="2026-01-01T12:00:03Z")])
+    assert v.verified_since(failed, asked)
+    assert v.rfc3339(asked) == "2026-01-01T12:00:00Z"
