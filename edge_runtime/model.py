@@ -1,0 +1,214 @@
+"""One loaded ONNX model: an onnxruntime session plus what the protocol needs to know about it.
+
+`load_model` takes bytes that `integrity.read_verified` returned (never a path),
+so nothing reaches onnxruntime that has not been verified, and an encrypted
+artifact's plaintext lives only in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_runtime.codec import DATATYPES, ONNX_TO_V2, InferRequest, ProtocolError
+from edge_runtime.integrity import IntegrityError
+
+# A model whose batch-1 run takes less than this is run on the event loop
+# itself: handing it to a thread costs more (a context switch and GIL
+# hand-over, ~50-100 us) than the run. Slower models go to a worker thread so
+# the loop keeps accepting and parsing requests while onnxruntime computes.
+INLINE_RUN_SECONDS = 0.0005
+WARMUP_RUNS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 where the graph leaves a dimension free
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+class ModelError(Exception):
+    """The model failed while running a request that passed validation (HTTP 500)."""
+
+
+def _dims(shape: Sequence[Any]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+def _spec(arg: Any) -> TensorSpec:
+    datatype = ONNX_TO_V2.get(arg.type)
+    if datatype is None:
+        raise IntegrityError("InvalidModel", f"tensor '{arg.name}' has type {arg.type}, which the runtime cannot serve")
+    return TensorSpec(arg.name, datatype, _dims(arg.shape or []))
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = threads
+    # Spinning worker threads keep a core busy after each run; on a small edge
+    # device that core is the one the HTTP event loop needs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    name: str
+    version: str
+    sha256: str
+    size: int
+    session: ort.InferenceSession
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    batchable: bool
+    load_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    run_seconds_p50: float = 0.0
+    run_inline: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+    _input_by_name: dict[str, TensorSpec] = field(default_factory=dict)
+    _output_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._input_by_name = {s.name: s for s in self.inputs}
+        self._output_names = tuple(s.name for s in self.outputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self._output_names
+
+    def metadata(self, versions: Sequence[str]) -> dict[str, Any]:
+        params: dict[str, Any] = {"sha256": self.sha256, "size": self.size}
+        params.update(self.extra)
+        return {
+            "name": self.name,
+            "versions": list(versions),
+            "platform": "onnxruntime_onnx",
+            "inputs": [s.as_json() for s in self.inputs],
+            "outputs": [s.as_json() for s in self.outputs],
+            "parameters": params,
+        }
+
+    def feeds(self, request: InferRequest) -> dict[str, np.ndarray]:
+        """Check the request against the graph's inputs; say exactly what does not fit."""
+        given = {t.name: t for t in request.inputs}
+        for name in given:
+            if name not in self._input_by_name:
+                raise ProtocolError(
+                    f"unexpected input '{name}': model '{self.name}' takes {sorted(self._input_by_name)}"
+                )
+        feeds: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            t = given.get(spec.name)
+            if t is None:
+                raise ProtocolError(f"missing input '{spec.name}' ({spec.datatype} {list(spec.shape)})")
+            if t.datatype != spec.datatype:
+                raise ProtocolError(f"input '{spec.name}': datatype {t.datatype} given, model expects {spec.datatype}")
+            if len(t.shape) != len(spec.shape) or any(
+                want >= 0 and got != want for got, want in zip(t.shape, spec.shape, strict=True)
+            ):
+                raise ProtocolError(
+                    f"input '{spec.name}': shape {list(t.shape)} does not fit the model's {list(spec.shape)} "
+                    "(-1 = any size)"
+                )
+            arr = t.array
+            if spec.datatype == "BYTES":
+                arr = np.array(
+                    [x.decode("utf-8", errors="replace") if isinstance(x, bytes) else x for x in arr.reshape(-1)],
+                    dtype=object,
+                ).reshape(arr.shape)
+            feeds[spec.name] = arr
+        return feeds
+
+    def check_outputs(self, names: Sequence[str]) -> None:
+        for n in names:
+            if n not in self._output_names:
+                raise ProtocolError(f"unknown output '{n}': model '{self.name}' has {list(self._output_names)}")
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            out: list[np.ndarray] = self.session.run(None, feeds)
+        except Exception as e:  # onnxruntime raises its own untyped exceptions
+            raise ModelError(f"model '{self.name}' failed: {e}") from e
+        return out
+
+
+def load_model(
+    data: bytes,
+    *,
+    name: str,
+    version: str,
+    sha256: str,
+    threads: int | None = None,
+) -> LoadedModel:
+    """Build a session from verified bytes; raise IntegrityError(InvalidModel) if it is not a usable model."""
+    start = time.perf_counter()
+    try:
+        session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise IntegrityError("InvalidModel", f"onnxruntime cannot load model '{name}': {e}") from e
+    inputs = tuple(_spec(a) for a in session.get_inputs())
+    outputs = tuple(_spec(a) for a in session.get_outputs())
+    # Batching concatenates requests on axis 0: only safe when every input and
+    # output has a free leading dimension.
+    batchable = all(len(s.shape) >= 1 and s.shape[0] == -1 for s in (*inputs, *outputs))
+    return LoadedModel(
+        name=name,
+        version=version,
+        sha256=sha256,
+        size=len(data),
+        session=session,
+        inputs=inputs,
+        outputs=outputs,
+        batchable=batchable,
+        load_seconds=time.perf_counter() - start,
+    )
+
+
+def _warmup_feed(spec: TensorSpec) -> np.ndarray:
+    shape = tuple(1 if d < 0 else d for d in spec.shape)
+    if spec.datatype == "BYTES":
+        arr = np.empty(shape, dtype=object)
+        arr.fill("")
+        return arr
+    if spec.datatype == "BF16":
+        raise IntegrityError("InvalidModel", f"input '{spec.name}' is bfloat16, which the runtime cannot feed")
+    return np.zeros(shape, dtype=DATATYPES[spec.datatype])
+
+
+def warm_up(model: LoadedModel, runs: int = WARMUP_RUNS) -> None:
+    """Run the model on zeros a few times; refuse a model that cannot run.
+
+    Also times the run, which decides whether requests run inline on the event
+    loop or in a worker thread.
+    """
+    start = time.perf_counter()
+    feeds = {s.name: _warmup_feed(s) for s in model.inputs}
+    times: list[float] = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        try:
+            model.session.run(None, feeds)
+        except Exception as e:
+            raise IntegrityError("WarmupFailed", f"model '{model.name}' failed its warm-up run: {e}") from e
+        times.append(time.perf_counter() - t0)
+    model.warmup_seconds = time.perf_counter() - start
+    model.run_seconds_p50 = statistics.median(times)
+    forced = os.environ.get("EDGEAI_RUN_INLINE")
+    model.run_inline = forced == "1" if forced in ("0", "1") else model.run_seconds_p50 < INLINE_RUN_SECONDS

@@ -1,0 +1,163 @@
+"""`edge-runtime serve`: verify, load, warm up, then serve the Open Inference Protocol.
+
+Verification happens before the port opens: a server that refuses its
+artifact exits non-zero with the reason's exit code and never answers a
+request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.integrity import IntegrityError, check_sha256
+
+log = logging.getLogger("edge_runtime.serve")
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def _fraction(text: str) -> float:
+    x = float(text)
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {x}")
+    return x
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve a verified ONNX model over the Open Inference Protocol (KServe v2)")
+    p.add_argument("--model", required=True, help="model file (as fetched into the cache)")
+    p.add_argument("--sha256", required=True, help="expected sha256 of the file as stored")
+    p.add_argument("--name", required=True, help="model name in the /v2/models/{name} API")
+    p.add_argument("--model-version", help="version label (default: first 12 hex digits of the sha256)")
+    p.add_argument("--signature", help="base64 signature over the sha256")
+    p.add_argument("--signature-file", help="file holding the base64 signature")
+    p.add_argument("--public-key-file", help="PEM public key; when set, every load must carry a valid signature")
+    p.add_argument("--decryption-key-file", help="AES-256-GCM key for an encrypted artifact (decrypted in memory)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=_positive_int, default=8080)
+    p.add_argument("--threads", type=_positive_int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--max-batch-size", type=_positive_int, default=0, help="dynamic batching up to N rows (0/1: off)")
+    p.add_argument(
+        "--max-batch-delay-ms",
+        type=float,
+        default=0.0,
+        help="wait up to this long for a batch to fill once the model is free (0: never wait)",
+    )
+    p.add_argument("--fallback-url", help="cloud v2 endpoint (base URL or full .../infer URL)")
+    p.add_argument(
+        "--fallback-threshold", type=_fraction, default=0.5, help="top-1 confidence below this goes to the cloud"
+    )
+    p.add_argument("--fallback-timeout-ms", type=float, default=1000.0)
+    p.add_argument(
+        "--fallback-queue", help="directory of the durable hard-example queue (required with --fallback-url)"
+    )
+    p.add_argument("--fallback-queue-max-items", type=int, default=10_000)
+    p.add_argument("--metrics-port", type=_positive_int, help="serve /metrics on this port too (default: same port)")
+    p.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger request bodies get 413")
+    p.add_argument("--body-timeout-s", type=float, default=30.0, help="a body not received within this gets 408")
+    p.add_argument("--error-window-s", type=float, default=60.0, help="window of the error-rate readiness judgement")
+    p.add_argument(
+        "--max-error-rate", type=_fraction, default=0.5, help="not ready above this share of failed requests"
+    )
+    p.add_argument("--log-level", default=os.environ.get("EDGEAI_LOG_LEVEL", "info"))
+    p.set_defaults(func=run)
+
+
+def build(args: argparse.Namespace) -> Any:
+    """Everything but the socket: returns the ASGI app, model already verified and loaded."""
+    from edge_runtime.dataplane import DataPlane, ModelSource, Settings, default_version
+    from edge_runtime.health import ErrorWindow
+    from edge_runtime.metrics import RuntimeMetrics
+    from edge_runtime.server import App
+
+    check_sha256(args.sha256)
+    signature = args.signature
+    if args.signature_file:
+        signature = Path(args.signature_file).read_text().strip()
+    pub = Path(args.public_key_file).read_bytes() if args.public_key_file else None
+    key = Path(args.decryption_key_file).read_bytes() if args.decryption_key_file else None
+    if pub is not None and signature is None:
+        raise IntegrityError("BadSignature", "--public-key-file is set but no --signature was given")
+    metrics = RuntimeMetrics()
+    fallback = None
+    if args.fallback_url:
+        if not args.fallback_queue:
+            raise SystemExit("edge-runtime serve: --fallback-url needs --fallback-queue DIR (the durable queue)")
+        from edge_runtime.fallback import Fallback
+        from edge_runtime.hardqueue import HardExampleQueue
+
+        fallback = Fallback(
+            args.fallback_url,
+            args.fallback_threshold,
+            args.fallback_timeout_ms / 1000.0,
+            HardExampleQueue(args.fallback_queue, max_items=args.fallback_queue_max_items),
+            metrics,
+        )
+    settings = Settings(
+        threads=args.threads or None,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        public_key_pem=pub,
+        decryption_key=key,
+    )
+    dp = DataPlane(
+        settings,
+        metrics,
+        fallback=fallback,
+        error_window=ErrorWindow(args.error_window_s, args.max_error_rate),
+    )
+    version = args.model_version or default_version(args.sha256)
+    dp.load_initial(args.name, ModelSource(args.model, args.sha256, version, signature))
+    separate_metrics = bool(args.metrics_port) and args.metrics_port != args.port
+    app = App(
+        dp,
+        max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout_s,
+        serve_metrics=not separate_metrics,
+    )
+    return app
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_runtime import logs
+
+    logs.setup(args.log_level)
+    import uvicorn
+
+    app = build(args)
+    if args.metrics_port and args.metrics_port != args.port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.host, registry=app.dp.metrics.registry)
+    loop = "uvloop" if _has("uvloop") else "asyncio"
+    http = "httptools" if _has("httptools") else "h11"
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        loop=loop,
+        http=http,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=30,
+        server_header=False,
+    )
+    log.info("serving", extra={"host": args.host, "port": args.port, "model": args.name, "http": http, "loop": loop})
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
