@@ -1,0 +1,150 @@
+"""What an edge device can do, read from its Node, and whether it is online.
+
+Pure. Capabilities come from KubeEdge/fleet labels and the Node's allocatable
+resources; an EdgeDevice's `spec.capabilities` overrides them field by field
+(for hardware the labels miss, e.g. an NPU without a device plugin).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_operator import constants as c
+from edge_operator.quantity import QuantityError, quantity_bytes, quantity_millis
+
+ACCELERATORS = ("cpu", "gpu", "npu", "tpu", "vpu")
+ARCHES = ("amd64", "arm64", "arm")
+
+# Extended resources advertised by common device plugins, and the accelerator each means.
+ACCELERATOR_RESOURCES: Mapping[str, str] = {
+    "nvidia.com/gpu": "gpu",
+    "amd.com/gpu": "gpu",
+    "gpu.intel.com/i915": "gpu",
+    "gpu.intel.com/xe": "gpu",
+    "huawei.com/Ascend310": "npu",
+    "huawei.com/Ascend310P": "npu",
+    "huawei.com/Ascend910": "npu",
+    "rockchip.com/npu": "npu",
+    "google.com/tpu": "tpu",
+    "coral.ai/tpu": "tpu",
+    "intel.com/vpu": "vpu",
+    "intel.com/myriad": "vpu",
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    arch: str | None = None
+    cpu: str | None = None  # quantity as the Node reports it, e.g. "4" or "3500m"
+    memory: str | None = None  # quantity, e.g. "8Gi"
+    accelerators: tuple[str, ...] = ("cpu",)
+    site: str | None = None
+    zone: str | None = None
+
+    @property
+    def memory_bytes(self) -> int | None:
+        if self.memory is None:
+            return None
+        try:
+            return quantity_bytes(self.memory)
+        except QuantityError:
+            return None
+
+    @property
+    def cpu_millis(self) -> int | None:
+        if self.cpu is None:
+            return None
+        try:
+            return quantity_millis(self.cpu)
+        except QuantityError:
+            return None
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"accelerators": list(self.accelerators)}
+        for k in ("arch", "cpu", "memory", "site", "zone"):
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
+        return out
+
+
+def _sort_accelerators(names: set[str]) -> tuple[str, ...]:
+    return tuple(a for a in ACCELERATORS if a in names)
+
+
+def accelerators_from(labels: Mapping[str, str], allocatable: Mapping[str, Any]) -> tuple[str, ...]:
+    found = {"cpu"}
+    for part in labels.get(c.ACCELERATOR_LABEL, "").split(","):
+        part = part.strip().lower()
+        if part in ACCELERATORS:
+            found.add(part)
+    for resource, value in allocatable.items():
+        kind = ACCELERATOR_RESOURCES.get(resource)
+        if kind is None:
+            continue
+        try:
+            if quantity_millis(value) > 0:
+                found.add(kind)
+        except QuantityError:
+            continue
+    return _sort_accelerators(found)
+
+
+def from_node(node: Mapping[str, Any]) -> Capabilities:
+    """Capabilities of a Node body (labels, allocatable, nodeInfo)."""
+    meta = node.get("metadata") or {}
+    status = node.get("status") or {}
+    labels: Mapping[str, str] = meta.get("labels") or {}
+    alloc: Mapping[str, Any] = status.get("allocatable") or status.get("capacity") or {}
+    arch = labels.get(c.ARCH_LABEL) or (status.get("nodeInfo") or {}).get("architecture") or None
+    return Capabilities(
+        arch=arch,
+        cpu=str(alloc["cpu"]) if "cpu" in alloc else None,
+        memory=str(alloc["memory"]) if "memory" in alloc else None,
+        accelerators=accelerators_from(labels, alloc),
+        site=labels.get(c.SITE_LABEL) or None,
+        zone=labels.get(c.ZONE_LABEL) or None,
+    )
+
+
+def with_overrides(caps: Capabilities, overrides: Mapping[str, Any] | None) -> Capabilities:
+    """Apply an EdgeDevice's `spec.capabilities`: each field given replaces the discovered one."""
+    if not overrides:
+        return caps
+    accel = overrides.get("accelerators")
+    return Capabilities(
+        arch=overrides.get("arch", caps.arch),
+        cpu=str(overrides["cpu"]) if "cpu" in overrides else caps.cpu,
+        memory=str(overrides["memory"]) if "memory" in overrides else caps.memory,
+        # "cpu" is implied: every device can run a CPU build.
+        accelerators=_sort_accelerators({"cpu", *accel}) if accel is not None else caps.accelerators,
+        site=overrides.get("site", caps.site),
+        zone=overrides.get("zone", caps.zone),
+    )
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    online: bool
+    reason: str  # the Ready condition's reason, or why we could not tell
+    last_heartbeat: str | None = None
+    message: str = field(default="")
+
+
+def node_health(node: Mapping[str, Any]) -> NodeHealth:
+    """Online iff the Node's Ready condition is True (KubeEdge keeps it from edgecore's heartbeats)."""
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return NodeHealth(
+                online=cond.get("status") == "True",
+                reason=cond.get("reason") or ("NodeReady" if cond.get("status") == "True" else "NodeNotReady"),
+                last_heartbeat=cond.get("lastHeartbeatTime") or cond.get("lastTransitionTime"),
+                message=cond.get("message") or "",
+            )
+    return NodeHealth(online=False, reason="NoReadyCondition", message="the Node reports no Ready condition yet")
+
+
+def is_edge_node(node: Mapping[str, Any]) -> bool:
+    return c.EDGE_NODE_LABEL in ((node.get("metadata") or {}).get("labels") or {})

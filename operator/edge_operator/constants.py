@@ -1,0 +1,65 @@
+"""Names shared by every part of the operator: API group, kinds, labels, annotations.
+
+Pure data. The chart, the kubectl plugin and the tests import these instead of
+repeating string literals, so a rename happens in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "edgeai.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+CATEGORY: Final = "edgeai"
+
+KIND_MODEL: Final = "EdgeModel"
+KIND_DEVICE: Final = "EdgeDevice"
+KIND_IDEP: Final = "InferenceDeployment"
+PLURAL_MODEL: Final = "edgemodels"
+PLURAL_DEVICE: Final = "edgedevices"
+PLURAL_IDEP: Final = "inferencedeployments"
+
+OPERATOR_NAME: Final = "edgeai-operator"
+FIELD_MANAGER: Final = OPERATOR_NAME
+
+# Standard labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/).
+L_NAME: Final = "app.kubernetes.io/name"
+L_INSTANCE: Final = "app.kubernetes.io/instance"
+L_VERSION: Final = "app.kubernetes.io/version"
+L_COMPONENT: Final = "app.kubernetes.io/component"
+L_PART_OF: Final = "app.kubernetes.io/part-of"
+L_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+
+# Our own labels: the selector of a child workload, and what the fleet table groups by.
+L_IDEP: Final = f"{GROUP}/inference-deployment"
+L_DEVICE: Final = f"{GROUP}/device"
+L_MODEL: Final = f"{GROUP}/model"
+L_DISCOVERED: Final = f"{GROUP}/discovered"
+
+A_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+A_SHA256: Final = f"{GROUP}/model-sha256"
+A_VARIANT: Final = f"{GROUP}/variant"
+A_REVISION: Final = f"{GROUP}/revision"
+# Exact names, since label values are capped at 63 characters and may be shortened.
+A_DEVICE: Final = f"{GROUP}/device"
+A_MODEL: Final = f"{GROUP}/model"
+
+# KubeEdge's own node labels and taint, and the labels our fleet uses for capabilities.
+EDGE_NODE_LABEL: Final = "node-role.kubernetes.io/edge"
+AGENT_NODE_LABEL: Final = "node-role.kubernetes.io/agent"
+EDGE_TAINT_KEYS: Final = (EDGE_NODE_LABEL, AGENT_NODE_LABEL)
+ARCH_LABEL: Final = "kubernetes.io/arch"
+ACCELERATOR_LABEL: Final = f"{GROUP}/accelerator"
+SITE_LABEL: Final = f"{GROUP}/site"
+ZONE_LABEL: Final = "topology.kubernetes.io/zone"
+
+# Where the edge runtime keeps its content-addressed cache on every node.
+CACHE_DIR: Final = "/var/lib/edgeai/models"
+FALLBACK_QUEUE_DIR: Final = "/var/lib/edgeai/fallback-queue"
+RUNTIME_PORT: Final = 8080
+RUNTIME_UID: Final = 65532
+
+PACKAGE_VERSION: Final = "0.1.0"
+
+DEFAULT_RUNTIME_IMAGE: Final = f"ghcr.io/edgeai/edge-runtime:{PACKAGE_VERSION}"

@@ -1,0 +1,360 @@
+"""Typed builders for every object the operator creates. Pure: dicts in, dicts out.
+
+One child workload per placed device: a Deployment with one replica, pinned
+to the device's node by required node affinity on `metadata.name` (exactly
+how the DaemonSet controller pins its pods). Why a Deployment and not a bare
+Pod: a Deployment recreates a pod that is deleted or evicted without the
+operator, rolls a changed model with maxSurge=1/maxUnavailable=0 so a new
+build that never gets Ready never replaces the one that works, keeps old
+ReplicaSets for rollback, and reports progress (ProgressDeadlineExceeded)
+the operator folds into status. Why affinity and not `nodeName`: it goes
+through the scheduler, so resources and taints are honoured and a device
+without room says so as a scheduling event instead of a kubelet rejection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_operator import constants as c
+from edge_operator.placement import Artifact
+
+_LABEL_VALUE_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Owner:
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+    def reference(self, controller: bool = True) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": controller,
+            "blockOwnerDeletion": controller,
+        }
+
+
+@dataclass(frozen=True)
+class WorkloadInputs:
+    """Everything that decides what one device runs. Two equal inputs give byte-equal manifests.
+
+    A rollout planner picks, per device, which WorkloadInputs (which revision)
+    to build; this module never decides that.
+    """
+
+    namespace: str
+    owner: Owner  # the InferenceDeployment
+    model: str
+    model_version: str | None
+    device: str
+    node: str
+    artifact: Artifact
+    image: str
+    runtime: Mapping[str, Any] = field(default_factory=dict)
+    fallback: Mapping[str, Any] | None = None
+    public_key: SecretRef | None = None
+    decryption_key: SecretRef | None = None
+    revision: int | None = None
+
+
+def _short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def label_value(text: str) -> str:
+    """`text` if it is a valid label value, else a valid, stable, shortened form of it."""
+    if len(text) <= 63 and _LABEL_VALUE_OK.match(text):
+        return text
+    cleaned = re.sub(r"[^-A-Za-z0-9_.]", "-", text)[:54].strip("-_.")
+    return f"{cleaned}-{_short_hash(text)}" if cleaned else _short_hash(text)
+
+
+def child_name(idep: str, device: str) -> str:
+    """A DNS-1123 name for the child of `idep` on `device`, stable and unique per pair."""
+    base = f"{idep}-{device}".lower()
+    base = re.sub(r"[^a-z0-9.-]", "-", base)
+    if len(base) <= 63:
+        return base.strip("-.")
+    return f"{base[:54].strip('-.')}-{_short_hash(idep + '/' + device)}"
+
+
+def spec_hash(obj: Mapping[str, Any]) -> str:
+    """Digest of a manifest, stored on the object so the next reconcile can skip an unchanged write."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def workload_labels(inp: WorkloadInputs) -> dict[str, str]:
+    labels = {
+        c.L_NAME: "edge-runtime",
+        c.L_INSTANCE: label_value(inp.owner.name),
+        c.L_COMPONENT: "inference-server",
+        c.L_PART_OF: "edgeai",
+        c.L_MANAGED_BY: c.OPERATOR_NAME,
+        c.L_IDEP: label_value(inp.owner.name),
+        c.L_DEVICE: label_value(inp.device),
+        c.L_MODEL: label_value(inp.model),
+    }
+    if inp.model_version:
+        labels[c.L_VERSION] = label_value(inp.model_version)
+    return labels
+
+
+def selector_labels(idep: str, device: str) -> dict[str, str]:
+    # Immutable once the Deployment exists: only what identifies the pair, never the version.
+    return {c.L_IDEP: label_value(idep), c.L_DEVICE: label_value(device)}
+
+
+def model_path(sha256: str) -> str:
+    return f"{c.CACHE_DIR}/sha256/{sha256}"
+
+
+PUBLIC_KEY_DIR = "/etc/edgeai/keys/public"
+DECRYPTION_KEY_DIR = "/etc/edgeai/keys/decryption"
+
+
+def fetch_args(inp: WorkloadInputs) -> list[str]:
+    a = inp.artifact
+    args = ["fetch", a.uri, "--sha256", a.sha256, "--cache", c.CACHE_DIR]
+    if a.signature and inp.public_key:
+        args += ["--signature", a.signature, "--public-key-file", f"{PUBLIC_KEY_DIR}/public.pem"]
+    if a.size:
+        args += ["--max-size", str(a.size)]
+    return args
+
+
+def serve_args(inp: WorkloadInputs) -> list[str]:
+    a = inp.artifact
+    args = ["serve", "--model", model_path(a.sha256), "--sha256", a.sha256, "--name", inp.model]
+    if inp.model_version:
+        args += ["--model-version", inp.model_version]
+    if a.signature and inp.public_key:
+        args += ["--signature", a.signature, "--public-key-file", f"{PUBLIC_KEY_DIR}/public.pem"]
+    if inp.decryption_key:
+        args += ["--decryption-key-file", f"{DECRYPTION_KEY_DIR}/key"]
+    args += ["--host", "0.0.0.0", "--port", str(c.RUNTIME_PORT)]
+    rt = inp.runtime
+    for key, flag in (("threads", "--threads"), ("maxBatchSize", "--max-batch-size"),
+                      ("maxBatchDelayMs", "--max-batch-delay-ms")):
+        if rt.get(key) is not None:
+            args += [flag, str(rt[key])]
+    fb = inp.fallback
+    if fb and fb.get("url"):
+        args += ["--fallback-url", str(fb["url"])]
+        if fb.get("confidenceThreshold") is not None:
+            args += ["--fallback-threshold", str(fb["confidenceThreshold"])]
+        if fb.get("timeoutMs") is not None:
+            args += ["--fallback-timeout-ms", str(fb["timeoutMs"])]
+        args += ["--fallback-queue", c.FALLBACK_QUEUE_DIR]
+    return args
+
+
+def _resources(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in ("requests", "limits"):
+        vals = (spec or {}).get(part)
+        if vals:
+            out[part] = {k: str(v) for k, v in sorted(vals.items())}
+    return out
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def tolerations() -> list[dict[str, Any]]:
+    """Edge taints, and unreachable/not-ready with no tolerationSeconds: an edge node that loses
+    the cloud for an hour must keep serving, not have its workload evicted after 5 minutes."""
+    keys = [*c.EDGE_TAINT_KEYS, "node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"]
+    return [{"key": k, "operator": "Exists"} for k in keys]
+
+
+def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
+    """The Deployment that serves `inp.artifact` on `inp.device`, with its spec hash annotated."""
+    a = inp.artifact
+    labels = workload_labels(inp)
+    sel = selector_labels(inp.owner.name, inp.device)
+    env = [
+        {"name": "EDGEAI_DEVICE", "value": inp.device},
+        {"name": "EDGEAI_INFERENCE_DEPLOYMENT", "value": inp.owner.name},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    cache_mount_rw: dict[str, Any] = {"name": "model-cache", "mountPath": c.CACHE_DIR}
+    cache_mount_ro: dict[str, Any] = {"name": "model-cache", "mountPath": c.CACHE_DIR, "readOnly": True}
+    volumes: list[dict[str, Any]] = [
+        # The content-addressed cache shared by every model on the node: entries are
+        # sha256/<digest>, so a rollback finds the previous build still there.
+        {"name": "model-cache", "hostPath": {"path": c.CACHE_DIR, "type": "DirectoryOrCreate"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    init_mounts: list[dict[str, Any]] = [cache_mount_rw, {"name": "tmp", "mountPath": "/tmp"}]
+    main_mounts: list[dict[str, Any]] = [cache_mount_ro, {"name": "tmp", "mountPath": "/tmp"}]
+    if inp.public_key:
+        volumes.append({
+            "name": "public-key",
+            "secret": {
+                "secretName": inp.public_key.name,
+                "items": [{"key": inp.public_key.key, "path": "public.pem"}],
+                "defaultMode": 0o444,
+            },
+        })
+        pk = {"name": "public-key", "mountPath": PUBLIC_KEY_DIR, "readOnly": True}
+        init_mounts.append(pk)
+        main_mounts.append(pk)
+    if inp.decryption_key:
+        volumes.append({
+            "name": "decryption-key",
+            "secret": {
+                "secretName": inp.decryption_key.name,
+                "items": [{"key": inp.decryption_key.key, "path": "key"}],
+                "defaultMode": 0o440,
+            },
+        })
+        main_mounts.append({"name": "decryption-key", "mountPath": DECRYPTION_KEY_DIR, "readOnly": True})
+    if inp.fallback and inp.fallback.get("url"):
+        # Durable on the node: requests queued while the cloud is unreachable survive a restart.
+        qdir = f"{c.FALLBACK_QUEUE_DIR}/{inp.namespace}/{inp.owner.name}"
+        volumes.append({"name": "fallback-queue", "hostPath": {"path": qdir, "type": "DirectoryOrCreate"}})
+        main_mounts.append({"name": "fallback-queue", "mountPath": c.FALLBACK_QUEUE_DIR})
+
+    template_annotations = {
+        # The digest in the pod template: a changed model is a changed template, so it rolls.
+        c.A_SHA256: a.sha256,
+        c.A_VARIANT: a.name,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(c.RUNTIME_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    if inp.revision is not None:
+        template_annotations[c.A_REVISION] = str(inp.revision)
+
+    pod_spec: dict[str, Any] = {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [inp.node]}]}
+                    ]
+                }
+            }
+        },
+        "tolerations": tolerations(),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": c.RUNTIME_UID,
+            "runAsGroup": c.RUNTIME_UID,
+            "fsGroup": c.RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [
+            {
+                "name": "fetch",
+                "image": inp.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["edge-runtime"],
+                "args": fetch_args(inp),
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                "securityContext": _container_security(),
+                "volumeMounts": init_mounts,
+            }
+        ],
+        "containers": [
+            {
+                "name": "server",
+                "image": inp.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["edge-runtime"],
+                "args": serve_args(inp),
+                "ports": [{"name": "http", "containerPort": c.RUNTIME_PORT, "protocol": "TCP"}],
+                "env": env,
+                "resources": _resources(inp.runtime.get("resources")),
+                # Loading a large model can take minutes: the startup probe holds liveness off until then.
+                "startupProbe": _probe("/v2/health/live", 5, 120),
+                "livenessProbe": _probe("/v2/health/live", 10, 3),
+                "readinessProbe": _probe("/v2/health/ready", 5, 2),
+                "securityContext": _container_security(),
+                "volumeMounts": main_mounts,
+            }
+        ],
+        "volumes": volumes,
+    }
+    manifest: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": child_name(inp.owner.name, inp.device),
+            "namespace": inp.namespace,
+            "labels": labels,
+            "annotations": {
+                c.A_SHA256: a.sha256,
+                c.A_VARIANT: a.name,
+                c.A_DEVICE: inp.device,
+                c.A_MODEL: inp.model,
+            },
+            "ownerReferences": [inp.owner.reference()],
+        },
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 2,
+            "progressDeadlineSeconds": 600,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "selector": {"matchLabels": sel},
+            "template": {"metadata": {"labels": labels, "annotations": template_annotations}, "spec": pod_spec},
+        },
+    }
+    manifest["metadata"]["annotations"][c.A_SPEC_HASH] = spec_hash(manifest)
+    return manifest
+
+
+def edge_device_for_node(node_name: str, node_uid: str) -> dict[str, Any]:
+    """The EdgeDevice discovered for an edge Node. Owned by the Node: deleting the Node
+    deletes the device through the garbage collector, with no finalizer."""
+    owner = Owner("v1", "Node", node_name, node_uid)
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND_DEVICE,
+        "metadata": {
+            "name": node_name,
+            "labels": {
+                c.L_MANAGED_BY: c.OPERATOR_NAME,
+                c.L_PART_OF: "edgeai",
+                c.L_DISCOVERED: "true",
+            },
+            "ownerReferences": [owner.reference(controller=False)],
+        },
+        "spec": {"nodeName": node_name},
+    }

@@ -1,0 +1,217 @@
+"""Which devices run a model, and which build of it each one gets.
+
+Pure: `place()` takes the selector, the model's requirements and verified
+builds, and the device catalogue, and returns one assignment per chosen
+device plus, for every device not chosen, a reason a person can act on.
+No I/O, so every rule here is unit-tested and the kopf handlers stay thin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_operator.capabilities import Capabilities
+from edge_operator.quantity import QuantityError, format_bytes, quantity_bytes
+from edge_operator.selectors import matches
+
+PRECISIONS = ("fp32", "fp16", "int8")
+# The build each accelerator runs best: NPUs and TPUs are integer engines, GPUs and VPUs do fp16.
+PREFERRED_PRECISION: Mapping[str, str] = {"npu": "int8", "tpu": "int8", "gpu": "fp16", "vpu": "fp16"}
+# Order in which a device's accelerators are tried: the most specialised first.
+ACCELERATOR_ORDER = ("npu", "tpu", "gpu", "vpu")
+DEFAULT_BUILD = "default"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One build of a model: `spec.source` (named "default") or one of `spec.variants[]`."""
+
+    name: str
+    precision: str
+    uri: str
+    sha256: str
+    size: int | None = None
+    signature: str | None = None
+    accelerators: tuple[str, ...] = ()
+    verified: bool = False
+    reason: str = ""  # why it is not verified, when it is not
+
+
+@dataclass(frozen=True)
+class Requirements:
+    arch: tuple[str, ...] = ()
+    min_memory: str | None = None
+    accelerators: tuple[str, ...] = ()
+
+    @staticmethod
+    def from_spec(spec: Mapping[str, Any] | None) -> Requirements:
+        spec = spec or {}
+        mm = spec.get("minMemory")
+        return Requirements(
+            arch=tuple(spec.get("arch") or ()),
+            min_memory=str(mm) if mm is not None else None,
+            accelerators=tuple(spec.get("accelerators") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """A device as placement sees it: EdgeDevice joined with its Node."""
+
+    name: str
+    node_name: str
+    labels: Mapping[str, str]
+    capabilities: Capabilities
+    node_exists: bool = True
+    online: bool = True
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class Assignment:
+    device: str
+    node: str
+    artifact: Artifact
+    why: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    device: str
+    reason: str  # CamelCase, stable: NotSelected, ArchMismatch, InsufficientMemory, ...
+    message: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    assignments: tuple[Assignment, ...]
+    rejections: tuple[Rejection, ...]
+    selected: int
+    notes: tuple[str, ...] = field(default=())
+
+    def by_device(self) -> dict[str, Assignment]:
+        return {a.device: a for a in self.assignments}
+
+
+@dataclass(frozen=True)
+class VariantChoice:
+    artifact: Artifact
+    why: str
+
+
+def _rank(precision: str) -> int:
+    return PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS)
+
+
+def choose_variant(caps: Capabilities, source: Artifact, variants: Iterable[Artifact]) -> VariantChoice:
+    """The best verified build for a device: int8 on an NPU, fp16 on a GPU, fp32 otherwise.
+
+    A variant whose verification failed is never chosen; the choice falls back
+    to the next best build and says so, so one bad upload degrades a device
+    to a slower build rather than leaving it without a model.
+    """
+    variants = list(variants)
+    skipped = [v for v in variants if not v.verified]
+    usable = [v for v in variants if v.verified]
+
+    def note(accel: str) -> str:
+        bad = [v for v in skipped if accel in v.accelerators]
+        if not bad:
+            return ""
+        return "; skipped unverified " + ", ".join(
+            f"{v.name} ({v.reason or 'not verified yet'})" for v in sorted(bad, key=lambda v: v.name)
+        )
+
+    for accel in ACCELERATOR_ORDER:
+        if accel not in caps.accelerators:
+            continue
+        suited = [v for v in usable if accel in v.accelerators]
+        if not suited:
+            continue
+        pref = PREFERRED_PRECISION[accel]
+        suited.sort(key=lambda v: (v.precision != pref, _rank(v.precision), v.name))
+        best = suited[0]
+        return VariantChoice(best, f"{best.precision} build {best.name!r} for {accel}{note(accel)}")
+    cpu = [v for v in usable if v.precision == "fp32" and ("cpu" in v.accelerators or not v.accelerators)]
+    extra = "".join(note(a) for a in ACCELERATOR_ORDER if a in caps.accelerators)
+    if cpu:
+        best = sorted(cpu, key=lambda v: v.name)[0]
+        return VariantChoice(best, f"fp32 build {best.name!r} for cpu{extra}")
+    return VariantChoice(source, f"default build for cpu{extra}")
+
+
+def check_requirements(
+    device: DeviceView, req: Requirements, memory_request: int | None
+) -> Rejection | None:
+    """Why `device` cannot run the model, or None if it can."""
+    caps = device.capabilities
+    if device.deleting:
+        return Rejection(device.name, "DeviceDeleting", "the EdgeDevice is being deleted")
+    if not device.node_exists:
+        return Rejection(device.name, "NodeNotFound", f"node {device.node_name!r} does not exist")
+    if req.arch and caps.arch not in req.arch:
+        return Rejection(
+            device.name,
+            "ArchMismatch",
+            f"model needs arch {'/'.join(req.arch)}, device is {caps.arch or 'unknown'}",
+        )
+    if req.accelerators and not set(req.accelerators) & set(caps.accelerators):
+        return Rejection(
+            device.name,
+            "NoAccelerator",
+            f"model needs one of {', '.join(req.accelerators)}, device has {', '.join(caps.accelerators)}",
+        )
+    need: list[tuple[int, str]] = []
+    if req.min_memory is not None:
+        # The CRD pattern rejects a bad quantity; ignore one written before it did.
+        with contextlib.suppress(QuantityError):
+            need.append((quantity_bytes(req.min_memory), "model needs"))
+    if memory_request is not None:
+        need.append((memory_request, "workload requests"))
+    if need:
+        have = caps.memory_bytes
+        for amount, who in need:
+            if have is None:
+                return Rejection(
+                    device.name, "UnknownMemory", f"{who} {format_bytes(amount)} memory, device reports none"
+                )
+            if have < amount:
+                return Rejection(
+                    device.name,
+                    "InsufficientMemory",
+                    f"{who} {format_bytes(amount)} memory, device has {format_bytes(have)}",
+                )
+    return None
+
+
+def place(
+    selector: Mapping[str, Any] | None,
+    requirements: Requirements,
+    source: Artifact,
+    variants: Iterable[Artifact],
+    devices: Iterable[DeviceView],
+    memory_request: int | None = None,
+) -> Placement:
+    """Choose devices and builds. O(devices); assignments and rejections sorted by device name."""
+    variants = tuple(variants)
+    assignments: list[Assignment] = []
+    rejections: list[Rejection] = []
+    selected = 0
+    for d in devices:
+        if not matches(selector, d.labels):
+            rejections.append(Rejection(d.name, "NotSelected", "labels do not match spec.deviceSelector"))
+            continue
+        selected += 1
+        rej = check_requirements(d, requirements, memory_request)
+        if rej is not None:
+            rejections.append(rej)
+            continue
+        choice = choose_variant(d.capabilities, source, variants)
+        assignments.append(Assignment(d.name, d.node_name, choice.artifact, choice.why))
+    assignments.sort(key=lambda a: a.device)
+    # Rejections a person can act on first (requirements), then the merely unselected.
+    rejections.sort(key=lambda r: (r.reason == "NotSelected", r.device))
+    return Placement(tuple(assignments), tuple(rejections), selected)

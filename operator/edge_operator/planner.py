@@ -1,0 +1,334 @@
+"""One InferenceDeployment's reconcile, as data: what to apply, what to delete, what status to write.
+
+Pure. `plan()` reads immutable summaries and returns an `IdepPlan`; the
+controller applies it and nothing else. Running it twice on the same inputs
+gives the same plan, and a plan for a cluster already in the desired state is
+empty, which is what makes the reconcile level-triggered and idempotent.
+
+The steps are separate functions on purpose: `placement` says what each
+device *should* serve, `targets` says what each device serves *now* (the
+place where a wave-by-wave rollout decides which devices already get the new
+revision), `manifests` turns targets into child workloads, `fold_status`
+reports.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edge_operator import conditions as cond
+from edge_operator import constants as c
+from edge_operator.manifests import Owner, WorkloadInputs, child_deployment
+from edge_operator.placement import Placement, Rejection, place
+from edge_operator.quantity import QuantityError, quantity_bytes
+from edge_operator.selectors import SelectorError, describe, validate_selector
+from edge_operator.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
+from edge_runtime.cli import EXIT_CODES
+
+MAX_LISTED_UNPLACED = 100
+EXIT_REASONS = {code: reason for reason, code in EXIT_CODES.items()}
+FAILED_PHASES = frozenset({"Failed", "FetchFailed"})
+# Container states that will not get better by waiting.
+STUCK_REASONS = frozenset({
+    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+})
+
+
+@dataclass(frozen=True)
+class DevicePhase:
+    phase: str  # Pending, Scheduling, Fetching, Starting, Ready, Updating, Offline, FetchFailed, Failed
+    ready: bool
+    updated: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class IdepPlan:
+    apply: tuple[dict[str, Any], ...]
+    delete: tuple[ChildInfo, ...]
+    status: dict[str, Any]
+    placement: Placement | None = None
+
+
+def memory_request(runtime: Mapping[str, Any]) -> int | None:
+    res = runtime.get("resources") or {}
+    for part in ("requests", "limits"):
+        mem = (res.get(part) or {}).get("memory")
+        if mem is not None:
+            try:
+                return quantity_bytes(mem, f"spec.runtime.resources.{part}.memory")
+            except QuantityError:
+                return None
+    return None
+
+
+def workload_inputs(
+    idep: IdepInfo, model: ModelInfo, placement: Placement, image: str
+) -> dict[str, WorkloadInputs]:
+    """What every placed device should serve: the desired revision."""
+    owner = Owner(c.API_VERSION, c.KIND_IDEP, idep.name, idep.uid)
+    return {
+        a.device: WorkloadInputs(
+            namespace=idep.namespace,
+            owner=owner,
+            model=model.name,
+            model_version=model.version,
+            device=a.device,
+            node=a.node,
+            artifact=a.artifact,
+            image=image,
+            runtime=idep.runtime,
+            fallback=idep.fallback,
+            public_key=model.public_key,
+            decryption_key=model.decryption_key,
+        )
+        for a in placement.assignments
+    }
+
+
+# A rollout policy maps (desired inputs per device, current children) to the inputs each device
+# gets now. The default rolls every device at once; Deployments' maxSurge keeps each device serving.
+TargetPolicy = Callable[[Mapping[str, WorkloadInputs], Mapping[str, ChildInfo]], Mapping[str, WorkloadInputs]]
+
+
+def all_at_once(
+    desired: Mapping[str, WorkloadInputs], children: Mapping[str, ChildInfo]
+) -> Mapping[str, WorkloadInputs]:
+    return desired
+
+
+def _newest_pod(pods: Sequence[PodInfo], sha256: str | None) -> PodInfo | None:
+    live = [p for p in pods if not p.deleting and (sha256 is None or p.sha256 == sha256)]
+    return max(live, key=lambda p: p.created) if live else None
+
+
+def device_phase(
+    child: ChildInfo | None,
+    pods: Sequence[PodInfo],
+    online: bool,
+    desired_hash: str | None,
+    desired_sha: str | None,
+) -> DevicePhase:
+    """Where one device stands, from what the cloud can see: Deployment and Pod status only."""
+    if child is None:
+        return DevicePhase("Pending", False, False, "creating the workload")
+    updated = desired_hash is None or child.spec_hash == desired_hash
+    if not online:
+        return DevicePhase("Offline", False, updated, "node is not Ready; the workload stays and resumes")
+    if not updated:
+        return DevicePhase("Updating", False, False, "applying the new workload spec")
+    if child.rolled_out and child.ready >= 1:
+        return DevicePhase("Ready", True, True)
+    pod = _newest_pod(pods, desired_sha)
+    if pod is not None and pod.init_exit_code is not None:
+        why = EXIT_REASONS.get(pod.init_exit_code, pod.reason or "Error")
+        detail = f": {pod.message}" if pod.message else ""
+        return DevicePhase("FetchFailed", False, True, f"{why}: fetch exited with code {pod.init_exit_code}{detail}")
+    if pod is not None and pod.reason in STUCK_REASONS:
+        return DevicePhase("Failed", False, True, f"{pod.reason}: {pod.message}".rstrip(": "))
+    if child.progress_failed:
+        return DevicePhase("Failed", False, True, child.message)
+    if pod is None:
+        return DevicePhase("Pending", False, True, "waiting for the pod to be created")
+    if pod.reason == "Unschedulable":
+        return DevicePhase("Scheduling", False, True, pod.message)
+    if pod.init_running:
+        return DevicePhase("Fetching", False, True, "fetching and verifying the model into the node cache")
+    if pod.phase == "Running":
+        return DevicePhase("Starting", False, True, "loading the model; waiting for /v2/health/ready")
+    return DevicePhase("Pending", False, True, pod.reason)
+
+
+def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int]:
+    listed = [{"device": r.device, "reason": r.reason, "message": r.message}
+              for r in rejections[:MAX_LISTED_UNPLACED]]
+    return listed, max(0, len(rejections) - MAX_LISTED_UNPLACED)
+
+
+def _reason_summary(rejections: Iterable[Rejection]) -> str:
+    counts = Counter(r.reason for r in rejections if r.reason != "NotSelected")
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+
+
+def fold_status(
+    idep: IdepInfo,
+    model: ModelInfo | None,
+    placement: Placement | None,
+    phases: Mapping[str, DevicePhase],
+    device_rows: Sequence[dict[str, Any]],
+    blocked: tuple[str, str, bool, bool] | None,
+    now: str,
+) -> dict[str, Any]:
+    """The InferenceDeployment's status: counts, per-device rows, unplaced reasons, conditions.
+
+    `blocked` is (reason, message, progressing, degraded) when nothing new may be placed.
+    """
+    gen = idep.generation
+    ready = sum(1 for p in phases.values() if p.ready)
+    updated = sum(1 for p in phases.values() if p.updated)
+    offline = sum(1 for p in phases.values() if p.phase == "Offline")
+    failing = sum(1 for p in phases.values() if p.phase in FAILED_PHASES)
+    placed = len(phases)
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "placed": placed,
+        "ready": ready,
+        "updated": updated,
+        "offline": offline,
+        "devices": list(device_rows),
+    }
+    if model is not None and model.verified:
+        status["modelSha256"] = model.source.sha256
+        status["shortDigest"] = model.source.sha256[:12]
+    if placement is not None:
+        unplaced, more = _unplaced(placement.rejections)
+        status["selected"] = placement.selected
+        status["unplaced"] = unplaced
+        if more:
+            status["unplacedNotListed"] = more
+    else:
+        prev_selected = idep.status.get("selected")
+        status["selected"] = prev_selected if isinstance(prev_selected, int) else 0
+        status["unplaced"] = []
+
+    def conds(r: tuple[bool, str, str], p: tuple[bool, str, str], d: tuple[bool, str, str]) -> list[Any]:
+        return [cond.make("Ready", r[0], r[1], r[2], gen), cond.make("Progressing", p[0], p[1], p[2], gen),
+                cond.make("Degraded", d[0], d[1], d[2], gen)]
+
+    summary = f"{ready}/{placed} devices ready"
+    if offline:
+        summary += f", {offline} offline"
+    if failing:
+        summary += f", {failing} failing"
+    if blocked is not None:
+        reason, message, progressing, degraded = blocked
+        if placed:
+            message += f"; existing workloads are kept ({summary})"
+        new = conds((False, reason, message), (progressing, reason, message), (degraded, reason, message))
+    elif placement is not None and placement.selected == 0:
+        msg = f"no EdgeDevice matches {describe(idep.selector)}"
+        new = conds((False, "NoMatchingDevices", msg), (False, "NoMatchingDevices", msg),
+                    (False, "NoMatchingDevices", msg))
+    elif placed == 0:
+        msg = f"{placement.selected if placement else 0} devices selected, none suitable: "
+        msg += _reason_summary(placement.rejections if placement else ())
+        new = conds((False, "NoSuitableDevices", msg), (False, "NoSuitableDevices", msg),
+                    (True, "NoSuitableDevices", msg))
+    else:
+        online = placed - offline
+        pending = online - ready - failing
+        if online == 0:
+            r = (False, "AllDevicesOffline", summary)
+        elif ready == online:
+            r = (True, "DevicesReady", summary)
+        else:
+            r = (False, "DevicesNotReady", summary)
+        p = (True, "RollingOut", summary) if pending > 0 else (False, "Complete", summary)
+        if failing:
+            d = (True, "DevicesFailing", summary)
+        elif offline:
+            d = (True, "DevicesOffline", summary)
+        else:
+            d = (False, "Healthy", summary)
+        new = conds(r, p, d)
+    status["conditions"] = cond.merge(idep.status.get("conditions"), new, now)
+    return status
+
+
+def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> tuple[str, str, bool, bool] | None:
+    try:
+        validate_selector(idep.selector)
+    except SelectorError as e:
+        return ("InvalidSpec", str(e), False, True)
+    if model is None:
+        return ("ModelNotFound", f"EdgeModel {idep.model!r} does not exist in namespace {idep.namespace}",
+                False, True)
+    if model.deleting:
+        return ("ModelDeleting", f"EdgeModel {model.name!r} is being deleted", False, True)
+    if model.state == "Pending":
+        return ("ModelVerifying", f"EdgeModel {model.name!r} is being verified", True, False)
+    if model.state == "Failed":
+        return ("ModelNotVerified", f"EdgeModel {model.name!r}: {model.reason}: {model.message}", False, True)
+    return None
+
+
+def plan(
+    idep: IdepInfo,
+    model: ModelInfo | None,
+    devices: Iterable[Any],  # DeviceView
+    children: Mapping[str, ChildInfo],
+    pods: Mapping[str, Sequence[PodInfo]],
+    *,
+    image: str,
+    now: str,
+    policy: TargetPolicy = all_at_once,
+) -> IdepPlan:
+    """Decide everything for one InferenceDeployment. `children` and `pods` are keyed by device."""
+    devices = list(devices)
+    online = {d.name: d.online for d in devices}
+    blocked = _blocked_reason(idep, model)
+    if blocked is not None or model is None:
+        # Never tear down a serving fleet because the model is missing or being re-verified:
+        # keep what runs, place nothing new, and say why.
+        phases = {}
+        rows = []
+        for dev, existing in sorted(children.items()):
+            ph = device_phase(existing, pods.get(dev, ()), online.get(dev, False), None, existing.sha256)
+            phases[dev] = ph
+            rows.append(_row(dev, existing.variant, existing.sha256, ph))
+        return IdepPlan((), (), fold_status(idep, model, None, phases, rows, blocked, now))
+
+    placement = place(idep.selector, model.requirements, model.source, model.variants, devices,
+                      memory_request(idep.runtime))
+    desired = workload_inputs(idep, model, placement, image)
+    targets = policy(desired, children)
+    apply: list[dict[str, Any]] = []
+    phases = {}
+    rows = []
+    for dev, inputs in sorted(targets.items()):
+        manifest = child_deployment(inputs)
+        want_hash = manifest["metadata"]["annotations"][c.A_SPEC_HASH]
+        ch = children.get(dev)
+        if ch is None or (ch.spec_hash != want_hash and not ch.deleting):
+            apply.append(manifest)
+        ph = device_phase(ch, pods.get(dev, ()), online.get(dev, False), want_hash, inputs.artifact.sha256)
+        phases[dev] = ph
+        rows.append(_row(dev, inputs.artifact.name, inputs.artifact.sha256, ph,
+                         precision=inputs.artifact.precision, node=inputs.node))
+    delete = tuple(ch for dev, ch in sorted(children.items()) if dev not in targets and not ch.deleting)
+    status = fold_status(idep, model, placement, phases, rows, None, now)
+    return IdepPlan(tuple(apply), delete, status, placement)
+
+
+def _row(device: str, variant: str | None, sha256: str | None, ph: DevicePhase, *,
+         precision: str | None = None, node: str | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {"device": device, "phase": ph.phase, "ready": ph.ready}
+    if node:
+        row["node"] = node
+    if variant:
+        row["variant"] = variant
+    if precision:
+        row["precision"] = precision
+    if sha256:
+        row["sha256"] = sha256
+    if ph.message:
+        row["message"] = ph.message[:300]
+    return row
+
+
+# Status keys this module owns and removes when they no longer apply. Keys other
+# modules add to the same status (a rollout's revision history) are never nulled here.
+_OWNED_KEYS = frozenset({"unplacedNotListed", "modelSha256", "shortDigest"})
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch of `status` turning `old` into `new`, or None when nothing changes."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    for k in _OWNED_KEYS:
+        if k in old and k not in new:
+            patch[k] = None
+    return patch or None

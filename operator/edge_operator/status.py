@@ -1,0 +1,190 @@
+"""Status of EdgeModels and EdgeDevices, folded from what was observed. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_operator import conditions as cond
+from edge_operator.views import ChildInfo, DeviceInfo, ModelInfo, NodeInfo, device_view
+
+# Failures that may heal by themselves: the operator retries these with backoff.
+TRANSIENT_REASONS = frozenset({"Unreachable", "SecretNotFound", "KeyNotFound"})
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """The outcome of streaming and checking one build."""
+
+    name: str
+    ok: bool
+    sha256: str | None = None  # the digest actually seen, when the bytes were read to the end
+    size: int | None = None
+    reason: str = "Verified"
+    message: str = ""
+
+    @property
+    def transient(self) -> bool:
+        return not self.ok and self.reason in TRANSIENT_REASONS
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    source: ArtifactCheck
+    variants: tuple[ArtifactCheck, ...] = ()
+    inputs: tuple[Mapping[str, Any], ...] | None = None
+    outputs: tuple[Mapping[str, Any], ...] | None = None
+    signed: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def transient(self) -> bool:
+        return self.source.transient or any(v.transient for v in self.variants)
+
+
+def needs_verification(m: ModelInfo) -> bool:
+    """Whether the model's current generation still has to be (re)checked."""
+    st = m.status
+    if m.deleting:
+        return False
+    if st.get("observedGeneration") != m.generation:
+        return True
+    vc = cond.find(st.get("conditions"), "Verified")
+    if vc is None or vc.get("status") not in ("True", "False"):
+        return True
+    if vc.get("status") == "False":
+        return vc.get("reason") in TRANSIENT_REASONS
+    return any(not v.get("verified") and v.get("reason") in TRANSIENT_REASONS for v in st.get("variants") or [])
+
+
+def previously_verified(m: ModelInfo) -> dict[str, str]:
+    """Builds verified for this generation already: name -> sha256. A retry skips them."""
+    if m.status.get("observedGeneration") != m.generation:
+        return {}
+    out = {}
+    if m.source.verified:
+        out["default"] = m.source.sha256
+    for v in m.variants:
+        if v.verified:
+            out[v.name] = v.sha256
+    return out
+
+
+def verifying_status(m: ModelInfo, now: str) -> dict[str, Any]:
+    msg = f"streaming and hashing {m.source.uri}"
+    conds = [cond.make("Verified", "Unknown", "Verifying", msg, m.generation),
+             cond.make("Ready", "Unknown", "Verifying", msg, m.generation)]
+    return {
+        "observedGeneration": m.generation,
+        "phase": "Verifying",
+        "conditions": cond.merge(m.status.get("conditions"), conds, now),
+    }
+
+
+def model_status(m: ModelInfo, check: ModelCheck, now: str) -> dict[str, Any]:
+    src = check.source
+    gen = m.generation
+    status: dict[str, Any] = {"observedGeneration": gen}
+    if src.sha256:
+        status["sha256"] = src.sha256
+        status["shortDigest"] = src.sha256[:12]
+    if src.size is not None:
+        status["size"] = src.size
+    if check.inputs is not None:
+        status["inputs"] = [dict(x) for x in check.inputs]
+    if check.outputs is not None:
+        status["outputs"] = [dict(x) for x in check.outputs]
+    status["variants"] = [
+        {k: v for k, v in {
+            "name": v.name, "verified": v.ok, "sha256": v.sha256, "size": v.size,
+            "reason": v.reason, "message": v.message or None,
+        }.items() if v is not None}
+        for v in check.variants
+    ]
+    if src.ok:
+        ok_variants = sum(1 for v in check.variants if v.ok)
+        msg = f"sha256 {src.sha256} matches ({src.size} bytes)"
+        if check.signed:
+            msg += ", signature valid"
+        if check.variants:
+            msg += f"; {ok_variants}/{len(check.variants)} variants verified"
+        for n in check.notes:
+            msg += f"; {n}"
+        status["phase"] = "Verified"
+        status["verifiedAt"] = now
+        conds = [cond.make("Verified", True, "Verified", msg, gen), cond.make("Ready", True, "Verified", msg, gen)]
+    else:
+        status["phase"] = "Retrying" if src.transient else "Failed"
+        conds = [cond.make("Verified", False, src.reason, src.message, gen),
+                 cond.make("Ready", False, src.reason, src.message, gen)]
+        prev_at = m.status.get("verifiedAt")
+        if prev_at:
+            status["verifiedAt"] = None  # a failed check voids the earlier verification
+    status["conditions"] = cond.merge(m.status.get("conditions"), conds, now)
+    return status
+
+
+def serving_rows(children: Iterable[ChildInfo], online: bool) -> list[dict[str, Any]]:
+    rows = []
+    for ch in sorted(children, key=lambda x: (x.namespace, x.owner)):
+        if ch.deleting:
+            continue
+        if not online:
+            phase = "Offline"
+        elif ch.rolled_out and ch.ready >= 1:
+            phase = "Ready"
+        elif ch.progress_failed:
+            phase = "Failed"
+        else:
+            phase = "Progressing"
+        row = {"inferenceDeployment": f"{ch.namespace}/{ch.owner}", "deployment": ch.name,
+               "model": ch.model, "phase": phase}
+        if ch.variant:
+            row["variant"] = ch.variant
+        if ch.sha256:
+            row["sha256"] = ch.sha256
+        rows.append(row)
+    return rows
+
+
+def device_status(
+    dev: DeviceInfo,
+    node: NodeInfo | None,
+    children: Sequence[ChildInfo],
+    now: str,
+    heartbeat_resolution_s: float,
+) -> dict[str, Any]:
+    """EdgeDevice status: online from the Node's Ready condition, effective capabilities, serving."""
+    view = device_view(dev, node)
+    old = dev.status
+    online = view.online
+    hb = node.health.last_heartbeat if node else None
+    old_hb = old.get("lastHeartbeat")
+    # A heartbeat alone is written at most once per resolution: 1,000 nodes heartbeating every
+    # 10 seconds must not turn into 100 status writes a second.
+    if old.get("online") == online and old_hb and hb:
+        t_new, t_old = cond.parse_time(hb), cond.parse_time(old_hb)
+        if t_new and t_old and (t_new - t_old).total_seconds() < heartbeat_resolution_s:
+            hb = old_hb
+    if node is None:
+        online_c = cond.make("Online", False, "NodeNotFound", f"node {dev.node_name!r} does not exist",
+                             dev.generation)
+    else:
+        h = node.health
+        online_c = cond.make("Online", h.online, h.reason, h.message or ("node is Ready" if h.online else
+                             "node is not Ready"), dev.generation)
+    ready_c = dict(online_c, type="Ready")
+    serving = serving_rows(children, online)
+    status: dict[str, Any] = {
+        "observedGeneration": dev.generation,
+        "nodeName": dev.node_name,
+        "online": online,
+        "capabilities": view.capabilities.to_status(),
+        "serving": serving,
+        "servingCount": len(serving),
+        "conditions": cond.merge(old.get("conditions"), [online_c, ready_c], now),
+    }
+    if hb:
+        status["lastHeartbeat"] = hb
+    return status

@@ -1,0 +1,422 @@
+"""Small immutable summaries of API objects: what the operator keeps in memory.
+
+Pure. The kopf index handlers call these on every event and store only the
+result, never the full body: a fleet of 1,000 nodes, devices, workloads and
+pods then fits in tens of MiB, and every decision reads the same summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_operator import conditions as cond
+from edge_operator import constants as c
+from edge_operator.capabilities import Capabilities, NodeHealth, from_node, node_health, with_overrides
+from edge_operator.manifests import SecretRef
+from edge_operator.placement import Artifact, DeviceView, Requirements
+
+
+def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    return body.get("metadata") or {}
+
+
+def _deleting(body: Mapping[str, Any]) -> bool:
+    return bool(_meta(body).get("deletionTimestamp"))
+
+
+# --- Node ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    uid: str
+    edge: bool
+    labels: Mapping[str, str]
+    capabilities: Capabilities
+    health: NodeHealth
+    deleting: bool = False
+
+    def placement_key(self) -> tuple[Any, ...]:
+        """What placement depends on; a heartbeat alone does not change it."""
+        return (self.uid, tuple(sorted(self.labels.items())), self.capabilities, self.deleting)
+
+
+def node_info(body: Mapping[str, Any]) -> NodeInfo:
+    meta = _meta(body)
+    labels = dict(meta.get("labels") or {})
+    return NodeInfo(
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        edge=c.EDGE_NODE_LABEL in labels,
+        labels=labels,
+        capabilities=from_node(body),
+        health=node_health(body),
+        deleting=_deleting(body),
+    )
+
+
+# --- EdgeDevice ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    uid: str
+    node_name: str
+    labels: Mapping[str, str]
+    overrides: Mapping[str, Any] | None
+    generation: int
+    discovered: bool
+    status: Mapping[str, Any] = field(default_factory=dict)
+    deleting: bool = False
+
+    def placement_key(self) -> tuple[Any, ...]:
+        return (
+            self.node_name,
+            tuple(sorted(self.labels.items())),
+            repr(sorted((self.overrides or {}).items())),
+            self.deleting,
+        )
+
+
+def device_info(body: Mapping[str, Any]) -> DeviceInfo:
+    meta = _meta(body)
+    spec = body.get("spec") or {}
+    labels = dict(meta.get("labels") or {})
+    return DeviceInfo(
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        node_name=spec.get("nodeName") or meta["name"],
+        labels=labels,
+        overrides=dict(spec["capabilities"]) if spec.get("capabilities") else None,
+        generation=int(meta.get("generation") or 0),
+        discovered=labels.get(c.L_DISCOVERED) == "true",
+        status=dict(body.get("status") or {}),
+        deleting=_deleting(body),
+    )
+
+
+# Labels the operator itself puts on discovered devices; not meant for selectors.
+_BOOKKEEPING_LABELS = frozenset({c.L_MANAGED_BY, c.L_PART_OF, c.L_DISCOVERED})
+
+
+def device_view(dev: DeviceInfo, node: NodeInfo | None) -> DeviceView:
+    """Join an EdgeDevice with its Node: Node labels, overlaid by the EdgeDevice's own labels."""
+    labels: dict[str, str] = dict(node.labels) if node else {}
+    labels.update({k: v for k, v in dev.labels.items() if k not in _BOOKKEEPING_LABELS})
+    base = node.capabilities if node else Capabilities()
+    return DeviceView(
+        name=dev.name,
+        node_name=dev.node_name,
+        labels=labels,
+        capabilities=with_overrides(base, dev.overrides),
+        node_exists=node is not None and not node.deleting,
+        online=node is not None and node.health.online,
+        deleting=dev.deleting,
+    )
+
+
+# --- EdgeModel -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    version: str | None
+    source: Artifact
+    variants: tuple[Artifact, ...]
+    requirements: Requirements
+    public_key: SecretRef | None
+    decryption_key: SecretRef | None
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    # The Verified condition, judged for the current generation and source digest only.
+    state: str  # Verified | Failed | Pending
+    reason: str
+    message: str
+    deleting: bool = False
+
+    @property
+    def verified(self) -> bool:
+        return self.state == "Verified"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def placement_key(self) -> tuple[Any, ...]:
+        return (self.uid, self.generation, self.state, self.source, self.variants, self.requirements,
+                self.public_key, self.decryption_key, self.version, self.deleting)
+
+
+def _secret_ref(ref: Mapping[str, Any] | None, default_key: str) -> SecretRef | None:
+    if not ref or not ref.get("name"):
+        return None
+    return SecretRef(str(ref["name"]), str(ref.get("key") or default_key))
+
+
+def model_info(body: Mapping[str, Any]) -> ModelInfo:
+    meta = _meta(body)
+    spec: Mapping[str, Any] = body.get("spec") or {}
+    status: Mapping[str, Any] = body.get("status") or {}
+    generation = int(meta.get("generation") or 0)
+    src = spec.get("source") or {}
+    sig = spec.get("signature") or {}
+    enc = spec.get("encryption") or {}
+    current = status.get("observedGeneration") == generation
+    verified_cond = cond.find(status.get("conditions"), "Verified") if current else None
+
+    seen_variants = {v.get("name"): v for v in status.get("variants") or []} if current else {}
+    source_ok = (
+        verified_cond is not None
+        and verified_cond.get("status") == "True"
+        and status.get("sha256") == src.get("sha256")
+    )
+    source = Artifact(
+        name="default",
+        precision="fp32",
+        uri=str(src.get("uri", "")),
+        sha256=str(src.get("sha256", "")),
+        size=src.get("size"),
+        signature=sig.get("value"),
+        accelerators=("cpu",),
+        verified=source_ok,
+    )
+    variants = []
+    for v in spec.get("variants") or []:
+        seen = seen_variants.get(v.get("name")) or {}
+        ok = bool(seen.get("verified")) and seen.get("sha256") == v.get("sha256")
+        variants.append(
+            Artifact(
+                name=str(v.get("name", "")),
+                precision=str(v.get("precision", "fp32")),
+                uri=str(v.get("uri", "")),
+                sha256=str(v.get("sha256", "")),
+                size=v.get("size"),
+                signature=v.get("signature"),
+                accelerators=tuple(v.get("accelerators") or ()),
+                verified=ok,
+                reason="" if ok else str(seen.get("reason") or "not verified yet"),
+            )
+        )
+    if source_ok:
+        state, reason, message = "Verified", "Verified", (verified_cond or {}).get("message", "")
+    elif verified_cond is not None and verified_cond.get("status") == "False":
+        state = "Failed"
+        reason = str(verified_cond.get("reason") or "Failed")
+        message = str(verified_cond.get("message") or "")
+    else:
+        state, reason, message = "Pending", "Verifying", "the operator has not verified this generation yet"
+    return ModelInfo(
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        generation=generation,
+        version=spec.get("version"),
+        source=source,
+        variants=tuple(variants),
+        requirements=Requirements.from_spec(spec.get("requirements")),
+        public_key=_secret_ref(sig.get("publicKeySecretRef"), "public.pem"),
+        decryption_key=_secret_ref(enc.get("keySecretRef"), "key"),
+        spec=spec,
+        status=status,
+        state=state,
+        reason=reason,
+        message=message,
+        deleting=_deleting(body),
+    )
+
+
+# --- InferenceDeployment ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdepInfo:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    model: str
+    selector: Mapping[str, Any] | None
+    runtime: Mapping[str, Any]
+    fallback: Mapping[str, Any] | None
+    rollout: Mapping[str, Any]
+    status: Mapping[str, Any]
+    deleting: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+def idep_info(body: Mapping[str, Any]) -> IdepInfo:
+    meta = _meta(body)
+    spec = body.get("spec") or {}
+    return IdepInfo(
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
+        model=str(spec.get("model", "")),
+        selector=spec.get("deviceSelector"),
+        runtime=dict(spec.get("runtime") or {}),
+        fallback=dict(spec["fallback"]) if spec.get("fallback") else None,
+        rollout=dict(spec.get("rollout") or {}),
+        status=dict(body.get("status") or {}),
+        deleting=_deleting(body),
+    )
+
+
+# --- children: Deployments and their Pods -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    namespace: str
+    name: str
+    owner: str  # InferenceDeployment name (from the controller ownerReference)
+    owner_uid: str
+    device: str
+    model: str
+    spec_hash: str | None
+    sha256: str | None
+    variant: str | None
+    generation: int
+    observed_generation: int
+    replicas: int
+    updated: int
+    ready: int
+    available: int
+    progress_failed: bool
+    message: str
+    deleting: bool = False
+
+    @property
+    def rolled_out(self) -> bool:
+        """The current template runs, alone, and is available."""
+        return (
+            self.observed_generation >= self.generation
+            and self.updated >= 1
+            and self.replicas == self.updated
+            and self.available >= 1
+        )
+
+
+def _controller_owner(meta: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == kind and ref.get("controller"):
+            return ref  # type: ignore[no-any-return]
+    return None
+
+
+def child_info(body: Mapping[str, Any]) -> ChildInfo | None:
+    """Summary of a Deployment the operator owns; None for one it does not."""
+    meta = _meta(body)
+    owner = _controller_owner(meta, c.KIND_IDEP)
+    if owner is None:
+        return None
+    ann = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
+    st = body.get("status") or {}
+    failed, message = False, ""
+    for cnd in st.get("conditions") or []:
+        stalled = cnd.get("type") == "Progressing" and cnd.get("status") == "False"
+        if stalled or (cnd.get("type") == "ReplicaFailure" and cnd.get("status") == "True"):
+            failed, message = True, f"{cnd.get('reason')}: {cnd.get('message', '')}"
+    return ChildInfo(
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        owner=str(owner.get("name")),
+        owner_uid=str(owner.get("uid")),
+        device=str(ann.get(c.A_DEVICE) or labels.get(c.L_DEVICE, "")),
+        model=str(ann.get(c.A_MODEL) or labels.get(c.L_MODEL, "")),
+        spec_hash=ann.get(c.A_SPEC_HASH),
+        sha256=ann.get(c.A_SHA256),
+        variant=ann.get(c.A_VARIANT),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(st.get("observedGeneration") or 0),
+        replicas=int(st.get("replicas") or 0),
+        updated=int(st.get("updatedReplicas") or 0),
+        ready=int(st.get("readyReplicas") or 0),
+        available=int(st.get("availableReplicas") or 0),
+        progress_failed=failed,
+        message=message,
+        deleting=_deleting(body),
+    )
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    namespace: str
+    name: str
+    idep_label: str
+    device_label: str
+    sha256: str | None
+    node: str | None
+    phase: str
+    ready: bool
+    restarts: int
+    reason: str  # the most telling waiting/terminated reason, "" if none
+    message: str
+    init_exit_code: int | None
+    init_running: bool
+    created: str
+    deleting: bool = False
+
+
+def pod_info(body: Mapping[str, Any]) -> PodInfo:
+    meta = _meta(body)
+    labels = meta.get("labels") or {}
+    st = body.get("status") or {}
+    ready = any(
+        x.get("type") == "Ready" and x.get("status") == "True" for x in st.get("conditions") or []
+    )
+    reason, message = "", ""
+    init_exit: int | None = None
+    init_running = False
+    for cs in st.get("initContainerStatuses") or []:
+        state = cs.get("state") or {}
+        last = cs.get("lastState") or {}
+        term = state.get("terminated") or last.get("terminated")
+        if term and term.get("exitCode", 0) != 0:
+            init_exit = int(term["exitCode"])
+            reason, message = str(term.get("reason") or "Error"), str(term.get("message") or "")
+        if state.get("running"):
+            init_running = True
+        if state.get("waiting") and not reason:
+            w = state["waiting"]
+            if w.get("reason") not in (None, "PodInitializing"):
+                reason, message = str(w.get("reason")), str(w.get("message") or "")
+    restarts = 0
+    for cs in st.get("containerStatuses") or []:
+        restarts += int(cs.get("restartCount") or 0)
+        w = (cs.get("state") or {}).get("waiting")
+        if w and w.get("reason") not in (None, "ContainerCreating", "PodInitializing") and not reason:
+            reason, message = str(w.get("reason")), str(w.get("message") or "")
+    if not reason:
+        for x in st.get("conditions") or []:
+            if x.get("type") == "PodScheduled" and x.get("status") == "False":
+                reason, message = str(x.get("reason") or "Unschedulable"), str(x.get("message") or "")
+    return PodInfo(
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        idep_label=str(labels.get(c.L_IDEP, "")),
+        device_label=str(labels.get(c.L_DEVICE, "")),
+        sha256=(meta.get("annotations") or {}).get(c.A_SHA256),
+        node=(body.get("spec") or {}).get("nodeName"),
+        phase=str(st.get("phase") or "Pending"),
+        ready=ready,
+        restarts=restarts,
+        reason=reason,
+        message=message[:300],
+        init_exit_code=init_exit,
+        init_running=init_running,
+        created=str(meta.get("creationTimestamp") or ""),
+        deleting=_deleting(body),
+    )

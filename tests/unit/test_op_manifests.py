@@ -1,0 +1,148 @@
+"""Child workload manifests: pinning, tolerations, CLI contract, security, labels, digest."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from edge_operator import constants as c
+from edge_operator.manifests import (
+    Owner,
+    SecretRef,
+    WorkloadInputs,
+    child_deployment,
+    child_name,
+    edge_device_for_node,
+    label_value,
+)
+from edge_operator.placement import Artifact
+
+H = "c" * 64
+ART = Artifact("int8", "int8", "https://models.example/m-int8.onnx", H, size=1234, signature="c2lnbmF0dXJl",
+               accelerators=("npu",), verified=True)
+INP = WorkloadInputs(
+    namespace="ns", owner=Owner(c.API_VERSION, c.KIND_IDEP, "detector", "uid-1"), model="yolo",
+    model_version="1.2.0", device="edge-1", node="edge-1", artifact=ART, image="img:1",
+    runtime={"threads": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5,
+             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": 1073741824}}},
+    fallback={"url": "https://cloud/v2", "confidenceThreshold": 0.6, "timeoutMs": 1500},
+    public_key=SecretRef("keys", "public.pem"),
+)
+
+
+def pod(m: dict[str, Any]) -> dict[str, Any]:
+    return m["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_pinned_to_its_node_and_tolerates_edge_and_unreachable_forever() -> None:
+    m = child_deployment(INP)
+    terms = pod(m)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"] == [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["edge-1"]}]}]
+    tol = {t["key"]: t for t in pod(m)["tolerations"]}
+    for key in ("node-role.kubernetes.io/edge", "node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"):
+        assert tol[key]["operator"] == "Exists"
+        assert "tolerationSeconds" not in tol[key] and "effect" not in tol[key]
+    assert m["spec"]["replicas"] == 1
+    assert m["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_init_fetch_and_serve_follow_the_cli_contract() -> None:
+    p = pod(child_deployment(INP))
+    (init,) = p["initContainers"]
+    assert init["command"] == ["edge-runtime"]
+    assert init["args"] == ["fetch", ART.uri, "--sha256", H, "--cache", "/var/lib/edgeai/models",
+                            "--signature", "c2lnbmF0dXJl", "--public-key-file", "/etc/edgeai/keys/public/public.pem",
+                            "--max-size", "1234"]
+    (main,) = p["containers"]
+    a = main["args"]
+    assert a[:7] == ["serve", "--model", f"/var/lib/edgeai/models/sha256/{H}", "--sha256", H, "--name", "yolo"]
+
+    def flag(name: str) -> str:
+        return str(a[a.index(name) + 1])
+
+    assert flag("--model-version") == "1.2.0" and flag("--threads") == "2"
+    assert flag("--max-batch-size") == "8" and flag("--max-batch-delay-ms") == "5"
+    assert flag("--fallback-url") == "https://cloud/v2" and flag("--fallback-threshold") == "0.6"
+    assert flag("--fallback-timeout-ms") == "1500" and flag("--fallback-queue") == "/var/lib/edgeai/fallback-queue"
+    assert flag("--port") == "8080" and flag("--signature") == "c2lnbmF0dXJl"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert main["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert main["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1073741824"}}
+
+
+def test_cache_is_a_hostpath_shared_by_digest_and_read_only_for_the_server() -> None:
+    p = pod(child_deployment(INP))
+    vols = {v["name"]: v for v in p["volumes"]}
+    assert vols["model-cache"]["hostPath"] == {"path": "/var/lib/edgeai/models", "type": "DirectoryOrCreate"}
+    main_mounts = {m["name"]: m for m in p["containers"][0]["volumeMounts"]}
+    init_mounts = {m["name"]: m for m in p["initContainers"][0]["volumeMounts"]}
+    assert main_mounts["model-cache"]["readOnly"] is True
+    assert "readOnly" not in init_mounts["model-cache"]
+    assert vols["public-key"]["secret"]["items"] == [{"key": "public.pem", "path": "public.pem"}]
+
+
+def test_non_root_read_only_root_and_no_token() -> None:
+    p = pod(child_deployment(INP))
+    assert p["securityContext"]["runAsNonRoot"] is True and p["automountServiceAccountToken"] is False
+    for ctr in [*p["initContainers"], *p["containers"]]:
+        sc = ctr["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert ctr["image"] == "img:1"
+
+
+def test_labels_owner_and_digest_in_template() -> None:
+    m = child_deployment(INP)
+    labels = m["metadata"]["labels"]
+    for k in (c.L_NAME, c.L_INSTANCE, c.L_COMPONENT, c.L_PART_OF, c.L_MANAGED_BY, c.L_VERSION):
+        assert labels[k]
+    assert labels[c.L_MANAGED_BY] == "edgeai-operator"
+    assert m["spec"]["selector"]["matchLabels"] == {c.L_IDEP: "detector", c.L_DEVICE: "edge-1"}
+    assert m["spec"]["template"]["metadata"]["labels"] == labels
+    (ref,) = m["metadata"]["ownerReferences"]
+    assert ref == {"apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment", "name": "detector",
+                   "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}
+    assert m["spec"]["template"]["metadata"]["annotations"][c.A_SHA256] == H
+
+
+def test_same_inputs_same_hash_changed_model_changes_template_and_hash() -> None:
+    a, b = child_deployment(INP), child_deployment(INP)
+    assert a == b
+    other = child_deployment(replace(INP, artifact=replace(ART, sha256="d" * 64)))
+    ha, hb = a["metadata"]["annotations"][c.A_SPEC_HASH], other["metadata"]["annotations"][c.A_SPEC_HASH]
+    assert ha != hb
+    assert a["spec"]["template"] != other["spec"]["template"]
+    # The selector never changes with the model: Deployments cannot change their selector.
+    assert a["spec"]["selector"] == other["spec"]["selector"]
+
+
+def test_optional_parts_absent_when_not_asked() -> None:
+    plain = replace(INP, fallback=None, public_key=None, runtime={}, model_version=None,
+                    artifact=replace(ART, signature=None, size=None))
+    p = pod(child_deployment(plain))
+    assert "--fallback-url" not in p["containers"][0]["args"]
+    assert "--signature" not in p["initContainers"][0]["args"]
+    assert {v["name"] for v in p["volumes"]} == {"model-cache", "tmp"}
+    assert p["containers"][0]["resources"] == {}
+    enc = child_deployment(replace(plain, decryption_key=SecretRef("k", "key")))
+    args = pod(enc)["containers"][0]["args"]
+    assert args[args.index("--decryption-key-file") + 1] == "/etc/edgeai/keys/decryption/key"
+
+
+def test_names_and_label_values_stay_valid_when_long() -> None:
+    long_dev = "edge-" + "x" * 80 + ".site.example.com"
+    name = child_name("detector", long_dev)
+    assert len(name) <= 63 and name[0].isalnum() and name[-1].isalnum()
+    assert name != child_name("detector", long_dev + "2")
+    lv = label_value(long_dev)
+    assert len(lv) <= 63 and lv[-1].isalnum()
+    assert label_value("edge-1") == "edge-1"
+
+
+def test_discovered_device_is_owned_by_its_node() -> None:
+    d = edge_device_for_node("edge-7", "node-uid")
+    (ref,) = d["metadata"]["ownerReferences"]
+    assert ref["kind"] == "Node" and ref["uid"] == "node-uid" and ref["blockOwnerDeletion"] is False
+    assert d["spec"] == {"nodeName": "edge-7"}
+    assert d["metadata"]["labels"][c.L_DISCOVERED] == "true"
