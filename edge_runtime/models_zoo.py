@@ -108,16 +108,16 @@ def cnn_model(*, num_classes: int = 10, image: int = 32, seed: int = 0) -> onnx.
     return _finish(graph, "edgeai-models-zoo-cnn")
 
 
-def tabular_model(*, features: int = 16, classes: int = 3, seed: int = 0) -> onnx.ModelProto:
+def tabular_model(*, features: int = 16, classes: int = 3, seed: int = 0, hidden: int = 32) -> onnx.ModelProto:
     """Tabular MLP: [N,features] float32 -> [N,classes] probabilities.
 
     Written as MatMul+Add (as many exporters emit Linear layers) so that
     dynamic int8 quantization, which handles MatMul but not Gemm, applies.
     """
-    if classes < 2 or features < 1:
-        raise ValueError("a classifier needs classes >= 2 and features >= 1")
+    if classes < 2 or features < 1 or hidden < 1:
+        raise ValueError("a classifier needs classes >= 2, features >= 1 and hidden >= 1")
     rng = np.random.default_rng(seed)
-    h1, h2 = 32, 32
+    h1, h2 = hidden, hidden
     w1, b1 = _he(rng, (features, h1), features), (rng.standard_normal(h1) * 0.05).astype(np.float32)
     w2, b2 = _he(rng, (h1, h2), h1), (rng.standard_normal(h2) * 0.05).astype(np.float32)
     w3 = _he(rng, (h2, classes), h2) * 2.0
@@ -158,9 +158,12 @@ def build_cnn(path: Path, *, num_classes: int = 10, image: int = 32, seed: int =
     return _save(cnn_model(num_classes=num_classes, image=image, seed=seed), path)
 
 
-def build_tabular(path: Path, *, features: int = 16, classes: int = 3, seed: int = 0) -> Path:
-    """Write the small tabular MLP classifier to `path` (parents created); returns the path."""
-    return _save(tabular_model(features=features, classes=classes, seed=seed), path)
+def build_tabular(path: Path, *, features: int = 16, classes: int = 3, seed: int = 0, hidden: int = 32) -> Path:
+    """Write the tabular MLP classifier to `path` (parents created); returns the path.
+
+    `hidden` (width of both hidden layers) makes a bigger model for benchmarks.
+    """
+    return _save(tabular_model(features=features, classes=classes, seed=seed, hidden=hidden), path)
 
 
 def sample_inputs(kind: str, batch: int, *, image: int = 32, features: int = 16, seed: int = 0) -> np.ndarray:

@@ -92,14 +92,28 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="FILE.npz",
         help="representative inputs, one array per model input (samples on axis 0): int8 becomes static "
-        "(QDQ) quantization, and the report measures on these inputs",
+        "(QDQ) quantization; the report also measures on them unless --eval-data is given",
     )
     g.add_argument("--exclude-ops", type=_csv, default=[], metavar="OP,...", help="op types to keep in float")
     g.add_argument("--exclude-nodes", type=_csv, default=[], metavar="NODE,...", help="node names to keep in float")
     g.add_argument("--per-channel", action="store_true", help="per-channel int8 weights (often more accurate)")
     g = p.add_argument_group("report")
+    g.add_argument(
+        "--eval-data",
+        type=Path,
+        metavar="FILE.npz",
+        help="inputs to measure agreement on, same layout as --calibration (default: the calibration data, "
+        "else --samples random rows)",
+    )
     g.add_argument("--samples", type=_positive, default=64, help="random sample rows for agreement (default 64)")
-    g.add_argument("--runs", type=_positive, default=50, help="timed runs per variant, batch 1 (default 50)")
+    g.add_argument("--runs", type=_positive, default=50, help="timed runs per variant (default 50)")
+    g.add_argument(
+        "--batch",
+        type=_positive,
+        default=1,
+        dest="timing_batch",
+        help="rows per timed call (default 1; models with a fixed batch dimension use theirs)",
+    )
     g.add_argument("--warmup", type=int, default=5, help="untimed runs before timing (default 5)")
     g.add_argument("--threads", type=_positive, default=1, help="onnxruntime intra-op threads (default 1)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random sample inputs (default 0)")
@@ -172,12 +186,14 @@ def run(args: argparse.Namespace) -> int:
             base_uri=args.base_uri,
             precisions=args.precisions,
             calibration=args.calibration,
+            eval_data=args.eval_data,
             exclude_ops=args.exclude_ops,
             exclude_nodes=args.exclude_nodes,
             per_channel=args.per_channel,
             samples=args.samples,
             runs=args.runs,
             warmup=args.warmup,
+            timing_batch=args.timing_batch,
             threads=args.threads,
             seed=args.seed,
             dims=dict(args.dim),

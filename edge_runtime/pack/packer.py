@@ -58,12 +58,14 @@ class PackOptions:
     base_uri: str | None = None
     precisions: Sequence[Precision] = PRECISIONS
     calibration: Path | None = None
+    eval_data: Path | None = None
     exclude_ops: Sequence[str] = ()
     exclude_nodes: Sequence[str] = ()
     per_channel: bool = False
     samples: int = 64
     runs: int = 50
     warmup: int = 5
+    timing_batch: int = 1
     threads: int = 1
     seed: int = 0
     dims: Mapping[str, int] = field(default_factory=dict)
@@ -90,8 +92,8 @@ class PackResult:
 
 
 def _check_options(o: PackOptions) -> None:
-    if o.samples < 1 or o.runs < 1 or o.warmup < 0 or o.threads < 1:
-        raise PackError("BadArgument", "--samples, --runs and --threads must be >= 1, --warmup >= 0")
+    if min(o.samples, o.runs, o.threads, o.timing_batch) < 1 or o.warmup < 0:
+        raise PackError("BadArgument", "--samples, --runs, --threads and --batch must be >= 1, --warmup >= 0")
     if o.min_agreement is not None and not 0.0 <= o.min_agreement <= 1.0:
         raise PackError("BadArgument", f"--min-agreement must be within 0..1, got {o.min_agreement}")
     if o.max_abs_error is not None and not o.max_abs_error >= 0:
@@ -172,12 +174,19 @@ def pack(o: PackOptions) -> PackResult:
     enc_ref = SecretRef(o.encryption_secret or f"{name}-decryption", DEFAULT_ENCRYPTION_KEY_KEY) if enc_key else None
 
     model = var.load_checked(Path(o.model))
-    if o.calibration is not None:
-        feeds = var.npz_feeds(Path(o.calibration), model.inputs)
+    calibration = var.npz_feeds(Path(o.calibration), model.inputs) if o.calibration is not None else None
+    # What the report measures on: the user's evaluation data, else their
+    # calibration data (real inputs, if slightly flattering to static int8),
+    # else deterministic synthetic inputs.
+    if o.eval_data is not None:
+        feeds, sample_source = var.npz_feeds(Path(o.eval_data), model.inputs), str(o.eval_data)
+    elif calibration is not None:
+        feeds, sample_source = calibration, f"{o.calibration} (calibration data)"
     else:
         feeds = var.random_feeds(model.inputs, samples=o.samples, seed=o.seed, dims=o.dims)
+        sample_source = f"random (seed {o.seed})"
     dynamic = var.batch_is_dynamic(model.inputs)
-    timing_feed = var.one_row(feeds[0], dynamic)
+    timing_feed = var.batch_of(feeds[0], o.timing_batch, dynamic)
 
     fp32_sess = var.session(model.data, threads=o.threads)
     try:
@@ -199,7 +208,7 @@ def pack(o: PackOptions) -> PackResult:
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="edgeai-pack-") as scratch:
-            built = _build_variants(o, model, precisions, feeds, reference, fp32_sess, Path(scratch))
+            built = _build_variants(o, model, precisions, feeds, calibration, reference, fp32_sess, Path(scratch))
         _time(built, timing_feed, o)
         reports = [b.report for b in built]
         for b in built:
@@ -257,13 +266,13 @@ def pack(o: PackOptions) -> PackResult:
             task=task,
             settings={
                 "samples": sum(_rows(f) for f in feeds),
-                "sample_source": str(o.calibration) if o.calibration else f"random (seed {o.seed})",
+                "sample_source": sample_source,
                 "int8_mode": "static" if o.calibration else "dynamic",
                 "timing": {
                     "runs": o.runs,
                     "warmup": o.warmup,
                     "threads": o.threads,
-                    "batch": 1 if dynamic else var.fixed_batch(model.inputs),
+                    "batch": o.timing_batch if dynamic else var.fixed_batch(model.inputs),
                 },
                 "min_agreement": o.min_agreement,
                 "max_abs_error": o.max_abs_error,
@@ -287,6 +296,7 @@ def _build_variants(
     model: var.LoadedModel,
     precisions: Sequence[str],
     feeds: Sequence[var.Feed],
+    calibration: Sequence[var.Feed] | None,
     reference: list[var.Outputs],
     fp32_sess: Any,
     scratch: Path,
@@ -306,7 +316,7 @@ def _build_variants(
                 q = var.to_int8(
                     model,
                     scratch,
-                    calibration=feeds if o.calibration else None,
+                    calibration=calibration,
                     check_feeds=feeds,
                     reference=reference,
                     exclude_ops=o.exclude_ops,

@@ -288,8 +288,15 @@ def flatten_outputs(per_feed: Sequence[Outputs]) -> list[np.ndarray]:
     return [o for outs in per_feed for o in outs]
 
 
-def one_row(feed: Feed, dynamic: bool) -> Feed:
-    return {k: v[:1] for k, v in feed.items()} if dynamic else feed
+def batch_of(feed: Feed, rows: int, dynamic: bool) -> Feed:
+    """`rows` rows taken (cycling) from `feed`; a model with a fixed batch gets its own batch."""
+    if not dynamic:
+        return feed
+    out = {}
+    for k, v in feed.items():
+        idx = np.arange(rows) % v.shape[0]
+        out[k] = np.ascontiguousarray(v[idx])
+    return out
 
 
 def time_runs(sess: ort.InferenceSession, feed: Feed, *, runs: int, warmup: int) -> list[float]:
@@ -541,4 +548,13 @@ def to_int8(
         if data is None:
             return Int8Build(None, mode, notes, failure=f"quantized model does not load or run: {err}")
         candidates = kept
-    return Int8Build(data, mode, notes, quantized=Counter(n.op_type for n in candidates))
+    quantized = Counter(n.op_type for n in candidates)
+    if mode == "dynamic" and quantized["Conv"]:
+        # onnxruntime's CPU ConvInteger (what dynamic mode makes of Conv) is a
+        # slow reference kernel; static QDQ Conv is the optimized path, and the
+        # form NPU execution providers take. Say so, since the report shows it.
+        notes.append(
+            "dynamic int8 Conv runs as ConvInteger, slow on onnxruntime's CPU; for CNNs give --calibration "
+            "(static QDQ int8, faster and what NPUs load) or --exclude-ops Conv"
+        )
+    return Int8Build(data, mode, notes, quantized=quantized)

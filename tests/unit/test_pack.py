@@ -113,7 +113,8 @@ def test_cnn_variants_load_run_and_match_their_digests(models: dict[str, Path], 
 
 def test_default_base_uri_is_the_output_folder(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "o"
-    run_pack(models["tabular"], out, precisions=["fp32"])
+    res = run_pack(models["tabular"], out, precisions=["fp32"], timing_batch=4)
+    assert res.report["settings"]["timing"]["batch"] == 4
     m = load_manifest(out)
     assert m["metadata"]["name"] == "tabular"
     assert m["spec"]["source"]["uri"] == (out / "tabular.fp32.onnx").as_uri()
@@ -180,7 +181,15 @@ def test_static_int8_from_calibration_data(models: dict[str, Path], tmp_path: Pa
     out = tmp_path / "out"
     res = run_pack(models["tabular"], out, calibration=calib, precisions=["int8"])
     assert res.report["settings"]["int8_mode"] == "static"
+    # Without --eval-data the report measures on the calibration rows ...
     assert res.report["settings"]["samples"] == 48
+    assert "calibration data" in res.report["settings"]["sample_source"]
+    # ... with it, on those.
+    evaluation = tmp_path / "eval.npz"
+    np.savez(evaluation, features=sample_inputs("tabular", 40, seed=4))
+    res = run_pack(models["tabular"], tmp_path / "o2", calibration=calib, eval_data=evaluation, precisions=["int8"])
+    assert res.report["settings"]["samples"] == 40
+    assert res.report["settings"]["sample_source"] == str(evaluation)
     ops = [n.op_type for n in onnx.load(str(out / "tabular.int8.onnx")).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ form
     assert list(variants(load_manifest(out))) == ["fp32", "int8"]
