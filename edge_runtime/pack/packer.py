@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import yaml
@@ -204,8 +204,11 @@ def pack(o: PackOptions) -> PackResult:
     precisions = ["fp32", *[p for p in PRECISIONS if p in o.precisions and p != "fp32"]]
     stem = Path(o.model).stem
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise PackError("Unwritable", f"cannot create the output beside {out}: {e.strerror or e}") from e
     try:
         with tempfile.TemporaryDirectory(prefix="edgeai-pack-") as scratch:
             built = _build_variants(o, model, precisions, feeds, calibration, reference, fp32_sess, Path(scratch))
@@ -234,7 +237,8 @@ def pack(o: PackOptions) -> PackResult:
             r.sha256, r.size = d.sha256, d.size
             if sign_key is not None:
                 r.signature = integrity.sign_digest(sign_key, d.sha256)
-            artifacts[r.name] = Artifact(r.name, r.precision, r.filename, r.sha256, r.size, r.signature)  # type: ignore[arg-type]
+            precision = cast(Precision, r.precision)
+            artifacts[r.name] = Artifact(r.name, precision, r.filename, r.sha256, r.size, r.signature)
         for b in built:
             # Excluded variants still show their size in the report, unencrypted.
             if not b.report.size and b.data is not None:
@@ -285,6 +289,9 @@ def pack(o: PackOptions) -> PackResult:
         )
         (stage / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         _publish(stage, out, o.force)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise PackError("Unwritable", f"writing {out} failed, nothing was left behind: {e.strerror or e}") from e
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -426,6 +426,17 @@ def test_a_late_failure_leaves_no_partial_output(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unwritable_output_is_a_clear_error(models: dict[str, Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(PackError) as e:
+        run_pack(models["tabular"], blocker / "out", precisions=["fp32"])
+    assert e.value.reason == "Unwritable" and "cannot create the output" in e.value.message
+    with pytest.raises(PackError) as e:
+        run_pack(models["tabular"], blocker, precisions=["fp32"])
+    assert e.value.reason == "OutputExists"
+
+
 def test_existing_output_is_kept_unless_forced(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
