@@ -347,7 +347,8 @@ class DataPlane:
         return out
 
     def readiness(self) -> Judgement:
-        models = {n: s.current is not None for n, s in self._slots.items()}
+        # A deliberately unloaded model does not make the server unready; having none loaded does.
+        models = {n: True for n, s in self._slots.items() if s.current is not None}
         j = judge_readiness(models, self.errors.judge(self._clock()))
         if self._last_judgement is None or j.ready != self._last_judgement.ready:
             (log.info if j.ready else log.warning)("readiness changed", extra={"ready": j.ready, "reason": j.reason})
@@ -393,7 +394,8 @@ class DataPlane:
             outcome = "error"
             raise
         finally:
-            self.errors.record(self._clock(), outcome == "error")
+            if outcome != "bad_request":  # a client's mistake says nothing about the runtime's health
+                self.errors.record(self._clock(), outcome == "error")
             self.metrics.observe_request(name, model.version, outcome, time.perf_counter() - start)
 
     def _encode(

@@ -1,0 +1,219 @@
+"""Verified start-up, hot swap and rollback, refused loads, readiness judgement, dynamic batching."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_runtime import integrity, models_zoo
+
+from .conftest import Models, Server, json_infer_body, metric_value, sha256_of
+
+pytestmark = pytest.mark.runtime
+
+Serve = Callable[..., Server]
+
+
+def _infer(srv: Server, x: np.ndarray, path: str = "/v2/models/m/infer") -> np.ndarray:
+    r = srv.post(path, json_infer_body("features", x))
+    assert r.status == 200, r.body
+    out = r.json()["outputs"][0]
+    return np.array(out["data"], np.float32).reshape(out["shape"])
+
+
+def _exit_code(serve: Serve, model: Path, *extra: str, sha256: str | None = None) -> tuple[int, str]:
+    srv = serve(model, "m", *extra, wait=False, sha256=sha256)
+    assert srv.proc is not None
+    rc = srv.proc.wait(60)
+    return rc, srv.log_text()
+
+
+def test_serve_refuses_to_start_on_digest_mismatch(serve: Serve, models: Models) -> None:
+    rc, log = _exit_code(serve, models.tabular, sha256="0" * 64)
+    assert rc == 3, log
+    assert "DigestMismatch" in log
+
+
+def test_serve_signature_and_encryption(serve: Serve, models: Models, tmp_path: Path) -> None:
+    key = integrity.generate_private_key("ecdsa-p256")
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(integrity.public_key_pem(key))
+    aes = tmp_path / "aes.key"
+    aes.write_bytes(integrity.generate_encryption_key())
+    enc = tmp_path / "tabular.enc"
+    enc.write_bytes(integrity.encrypt(models.tabular.read_bytes(), aes.read_bytes()))
+    digest = sha256_of(enc)
+    sig = integrity.sign_digest(key, digest)
+    other_sig = integrity.sign_digest(integrity.generate_private_key("ecdsa-p256"), digest)
+
+    rc, log = _exit_code(
+        serve, enc, "--public-key-file", str(pub), "--signature", other_sig, "--decryption-key-file", str(aes)
+    )
+    assert rc == 4, log
+    rc, log = _exit_code(serve, enc, "--public-key-file", str(pub), "--signature", sig)
+    assert rc != 0 and "MissingKey" in log, log
+    wrong = tmp_path / "wrong.key"
+    wrong.write_bytes(integrity.generate_encryption_key())
+    rc, log = _exit_code(
+        serve, enc, "--public-key-file", str(pub), "--signature", sig, "--decryption-key-file", str(wrong)
+    )
+    assert rc == 9, log
+
+    srv = serve(enc, "m", "--public-key-file", str(pub), "--signature", sig, "--decryption-key-file", str(aes))
+    x = models_zoo.sample_inputs("tabular", 2)
+    expected = models.session(models.tabular).run(None, {"features": x})[0]
+    np.testing.assert_allclose(_infer(srv, x), expected, rtol=1e-6)
+    assert srv.get("/v2/models/m").json()["parameters"]["sha256"] == digest
+    # No plaintext was written anywhere next to the ciphertext.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".onnx", ".enc")) == ["tabular.enc"]
+    # With a public key configured, a repository load without a valid signature is refused.
+    r = srv.post(
+        "/v2/repository/models/m/load",
+        {"parameters": {"path": str(enc), "sha256": digest, "version": "2", "signature": other_sig}},
+    )
+    assert r.status == 400 and "BadSignature" in r.json()["error"]
+
+
+def _load(srv: Server, path: Path, version: str, **extra: Any) -> Any:
+    return srv.post(
+        "/v2/repository/models/m/load",
+        {"parameters": {"path": str(path), "sha256": sha256_of(path), "version": version, **extra}},
+    )
+
+
+def test_hot_swap_rollback_and_refused_loads(serve: Serve, models: Models, tmp_path: Path) -> None:
+    srv = serve(models.tabular, "m", "--model-version", "1")
+    x = models_zoo.sample_inputs("tabular", 3, seed=1)
+    v1 = models.session(models.tabular).run(None, {"features": x})[0]
+    v2 = models.session(models.tabular2).run(None, {"features": x})[0]
+    assert not np.allclose(v1, v2)
+    np.testing.assert_allclose(_infer(srv, x), v1, rtol=1e-6)
+
+    # Requests keep flowing during the swap; none may fail.
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def hammer() -> None:
+        while not stop.is_set():
+            r = srv.post("/v2/models/m/infer", json_infer_body("features", x))
+            if r.status != 200:
+                failures.append(r.body.decode())
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        assert _load(srv, models.tabular2, "2").status == 200
+    finally:
+        stop.set()
+        t.join(30)
+    assert not failures
+    np.testing.assert_allclose(_infer(srv, x), v2, rtol=1e-6)
+    meta = srv.get("/v2/models/m").json()
+    assert meta["parameters"]["sha256"] == sha256_of(models.tabular2)
+    assert meta["versions"] == ["2", "1"]
+    # The previous version stays loaded and addressable.
+    np.testing.assert_allclose(_infer(srv, x, "/v2/models/m/versions/1/infer"), v1, rtol=1e-6)
+
+    # Refused loads leave version 2 serving.
+    bad_digest = srv.post(
+        "/v2/repository/models/m/load",
+        {"parameters": {"path": str(models.tabular), "sha256": "f" * 64, "version": "3"}},
+    )
+    assert bad_digest.status == 400 and "DigestMismatch" in bad_digest.json()["error"]
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not an onnx model")
+    r = _load(srv, junk, "3")
+    assert r.status == 400 and "InvalidModel" in r.json()["error"]
+    r = _load(srv, models.warmup_fails, "3")
+    assert r.status == 400 and "WarmupFailed" in r.json()["error"]
+    r = srv.post("/v2/repository/models/m/load", {"parameters": {"path": "/nonexistent.onnx", "sha256": "a" * 64}})
+    assert r.status == 400 and "does not exist" in r.json()["error"]
+    r = srv.post("/v2/repository/models/m/load", {"parameters": {"path": str(junk), "sha256": "XYZ"}})
+    assert r.status == 400 and "64 lowercase hex" in r.json()["error"]
+    np.testing.assert_allclose(_infer(srv, x), v2, rtol=1e-6)
+    assert srv.get("/v2/health/ready").status == 200
+    text = srv.metrics()
+    assert metric_value(text, "edgeai_model_loads_total", {"model": "m", "outcome": "refused"}) == 4
+    assert metric_value(text, "edgeai_verifications_total", {"outcome": "DigestMismatch"}) == 1
+    assert metric_value(text, "edgeai_model_info", {"version": "2", "sha256": sha256_of(models.tabular2)}) == 1
+    assert metric_value(text, "edgeai_model_info", {"version": "1", "sha256": sha256_of(models.tabular)}) == 0
+
+    # Instant rollback to the kept version, and forward again.
+    assert srv.post("/v2/repository/models/m/load", {"parameters": {"rollback": True}}).status == 200
+    np.testing.assert_allclose(_infer(srv, x), v1, rtol=1e-6)
+    assert srv.get("/v2/models/m").json()["parameters"]["sha256"] == sha256_of(models.tabular)
+    assert _load(srv, models.tabular2, "2").status == 200  # promoted from memory, no reload
+    np.testing.assert_allclose(_infer(srv, x), v2, rtol=1e-6)
+
+    # Unload: not ready; a bare load brings the last version back.
+    assert srv.post("/v2/repository/models/m/unload").status == 200
+    assert srv.get("/v2/models/m/ready").status == 400
+    r = srv.get("/v2/health/ready")
+    assert r.status == 400 and "no model" in r.headers["x-edgeai-not-ready"]
+    assert srv.post("/v2/models/m/infer", json_infer_body("features", x)).status == 404
+    assert srv.post("/v2/repository/models/m/unload").status == 404
+    assert srv.post("/v2/repository/models/m/load").status == 200
+    np.testing.assert_allclose(_infer(srv, x), v2, rtol=1e-6)
+    assert srv.get("/v2/health/ready").status == 200
+
+
+def test_readiness_follows_runtime_error_rate(serve: Serve, models: Models) -> None:
+    srv = serve(models.gather, "g", "--error-window-s", "60", "--max-error-rate", "0.5")
+    ok = {
+        "inputs": [
+            {"name": "data", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+            {"name": "idx", "datatype": "INT64", "shape": [1], "data": [1]},
+        ]
+    }
+    boom = {"inputs": [ok["inputs"][0], {"name": "idx", "datatype": "INT64", "shape": [1], "data": [50]}]}
+    for _ in range(5):
+        assert srv.post("/v2/models/g/infer", ok).status == 200
+    # Client mistakes do not count against the runtime.
+    for _ in range(30):
+        assert srv.post("/v2/models/g/infer", b"{nope").status == 400
+    assert srv.get("/v2/health/ready").status == 200
+    for _ in range(25):
+        assert srv.post("/v2/models/g/infer", boom).status == 500
+    r = srv.get("/v2/health/ready")
+    assert r.status == 400
+    assert "25 of the last 30 requests failed" in r.headers["x-edgeai-not-ready"]
+    assert srv.get("/v2/health/live").status == 200  # alive, just not fit for traffic
+    assert metric_value(srv.metrics(), "edgeai_ready") == 0
+
+
+def test_dynamic_batching_combines_and_splits(serve: Serve, models: Models) -> None:
+    srv = serve(models.cnn, "c", "--max-batch-size", "16", "--max-batch-delay-ms", "30")
+    assert srv.get("/v2/models/c").json()["parameters"]["batching"] is True
+    sess = models.session(models.cnn)
+    inputs = [models_zoo.sample_inputs("cnn", 1 + i % 3, seed=100 + i) for i in range(12)]
+    results: dict[int, np.ndarray] = {}
+    errors: list[str] = []
+    barrier = threading.Barrier(len(inputs))
+
+    def one(i: int) -> None:
+        barrier.wait(10)
+        r = srv.post("/v2/models/c/infer", json_infer_body(models_zoo.CNN_INPUT, inputs[i]))
+        if r.status != 200:
+            errors.append(r.body.decode())
+            return
+        out = r.json()["outputs"][0]
+        results[i] = np.array(out["data"], np.float32).reshape(out["shape"])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    for i, x in enumerate(inputs):
+        np.testing.assert_allclose(results[i], sess.run(None, {models_zoo.CNN_INPUT: x})[0], rtol=1e-5, atol=1e-6)
+    text = srv.metrics()
+    runs = metric_value(text, "edgeai_batch_size_count", {"model": "c"})
+    rows = metric_value(text, "edgeai_batch_size_sum", {"model": "c"})
+    assert rows == sum(x.shape[0] for x in inputs)
+    assert runs < len(inputs), "no two requests were combined"
