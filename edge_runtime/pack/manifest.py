@@ -24,7 +24,9 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 
 # Which hardware each precision suits: fp32 runs everywhere on CPUs; fp16 pays
 # off on GPUs (CPUs mostly upcast it); int8 is what NPUs execute natively and
-# also the fastest choice on small CPUs.
+# also the fastest choice on small CPUs. The fp32 build is spec.source (the
+# operator's "default" build for CPUs), so it is not repeated in variants[]:
+# the CRD refuses a variant whose sha256 equals the source's.
 ACCELERATORS: dict[Precision, list[str]] = {
     "fp32": ["cpu"],
     "fp16": ["gpu"],
@@ -39,6 +41,8 @@ DEFAULT_ENCRYPTION_KEY_KEY = "key"
 _DNS_LABEL_MAX = 63
 _DNS_SUBDOMAIN_MAX = 253
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# As the CRD has it for spec.version: the runtime passes it on as the v2 model version.
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,16 @@ def check_name(name: str, field: str = "--name") -> str:
     return name
 
 
+def check_version(version: str) -> str:
+    if not _VERSION_RE.match(version):
+        raise PackError(
+            "BadArgument",
+            f"--model-version {version!r} must be at most 64 letters, digits, '.', '_', '+' or '-', "
+            "starting with a letter or digit",
+        )
+    return version
+
+
 def check_base_uri(base_uri: str) -> str:
     """Return the base URI ending in '/', after checking its scheme is one the runtime fetches."""
     parts = urlsplit(base_uri)
@@ -87,6 +101,8 @@ def check_base_uri(base_uri: str) -> str:
         raise PackError("BadArgument", f"--base-uri must use one of {', '.join(URI_SCHEMES)}, got {base_uri!r}")
     if parts.scheme != "file" and not parts.netloc:
         raise PackError("BadArgument", f"--base-uri {base_uri!r} has no host")
+    if any(c.isspace() for c in base_uri):
+        raise PackError("BadArgument", f"--base-uri {base_uri!r} contains whitespace; percent-encode it")
     if parts.query or parts.fragment:
         raise PackError("BadArgument", f"--base-uri {base_uri!r} must not have a query or fragment")
     return base_uri if base_uri.endswith("/") else base_uri + "/"
@@ -121,14 +137,27 @@ def build_edgemodel(
     public_key_secret: SecretRef | None = None,
     encryption_secret: SecretRef | None = None,
 ) -> dict[str, Any]:
-    """The EdgeModel for `source` (the fp32 build) and the variants that passed the report.
+    """The EdgeModel for `source` (the fp32 build) and the other builds that passed the report.
 
     Signatures travel with the artifacts: when any artifact is signed, all must
     be, and `public_key_secret` names the Secret holding the public key.
     """
     check_name(name)
+    for v in variants:
+        if v.sha256 == source.sha256:
+            raise PackError("BadArgument", f"variant {v.name!r} is the source build itself; list other builds only")
+        if v.name == "default":
+            raise PackError("BadArgument", "'default' names spec.source; choose another variant name")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise PackError("BadArgument", f"variant names must be unique, got {names}")
     if namespace is not None:
         check_name(namespace, "--namespace")
+    if version is not None:
+        check_version(version)
+    for ref, what in ((public_key_secret, "--public-key-secret"), (encryption_secret, "--encryption-secret")):
+        if ref is not None:
+            check_name(ref.name, what)
     signed = [a.signature is not None for a in (source, *variants)]
     if any(signed) and not all(signed):
         raise PackError("BadArgument", "either every artifact is signed or none is")

@@ -35,6 +35,7 @@ from edge_runtime.pack.manifest import (
     build_edgemodel,
     check_base_uri,
     check_name,
+    check_version,
     dns_name,
     sha256sums,
 )
@@ -169,6 +170,11 @@ def pack(o: PackOptions) -> PackResult:
     name = check_name(o.name) if o.name else dns_name(Path(o.model).stem)
     if o.namespace:
         check_name(o.namespace, "--namespace")
+    if o.version is not None:
+        check_version(o.version)
+    for secret, what in ((o.public_key_secret, "--public-key-secret"), (o.encryption_secret, "--encryption-secret")):
+        if secret is not None:
+            check_name(secret, what)
     base_uri = check_base_uri(o.base_uri or out.as_uri())
     pub_ref = SecretRef(o.public_key_secret or f"{name}-signing", DEFAULT_PUBLIC_KEY_KEY) if sign_key else None
     enc_ref = SecretRef(o.encryption_secret or f"{name}-decryption", DEFAULT_ENCRYPTION_KEY_KEY) if enc_key else None
@@ -250,7 +256,7 @@ def pack(o: PackOptions) -> PackResult:
             version=o.version,
             base_uri=base_uri,
             source=artifacts["fp32"],
-            variants=list(artifacts.values()),
+            variants=[a for a in artifacts.values() if a.name != "fp32"],
             public_key_secret=pub_ref,
             encryption_secret=enc_ref,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,7 +45,12 @@ def artifacts(signed: bool = False) -> list[Artifact]:
 def test_manifest_follows_the_api_contract() -> None:
     a = artifacts()
     m = build_edgemodel(
-        name="resnet", base_uri="https://models.example.com/r", source=a[0], variants=a, namespace="ml", version="1.2.0"
+        name="resnet",
+        base_uri="https://models.example.com/r",
+        source=a[0],
+        variants=a[1:],
+        namespace="ml",
+        version="1.2.0",
     )
     assert m["apiVersion"] == "edgeai.io/v1alpha1" and m["kind"] == "EdgeModel"
     assert m["metadata"] == {
@@ -57,7 +63,7 @@ def test_manifest_follows_the_api_contract() -> None:
     assert spec["source"] == {"uri": "https://models.example.com/r/m.fp32.onnx", "sha256": H1, "size": 100}
     assert "signature" not in spec and "encryption" not in spec
     by_name = {v["name"]: v for v in spec["variants"]}
-    assert by_name["fp32"]["accelerators"] == ["cpu"]
+    assert list(by_name) == ["fp16", "int8"]  # fp32 is the source, not repeated
     assert by_name["fp16"]["accelerators"] == ["gpu"]
     assert by_name["int8"]["accelerators"] == ["npu", "cpu"]
     assert by_name["int8"] == {
@@ -92,8 +98,20 @@ def test_manifest_signature_and_encryption_blocks() -> None:
 def test_manifest_refuses_inconsistent_input() -> None:
     a = artifacts(signed=True)
     with pytest.raises(PackError, match="public key Secret"):
-        build_edgemodel(name="m", base_uri="https://h/", source=a[0], variants=a)
-    mixed = [a[0], artifacts()[1]]
+        build_edgemodel(name="m", base_uri="https://h/", source=a[0], variants=a[1:])
+    with pytest.raises(PackError, match="source build itself"):
+        build_edgemodel(
+            name="m", base_uri="https://h/", source=a[0], variants=a, public_key_secret=SecretRef("s", "public.pem")
+        )
+    with pytest.raises(PackError, match=r"'default' names spec\.source"):
+        build_edgemodel(
+            name="m",
+            base_uri="https://h/",
+            source=a[0],
+            variants=[Artifact("default", "int8", "f", H3, 1, "c2ln")],
+            public_key_secret=SecretRef("s", "public.pem"),
+        )
+    mixed = [artifacts()[1]]
     with pytest.raises(PackError, match="every artifact is signed or none"):
         build_edgemodel(
             name="m", base_uri="https://h/", source=a[0], variants=mixed, public_key_secret=SecretRef("s", "public.pem")
@@ -123,6 +141,19 @@ def test_base_uri_checks_and_joins() -> None:
     for bad in ("s3://bucket/x", "ftp://h/", "https:///nohost", "https://h/?q=1", "models/"):
         with pytest.raises(PackError, match="base-uri"):
             check_base_uri(bad)
+
+
+def test_names_and_versions_the_crd_would_refuse_are_refused_first() -> None:
+    a = artifacts(signed=True)
+    ok: dict[str, Any] = {"name": "m", "base_uri": "https://h/", "source": a[0], "variants": a[1:]}
+    build_edgemodel(**ok, version="1.2.0+build.7", public_key_secret=SecretRef("keys.team-a", "public.pem"))
+    for version in ("-1", "1.0 beta", "v" * 65):
+        with pytest.raises(PackError, match="model-version"):
+            build_edgemodel(**ok, version=version, public_key_secret=SecretRef("s", "public.pem"))
+    with pytest.raises(PackError, match="public-key-secret"):
+        build_edgemodel(**ok, public_key_secret=SecretRef("Team_Keys", "public.pem"))
+    with pytest.raises(PackError, match="whitespace"):
+        check_base_uri("https://h/my models/")
 
 
 def test_sha256sums_is_coreutils_format() -> None:
