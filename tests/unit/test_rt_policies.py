@@ -1,0 +1,69 @@
+"""Pure runtime policies: readiness by error rate, the cloud breaker, confidence, batch split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.batching import batch_key, concat_feeds, fits, split_outputs
+from edge_runtime.fallback_policy import CLOSED, HALF_OPEN, OPEN, Breaker, top_confidence
+from edge_runtime.health import ErrorWindow, judge_readiness
+
+
+def test_error_window_judges_and_forgets() -> None:
+    w = ErrorWindow(window_seconds=10, max_error_rate=0.5, min_requests=4)
+    for i in range(3):
+        w.record(100.0 + i * 0.1, error=True)
+    assert w.judge(100.5).ready, "too few requests to judge"
+    w.record(100.6, error=True)
+    w.record(100.7, error=False)
+    j = w.judge(101.0)
+    assert not j.ready and "4 of the last 5" in j.reason
+    assert w.judge(112.0).ready, "old failures leave the window"
+
+
+def test_readiness_needs_a_model() -> None:
+    ok = ErrorWindow().judge(0)
+    assert not judge_readiness({}, ok).ready
+    assert judge_readiness({"m": True}, ok).ready
+    assert "m2" in judge_readiness({"m": True, "m2": False}, ok).reason
+
+
+def test_breaker_opens_probes_and_closes() -> None:
+    b = Breaker(failure_threshold=2, base_cooldown=5, max_cooldown=20)
+    assert b.allow(0)
+    b.failure(0)
+    assert b.state == CLOSED
+    b.failure(1)
+    assert b.state == OPEN and not b.allow(2)
+    assert b.allow(6.1) and b.state == HALF_OPEN  # one probe
+    assert not b.allow(6.2)  # only one
+    b.failure(6.3)
+    assert b.state == OPEN and b.cooldown == 10  # doubled
+    assert not b.allow(15) and b.allow(16.4)
+    b.success()
+    assert b.state == CLOSED and b.allow(17)
+
+
+def test_top_confidence_probabilities_and_logits() -> None:
+    probs = np.array([[0.1, 0.9], [0.4, 0.6]], np.float32)
+    assert top_confidence([probs]) == pytest.approx(0.6)
+    logits = np.array([[0.0, 0.0]], np.float32)
+    assert top_confidence([logits * 0 + np.array([[3.0, -2.0]], np.float32)]) == pytest.approx(
+        np.exp(3) / (np.exp(3) + np.exp(-2))
+    )
+    assert top_confidence([np.array([1, 2], np.int64)]) is None
+    assert top_confidence([np.array([[np.nan, 1.0]], np.float32)]) == 0.0
+
+
+def test_batch_helpers() -> None:
+    a = {"x": np.ones((2, 3), np.float32)}
+    b = {"x": np.zeros((1, 3), np.float32)}
+    c = {"x": np.zeros((1, 4), np.float32)}
+    assert batch_key(a) == batch_key(b) != batch_key(c)
+    assert fits(2, 1, 3) and not fits(2, 2, 3)
+    merged = concat_feeds([a, b])
+    assert merged["x"].shape == (3, 3)
+    parts = split_outputs([merged["x"] * 2], [2, 1])
+    np.testing.assert_array_equal(parts[0][0], a["x"] * 2)
+    np.testing.assert_array_equal(parts[1][0], b["x"] * 2)
