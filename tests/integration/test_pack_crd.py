@@ -63,9 +63,7 @@ def test_plain_manifest_is_accepted(kube: Any, edgemodel_crd: None, namespace: s
     assert stored["spec"]["source"] == m["spec"]["source"]
 
 
-def test_signed_encrypted_manifest_is_accepted(
-    kube: Any, edgemodel_crd: None, namespace: str, tmp_path: Path
-) -> None:
+def test_signed_encrypted_manifest_is_accepted(kube: Any, edgemodel_crd: None, namespace: str, tmp_path: Path) -> None:
     key = tmp_path / "k.pem"
     key.write_bytes(integrity.private_key_pem(integrity.generate_private_key("ecdsa-p256")))
     aes = tmp_path / "aes.key"
@@ -84,8 +82,17 @@ def test_schema_rejects_what_pack_would_never_write(
 ) -> None:
     # The positive tests only mean something if the schema does check: a broken digest must be refused.
     model = build_tabular(tmp_path / "tabular.onnx")
-    m = packed(tmp_path, model=model, base_uri="https://models.example.com/t/", precisions=["fp32"])
-    m["spec"]["variants"][0]["sha256"] = "NOT-A-DIGEST"
-    p = dry_run(kube, m, namespace)
+    m = packed(tmp_path, model=model, base_uri="https://models.example.com/t/", precisions=["fp32", "int8"])
+    bad = json.loads(json.dumps(m))
+    bad["spec"]["variants"][0]["sha256"] = "NOT-A-DIGEST"
+    p = dry_run(kube, bad, namespace)
     assert p.returncode != 0
     assert "sha256" in p.stderr
+    # Why pack keeps fp32 out of variants[]: the source repeated as a variant is refused.
+    bad = json.loads(json.dumps(m))
+    bad["spec"]["variants"].append(
+        {**bad["spec"]["source"], "name": "fp32", "precision": "fp32", "accelerators": ["cpu"]}
+    )
+    p = dry_run(kube, bad, namespace)
+    assert p.returncode != 0
+    assert "must differ from spec.source.sha256" in p.stderr
