@@ -527,3 +527,24 @@ def test_the_runtime_cli_does_not_need_onnx() -> None:
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_the_runtime_fetches_what_pack_wrote(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The contract end to end: manifest uri + sha256 + signature are exactly what `edge-runtime fetch` takes.
+    key = tmp_path / "k.pem"
+    key.write_bytes(integrity.private_key_pem(integrity.generate_private_key("ecdsa-p256")))
+    out = tmp_path / "out"
+    run_pack(models["tabular"], out, sign_key=key)
+    cache = tmp_path / "cache"
+    for name, v in variants(load_manifest(out)).items():
+        args = ["fetch", v["uri"], "--sha256", v["sha256"], "--cache", str(cache)]
+        args += ["--signature", v["signature"], "--public-key-file", str(out / "public.pem")]
+        assert cli_main(args) == 0, name
+        assert capsys.readouterr().out.strip() == str(cache / "sha256" / v["sha256"])
+    # A signature of another build is refused by the runtime (BadSignature = 4).
+    v = variants(load_manifest(out))
+    args = ["fetch", v["int8"]["uri"], "--sha256", v["int8"]["sha256"], "--cache", str(tmp_path / "c2")]
+    args += ["--signature", v["fp16"]["signature"], "--public-key-file", str(out / "public.pem")]
+    assert cli_main(args) == 4
