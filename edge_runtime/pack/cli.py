@@ -112,6 +112,7 @@ def register(subparsers: Any) -> None:
         type=_positive,
         default=1,
         dest="timing_batch",
+        metavar="N",
         help="rows per timed call (default 1; models with a fixed batch dimension use theirs)",
     )
     g.add_argument("--warmup", type=int, default=5, help="untimed runs before timing (default 5)")
