@@ -1,0 +1,426 @@
+"""The Helm chart, rendered by the real helm binary (built by hack/plane.py; no cluster needed).
+
+What a reviewer of an operator chart checks: lint, CRDs identical to crds/,
+RBAC equal to what the operator uses (edge_operator/rbac.py), a hardened pod,
+values rejected with messages that name the problem, and alerts that query
+metrics the operator really exports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "edgeai-operator"
+KUBE_VERSION = "1.34.4"  # helm built from source defaults to v1.20 offline; say which cluster we render for
+sys.path.insert(0, str(ROOT / "hack"))
+
+import plane  # noqa: E402
+
+
+def helm_bin() -> str:
+    p = plane.binaries()["helm"]
+    if not p.exists():
+        pytest.skip(f"helm is not built yet ({p}): run `python hack/plane.py build` (make test does)")
+    return str(p)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([helm_bin(), *args], capture_output=True, text=True, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{p.stderr}")
+    return p
+
+
+def set_args(values: dict[str, Any] | None) -> list[str]:
+    """--set-json for each dotted key: values keep their JSON types (false stays a boolean)."""
+    return [x for k, v in (values or {}).items() for x in ("--set-json", f"{k}={json.dumps(v)}")]
+
+
+def render(values: dict[str, Any] | None = None, *, release: str = "edgeai", namespace: str = "edgeai-system",
+           extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    out = helm("template", release, str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION,
+               *set_args(values), *extra).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def render_error(values: dict[str, Any], extra: Sequence[str] = ()) -> str:
+    p = helm("template", "edgeai", str(CHART), "--kube-version", KUBE_VERSION, *set_args(values), *extra,
+             check=False)
+    assert p.returncode != 0, f"helm accepted {values}"
+    return p.stderr
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (d,) = by_kind(docs, kind)
+    return d
+
+
+# --------------------------------------------------------------------------- lint and CRDs
+
+
+def test_helm_lint_is_clean() -> None:
+    p = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION)
+    assert "0 chart(s) failed" in p.stdout
+    assert "[WARNING]" not in p.stdout and "[ERROR]" not in p.stdout
+
+
+def test_chart_crds_are_byte_identical_to_crds_dir() -> None:
+    p = subprocess.run([sys.executable, str(ROOT / "hack" / "sync-chart-crds.py"), "--check"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in (CHART / "crds").glob("*.yaml")) == sorted(x.name for x in (ROOT / "crds").glob(
+        "*.yaml"))
+
+
+def test_sync_script_reports_and_repairs_drift(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "hack"))
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sync_chart_crds", ROOT / "hack" / "sync-chart-crds.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "a.yaml").write_text("a: 1\n")
+    (src / "b.yaml").write_text("b: 1\n")
+    (dst / "a.yaml").write_text("a: 2\n")
+    (dst / "old.yaml").write_text("x\n")
+    diff = mod.differences(src, dst)
+    assert any("b.yaml is missing" in d for d in diff)
+    assert any("a.yaml differs" in d for d in diff)
+    assert any("old.yaml has no source" in d for d in diff)
+    mod.sync(src, dst)
+    assert mod.differences(src, dst) == []
+    assert (dst / "a.yaml").read_text() == "a: 1\n" and not (dst / "old.yaml").exists()
+
+
+def test_crds_are_installed_by_the_chart_and_never_templated() -> None:
+    with_crds = render(extra=["--include-crds"])
+    crds = {d["metadata"]["name"] for d in by_kind(with_crds, "CustomResourceDefinition")}
+    assert crds == {"edgemodels.edgeai.io", "edgedevices.edgeai.io", "inferencedeployments.edgeai.io"}
+    # In crds/, not templates/: helm never deletes them on uninstall (that would delete every model).
+    assert not by_kind(render(), "CustomResourceDefinition")
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+def _triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def test_cluster_role_grants_exactly_what_rbac_py_lists() -> None:
+    from edge_operator import rbac
+
+    docs = render()
+    cr = one(docs, "ClusterRole")
+    want = _triples([r.to_k8s() for r in rbac.CLUSTER_RULES])
+    got = _triples(cr["rules"])
+    missing, extra = want - got, got - want
+    assert not missing and not extra, (
+        f"charts/edgeai-operator/templates/rbac.yaml drifted from edge_operator/rbac.py:\n"
+        f"missing {sorted(missing)}\nextra {sorted(extra)}\nwanted rules:\n"
+        + yaml.safe_dump([r.to_k8s() for r in rbac.CLUSTER_RULES], sort_keys=False))
+    role = one(docs, "Role")
+    assert role["metadata"]["namespace"] == "edgeai-system"
+    assert _triples(role["rules"]) == _triples([r.to_k8s() for r in rbac.NAMESPACE_RULES])
+
+
+def test_rbac_has_no_wildcards_and_no_dangerous_verbs() -> None:
+    docs = render()
+    for d in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        for rule in d["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], rule
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+    triples = _triples(one(docs, "ClusterRole")["rules"])
+    assert {v for g, r, v in triples if r == "secrets"} == {"get"}  # never list/watch every Secret
+    assert {v for g, r, v in triples if r == "nodes"} <= {"get", "list", "watch"}
+
+
+def test_bindings_name_the_chart_service_account() -> None:
+    docs = render(release="r1", namespace="ops")
+    sa = one(docs, "ServiceAccount")["metadata"]
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        b = one(docs, kind)
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": "ops"}]
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == sa["name"]
+    # two releases in one cluster must not share cluster-scoped names
+    other = render(release="r2", namespace="ops2")
+    assert one(other, "ClusterRole")["metadata"]["name"] != one(docs, "ClusterRole")["metadata"]["name"]
+
+
+def test_rbac_can_be_left_to_the_cluster_admin() -> None:
+    docs = render({"rbac.create": False, "serviceAccount.create": False, "serviceAccount.name": "ops-sa"})
+    assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"} & {
+        d["kind"] for d in docs}
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
+
+
+# --------------------------------------------------------------------------- the operator Deployment
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(c)
+
+
+def test_deployment_is_hardened() -> None:
+    docs = render()
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = _container(docs)
+    psc, sc = pod["securityContext"], c["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["runAsUser"] > 0
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+    assert c["resources"]["limits"]["memory"]
+    # the only writable path is an emptyDir
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
+    assert all("emptyDir" in v for v in pod["volumes"])
+
+
+def test_image_uid_matches_the_pod_security_context() -> None:
+    df = (ROOT / "docker" / "operator.Dockerfile").read_text()
+    uid = re.findall(r"^USER (\d+)", df, re.M)[-1]
+    pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    assert str(pod["securityContext"]["runAsUser"]) == uid
+
+
+def test_two_replicas_with_leader_election_and_a_pdb() -> None:
+    docs = render()
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    args = _container(docs)["args"]
+    assert "--leader-elect" in args
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    single = render({"replicaCount": 1, "leaderElection.enabled": False})
+    assert not by_kind(single, "PodDisruptionBudget")  # a PDB on one replica would block every drain
+    assert "--leader-elect" not in _container(single)["args"]
+
+
+def test_operator_stays_off_edge_nodes_and_spreads_over_hosts() -> None:
+    aff = one(render(), "Deployment")["spec"]["template"]["spec"]["affinity"]
+    terms = aff["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {"key": "node-role.kubernetes.io/edge", "operator": "DoesNotExist"} in terms[0]["matchExpressions"]
+    anti = aff["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert anti["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_probes_hit_the_named_health_port() -> None:
+    c = _container(render({"ports.health": 8181}))
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["health"] == 8181
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["port"] == "health"
+        assert c[probe]["httpGet"]["path"].startswith("/")
+
+
+def test_images_default_to_the_app_version_and_can_be_pinned() -> None:
+    from edge_operator import constants
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart["appVersion"] == chart["version"] == version == constants.PACKAGE_VERSION
+    c = _container(render())
+    assert c["image"] == f"ghcr.io/edgeai/edgeai-operator:{version}"
+    runtime = "--runtime-image=" + constants.DEFAULT_RUNTIME_IMAGE
+    assert runtime in c["args"], "the chart's default runtime image differs from the operator's default"
+    digest = "sha256:" + "ab" * 32
+    pinned = _container(render({"image.digest": digest, "runtimeImage.tag": "0.2.0"}))
+    assert pinned["image"].endswith(f":{version}@{digest}")
+    assert "--runtime-image=ghcr.io/edgeai/edge-runtime:0.2.0" in pinned["args"]
+
+
+def test_watch_namespaces_and_log_settings_reach_the_command_line() -> None:
+    args = _container(render({"watchNamespaces": ["ml-a", "ml-b"], "logLevel": "debug"}))["args"]
+    assert "--namespace=ml-a" in args and "--namespace=ml-b" in args and "--all-namespaces" not in args
+    assert "--log-level=debug" in args
+    assert "--all-namespaces" in _container(render())["args"]
+
+
+# --------------------------------------------------------------------------- values.schema.json
+
+
+@pytest.mark.parametrize(("values", "says"), [
+    ({"replicaCount": 0}, "/replicaCount"),
+    ({"replicas": 3}, "'replicas' not allowed"),
+    ({"logLevel": "loud"}, "/logLevel"),
+    ({"image.digest": "sha256:abc"}, "/image/digest"),
+    ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
+    ({"securityContext.readOnlyRootFilesystem": False}, "/securityContext/readOnlyRootFilesystem"),
+    ({"securityContext.allowPrivilegeEscalation": True}, "/securityContext/allowPrivilegeEscalation"),
+    ({"securityContext.capabilities": {"drop": ["NET_RAW"]}}, "/securityContext/capabilities/drop"),
+    ({"podSecurityContext.runAsNonRoot": False}, "/podSecurityContext/runAsNonRoot"),
+    ({"podSecurityContext.runAsUser": 0}, "/podSecurityContext/runAsUser"),
+    ({"ports.metrics": 70000}, "/ports/metrics"),
+    ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+    ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
+    ({"serviceMonitor.interval": "30 seconds"}, "/serviceMonitor/interval"),
+    ({"prometheusRule.devicesOffline.fraction": 2}, "/prometheusRule/devicesOffline/fraction"),
+    ({"prometheusRule.rolloutFailed.severity": "page"}, "/prometheusRule/rolloutFailed/severity"),
+])
+def test_schema_rejects_bad_values_naming_the_path(values: dict[str, Any], says: str) -> None:
+    err = render_error(values)
+    assert "values don't meet the specifications of the schema" in err
+    assert says in err, err
+
+
+@pytest.mark.parametrize(("values", "says"), [
+    ({"leaderElection.enabled": False}, "replicaCount=2 needs leaderElection.enabled=true"),
+    ({"image.tag": "latest"}, "image.tag=latest is refused"),
+    ({"runtimeImage.tag": "latest"}, "runtimeImage.tag=latest is refused"),
+    ({"serviceAccount.create": False}, "serviceAccount.name is required"),
+    ({"serviceMonitor.enabled": True}, "no monitoring.coreos.com/v1 ServiceMonitor"),
+    ({"prometheusRule.enabled": True}, "no monitoring.coreos.com/v1 PrometheusRule"),
+])
+def test_cross_field_checks_explain_themselves(values: dict[str, Any], says: str) -> None:
+    assert says in render_error(values)
+
+
+def test_schema_file_is_valid_json_schema_and_covers_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def keys(v: Any, s: dict[str, Any], path: str) -> Iterator[str]:
+        if not isinstance(v, dict) or s.get("additionalProperties") is not False:
+            return
+        for k, sub in v.items():
+            assert k in s.get("properties", {}), f"{path}.{k} is in values.yaml but not in values.schema.json"
+            yield f"{path}.{k}"
+            yield from keys(sub, s["properties"][k], f"{path}.{k}")
+
+    assert len(list(keys(values, schema, ""))) > 50
+
+
+# --------------------------------------------------------------------------- metrics, alerts, network
+
+
+def _monitoring(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return render({"serviceMonitor.enabled": True, "prometheusRule.enabled": True, **(values or {})},
+                  extra=["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+                         "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"])
+
+
+def test_service_monitor_scrapes_the_metrics_service() -> None:
+    docs = _monitoring()
+    svc = one(docs, "Service")
+    sm = one(docs, "ServiceMonitor")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert svc["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not by_kind(render(), "ServiceMonitor")  # off by default: needs the Prometheus Operator
+
+
+def _exported_metrics() -> dict[str, set[str]]:
+    """Metric family name -> label names, from the operator's own registry (and fleet collector)."""
+    from edge_operator import metrics
+    from prometheus_client import CollectorRegistry
+
+    out: dict[str, set[str]] = {}
+    for fam in metrics.REGISTRY.collect():
+        for s in fam.samples:
+            out.setdefault(s.name, set()).update(s.labels)
+        out.setdefault(fam.name, set())
+    reg = CollectorRegistry()
+    reg.register(metrics.FleetCollector(lambda: {
+        "models": {"x": 1}, "devices": {"x": 1}, "placements": {"x": 1}}))
+    for fam in reg.collect():
+        for s in fam.samples:
+            out.setdefault(s.name, set()).update(s.labels)
+    # Labelled counters have no samples until used: take label names from their declarations.
+    for obj in vars(metrics).values():
+        name = getattr(obj, "_name", None)
+        labels = getattr(obj, "_labelnames", None)
+        if isinstance(name, str) and labels is not None:
+            kind = getattr(obj, "_type", "")
+            full = f"{name}_total" if kind == "counter" and not name.endswith("_total") else name
+            out.setdefault(full, set()).update(labels)
+            out.setdefault(name, set()).update(labels)
+    return out
+
+
+def _selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
+    import promql_parser
+
+    found: list[tuple[str, dict[str, str]]] = []
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append((node.name, {m.name: m.value for m in node.matchers.matchers}))
+        return True
+
+    promql_parser.walk(promql_parser.parse(expr), visit, None)
+    return found
+
+
+def test_alerts_parse_and_query_metrics_the_operator_exports() -> None:
+    rule = one(_monitoring(), "PrometheusRule")
+    exported = _exported_metrics()
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    names = {r["alert"] for r in alerts}
+    assert {"EdgeAIDevicesOffline", "EdgeAIModelVerificationFailing", "EdgeAIRolloutFailed"} <= names
+    for r in alerts:
+        sels = _selectors(r["expr"])  # raises on a PromQL syntax error
+        assert sels, r["alert"]
+        for metric, matchers in sels:
+            assert metric in exported, f"{r['alert']}: {metric} is not exported by edge_operator.metrics"
+            unknown = set(matchers) - exported[metric] - {"__name__"}
+            assert not unknown, f"{r['alert']}: {metric} has no label(s) {unknown}"
+        assert r["labels"]["severity"] in {"critical", "warning", "info"}
+        assert r["annotations"]["summary"] and r["annotations"]["description"]
+
+
+def test_alerts_can_be_switched_off_one_by_one() -> None:
+    rule = one(_monitoring({"prometheusRule.rolloutFailed.enabled": False}), "PrometheusRule")
+    names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "EdgeAIRolloutFailed" not in names and "EdgeAIDevicesOffline" in names
+
+
+def test_network_policy_allows_only_what_the_operator_needs() -> None:
+    docs = render({"networkPolicy.enabled": True,
+                   "networkPolicy.metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]})
+    np = one(docs, "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert np["spec"]["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    port_names = {p["name"] for p in _container(docs)["ports"]}
+    ingress_ports = {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]}
+    assert ingress_ports == port_names  # metrics and health, by name: nothing else comes in
+    metrics_rule = next(r for r in np["spec"]["ingress"] if r["ports"][0]["port"] == "metrics")
+    assert metrics_rule["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    egress_ports = {p["port"] for rule in np["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 443, 6443, 80}
+    assert not by_kind(render(), "NetworkPolicy")
+
+
+def test_every_object_carries_the_standard_labels() -> None:
+    for d in _monitoring({"networkPolicy.enabled": True}):
+        labels = d["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                    "app.kubernetes.io/managed-by", "helm.sh/chart"):
+            assert key in labels, f"{d['kind']} {d['metadata']['name']} lacks {key}"
