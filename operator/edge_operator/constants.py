@@ -44,6 +44,7 @@ A_REVISION: Final = f"{GROUP}/revision"
 # Exact names, since label values are capped at 63 characters and may be shortened.
 A_DEVICE: Final = f"{GROUP}/device"
 A_MODEL: Final = f"{GROUP}/model"
+A_IDEP: Final = f"{GROUP}/inference-deployment"
 
 # KubeEdge's own node labels and taint, and the labels our fleet uses for capabilities.
 EDGE_NODE_LABEL: Final = "node-role.kubernetes.io/edge"

@@ -253,6 +253,8 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         # The digest in the pod template: a changed model is a changed template, so it rolls.
         c.A_SHA256: a.sha256,
         c.A_VARIANT: a.name,
+        c.A_IDEP: inp.owner.name,
+        c.A_DEVICE: inp.device,
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(c.RUNTIME_PORT),
         "prometheus.io/path": "/metrics",

@@ -22,7 +22,7 @@ from typing import Any
 from edge_operator import conditions as cond
 from edge_operator import constants as c
 from edge_operator.manifests import Owner, WorkloadInputs, child_deployment
-from edge_operator.placement import Placement, Rejection, place
+from edge_operator.placement import DeviceView, Placement, Rejection, place
 from edge_operator.quantity import QuantityError, quantity_bytes
 from edge_operator.selectors import SelectorError, describe, validate_selector
 from edge_operator.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
@@ -256,20 +256,34 @@ def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> tuple[str, str, 
     return None
 
 
+def compute_placement(idep: IdepInfo, model: ModelInfo, devices: Iterable[DeviceView]) -> Placement:
+    return place(idep.selector, model.requirements, model.source, model.variants, devices,
+                 memory_request(idep.runtime))
+
+
 def plan(
     idep: IdepInfo,
     model: ModelInfo | None,
-    devices: Iterable[Any],  # DeviceView
+    devices: Mapping[str, DeviceView],
     children: Mapping[str, ChildInfo],
     pods: Mapping[str, Sequence[PodInfo]],
     *,
     image: str,
     now: str,
     policy: TargetPolicy = all_at_once,
+    placement: Placement | None = None,
 ) -> IdepPlan:
-    """Decide everything for one InferenceDeployment. `children` and `pods` are keyed by device."""
-    devices = list(devices)
-    online = {d.name: d.online for d in devices}
+    """Decide everything for one InferenceDeployment.
+
+    `devices` is the catalogue by name; `children` and `pods` are keyed by device. A caller
+    that cached the placement for unchanged inputs passes it, and the cost is then
+    proportional to the devices placed, not to the fleet.
+    """
+
+    def online(dev: str) -> bool:
+        d = devices.get(dev)
+        return d is not None and d.online
+
     blocked = _blocked_reason(idep, model)
     if blocked is not None or model is None:
         # Never tear down a serving fleet because the model is missing or being re-verified:
@@ -277,13 +291,13 @@ def plan(
         phases = {}
         rows = []
         for dev, existing in sorted(children.items()):
-            ph = device_phase(existing, pods.get(dev, ()), online.get(dev, False), None, existing.sha256)
+            ph = device_phase(existing, pods.get(dev, ()), online(dev), None, existing.sha256)
             phases[dev] = ph
             rows.append(_row(dev, existing.variant, existing.sha256, ph))
         return IdepPlan((), (), fold_status(idep, model, None, phases, rows, blocked, now))
 
-    placement = place(idep.selector, model.requirements, model.source, model.variants, devices,
-                      memory_request(idep.runtime))
+    if placement is None:
+        placement = compute_placement(idep, model, devices.values())
     desired = workload_inputs(idep, model, placement, image)
     targets = policy(desired, children)
     apply: list[dict[str, Any]] = []
@@ -295,7 +309,7 @@ def plan(
         ch = children.get(dev)
         if ch is None or (ch.spec_hash != want_hash and not ch.deleting):
             apply.append(manifest)
-        ph = device_phase(ch, pods.get(dev, ()), online.get(dev, False), want_hash, inputs.artifact.sha256)
+        ph = device_phase(ch, pods.get(dev, ()), online(dev), want_hash, inputs.artifact.sha256)
         phases[dev] = ph
         rows.append(_row(dev, inputs.artifact.name, inputs.artifact.sha256, ph,
                          precision=inputs.artifact.precision, node=inputs.node))

@@ -280,6 +280,7 @@ def idep_info(body: Mapping[str, Any]) -> IdepInfo:
 class ChildInfo:
     namespace: str
     name: str
+    uid: str
     owner: str  # InferenceDeployment name (from the controller ownerReference)
     owner_uid: str
     device: str
@@ -332,6 +333,7 @@ def child_info(body: Mapping[str, Any]) -> ChildInfo | None:
     return ChildInfo(
         namespace=meta.get("namespace", ""),
         name=meta["name"],
+        uid=str(meta.get("uid", "")),
         owner=str(owner.get("name")),
         owner_uid=str(owner.get("uid")),
         device=str(ann.get(c.A_DEVICE) or labels.get(c.L_DEVICE, "")),
@@ -355,8 +357,8 @@ def child_info(body: Mapping[str, Any]) -> ChildInfo | None:
 class PodInfo:
     namespace: str
     name: str
-    idep_label: str
-    device_label: str
+    idep: str
+    device: str
     sha256: str | None
     node: str | None
     phase: str
@@ -373,6 +375,7 @@ class PodInfo:
 def pod_info(body: Mapping[str, Any]) -> PodInfo:
     meta = _meta(body)
     labels = meta.get("labels") or {}
+    ann = meta.get("annotations") or {}
     st = body.get("status") or {}
     ready = any(
         x.get("type") == "Ready" and x.get("status") == "True" for x in st.get("conditions") or []
@@ -406,9 +409,9 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
     return PodInfo(
         namespace=meta.get("namespace", ""),
         name=meta["name"],
-        idep_label=str(labels.get(c.L_IDEP, "")),
-        device_label=str(labels.get(c.L_DEVICE, "")),
-        sha256=(meta.get("annotations") or {}).get(c.A_SHA256),
+        idep=str(ann.get(c.A_IDEP) or labels.get(c.L_IDEP, "")),
+        device=str(ann.get(c.A_DEVICE) or labels.get(c.L_DEVICE, "")),
+        sha256=ann.get(c.A_SHA256),
         node=(body.get("spec") or {}).get("nodeName"),
         phase=str(st.get("phase") or "Pending"),
         ready=ready,

@@ -52,7 +52,8 @@ def as_child(manifest: dict[str, Any], ready: bool = True) -> ChildInfo:
 def run(idep: dict[str, Any], model: dict[str, Any] | None, devices: list[DeviceView] = FLEET,
         children: dict[str, ChildInfo] | None = None, pods: dict[str, list[PodInfo]] | None = None,
         now: str = NOW) -> planner.IdepPlan:
-    return planner.plan(idep_info(idep), model_info(model) if model else None, devices, children or {},
+    return planner.plan(idep_info(idep), model_info(model) if model else None, {d.name: d for d in devices},
+                        children or {},
                         pods or {}, image="img", now=now)
 
 

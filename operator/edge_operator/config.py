@@ -1,0 +1,79 @@
+"""Operator settings, from the command line and EDGEAI_* environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edge_operator import constants as c
+from edge_operator.verify import VerifySettings, settings_from_env
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    image: str = c.DEFAULT_RUNTIME_IMAGE
+    namespace: str = "default"  # where the leader Lease lives (the operator's own namespace)
+    identity: str = field(default_factory=socket.gethostname)
+    leader_election: bool = True
+    lease_name: str = c.OPERATOR_NAME
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 8080
+    workers: int = 16
+    verify_workers: int = 2
+    resync_seconds: float = 300.0
+    fanout_delay: float = 0.5  # coalesce a burst of device/node changes into one reconcile per deployment
+    heartbeat_resolution: float = 120.0
+    log_level: str = "info"
+    verify: VerifySettings = field(default_factory=VerifySettings)
+
+
+def parse(argv: Sequence[str] | None = None) -> OperatorConfig:
+    ap = argparse.ArgumentParser(
+        prog="edgeai-operator",
+        description="Kubernetes operator placing verified ONNX inference on KubeEdge edge nodes.",
+    )
+    ap.add_argument("--namespace", default=os.environ.get("EDGEAI_NAMESPACE") or os.environ.get("POD_NAMESPACE")
+                    or "default", help="namespace of the leader-election Lease (the operator's own)")
+    ap.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname(),
+                    help="this replica's identity in the Lease")
+    ap.add_argument("--no-leader-election", action="store_true",
+                    default=os.environ.get("EDGEAI_LEADER_ELECTION", "1") in ("0", "false", "no"),
+                    help="act at once without a Lease (one replica only)")
+    ap.add_argument("--metrics-bind", default=os.environ.get("EDGEAI_METRICS_BIND", "0.0.0.0:8080"),
+                    help="HOST:PORT for /metrics, /healthz and /readyz")
+    ap.add_argument("--workers", type=int, default=_env_int("EDGEAI_WORKERS", 16))
+    ap.add_argument("--verify-workers", type=int, default=_env_int("EDGEAI_VERIFY_WORKERS", 2))
+    ap.add_argument("--resync-seconds", type=float, default=_env_float("EDGEAI_RESYNC_SECONDS", 300.0))
+    ap.add_argument("--heartbeat-resolution", type=float,
+                    default=_env_float("EDGEAI_HEARTBEAT_RESOLUTION_SECONDS", 120.0),
+                    help="write an unchanged device's lastHeartbeat at most this often")
+    ap.add_argument("--log-level", default=os.environ.get("EDGEAI_LOG_LEVEL", "info"))
+    a = ap.parse_args(argv)
+    host, _, port = a.metrics_bind.rpartition(":")
+    return OperatorConfig(
+        image=os.environ.get("EDGEAI_RUNTIME_IMAGE") or c.DEFAULT_RUNTIME_IMAGE,
+        namespace=a.namespace,
+        identity=a.identity,
+        leader_election=not a.no_leader_election,
+        metrics_host=host or "0.0.0.0",
+        metrics_port=int(port),
+        workers=a.workers,
+        verify_workers=a.verify_workers,
+        resync_seconds=a.resync_seconds,
+        heartbeat_resolution=a.heartbeat_resolution,
+        log_level=a.log_level,
+        verify=settings_from_env(),
+    )

@@ -1,0 +1,142 @@
+"""kopf registrations: indexes that summarise objects, and thin event hooks.
+
+Index handlers return one small summary per object (views.py); kopf keeps
+them and, importantly, holds every event handler until all indexes are
+filled from the initial lists. Event hooks only queue keys on the controller.
+There are no kopf change-handlers, so kopf never writes annotations or
+finalizers into the user's objects (GitOps tools see no drift).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from edge_operator import constants as c
+from edge_operator import controller as ctl
+from edge_operator.views import child_info, device_info, idep_info, model_info, node_info, pod_info
+
+log = logging.getLogger("edge_operator.handlers")
+
+MANAGED_SELECTOR = f"{c.L_MANAGED_BY}={c.OPERATOR_NAME}"
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf settings for a fleet of thousands of objects."""
+    settings.peering.standalone = True  # leader election is ours, on a Lease (see leader.py)
+    settings.posting.enabled = False  # the controller posts its own, deliberate Events
+    # Recycle every watch regularly, and treat a stream without even a bookmark for 70 s as dead:
+    # this is what catches the silently stalled streams kopf users have met (kopf#1276, #787, #955).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.watching.inactivity_timeout = 70
+    # Initial lists in pages: no multi-MiB response for a 1,000-node fleet.
+    settings.watching.chunk_size = 500
+    # Watch only what the operator owns, filtered by the API server, not client-side.
+    settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["pods"] = MANAGED_SELECTOR
+    settings.networking.error_backoffs = (1, 2, 5, 10, 20, 30)
+    settings.networking.connect_timeout = 10
+    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60, 120, 300)
+
+
+def register(registry: kopf.OperatorRegistry, controller: ctl.Controller, login_info: kopf.ConnectionInfo) -> None:
+    on = kopf.on
+
+    @on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # Our own credentials, so kopf never falls back to importing the `kubernetes` client.
+        return login_info
+
+    @on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        configure(settings)
+        # kopf passes every index as a keyword argument named by its id.
+        controller.bind({name: kwargs[name] for name in ctl.ALL_INDEXES})
+        controller.start()
+
+    @on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await controller.stop()
+
+    # --- indexes --------------------------------------------------------------------
+
+    @kopf.index("", "v1", "nodes", id=ctl.IDX_NODES, registry=registry)
+    async def nodes(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
+        return {name: node_info(body)}
+
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_DEVICE, id=ctl.IDX_DEVICES, registry=registry)
+    async def devices(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
+        return {name: device_info(body)}
+
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_DEVICE, id=ctl.IDX_DEVICES_BY_NODE,
+                registry=registry)
+    async def devices_by_node(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
+        return {(body.get("spec") or {}).get("nodeName") or name: name}
+
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_MODEL, id=ctl.IDX_MODELS, registry=registry)
+    async def models(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+        return {(namespace or "", name): model_info(body)}
+
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_IDEP, id=ctl.IDX_IDEPS, registry=registry)
+    async def ideps(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+        return {(namespace or "", name): idep_info(body)}
+
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_IDEP, id=ctl.IDX_IDEPS_BY_MODEL,
+                registry=registry)
+    async def ideps_by_model(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+        return {(namespace or "", (body.get("spec") or {}).get("model", "")): name}
+
+    @kopf.index("apps", "v1", "deployments", id=ctl.IDX_CHILDREN, registry=registry,
+                labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
+    async def children(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        ch = child_info(body)
+        return {} if ch is None else {(ch.namespace, ch.owner): ch}
+
+    @kopf.index("apps", "v1", "deployments", id=ctl.IDX_CHILDREN_BY_DEVICE,
+                registry=registry, labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
+    async def children_by_device(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        ch = child_info(body)
+        return {} if ch is None else {ch.device: ch}
+
+    @kopf.index("", "v1", "pods", id=ctl.IDX_PODS, registry=registry,
+                labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
+    async def pods(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        p = pod_info(body)
+        return {(p.namespace, p.idep): p} if p.idep else {}
+
+    # --- event hooks (run only once every index above is filled) -------------------------
+
+    @on.event("", "v1", "nodes", registry=registry)
+    async def node_event(name: str, **_: Any) -> None:
+        controller.mark_synced()
+        controller.on_node(name)
+
+    @on.event(c.GROUP, c.VERSION, c.PLURAL_DEVICE, registry=registry)
+    async def device_event(name: str, **_: Any) -> None:
+        controller.mark_synced()
+        controller.on_device(name)
+
+    @on.event(c.GROUP, c.VERSION, c.PLURAL_MODEL, registry=registry)
+    async def model_event(namespace: str | None, name: str, **_: Any) -> None:
+        controller.mark_synced()
+        controller.on_model(namespace or "", name)
+
+    @on.event(c.GROUP, c.VERSION, c.PLURAL_IDEP, registry=registry)
+    async def idep_event(namespace: str | None, name: str, **_: Any) -> None:
+        controller.mark_synced()
+        controller.on_idep(namespace or "", name)
+
+    @on.event("apps", "v1", "deployments", registry=registry,
+              labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
+    async def child_event(type: str, body: kopf.Body, **_: Any) -> None:
+        controller.mark_synced()
+        controller.on_child(type, body)
+
+    @on.event("", "v1", "pods", registry=registry, labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
+    async def pod_event(type: str, body: kopf.Body, **_: Any) -> None:
+        controller.mark_synced()
+        controller.on_pod(type, body)

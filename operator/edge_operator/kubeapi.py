@@ -1,0 +1,255 @@
+"""The one layer that talks to the Kubernetes API for writes and point reads.
+
+A thin asyncio client over aiohttp, built from kopf's own login result (so no
+`kubernetes` package is imported into the operator: it costs tens of MiB).
+kopf streams the watches; this client does the rest: server-side apply of
+children, status merge patches, Secret reads, the leader Lease and Events.
+
+Every request is counted by verb, resource and status code, and the
+(verb, group, resource) triples seen are kept so a test can prove they all
+fall inside `rbac.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kopf
+
+from edge_operator import constants as c
+from edge_operator import metrics
+
+log = logging.getLogger("edge_operator.kubeapi")
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str, method: str, path: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where an object lives in the API."""
+
+    api_version: str
+    plural: str
+    name: str | None = None
+    namespace: str | None = None
+    subresource: str | None = None
+
+    @property
+    def group(self) -> str:
+        return self.api_version.split("/")[0] if "/" in self.api_version else ""
+
+    def path(self) -> str:
+        base = f"/apis/{self.api_version}" if "/" in self.api_version else f"/api/{self.api_version}"
+        if self.namespace:
+            base += f"/namespaces/{self.namespace}"
+        base += f"/{self.plural}"
+        if self.name:
+            base += f"/{self.name}"
+        if self.subresource:
+            base += f"/{self.subresource}"
+        return base
+
+    @property
+    def resource(self) -> str:
+        return f"{self.plural}/{self.subresource}" if self.subresource else self.plural
+
+
+PLURALS = {
+    ("apps/v1", "Deployment"): "deployments",
+    (c.API_VERSION, c.KIND_DEVICE): c.PLURAL_DEVICE,
+    (c.API_VERSION, c.KIND_MODEL): c.PLURAL_MODEL,
+    (c.API_VERSION, c.KIND_IDEP): c.PLURAL_IDEP,
+}
+
+
+def ref_of(obj: Mapping[str, Any], subresource: str | None = None) -> Ref:
+    meta = obj["metadata"]
+    plural = PLURALS[(obj["apiVersion"], obj["kind"])]
+    return Ref(obj["apiVersion"], plural, meta["name"], meta.get("namespace"), subresource)
+
+
+def _verb(method: str, ref: Ref) -> str:
+    if method == "GET":
+        return "get" if ref.name else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+
+
+@dataclass
+class KubeApi:
+    info: kopf.ConnectionInfo
+    timeout: float = 30.0
+    used: set[tuple[str, str, str]] = field(default_factory=set)
+    _session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_environment(cls, settings: kopf.OperatorSettings) -> KubeApi:
+        """In-cluster service account first, then $KUBECONFIG / ~/.kube/config."""
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+        if info is None:
+            raise kopf.LoginError("no service account and no kubeconfig: cannot reach the Kubernetes API")
+        return cls(info)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, ssl=self.info.as_ssl_context()),
+                headers={**self.info.as_http_headers(), "User-Agent": f"{c.OPERATOR_NAME}/{c.PACKAGE_VERSION}"},
+                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=10),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        ref: Ref,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+    ) -> dict[str, Any]:
+        verb = _verb(method, ref)
+        self.used.add((verb, ref.group, ref.resource))
+        url = self.info.server.rstrip("/") + ref.path()
+        data = json.dumps(body, separators=(",", ":")) if body is not None else None
+        headers = {"Content-Type": content_type, "Accept": JSON} if data is not None else {"Accept": JSON}
+        # A few quick retries for throttling and API-server restarts; anything longer is
+        # the work queue's job (per-key exponential backoff), never a hot loop here.
+        for attempt in range(3):
+            start = time.monotonic()
+            try:
+                async with self._get_session().request(
+                    method, url, data=data, params=params, headers=headers
+                ) as resp:
+                    text = await resp.text()
+                    code = resp.status
+                    retry_after = resp.headers.get("Retry-After")
+            except (TimeoutError, aiohttp.ClientError) as e:
+                metrics.API_REQUESTS.labels(verb, ref.resource, "error").inc()
+                if attempt == 2:
+                    raise ApiError(0, "Unreachable", str(e) or type(e).__name__, method, ref.path()) from e
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
+            metrics.API_REQUESTS.labels(verb, ref.resource, str(code)).inc()
+            metrics.API_LATENCY.labels(verb).observe(time.monotonic() - start)
+            if (code == 429 or code in (500, 502, 503, 504)) and attempt < 2:
+                delay = min(float(retry_after or 1), 5.0)
+                await asyncio.sleep(delay)
+                continue
+            if code >= 400:
+                try:
+                    status = json.loads(text)
+                    reason, message = status.get("reason", ""), status.get("message", text)
+                except ValueError:
+                    reason, message = "", text[:500]
+                raise ApiError(code, reason, message, method, ref.path())
+            return json.loads(text) if text else {}
+        raise ApiError(503, "ServiceUnavailable", "retries exhausted", method, ref.path())
+
+    # --- operations the controller uses ---------------------------------------------
+
+    async def get(self, ref: Ref) -> dict[str, Any]:
+        return await self.request("GET", ref)
+
+    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply, forcing ownership of the fields we set: create or update in one call,
+        and fields we stop setting are removed."""
+        return await self.request(
+            "PATCH", ref_of(obj), body=obj, content_type=APPLY,
+            params={"fieldManager": c.FIELD_MANAGER, "force": "true"},
+        )
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create; None when it already exists."""
+        r = ref_of(obj)
+        try:
+            return await self.request("POST", Ref(r.api_version, r.plural, None, r.namespace), body=obj,
+                                      params={"fieldManager": c.FIELD_MANAGER})
+        except ApiError as e:
+            if e.conflict:
+                return None
+            raise
+
+    async def patch_status(self, ref: Ref, status_patch: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request(
+            "PATCH", Ref(ref.api_version, ref.plural, ref.name, ref.namespace, "status"),
+            body={"status": status_patch}, content_type=MERGE,
+            params={"fieldManager": c.FIELD_MANAGER},
+        )
+
+    async def delete(self, ref: Ref, uid: str | None = None) -> bool:
+        """Delete in the background (children go through the garbage collector). False if gone."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}  # never delete a same-named successor
+        try:
+            await self.request("DELETE", ref, body=body)
+            return True
+        except ApiError as e:
+            if e.not_found or e.conflict:
+                return False
+            raise
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> bytes:
+        """One key of a Secret, decoded. Raises ApiError(404) if the Secret is missing,
+        KeyError if the key is."""
+        s = await self.get(Ref("v1", "secrets", name, namespace))
+        data = s.get("data") or {}
+        if key not in data:
+            raise KeyError(key)
+        return base64.b64decode(data[key])
+
+    async def event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """Post a core/v1 Event on an object; failures are logged, never raised (events are best effort)."""
+        ns = involved.get("namespace") or "default"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ev = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": ns},
+            "involvedObject": dict(involved),
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": c.OPERATOR_NAME},
+            "reportingComponent": f"{c.GROUP}/{c.OPERATOR_NAME}",
+            "reportingInstance": c.OPERATOR_NAME,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.request("POST", Ref("v1", "events", None, ns), body=ev)
+        except ApiError as e:
+            log.warning("could not post event %s on %s: %s", reason, involved.get("name"), e)

@@ -1,0 +1,81 @@
+"""`edgeai-operator` / `python -m edge_operator`: run the operator.
+
+One process: kopf's watch machinery, the controller's work queues, Lease
+leader election, and one HTTP port for /metrics, /healthz (liveness: workers,
+background tasks and the lease are alive; a stalled event loop fails it by
+not answering) and /readyz (caches synced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edge_operator import config, handlers, logs, metrics
+from edge_operator.controller import Controller
+from edge_operator.kubeapi import KubeApi
+
+log = logging.getLogger("edge_operator")
+
+
+async def _serve_http(ctl: Controller, host: str, port: int) -> web.AppRunner:
+    async def metrics_view(_: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok, detail = ctl.healthy()
+        return web.Response(status=200 if ok else 500, text=json.dumps(detail), content_type="application/json")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = ctl.synced.is_set()
+        return web.Response(status=200 if ok else 503, text="ok" if ok else "caches not synced")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def run(cfg: config.OperatorConfig) -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings)
+    api = KubeApi.from_environment(settings)
+    ctl = Controller(api, cfg)
+    metrics.register_fleet(ctl.snapshot)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, ctl, api.info)
+    runner = await _serve_http(ctl, cfg.metrics_host, cfg.metrics_port)
+    log.info("starting", extra={"identity": cfg.identity, "leaseNamespace": cfg.namespace,
+                                "leaderElection": cfg.leader_election, "image": cfg.image,
+                                "metrics": f"{cfg.metrics_host}:{cfg.metrics_port}"})
+    try:
+        await kopf.operator(registry=registry, settings=settings, clusterwide=True, standalone=True)
+    finally:
+        await runner.cleanup()
+        await api.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = config.parse(argv)
+    logs.setup(cfg.log_level)
+    try:
+        asyncio.run(run(cfg))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

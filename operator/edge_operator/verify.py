@@ -1,0 +1,242 @@
+"""Verify an EdgeModel's builds: stream, hash, check size and signature, read the graph.
+
+The artifact is streamed in 1 MiB chunks through a hasher and never held
+whole in memory, except the first `inspect_limit` bytes of the default build,
+kept to read the graph's inputs and outputs with onnxruntime (a core
+dependency, unlike onnx) once the digest has matched: the operator only ever
+parses bytes it has verified. Larger models are verified but not inspected.
+
+Failures become an `ArtifactCheck` with a condition reason, never an
+exception: `Unreachable` (and a missing key Secret) are retried with
+backoff by the caller; `DigestMismatch`, `TooLarge`, `BadSignature`,
+`InvalidModel` wait for a spec change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+from edge_operator import metrics
+from edge_operator.kubeapi import ApiError, KubeApi
+from edge_operator.placement import Artifact
+from edge_operator.status import ArtifactCheck, ModelCheck, previously_verified
+from edge_operator.views import ModelInfo
+from edge_runtime import integrity
+
+log = logging.getLogger("edge_operator.verify")
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    max_size: int = 8 << 30  # refuse anything larger, whatever the spec says
+    inspect_limit: int = 64 << 20  # read the graph of models up to this size
+    allow_file_uris: bool = False  # file:// reads the operator's own filesystem: tests and demos only
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+class _Fail(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def _stream(uri: str, cfg: VerifySettings, session: aiohttp.ClientSession) -> AsyncIterator[bytes]:
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        try:
+            async with session.get(uri) as resp:
+                if resp.status != 200:
+                    raise _Fail("Unreachable", f"GET {uri}: HTTP {resp.status} {resp.reason}")
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    yield chunk
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise _Fail("Unreachable", f"GET {uri}: {e or type(e).__name__}") from e
+    elif parts.scheme == "file":
+        if not cfg.allow_file_uris:
+            raise _Fail("UnsupportedScheme", "file:// sources are disabled in this operator "
+                                             "(EDGEAI_ALLOW_FILE_URIS=1 enables them for tests and demos)")
+        path = unquote(parts.path)
+        try:
+            f = await asyncio.to_thread(open, path, "rb")
+        except OSError as e:
+            raise _Fail("Unreachable", f"{uri}: {e.strerror or e}") from e
+        try:
+            while True:
+                chunk = await asyncio.to_thread(f.read, CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            f.close()
+    else:
+        raise _Fail("UnsupportedScheme", f"{uri}: scheme {parts.scheme!r} is not http, https or file")
+
+
+async def check_artifact(
+    art: Artifact,
+    cfg: VerifySettings,
+    session: aiohttp.ClientSession,
+    public_key: bytes | None,
+    keep: int = 0,
+) -> tuple[ArtifactCheck, bytes | None]:
+    """Stream and check one build. Returns the check and, if asked (`keep` > 0) and the artifact
+    is no larger than `keep`, its verified bytes."""
+    limit = min(cfg.max_size, art.size) if art.size else cfg.max_size
+    hasher = integrity.StreamHasher(max_size=limit)
+    buf: bytearray | None = bytearray() if keep else None
+    try:
+        async for chunk in _stream(art.uri, cfg, session):
+            try:
+                hasher.update(chunk)
+            except integrity.IntegrityError as e:
+                raise _Fail(e.reason, f"{art.uri}: {e.message}") from e
+            if buf is not None:
+                if len(buf) + len(chunk) > keep:
+                    buf = None  # too big to inspect; keep hashing
+                else:
+                    buf += chunk
+        d = hasher.digest()
+        try:
+            integrity.expect_digest(d.sha256, art.sha256, art.uri)
+        except integrity.DigestMismatch as e:
+            metrics.DIGEST_MISMATCHES.inc()
+            return ArtifactCheck(art.name, False, d.sha256, d.size, "DigestMismatch", e.message), None
+        if art.signature is not None:
+            if public_key is None:
+                raise _Fail("BadSignature", "a signature is given but no public key to check it")
+            try:
+                integrity.verify_digest_signature(public_key, art.sha256, art.signature)
+            except integrity.IntegrityError as e:
+                raise _Fail(e.reason, e.message) from e
+    except _Fail as e:
+        return ArtifactCheck(art.name, False, None, hasher.size or None, e.reason, e.message), None
+    return ArtifactCheck(art.name, True, d.sha256, d.size, "Verified", ""), (bytes(buf) if buf is not None else None)
+
+
+def inspect_onnx(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inputs and outputs of an ONNX graph, as v2 tensor metadata. Runs onnxruntime: call in a thread."""
+    import onnxruntime as ort
+
+    from edge_runtime.codec import ONNX_TO_V2
+
+    opts = ort.SessionOptions()
+    # Only the graph's signature is wanted: no optimisation passes, one thread, quiet.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for malformed graphs
+        raise integrity.IntegrityError("InvalidModel", f"onnxruntime cannot load the model: {e}") from e
+
+    def meta(arg: Any) -> dict[str, Any]:
+        shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
+        return {"name": arg.name, "datatype": ONNX_TO_V2.get(arg.type, arg.type), "shape": shape}
+
+    return [meta(a) for a in sess.get_inputs()], [meta(a) for a in sess.get_outputs()]
+
+
+class Verifier:
+    def __init__(self, api: KubeApi, cfg: VerifySettings) -> None:
+        self.api = api
+        self.cfg = cfg
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.cfg.connect_timeout,
+                                              sock_read=self.cfg.read_timeout),
+                auto_decompress=False,  # hash the bytes as served, exactly as the runtime does
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _secret(self, m: ModelInfo, name: str, key: str, what: str) -> bytes:
+        try:
+            return await self.api.secret_value(m.namespace, name, key)
+        except ApiError as e:
+            if e.not_found:
+                raise _Fail("SecretNotFound", f"{what} Secret {m.namespace}/{name} does not exist") from e
+            raise _Fail("Unreachable", f"reading {what} Secret {m.namespace}/{name}: {e}") from e
+        except KeyError as e:
+            raise _Fail("KeyNotFound", f"{what} Secret {m.namespace}/{name} has no key {key!r}") from e
+
+    async def check(self, m: ModelInfo) -> ModelCheck:
+        """Check every build of the model's current generation that is not verified already."""
+        done = previously_verified(m)
+        public_key = decryption_key = None
+        try:
+            if m.public_key is not None:
+                public_key = await self._secret(m, m.public_key.name, m.public_key.key, "public key")
+            if m.decryption_key is not None:
+                decryption_key = await self._secret(m, m.decryption_key.name, m.decryption_key.key, "decryption key")
+        except _Fail as e:
+            return ModelCheck(ArtifactCheck("default", False, None, None, e.reason, e.message))
+
+        notes: list[str] = []
+        inputs = outputs = None
+        if done.get("default") == m.source.sha256:
+            src = ArtifactCheck("default", True, m.source.sha256, m.status.get("size"))
+            prev_in, prev_out = m.status.get("inputs"), m.status.get("outputs")
+            inputs = tuple(prev_in) if prev_in is not None else None
+            outputs = tuple(prev_out) if prev_out is not None else None
+        else:
+            src, data = await check_artifact(m.source, self.cfg, self.session(), public_key,
+                                             keep=self.cfg.inspect_limit)
+            if src.ok:
+                if data is None:
+                    notes.append(f"larger than {self.cfg.inspect_limit} bytes: inputs/outputs not read")
+                else:
+                    try:
+                        if decryption_key is not None:
+                            data = integrity.decrypt(data, decryption_key)
+                        elif integrity.is_encrypted(data):
+                            raise integrity.IntegrityError(
+                                "MissingKey", "the artifact is encrypted but spec.encryption names no key")
+                        ins, outs = await asyncio.to_thread(inspect_onnx, data)
+                        inputs, outputs = tuple(ins), tuple(outs)
+                    except integrity.IntegrityError as e:
+                        src = ArtifactCheck("default", False, src.sha256, src.size, e.reason, e.message)
+                    finally:
+                        del data
+        variants = []
+        for v in m.variants:
+            if done.get(v.name) == v.sha256:
+                prev: dict[str, Any] = next(
+                    (x for x in m.status.get("variants") or [] if x.get("name") == v.name), {})
+                variants.append(ArtifactCheck(v.name, True, v.sha256, prev.get("size")))
+                continue
+            chk, _ = await check_artifact(v, self.cfg, self.session(), public_key)
+            variants.append(chk)
+        for chk in (src, *variants):
+            metrics.VERIFICATIONS.labels(chk.reason).inc()
+        return ModelCheck(src, tuple(variants), inputs, outputs, signed=m.source.signature is not None,
+                          notes=tuple(notes))
+
+
+def settings_from_env() -> VerifySettings:
+    def flag(name: str) -> bool:
+        return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+    return VerifySettings(
+        max_size=int(os.environ.get("EDGEAI_MAX_MODEL_BYTES", 8 << 30)),
+        inspect_limit=int(os.environ.get("EDGEAI_INSPECT_MAX_BYTES", 64 << 20)),
+        allow_file_uris=flag("EDGEAI_ALLOW_FILE_URIS"),
+    )

@@ -1,0 +1,175 @@
+"""A deduplicating, rate-limited work queue for reconcile keys, in the manner of client-go's.
+
+- A key is queued at most once; a key added while it is being processed is
+  processed again afterwards (never twice at the same time).
+- Failures are retried with per-key exponential backoff, capped; success
+  resets it. There is no hot retry loop anywhere.
+- `add_after` coalesces: many fan-out events within the delay give one run.
+- Workers take keys only while `gate` is set (this replica is the leader).
+
+No Kubernetes here: keys are opaque tuples and the handler is any coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+from edge_operator import metrics
+
+log = logging.getLogger("edge_operator.workqueue")
+
+Key = Hashable
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Returned by a handler: run this key again after `after` seconds (None: with backoff)."""
+
+    after: float | None = None
+
+
+Handler = Callable[[Key], Awaitable[Requeue | None]]
+
+
+@dataclass
+class WorkQueue:
+    name: str
+    handler: Handler
+    workers: int = 4
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._ready: deque[Key] = deque()  # FIFO of keys ready now
+        self._queued: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._dirty: set[Key] = set()  # added while processing
+        self._delayed: list[tuple[float, int, Key]] = []  # heap of (due, seq, key)
+        self._due: dict[Key, float] = {}
+        self._seq = 0
+        self._failures: dict[Key, int] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_activity = time.monotonic()
+
+    # --- producers --------------------------------------------------------------
+
+    def add(self, key: Key) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._ready.append(key)
+        self._due.pop(key, None)
+        self._wake.set()
+        metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queued))
+
+    def add_after(self, key: Key, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        if key in self._queued:
+            return
+        due = time.monotonic() + delay
+        if key in self._due and self._due[key] <= due:
+            return  # already scheduled sooner: coalesce
+        self._due[key] = due
+        self._seq += 1
+        heapq.heappush(self._delayed, (due, self._seq, key))
+        self._wake.set()
+
+    def backoff(self, key: Key) -> float:
+        n = self._failures.get(key, 0)
+        self._failures[key] = n + 1
+        return float(min(self.max_delay, self.base_delay * (2**n)))
+
+    def forget(self, key: Key) -> None:
+        self._failures.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._due)
+
+    # --- consumers --------------------------------------------------------------
+
+    def _promote_due(self) -> float | None:
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            due, _, key = heapq.heappop(self._delayed)
+            if self._due.get(key) == due:
+                del self._due[key]
+                self.add(key)
+        return (self._delayed[0][0] - now) if self._delayed else None
+
+    async def _next(self) -> Key:
+        while True:
+            await self.gate.wait()
+            wait = self._promote_due()
+            if self._ready:
+                key = self._ready.popleft()
+                self._queued.discard(key)
+                metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queued))
+                return key
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 5.0) if wait is not None else 5.0)
+            self.last_activity = time.monotonic()
+
+    async def _worker(self, idx: int) -> None:
+        while True:
+            key = await self._next()
+            self._processing.add(key)
+            self.last_activity = time.monotonic()
+            try:
+                result = await self.handler(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                delay = self.backoff(key)
+                metrics.QUEUE_RETRIES.labels(self.name).inc()
+                log.warning("%s %r failed, retrying in %.0fs: %s", self.name, key, delay, e,
+                            extra={"queue": self.name, "key": repr(key), "retry_in": delay},
+                            exc_info=not isinstance(e, RetryableError))
+                self._finish(key)
+                self.add_after(key, delay)
+                continue
+            if isinstance(result, Requeue):
+                delay = result.after if result.after is not None else self.backoff(key)
+                if result.after is not None:
+                    self.forget(key)
+                self._finish(key)
+                self.add_after(key, delay)
+            else:
+                self.forget(key)
+                self._finish(key)
+
+    def _finish(self, key: Key) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker(i), name=f"{self.name}-worker-{i}")
+                       for i in range(self.workers)]
+
+    def alive(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class RetryableError(Exception):
+    """An expected, transient failure: logged without a traceback, retried with backoff."""
