@@ -274,12 +274,17 @@ def _free_port() -> int:
 
 
 def _proc_start_time(pid: int) -> str | None:
-    """Start time in clock ticks: with the pid, identifies one process (pids get reused)."""
+    """Start time in clock ticks: with the pid, identifies one process (pids get reused).
+
+    A zombie counts as gone: it has exited, and whether its parent has reaped it yet
+    (an exited `up` leaves its components to init) is not ours to wait for.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 @dataclass
@@ -581,7 +586,9 @@ def edge_node(name: str, profile: dict[str, str], labels: dict[str, str] | None 
         "spec": {"taints": [EDGE_TAINT]},
         "status": {"allocatable": res, "capacity": res,
                    "nodeInfo": {"architecture": profile["arch"], "operatingSystem": "linux",
-                                "kubeletVersion": "v1.34.4-kubeedge", "containerRuntimeVersion": "kwok"}},
+                                "kubeletVersion": "v1.34.4-kubeedge", "containerRuntimeVersion": "kwok",
+                                "kubeProxyVersion": "", "machineID": name, "systemUUID": name, "bootID": name,
+                                "kernelVersion": "simulated", "osImage": "kwok simulated edge node"}},
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -115,14 +116,17 @@ def test_rbac_denies_a_service_account_what_it_was_not_granted(kube: KubeHandle,
     kube.kubectl("create", "rolebinding", "cm-reader", "-n", namespace, "--role=cm-reader",
                  f"--serviceaccount={namespace}:reader")
     token = kube.kubectl("create", "token", "reader", "-n", namespace).stdout.strip()
-    # A real bearer token, authenticated by the apiserver and authorized by RBAC: no impersonation.
-    as_sa = ["--token", token, "--user", "", "--kubeconfig", kube.kubeconfig]
+    server = kube.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    ca = kube.kubectl("config", "view", "--minify", "--raw",
+                      "-o", "jsonpath={.clusters[0].cluster.certificate-authority}").stdout
+    # A real bearer token, authenticated by the apiserver and authorized by RBAC: no impersonation,
+    # and no admin client certificate beside it (x509 would win over the token).
+    as_sa = ["--server", server, "--certificate-authority", ca, "--token", token]
 
-    def sa(*args: str) -> Any:
-        import subprocess
-
+    def sa(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([kube.kubectl_bin, *args, "-n", namespace, *as_sa], capture_output=True, text=True,
-                              env={k: v for k, v in kube.env.items() if k != "KUBECONFIG"})
+                              env={**{k: v for k, v in kube.env.items() if k != "KUBECONFIG"},
+                                   "KUBECONFIG": "/dev/null"})
 
     allowed = wait_for("the role binding to take effect", lambda: sa("get", "configmaps").returncode == 0, 30)
     assert allowed
