@@ -241,9 +241,9 @@ def parse_encryption_key(data: bytes) -> bytes:
     if len(data) == KEY_LEN:
         return data
     text = data.strip()
-    for decode in (lambda t: bytes.fromhex(t.decode("ascii")), lambda t: base64.b64decode(t, validate=True)):
+    for encoding in ("hex", "base64"):
         try:
-            key = decode(text)
+            key = bytes.fromhex(text.decode("ascii")) if encoding == "hex" else base64.b64decode(text, validate=True)
         except (ValueError, UnicodeDecodeError, binascii.Error):
             continue
         if len(key) == KEY_LEN:
