@@ -126,17 +126,12 @@ class Cluster:
     def patch(self, kind: tuple[str, str, bool], name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch: touches only the fields named, so it composes with GitOps ownership."""
         plural = kind[0]
-        api = self.custom.api_client
 
         def call() -> Any:
-            # CustomObjectsApi picks strategic-merge for dicts, which CRDs refuse: ask for merge-patch.
-            return api.call_api(
-                f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{plural}/{{name}}", "PATCH",
-                path_params={"namespace": self.namespace, "name": name},
-                query_params=[("fieldManager", FIELD_MANAGER)],
-                header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
-                body=patch, response_type="object", auth_settings=["BearerToken"],
-                _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT)
+            # Say merge-patch explicitly: CRDs refuse strategic merge, whatever the client's default.
+            return self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, plural, name, patch, field_manager=FIELD_MANAGER,
+                _content_type="application/merge-patch+json", _request_timeout=REQUEST_TIMEOUT)
 
         return dict(self._call("patch", kind, call, name=name, namespace=self.namespace))
 
