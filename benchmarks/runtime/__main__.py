@@ -1,0 +1,588 @@
+"""Edge runtime benchmark: raw onnxruntime vs this server vs KServe and MLServer, one load generator.
+
+    python -m benchmarks runtime [--quick] [--no-peers] [--models tabular,mobilenet] [--concurrency 1,8,32]
+
+Every server serves the same ONNX file with onnxruntime on 127.0.0.1 and gets
+the same request bodies from the same load generator (wrk when present, else a
+bounded aiohttp client), one run per (model, server, concurrency), each bounded
+in time. The peers pin conflicting dependencies, so each lives in its own venv
+under ~/.cache/edgeai/bench-venvs/, made here on first use; a peer that fails
+to install or start is reported in the table and skipped. Results print as a
+table and go to benchmarks/results/runtime.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("EDGEAI_CACHE", Path.home() / ".cache" / "edgeai"))
+VENVS = CACHE / "bench-venvs"
+RESULTS = ROOT / "benchmarks" / "results" / "runtime.md"
+
+PEERS = {
+    # name: pip requirements (onnxruntime/numpy: the same engine as ours)
+    "kserve": ["kserve", "onnxruntime", "numpy"],
+    "mlserver": ["mlserver", "onnxruntime", "numpy"],
+}
+
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+local f = io.open(os.getenv("EDGEAI_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("EDGEAI_CTYPE")
+local hl = os.getenv("EDGEAI_HLEN")
+if hl ~= nil and hl ~= "" then wrk.headers["Inference-Header-Content-Length"] = hl end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("EDGEAI %d %d %d %d %f %f\n", summary.requests, e.status,
+    e.connect + e.read + e.write + e.timeout, summary.duration, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Point:
+    model: str
+    server: str
+    batching: str
+    encoding: str
+    concurrency: int
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    rps: float | None = None
+    errors: int = 0
+    note: str = ""
+
+
+@dataclass
+class Body:
+    path: Path
+    content_type: str
+    header_length: int | None = None
+
+
+@dataclass
+class Config:
+    quick: bool
+    duration: float
+    warmup: float
+    concurrency: list[int]
+    models: list[str]
+    peers: list[str]
+    loadgen: str = "wrk"
+    notes: list[str] = field(default_factory=list)
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- load generators ------------------------------------------------------------
+
+
+def ensure_wrk() -> str | None:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing wrk from apt")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True, timeout=300)
+    return shutil.which("wrk")
+
+
+def run_wrk(url: str, body: Body, conc: int, duration: float, script: Path) -> tuple[int, int, float, float, float]:
+    env = dict(
+        os.environ,
+        EDGEAI_BODY=str(body.path),
+        EDGEAI_CTYPE=body.content_type,
+        EDGEAI_HLEN=str(body.header_length or ""),
+    )
+    cmd = ["wrk", "-t1", f"-c{conc}", f"-d{max(1, round(duration))}s", "--timeout", "60s", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 120)
+    for line in out.stdout.splitlines():
+        if line.startswith("EDGEAI "):
+            n, status_err, sock_err, dur_us, p50, p99 = line.split()[1:]
+            secs = int(dur_us) / 1e6
+            return int(n), int(status_err) + int(sock_err), int(n) / secs, float(p50) / 1000, float(p99) / 1000
+    raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+
+
+def run_aiohttp(url: str, body: Body, conc: int, duration: float) -> tuple[int, int, float, float, float]:
+    import aiohttp
+
+    data = body.path.read_bytes()
+    headers = {"Content-Type": body.content_type}
+    if body.header_length is not None:
+        headers["Inference-Header-Content-Length"] = str(body.header_length)
+    lat: list[float] = []
+    errors = 0
+
+    async def main() -> float:
+        nonlocal errors
+        deadline = time.perf_counter() + duration
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
+
+            async def worker() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    t0 = time.perf_counter()
+                    async with s.post(url, data=data, headers=headers) as r:
+                        await r.read()
+                        if r.status != 200:
+                            errors += 1
+                    lat.append(time.perf_counter() - t0)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(conc)))
+            return time.perf_counter() - start
+
+    secs = asyncio.run(main())
+    lat.sort()
+    return len(lat), errors, len(lat) / secs, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
+
+
+# --- raw onnxruntime ----------------------------------------------------------------
+
+
+def raw_point(model: dict[str, Any], kind: str, conc: int, duration: float) -> Point:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model["path"]), providers=["CPUExecutionProvider"])
+    feeds = {model["input"]: model["sample"]}
+    for _ in range(3):
+        sess.run(None, feeds)
+    lat: list[list[float]] = [[] for _ in range(conc)]
+    deadline = time.perf_counter() + duration
+
+    def loop(i: int) -> None:
+        mine = lat[i]
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            mine.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(conc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    secs = time.perf_counter() - start
+    allv = sorted(x for xs in lat for x in xs)
+    return Point(
+        kind,
+        "raw session.run (in-process)",
+        "-",
+        "-",
+        conc,
+        allv[len(allv) // 2] * 1000,
+        allv[int(len(allv) * 0.99)] * 1000,
+        len(allv) / secs,
+    )
+
+
+# --- servers ---------------------------------------------------------------------------
+
+
+@dataclass
+class ServerSpec:
+    label: str
+    batching: str
+    encoding: str
+    start: Callable[[dict[str, Any], str, int, Path], subprocess.Popen[bytes]]
+    body: Callable[[dict[str, Any]], Body]
+
+
+def wait_ready(port: int, name: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/v2/models/{name}/ready"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"not ready within {timeout:.0f}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _popen(
+    cmd: list[str], logf: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    out = open(logf, "wb")  # noqa: SIM115 - lives as long as the server
+    # Own process group, so the peers' worker processes are stopped with them.
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or ROOT, env=env, start_new_session=True)
+
+
+def start_edge(extra: list[str]) -> Callable[[dict[str, Any], str, int, Path], subprocess.Popen[bytes]]:
+    def start(model: dict[str, Any], name: str, port: int, logf: Path) -> subprocess.Popen[bytes]:
+        import hashlib
+
+        sha = hashlib.sha256(Path(model["path"]).read_bytes()).hexdigest()
+        cmd = [
+            sys.executable,
+            "-m",
+            "edge_runtime.cli",
+            "serve",
+            "--model",
+            str(model["path"]),
+            "--sha256",
+            sha,
+            "--name",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *extra,
+        ]
+        return _popen(cmd, logf)
+
+    return start
+
+
+def start_kserve(model: dict[str, Any], name: str, port: int, logf: Path) -> subprocess.Popen[bytes]:
+    py = VENVS / "kserve" / "bin" / "python"
+    return _popen([str(py), str(HERE / "peers" / "kserve_server.py"), str(model["path"]), name, str(port)], logf)
+
+
+def start_mlserver(batch: bool) -> Callable[[dict[str, Any], str, int, Path], subprocess.Popen[bytes]]:
+    def start(model: dict[str, Any], name: str, port: int, logf: Path) -> subprocess.Popen[bytes]:
+        d = Path(tempfile.mkdtemp(prefix="mlserver-"))
+        shutil.copy(HERE / "peers" / "mlserver_runtime.py", d / "peer_mlserver.py")
+        settings = {
+            "http_port": port,
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+            "host": "127.0.0.1",
+            "parallel_workers": 0,
+            "debug": False,
+        }
+        (d / "settings.json").write_text(json.dumps(settings))
+        ms: dict[str, Any] = {
+            "name": name,
+            "implementation": "peer_mlserver.OnnxRuntime",
+            "parameters": {"uri": str(model["path"])},
+        }
+        if batch:
+            ms.update({"max_batch_size": 32, "max_batch_time": 0.002})
+        (d / "model-settings.json").write_text(json.dumps(ms))
+        env = dict(os.environ, PYTHONPATH=str(d))
+        return _popen([str(VENVS / "mlserver" / "bin" / "mlserver"), "start", str(d)], logf, cwd=d, env=env)
+
+    return start
+
+
+def json_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
+    p = workdir / f"{kind}.json"
+    if not p.exists():
+        x = model["sample"]
+        from edge_runtime.codec import encode_request
+
+        data, _ = encode_request([(model["input"], x)])
+        p.write_bytes(data)
+    return Body(p, "application/json")
+
+
+def binary_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
+    from edge_runtime.codec import encode_request
+
+    data, hlen = encode_request([(model["input"], model["sample"])], binary=True, binary_output=True)
+    p = workdir / f"{kind}.bin"
+    p.write_bytes(data)
+    return Body(p, "application/octet-stream", hlen)
+
+
+# --- peers' virtualenvs ------------------------------------------------------------------
+
+
+def ensure_venv(name: str) -> str | None:
+    """Make the peer's venv on first use; returns why it is unusable, or None."""
+    venv = VENVS / name
+    marker = venv / ".edgeai-ok"
+    if marker.exists():
+        return None
+    VENVS.mkdir(parents=True, exist_ok=True)
+    logf = VENVS / f"{name}.install.log"
+    log(f"installing {name} into {venv} (first run only; log: {logf})")
+    with open(logf, "ab") as out:
+        try:
+            if not (venv / "bin" / "python").exists():
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, stdout=out, stderr=out)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", *PEERS[name]],
+                check=True,
+                stdout=out,
+                stderr=out,
+                timeout=1800,
+            )
+            probe = "import kserve" if name == "kserve" else "import mlserver"
+            subprocess.run([str(venv / "bin" / "python"), "-c", probe], check=True, stdout=out, stderr=out, timeout=120)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+            tail = logf.read_text(errors="replace").strip().splitlines()[-1:] if logf.exists() else []
+            return f"install failed ({e.__class__.__name__}): {' '.join(tail)[:160]}"
+    marker.write_text("ok\n")
+    return None
+
+
+def peer_version(name: str) -> str:
+    try:
+        out = subprocess.run(
+            [str(VENVS / name / "bin" / "python"), "-c", f"import importlib.metadata as m; print(m.version('{name}'))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return out.stdout.strip()
+    except OSError:
+        return "?"
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def measure(cfg: Config, url: str, body: Body, conc: int, script: Path) -> tuple[int, int, float, float, float]:
+    if cfg.loadgen == "wrk":
+        run_wrk(url, body, conc, cfg.warmup, script)
+        return run_wrk(url, body, conc, cfg.duration, script)
+    run_aiohttp(url, body, conc, cfg.warmup)
+    return run_aiohttp(url, body, conc, cfg.duration)
+
+
+def run_server(
+    cfg: Config, spec: ServerSpec, model: dict[str, Any], kind: str, workdir: Path, script: Path
+) -> list[Point]:
+    port = free_port()
+    logf = workdir / f"{spec.label.replace(' ', '_')}-{spec.batching.replace('/', '')}-{spec.encoding}-{kind}.log"
+    points = [Point(kind, spec.label, spec.batching, spec.encoding, c) for c in cfg.concurrency]
+    try:
+        proc = spec.start(model, "m", port, logf)
+    except Exception as e:
+        for p in points:
+            p.note = f"did not start: {e}"
+        return points
+    try:
+        wait_ready(port, "m", proc)
+        body = spec.body(model)
+        url = f"http://127.0.0.1:{port}/v2/models/m/infer"
+        check = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "-H",
+                f"Content-Type: {body.content_type}",
+                *(
+                    ["-H", f"Inference-Header-Content-Length: {body.header_length}"]
+                    if body.header_length is not None
+                    else []
+                ),
+                "--data-binary",
+                f"@{body.path}",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check.stdout.strip() != "200":
+            raise RuntimeError(f"sample request answered HTTP {check.stdout.strip()}")
+        for p in points:
+            log(f"{kind:9s} {spec.label:22s} batching={spec.batching:3s} {spec.encoding:6s} c={p.concurrency}")
+            _n, errors, rps, p50, p99 = measure(cfg, url, body, p.concurrency, script)
+            p.p50_ms, p.p99_ms, p.rps, p.errors = p50, p99, rps, errors
+    except Exception as e:
+        tail = logf.read_text(errors="replace").strip().splitlines()[-1:] if logf.exists() else []
+        for p in points:
+            if p.rps is None:
+                p.note = f"failed: {e}; {' '.join(tail)[:120]}"
+    finally:
+        stop(proc)
+    return points
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def table(points: list[Point]) -> str:
+    head = "| model | server | batching | body | conc | p50 ms | p99 ms | req/s | errors / note |\n"
+    head += "|---|---|---|---|---:|---:|---:|---:|---|\n"
+    rows = []
+    for p in points:
+        note = p.note or (str(p.errors) if p.errors else "")
+        rows.append(
+            f"| {p.model} | {p.server} | {p.batching} | {p.encoding} | {p.concurrency} | "
+            f"{fmt(p.p50_ms, 3)} | {fmt(p.p99_ms, 3)} | {fmt(p.rps, 0)} | {note} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def verdicts(points: list[Point]) -> list[str]:
+    out = []
+    for kind in sorted({p.model for p in points}):
+        ours = [p for p in points if p.model == kind and p.server == "edge-runtime" and p.encoding == "json"]
+        peers = [p for p in points if p.model == kind and p.server.startswith(("kserve", "mlserver"))]
+        top_c = max((p.concurrency for p in ours), default=0)
+        best_ours = max((p.rps or 0 for p in ours if p.concurrency == top_c), default=0)
+        best_peer = max((p.rps or 0 for p in peers if p.concurrency == top_c), default=0)
+        if best_peer:
+            out.append(
+                f"{kind}: conc {top_c} throughput {best_ours:.0f} req/s vs best peer {best_peer:.0f} req/s "
+                f"= {best_ours / best_peer:.2f}x (target >= 2x)"
+            )
+        raw1 = next((p for p in points if p.model == kind and p.server.startswith("raw") and p.concurrency == 1), None)
+        our1 = [p for p in ours if p.concurrency == 1 and p.batching == "off" and p.p50_ms is not None]
+        if raw1 and raw1.p50_ms is not None and our1:
+            overhead = min(p.p50_ms or 0 for p in our1) - raw1.p50_ms
+            out.append(
+                f"{kind}: conc 1 p50 overhead over raw session.run = {overhead:.3f} ms"
+                + (" (target < 0.5 ms)" if kind == "tabular" else "")
+            )
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks runtime", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short runs (a couple of minutes in all)")
+    ap.add_argument("--duration", type=float, help="seconds per measured point (default 8, quick 3)")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--models", default="tabular,mobilenet")
+    ap.add_argument("--peers", default="kserve,mlserver", help="comma list, or '' for none")
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    cfg = Config(
+        quick=args.quick,
+        duration=args.duration or (3.0 if args.quick else 8.0),
+        warmup=1.0 if args.quick else 2.0,
+        concurrency=[int(c) for c in args.concurrency.split(",") if c],
+        models=[m for m in args.models.split(",") if m],
+        peers=[] if args.no_peers else [p for p in args.peers.split(",") if p],
+    )
+    from benchmarks.runtime.models import build
+
+    workdir = CACHE / "bench-runtime"
+    workdir.mkdir(parents=True, exist_ok=True)
+    models = build(workdir / "models")
+    if ensure_wrk() is None:
+        cfg.loadgen = "aiohttp"
+        cfg.notes.append("wrk not found: load generator is the bounded aiohttp client")
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT)
+
+    peer_problem = {p: ensure_venv(p) for p in cfg.peers}
+    for p, why in peer_problem.items():
+        if why:
+            cfg.notes.append(f"{p}: {why}")
+        else:
+            cfg.notes.append(f"{p} {peer_version(p)} (own venv {VENVS / p})")
+
+    points: list[Point] = []
+    for kind in cfg.models:
+        model = models[kind]
+        for c in cfg.concurrency:
+            log(f"{kind:9s} raw session.run c={c}")
+            points.append(raw_point(model, kind, c, min(cfg.duration, 3.0)))
+        jb: Callable[[dict[str, Any]], Body] = lambda m, k=kind: json_body(m, workdir, k)  # noqa: E731
+        bb: Callable[[dict[str, Any]], Body] = lambda m, k=kind: binary_body(m, workdir, k)  # noqa: E731
+        specs = [
+            ServerSpec("edge-runtime", "off", "json", start_edge([]), jb),
+            ServerSpec("edge-runtime", "on", "json", start_edge(["--max-batch-size", "32"]), jb),
+            ServerSpec("edge-runtime", "on", "binary", start_edge(["--max-batch-size", "32"]), bb),
+        ]
+        if "kserve" in cfg.peers:
+            specs.append(ServerSpec("kserve ModelServer", "n/a", "json", start_kserve, jb))
+        if "mlserver" in cfg.peers:
+            specs.append(ServerSpec("mlserver", "off", "json", start_mlserver(False), jb))
+            specs.append(ServerSpec("mlserver", "on", "json", start_mlserver(True), jb))
+        for spec in specs:
+            peer = spec.label.split()[0]
+            if peer_problem.get(peer):
+                points += [
+                    Point(kind, spec.label, spec.batching, spec.encoding, c, note=peer_problem[peer] or "")
+                    for c in cfg.concurrency
+                ]
+                continue
+            points += run_server(cfg, spec, model, kind, workdir, script)
+
+    header = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load generator: {cfg.loadgen} (1 thread), {cfg.duration:g} s per point after {cfg.warmup:g} s warm-up.",
+        "Models: tabular MLP [N,16]->[N,3]; MobileNetV2-sized CNN [N,3,224,224]->[N,1000] (3.5 M params). "
+        "Every request carries one row (batch 1). Batching on: --max-batch-size 32, no added delay "
+        "(MLServer: max_batch_size 32, max_batch_time 2 ms).",
+        *cfg.notes,
+    ]
+    text = table(points)
+    summary = verdicts(points)
+    print()
+    print("\n".join(header))
+    print()
+    print(text)
+    print("\n".join(summary))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        "### Edge runtime benchmark\n\n"
+        + "\n".join(f"- {h}" for h in header)
+        + "\n\n"
+        + text
+        + "\n"
+        + "\n".join(f"- {s}" for s in summary)
+        + "\n"
+    )
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
