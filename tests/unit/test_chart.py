@@ -214,13 +214,14 @@ def test_two_replicas_with_leader_election_and_a_pdb() -> None:
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     args = _container(docs)["args"]
-    assert "--leader-elect" in args
+    assert "--no-leader-election" not in args
+    assert {"--namespace=$(POD_NAMESPACE)", "--identity=$(POD_NAME)"} <= set(args)  # the Lease's place and holder
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
     single = render({"replicaCount": 1, "leaderElection.enabled": False})
     assert not by_kind(single, "PodDisruptionBudget")  # a PDB on one replica would block every drain
-    assert "--leader-elect" not in _container(single)["args"]
+    assert "--no-leader-election" in _container(single)["args"]
 
 
 def test_operator_stays_off_edge_nodes_and_spreads_over_hosts() -> None:
@@ -231,13 +232,12 @@ def test_operator_stays_off_edge_nodes_and_spreads_over_hosts() -> None:
     assert anti["topologyKey"] == "kubernetes.io/hostname"
 
 
-def test_probes_hit_the_named_health_port() -> None:
-    c = _container(render({"ports.health": 8181}))
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports["health"] == 8181
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"]["port"] == "health"
-        assert c[probe]["httpGet"]["path"].startswith("/")
+def test_probes_and_metrics_use_the_operators_one_http_port() -> None:
+    c = _container(render({"port": 8181}))
+    assert c["ports"] == [{"name": "http", "containerPort": 8181, "protocol": "TCP"}]
+    assert "--metrics-bind=0.0.0.0:8181" in c["args"]  # where main.py serves /metrics, /healthz, /readyz
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
 
 
 def test_images_default_to_the_app_version_and_can_be_pinned() -> None:
@@ -248,19 +248,37 @@ def test_images_default_to_the_app_version_and_can_be_pinned() -> None:
     assert chart["appVersion"] == chart["version"] == version == constants.PACKAGE_VERSION
     c = _container(render())
     assert c["image"] == f"ghcr.io/edgeai/edgeai-operator:{version}"
-    runtime = "--runtime-image=" + constants.DEFAULT_RUNTIME_IMAGE
-    assert runtime in c["args"], "the chart's default runtime image differs from the operator's default"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["EDGEAI_RUNTIME_IMAGE"] == constants.DEFAULT_RUNTIME_IMAGE, "chart and operator disagree"
     digest = "sha256:" + "ab" * 32
     pinned = _container(render({"image.digest": digest, "runtimeImage.tag": "0.2.0"}))
     assert pinned["image"].endswith(f":{version}@{digest}")
-    assert "--runtime-image=ghcr.io/edgeai/edge-runtime:0.2.0" in pinned["args"]
+    assert {"name": "EDGEAI_RUNTIME_IMAGE", "value": "ghcr.io/edgeai/edge-runtime:0.2.0"} in pinned["env"]
 
 
-def test_watch_namespaces_and_log_settings_reach_the_command_line() -> None:
-    args = _container(render({"watchNamespaces": ["ml-a", "ml-b"], "logLevel": "debug"}))["args"]
-    assert "--namespace=ml-a" in args and "--namespace=ml-b" in args and "--all-namespaces" not in args
-    assert "--log-level=debug" in args
-    assert "--all-namespaces" in _container(render())["args"]
+def test_settings_reach_the_operator_as_its_own_flags_and_env() -> None:
+    from edge_operator import config
+
+    c = _container(render({"logLevel": "debug", "operator.workers": 4, "verification.maxModelBytes": 1 << 20}))
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["EDGEAI_MAX_MODEL_BYTES"] == str(1 << 20)
+    # The rendered command line is one the operator's own parser accepts, with the values given.
+    args = [a.replace("$(POD_NAMESPACE)", "edgeai-system").replace("$(POD_NAME)", "edgeai-0") for a in c["args"]]
+    cfg = config.parse(args)
+    assert (cfg.log_level, cfg.workers, cfg.metrics_port, cfg.namespace, cfg.identity) == (
+        "debug", 4, 8080, "edgeai-system", "edgeai-0")
+    assert cfg.leader_election is True
+    solo = _container(render({"replicaCount": 1, "leaderElection.enabled": False}))["args"]
+    assert config.parse(solo).leader_election is False
+
+
+def test_lease_access_is_limited_to_the_operators_own_lease() -> None:
+    from edge_operator import config
+
+    rules = one(render(), "Role")["rules"]
+    named = [r for r in rules if r.get("resourceNames")]
+    assert named and all(r["resourceNames"] == [config.OperatorConfig().lease_name] for r in named)
+    assert {v for r in rules if not r.get("resourceNames") for v in r["verbs"]} == {"create"}
 
 
 # --------------------------------------------------------------------------- values.schema.json
@@ -277,8 +295,9 @@ def test_watch_namespaces_and_log_settings_reach_the_command_line() -> None:
     ({"securityContext.capabilities": {"drop": ["NET_RAW"]}}, "/securityContext/capabilities/drop"),
     ({"podSecurityContext.runAsNonRoot": False}, "/podSecurityContext/runAsNonRoot"),
     ({"podSecurityContext.runAsUser": 0}, "/podSecurityContext/runAsUser"),
-    ({"ports.metrics": 70000}, "/ports/metrics"),
-    ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+    ({"port": 70000}, "/port"),
+    ({"port": 80}, "/port"),
+    ({"operator.workers": 0}, "/operator/workers"),
     ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
     ({"serviceMonitor.interval": "30 seconds"}, "/serviceMonitor/interval"),
     ({"prometheusRule.devicesOffline.fraction": 2}, "/prometheusRule/devicesOffline/fraction"),
@@ -332,7 +351,7 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
     sm = one(docs, "ServiceMonitor")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
-    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
     assert svc["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     assert not by_kind(render(), "ServiceMonitor")  # off by default: needs the Prometheus Operator
 
@@ -408,11 +427,9 @@ def test_network_policy_allows_only_what_the_operator_needs() -> None:
     np = one(docs, "NetworkPolicy")
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert np["spec"]["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
-    port_names = {p["name"] for p in _container(docs)["ports"]}
-    ingress_ports = {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]}
-    assert ingress_ports == port_names  # metrics and health, by name: nothing else comes in
-    metrics_rule = next(r for r in np["spec"]["ingress"] if r["ports"][0]["port"] == "metrics")
-    assert metrics_rule["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    (ingress,) = np["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]  # the one port, by name: nothing else
+    assert ingress["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
     egress_ports = {p["port"] for rule in np["spec"]["egress"] for p in rule["ports"]}
     assert egress_ports == {53, 443, 6443, 80}
     assert not by_kind(render(), "NetworkPolicy")

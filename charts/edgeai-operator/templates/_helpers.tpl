@@ -71,29 +71,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-The operator's command line (edgeai-operator, edge_operator/main.py).
+The operator's command line: edgeai-operator (operator/edge_operator/config.py).
 */}}
 {{- define "edgeai-operator.args" -}}
-- --health-port={{ .Values.ports.health }}
-- --metrics-port={{ .Values.ports.metrics }}
+- --metrics-bind=0.0.0.0:{{ .Values.port }}
 - --log-level={{ .Values.logLevel }}
-- --log-format={{ .Values.logFormat }}
+- --workers={{ .Values.operator.workers }}
+- --verify-workers={{ .Values.operator.verifyWorkers }}
+- --resync-seconds={{ .Values.operator.resyncSeconds }}
+- --heartbeat-resolution={{ .Values.operator.heartbeatResolutionSeconds }}
 {{- if .Values.leaderElection.enabled }}
-- --leader-elect
-- --lease-namespace=$(POD_NAMESPACE)
-- --lease-name={{ include "edgeai-operator.fullname" . }}
-{{- end }}
-{{- if .Values.watchNamespaces }}
-{{- range .Values.watchNamespaces }}
-- --namespace={{ . }}
-{{- end }}
+- --namespace=$(POD_NAMESPACE)
+- --identity=$(POD_NAME)
 {{- else }}
-- --all-namespaces
+- --no-leader-election
 {{- end }}
-- --runtime-image={{ include "edgeai-operator.runtimeImage" . }}
 {{- end -}}
 
 {{- define "edgeai-operator.env" -}}
+# the Lease identity and namespace (leader election)
 - name: POD_NAME
   valueFrom:
     fieldRef:
@@ -102,7 +98,11 @@ The operator's command line (edgeai-operator, edge_operator/main.py).
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+# the image of every model-server Pod the operator creates on edge nodes
+- name: EDGEAI_RUNTIME_IMAGE
+  value: {{ include "edgeai-operator.runtimeImage" . | quote }}
+- name: EDGEAI_MAX_MODEL_BYTES
+  value: {{ .Values.verification.maxModelBytes | int64 | quote }}
+- name: EDGEAI_INSPECT_MAX_BYTES
+  value: {{ .Values.verification.inspectMaxBytes | int64 | quote }}
 {{- end -}}
-
-{{- define "edgeai-operator.livenessPath" -}}/healthz{{- end -}}
-{{- define "edgeai-operator.readinessPath" -}}/healthz{{- end -}}
