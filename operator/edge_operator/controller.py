@@ -46,7 +46,7 @@ from edge_operator.views import (
     device_view,
     pod_info,
 )
-from edge_operator.workqueue import Requeue, WorkQueue
+from edge_operator.workqueue import Requeue, RetryableError, WorkQueue
 
 log = logging.getLogger("edge_operator.controller")
 
@@ -401,7 +401,8 @@ class Controller:
                 try:
                     await self.api.apply(manifest)
                 except ApiError as e:
-                    errors.append(str(e))
+                    if not e.namespace_terminating:
+                        errors.append(str(e))
                     return
             self._applied[akey] = want
             log.info("applied workload", extra={"deployment": f"{namespace}/{name}", "workload": meta["name"],
@@ -434,7 +435,7 @@ class Controller:
         st = plan.status
         self._counts[idep.key] = (int(st.get("placed", 0)), int(st.get("ready", 0)), len(st.get("unplaced", [])))
         if errors:
-            raise RuntimeError(f"{len(errors)} workload writes failed; first: {errors[0]}")
+            raise RetryableError(f"{len(errors)} workload writes failed; first: {errors[0]}")
         return None
 
     def _announce_transition(self, idep: IdepInfo, new_status: Mapping[str, Any]) -> None:

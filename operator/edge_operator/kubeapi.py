@@ -26,6 +26,7 @@ import kopf
 
 from edge_operator import constants as c
 from edge_operator import metrics
+from edge_operator.workqueue import RetryableError
 
 log = logging.getLogger("edge_operator.kubeapi")
 
@@ -34,7 +35,7 @@ MERGE = "application/merge-patch+json"
 JSON = "application/json"
 
 
-class ApiError(Exception):
+class ApiError(RetryableError):
     def __init__(self, status: int, reason: str, message: str, method: str, path: str) -> None:
         super().__init__(f"{method} {path}: HTTP {status} {reason}: {message}")
         self.status = status
@@ -48,6 +49,11 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """Writes into a namespace being deleted: nothing to do, the namespace takes everything."""
+        return self.status == 403 and "being terminated" in self.message
 
 
 @dataclass(frozen=True)
@@ -252,4 +258,5 @@ class KubeApi:
         try:
             await self.request("POST", Ref("v1", "events", None, ns), body=ev)
         except ApiError as e:
-            log.warning("could not post event %s on %s: %s", reason, involved.get("name"), e)
+            if not e.namespace_terminating:
+                log.warning("could not post event %s on %s: %s", reason, involved.get("name"), e)

@@ -172,4 +172,5 @@ class WorkQueue:
 
 
 class RetryableError(Exception):
-    """An expected, transient failure: logged without a traceback, retried with backoff."""
+    """An expected failure (an API error, a write refused): logged without a traceback, retried
+    with backoff."""
