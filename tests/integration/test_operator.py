@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from edge_operator import rbac
 from edge_operator.testing import ModelServer, OperatorProcess
 
 from edge_runtime import integrity
-from edge_runtime.models_zoo import build_tabular
+from edge_runtime.models_zoo import build_cnn, build_tabular
 from tests.conftest import KubeHandle
 
 pytestmark = pytest.mark.integration
@@ -470,3 +471,32 @@ def test_operator_uses_only_what_its_rbac_grants_and_reports_metrics(env: Env) -
     # Structured logs: every line the operator wrote is a JSON object.
     lines = [ln for ln in env.op.log_path.read_text().splitlines() if ln.strip()]
     assert lines and all(json.loads(ln)["level"] for ln in lines[-50:])
+
+
+def test_examples_apply_twice_unchanged_and_become_ready(env: Env) -> None:
+    """examples/ as a user applies them (server-side, as GitOps does), model URIs pointed at our server."""
+    build_tabular(env.models / "tabular.onnx")
+    build_cnn(env.models / "cnn.onnx")
+    docs = []
+    for p in sorted((ROOT / "examples").glob("*.yaml")):
+        if p.name != "kustomization.yaml":
+            docs += [d for d in yaml.safe_load_all(p.read_text().replace("http://127.0.0.1:8000/",
+                                                                         env.server.url(""))) if d]
+    doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+    try:
+        env.kube.kubectl("apply", "--server-side", "--field-manager=gitops", "-f", "-", input=doc)
+        for name in ("tabular-site-a", "cnn-accelerated"):
+            env.wait_cond("idep", name, "edgeai-examples", "Ready", "True", timeout=120)
+        cnn = env.get("idep", "cnn-accelerated", "edgeai-examples")
+        assert sorted(r["device"] for r in cnn["status"]["devices"] if r["device"] in FLEET) == [  # type: ignore[index]
+            "edge-1", "edge-2"]
+        gw = wait_for("gateway-1 status", lambda: (env.get("edgedevice", "gateway-1") or {}).get("status"), 30)
+        assert gw["online"] is False and gw["capabilities"]["accelerators"] == ["cpu", "npu"]
+        # Applying the same manifests again changes nothing the user owns: the operator never writes spec.
+        before = {d["metadata"]["name"]: d["metadata"]["generation"] for d in env.items("em,idep", "edgeai-examples")}
+        env.kube.kubectl("apply", "--server-side", "--field-manager=gitops", "-f", "-", input=doc)
+        after = {d["metadata"]["name"]: d["metadata"]["generation"] for d in env.items("em,idep", "edgeai-examples")}
+        assert after == before
+    finally:
+        env.kube.kubectl("delete", "namespace", "edgeai-examples", "--wait=false", check=False)
+        env.kube.kubectl("delete", "edgedevice", "gateway-1", "--wait=false", check=False)
