@@ -38,8 +38,8 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
  && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin edgeai
 USER 65532:65532
 WORKDIR /tmp
-# Liveness (kopf's probe endpoint) and Prometheus metrics; the chart wires both.
-EXPOSE 8080 9090
+# One HTTP port: /metrics, /healthz (liveness), /readyz; the chart wires the probes.
+EXPOSE 8080
 # For plain `docker run`; Kubernetes uses the chart's probes instead.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
