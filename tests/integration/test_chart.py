@@ -352,6 +352,14 @@ def test_operator_does_all_its_work_as_the_chart_service_account(kube: KubeHandl
             # devices discovered from Nodes, children created and watched, status written back
             wait_for("the deployment to be Ready on the fleet",
                      lambda: (condition("inferencedeployment", "Ready") or "").startswith("True"), 120, op.log_tail)
+            # the GitOps health checks (docs/gitops/) on what the real operator wrote
+            from tests.unit.test_chart_gitops import argocd_health, flux_health
+
+            for kind, name, ns in [("EdgeModel", "tab", team), ("InferenceDeployment", "tab", team),
+                                   *[("EdgeDevice", d, None) for d in FLEET]]:
+                live = kget(kube, kind.lower(), name, *(["-n", ns] if ns else [])) or {}
+                assert argocd_health(kind, live)[0] == "Healthy", (kind, name, argocd_health(kind, live), live)
+                assert flux_health(kind, live) == "Current", (kind, name, live.get("status"))
             children = json.loads(kube.kubectl("get", "deployments", "-n", team, "-o", "json").stdout)["items"]
             assert len(children) == len(FLEET)
             for dev in FLEET:
