@@ -25,16 +25,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from edge_operator import constants
 from edge_operator import plugin_view as view
 
-GROUP = "edgeai.io"
-VERSION = "v1alpha1"
-FIELD_MANAGER = "kubectl-edgeai"
+GROUP = constants.GROUP
+VERSION = constants.VERSION
+FIELD_MANAGER = "kubectl-edgeai"  # not the operator's: managedFields show who paused a rollout
 REQUEST_TIMEOUT = 15  # seconds per API call: a dead cluster must not hang a shell
 # (plural, kind, namespaced) of the kinds the plugin touches
-EDGEMODELS = ("edgemodels", "EdgeModel", True)
-EDGEDEVICES = ("edgedevices", "EdgeDevice", False)
-IDEPS = ("inferencedeployments", "InferenceDeployment", True)
+EDGEMODELS = (constants.PLURAL_MODEL, constants.KIND_MODEL, True)
+EDGEDEVICES = (constants.PLURAL_DEVICE, constants.KIND_DEVICE, False)
+IDEPS = (constants.PLURAL_IDEP, constants.KIND_IDEP, True)
 
 
 class PluginError(Exception):
@@ -48,6 +49,7 @@ class Cluster:
     """The few API calls the plugin makes, with errors turned into sentences."""
 
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
+        # Imported here: `--help` and usage errors stay instant without the kubernetes client.
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
 
