@@ -168,3 +168,15 @@ def test_build_context_builds_a_wheel_with_both_console_scripts(tmp_path: Path) 
     for script in ("edgeai-operator", "edge-runtime", "kubectl-edgeai"):
         assert re.search(rf"^{script}\s*=", eps, re.M), f"{script} missing from the wheel's entry points"
     assert "edge_operator/__init__.py" in names and "edge_runtime/cli.py" in names
+
+
+def test_documented_image_names_are_the_chart_and_operator_defaults() -> None:
+    import yaml
+    from edge_operator import constants
+
+    values = yaml.safe_load((ROOT / "charts" / "edgeai-operator" / "values.yaml").read_text())
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    tags = {name: re.search(r"-t (\S+)", dockerfile(name).read_text()) for name in IMAGES}
+    assert tags["operator"] and tags["operator"].group(1) == f"{values['image']['repository']}:{version}"
+    assert tags["edge-runtime"] and tags["edge-runtime"].group(1) == constants.DEFAULT_RUNTIME_IMAGE
+    assert f"{values['runtimeImage']['repository']}:{version}" == constants.DEFAULT_RUNTIME_IMAGE
