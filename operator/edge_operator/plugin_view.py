@@ -368,6 +368,8 @@ def undo_patch(idep: Obj, revision: int | None) -> dict[str, Any]:
     """
     if revision is None:
         current = get_path(idep, "status", "revision")
+        if not isinstance(current, int):
+            current = get_path(idep, "status", "currentRevision")
         if not isinstance(current, int) or current < 2:
             name = get_path(idep, "metadata", "name")
             raise ValueError(f"{name!r} has no earlier revision to roll back to (current: {current}); "

@@ -169,6 +169,7 @@ def test_rollout_details_list_conditions_devices_and_unplaced() -> None:
 def test_undo_defaults_to_the_previous_revision() -> None:
     assert v.undo_patch(idep("det", revision=5), None) == {"spec": {"rollout": {"rollbackTo": {"revision": 4}}}}
     assert v.undo_patch(idep("det", revision=5), 2) == {"spec": {"rollout": {"rollbackTo": {"revision": 2}}}}
+    assert v.undo_patch(idep("det", currentRevision=3), None) == {"spec": {"rollout": {"rollbackTo": {"revision": 2}}}}
     with pytest.raises(ValueError, match="no earlier revision"):
         v.undo_patch(idep("det", revision=1), None)
 
