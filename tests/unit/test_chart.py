@@ -259,17 +259,23 @@ def test_images_default_to_the_app_version_and_can_be_pinned() -> None:
 def test_settings_reach_the_operator_as_its_own_flags_and_env() -> None:
     from edge_operator import config
 
-    c = _container(render({"logLevel": "debug", "operator.workers": 4, "verification.maxModelBytes": 1 << 20}))
-    env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["EDGEAI_MAX_MODEL_BYTES"] == str(1 << 20)
-    # The rendered command line is one the operator's own parser accepts, with the values given.
-    args = [a.replace("$(POD_NAMESPACE)", "edgeai-system").replace("$(POD_NAME)", "edgeai-0") for a in c["args"]]
-    cfg = config.parse(args)
+    def parsed(values: dict[str, Any]) -> tuple[config.OperatorConfig, dict[str, Any]]:
+        c = _container(render(values))
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        args = [a.replace("$(POD_NAMESPACE)", "edgeai-system").replace("$(POD_NAME)", "edgeai-0") for a in c["args"]]
+        return config.parse(args), env  # the operator's own parser accepts the rendered command line
+
+    cfg, env = parsed({"logLevel": "debug", "operator.workers": 4, "verification.maxModelBytes": 1 << 20})
     assert (cfg.log_level, cfg.workers, cfg.metrics_port, cfg.namespace, cfg.identity) == (
         "debug", 4, 8080, "edgeai-system", "edgeai-0")
     assert cfg.leader_election is True
-    solo = _container(render({"replicaCount": 1, "leaderElection.enabled": False}))["args"]
-    assert config.parse(solo).leader_election is False
+    assert env["EDGEAI_MAX_MODEL_BYTES"] == str(1 << 20)
+    # Unset tuning values leave the operator's own defaults alone (no flag, no env).
+    default, env = parsed({})
+    assert default.workers == config.OperatorConfig().workers
+    assert "EDGEAI_MAX_MODEL_BYTES" not in env
+    solo, _ = parsed({"replicaCount": 1, "leaderElection.enabled": False})
+    assert solo.leader_election is False
 
 
 def test_lease_access_is_limited_to_the_operators_own_lease() -> None:

@@ -76,10 +76,18 @@ The operator's command line: edgeai-operator (operator/edge_operator/config.py).
 {{- define "edgeai-operator.args" -}}
 - --metrics-bind=0.0.0.0:{{ .Values.port }}
 - --log-level={{ .Values.logLevel }}
-- --workers={{ .Values.operator.workers }}
-- --verify-workers={{ .Values.operator.verifyWorkers }}
-- --resync-seconds={{ .Values.operator.resyncSeconds }}
-- --heartbeat-resolution={{ .Values.operator.heartbeatResolutionSeconds }}
+{{- with .Values.operator.workers }}
+- --workers={{ . }}
+{{- end }}
+{{- with .Values.operator.verifyWorkers }}
+- --verify-workers={{ . }}
+{{- end }}
+{{- with .Values.operator.resyncSeconds }}
+- --resync-seconds={{ . }}
+{{- end }}
+{{- with .Values.operator.heartbeatResolutionSeconds }}
+- --heartbeat-resolution={{ . }}
+{{- end }}
 {{- if .Values.leaderElection.enabled }}
 - --namespace=$(POD_NAMESPACE)
 - --identity=$(POD_NAME)
@@ -101,8 +109,12 @@ The operator's command line: edgeai-operator (operator/edge_operator/config.py).
 # the image of every model-server Pod the operator creates on edge nodes
 - name: EDGEAI_RUNTIME_IMAGE
   value: {{ include "edgeai-operator.runtimeImage" . | quote }}
+{{- with .Values.verification.maxModelBytes }}
 - name: EDGEAI_MAX_MODEL_BYTES
-  value: {{ .Values.verification.maxModelBytes | int64 | quote }}
+  value: {{ . | int64 | quote }}
+{{- end }}
+{{- with .Values.verification.inspectMaxBytes }}
 - name: EDGEAI_INSPECT_MAX_BYTES
-  value: {{ .Values.verification.inspectMaxBytes | int64 | quote }}
+  value: {{ . | int64 | quote }}
+{{- end }}
 {{- end -}}
