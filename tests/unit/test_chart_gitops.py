@@ -142,6 +142,9 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "Degraded", "ModelNotVerified"),
     ("new generation", idep(True, False, False, observed=1), "Progressing", "observe generation 2"),
     ("deployment without status", obj("InferenceDeployment", None, model="x"), "Progressing", "waiting"),
+    ("only a Ready condition yet", obj("InferenceDeployment", {"observedGeneration": 2, "conditions": [
+        make("Ready", False, "DevicesNotReady", "0/2 devices ready", 2)]}, model="x"),
+     "Progressing", "0/2 devices ready"),
 ]
 
 
