@@ -258,7 +258,7 @@ def cmd_model_verify(c: Cluster, a: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         time.sleep(a.interval)
         em = c.get(EDGEMODELS, a.name)
-        if view.verified_since(em, now):
+        if view.verified_since(em, now, stamp):
             print(view.model_summary(em))
             return 0 if view.model_verified(em) else 1
     print(f"error: timed out after {a.timeout:g}s waiting for the operator to re-verify {a.name!r}", file=sys.stderr)

@@ -345,8 +345,18 @@ def model_verified(em: Obj) -> bool | None:
     return bool(c.get("status") == "True")
 
 
-def verified_since(em: Obj, since: dt.datetime) -> bool:
-    """Has the operator finished a verification at or after `since` (the re-verify request)?"""
+REVERIFY_STATUS = "observedReverify"  # status field the operator echoes the annotation's value into
+
+
+def verified_since(em: Obj, since: dt.datetime, request: str | None = None) -> bool:
+    """Has the operator finished a verification for the re-verify request made at `since`?
+
+    Exact when the operator echoes the request (status.observedReverify == the
+    annotation's value); otherwise judged from the verdict's timestamps, which a
+    repeated failure with an unchanged condition does not move.
+    """
+    if request is not None and get_path(em, "status", REVERIFY_STATUS) == request:
+        return model_verified(em) is not None
     times = [parse_time(get_path(em, "status", "verifiedAt"))]
     c = condition(em, "Verified")
     if c is not None:

@@ -212,3 +212,15 @@ def test_verified_since_needs_a_verdict_at_or_after_the_request() -> None:
     failed = model([dict(cond("Verified", False, "Unreachable"), lastTransitionTime="2026-01-01T12:00:03Z")])
     assert v.verified_since(failed, asked)
     assert v.rfc3339(asked) == "2026-01-01T12:00:00Z"
+
+
+def test_an_echoed_request_answers_even_when_the_verdict_did_not_move() -> None:
+    asked = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+    stamp = v.rfc3339(asked)
+    still_failing = model([dict(cond("Verified", False, "DigestMismatch"), lastTransitionTime="2025-12-31T00:00:00Z",
+                                observedGeneration=1)])
+    assert not v.verified_since(still_failing, asked, stamp)
+    still_failing["status"]["observedReverify"] = stamp
+    assert v.verified_since(still_failing, asked, stamp)
+    still_failing["status"]["observedReverify"] = "2025-01-01T00:00:00Z"  # an older request's echo
+    assert not v.verified_since(still_failing, asked, stamp)
