@@ -365,6 +365,22 @@ def test_operator_does_all_its_work_as_the_chart_service_account(kube: KubeHandl
                 live = kget(kube, kind.lower(), name, *(["-n", ns] if ns else [])) or {}
                 assert argocd_health(kind, live)[0] == "Healthy", (kind, name, argocd_health(kind, live), live)
                 assert flux_health(kind, live) == "Current", (kind, name, live.get("status"))
+            # and the kubectl plugin's fleet table on the same objects
+            import sys
+
+            def fleet_table() -> list[dict[str, Any]]:
+                return list(json.loads(subprocess.run(
+                    [str(Path(sys.executable).parent / "kubectl-edgeai"), "fleet", "-n", team, "--serving-only",
+                     "-o", "json", "--kubeconfig", kube.kubeconfig], capture_output=True, text=True, check=True,
+                    timeout=60).stdout))
+
+            fleet_rows = wait_for("every device to report its model server Ready",
+                                  lambda: (rows := fleet_table()) and all(r["phase"] == "Ready" for r in rows)
+                                  and rows, 60, op.log_tail)
+            assert sorted(r["device"] for r in fleet_rows) == sorted(fleet)
+            for r in fleet_rows:
+                assert (r["deployment"], r["model"], r["sha256"], r["online"]) == (
+                    f"{team}/tab", "tab", digest.sha256, "yes"), r
             children = json.loads(kube.kubectl("get", "deployments", "-n", team, "-o", "json").stdout)["items"]
             assert len(children) == len(fleet)
             for dev in fleet:
