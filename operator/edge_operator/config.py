@@ -31,11 +31,19 @@ class OperatorConfig:
     lease_name: str = c.OPERATOR_NAME
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
-    workers: int = 16
+    workers: int = 32
     verify_workers: int = 2
     resync_seconds: float = 300.0
     fanout_delay: float = 0.5  # coalesce a burst of device/node changes into one reconcile per deployment
-    heartbeat_resolution: float = 120.0
+    # Coalesce the burst of workload and pod status events of a rollout into fewer status writes;
+    # a spec change is never delayed.
+    status_delay: float = 0.3
+    # Progress-only status changes (a device's phase, counts) wait up to this long to be written
+    # together; condition changes (Ready, Degraded...) are written at once.
+    status_interval: float = 5.0
+    # What a device serves is informational (the deployments' status is authoritative): coarser.
+    device_status_interval: float = 10.0
+    heartbeat_resolution: float = 300.0
     log_level: str = "info"
     verify: VerifySettings = field(default_factory=VerifySettings)
 
@@ -54,12 +62,14 @@ def parse(argv: Sequence[str] | None = None) -> OperatorConfig:
                     help="act at once without a Lease (one replica only)")
     ap.add_argument("--metrics-bind", default=os.environ.get("EDGEAI_METRICS_BIND", "0.0.0.0:8080"),
                     help="HOST:PORT for /metrics, /healthz and /readyz")
-    ap.add_argument("--workers", type=int, default=_env_int("EDGEAI_WORKERS", 16))
+    ap.add_argument("--workers", type=int, default=_env_int("EDGEAI_WORKERS", 32),
+                    help="concurrent reconciles (each mostly waits on the API server)")
     ap.add_argument("--verify-workers", type=int, default=_env_int("EDGEAI_VERIFY_WORKERS", 2))
     ap.add_argument("--resync-seconds", type=float, default=_env_float("EDGEAI_RESYNC_SECONDS", 300.0))
     ap.add_argument("--heartbeat-resolution", type=float,
-                    default=_env_float("EDGEAI_HEARTBEAT_RESOLUTION_SECONDS", 120.0),
-                    help="write an unchanged device's lastHeartbeat at most this often")
+                    default=_env_float("EDGEAI_HEARTBEAT_RESOLUTION_SECONDS", 300.0),
+                    help="write an unchanged device's lastHeartbeat at most this often (a fleet of "
+                         "1,000 devices costs 1000/N status writes a second)")
     ap.add_argument("--log-level", default=os.environ.get("EDGEAI_LOG_LEVEL", "info"))
     a = ap.parse_args(argv)
     host, _, port = a.metrics_bind.rpartition(":")

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Hashable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
@@ -101,6 +101,12 @@ class Controller:
         # Children applied but not yet seen back through the watch: name -> spec hash.
         self._applied: dict[tuple[str, str], str] = {}
         self._counts: dict[tuple[str, str], tuple[int, int, int]] = {}
+        # Status we wrote, keyed by object, with the resourceVersion the cache showed when we wrote
+        # it: until the watch brings our write back, the cache is older than the truth, and
+        # comparing against it would write the same status again.
+        self._written: dict[Hashable, tuple[str, Mapping[str, Any]]] = {}
+        # When a not-yet-written, non-urgent status change was first seen, per object.
+        self._pending_since: dict[Hashable, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._event_tasks: set[asyncio.Task[None]] = set()
         self.started_at = time.monotonic()
@@ -239,7 +245,7 @@ class Controller:
             for d in dev_names:
                 self._fan_out(d)
         for d in dev_names:
-            self.reconcile_q.add(("device", d))
+            self.reconcile_q.add_after(("device", d), self.cfg.status_delay)
 
     def on_device(self, name: str) -> None:
         metrics.WATCH_EVENTS.labels("EdgeDevice").inc()
@@ -316,8 +322,11 @@ class Controller:
         akey = (ch.namespace, ch.name)
         if event_type == "DELETED" or self._applied.get(akey) == ch.spec_hash:
             self._applied.pop(akey, None)  # the cache caught up with what we applied, or it is gone
-        self.reconcile_q.add(("idep", ch.namespace, ch.owner))
-        self.reconcile_q.add(("device", ch.device))
+        if event_type == "DELETED":
+            self.reconcile_q.add(("idep", ch.namespace, ch.owner))  # deleted by hand: bring it back now
+        else:
+            self.reconcile_q.add_after(("idep", ch.namespace, ch.owner), self.cfg.status_delay)
+        self.reconcile_q.add_after(("device", ch.device), self.cfg.status_delay)
 
     def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         metrics.WATCH_EVENTS.labels("Pod").inc()
@@ -331,9 +340,34 @@ class Controller:
         else:
             self._pod_seen[key] = cur
         if p.idep:
-            self.reconcile_q.add(("idep", p.namespace, p.idep))
+            self.reconcile_q.add_after(("idep", p.namespace, p.idep), self.cfg.status_delay)
 
     # ------------------------------------------------------------------ reconcile
+
+    def _effective_status(self, key: Hashable, rv: str, cached: Mapping[str, Any]) -> Mapping[str, Any]:
+        w = self._written.get(key)
+        if w is not None:
+            if w[0] == rv:
+                return w[1]  # the cache has not seen our last write yet
+            del self._written[key]
+        return cached
+
+    def _hold(self, key: Hashable, interval: float) -> Requeue | None:
+        """Hold a progress-only status change for up to `interval`, so the changes of a rollout
+        step are written together; None once it has waited long enough."""
+        now = time.monotonic()
+        since = self._pending_since.setdefault(key, now)
+        left = since + interval - now
+        return Requeue(left) if left > 0 else None
+
+    def _remember(self, key: Hashable, rv: str, old: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+        new = dict(old)
+        for k, v in patch.items():
+            if v is None:
+                new.pop(k, None)
+            else:
+                new[k] = v
+        self._written[key] = (rv, new)
 
     async def _dispatch(self, key: Hashable) -> Requeue | None:
         assert isinstance(key, tuple)
@@ -344,8 +378,8 @@ class Controller:
             if kind == "idep":
                 return await self.reconcile_idep(key[1], key[2])
             if kind == "device":
-                await self.reconcile_device(key[1])
-            elif kind == "node":
+                return await self.reconcile_device(key[1])
+            if kind == "node":
                 await self.reconcile_node(key[1])
             return None
         except Exception:
@@ -367,7 +401,11 @@ class Controller:
     async def reconcile_idep(self, namespace: str, name: str) -> Requeue | None:
         idep: IdepInfo | None = self._one(IDX_IDEPS, (namespace, name))
         if idep is None or idep.deleting:
+            self._written.pop(("idep", namespace, name), None)
+            self._pending_since.pop(("idep", namespace, name), None)
             return None  # the garbage collector removes the children through their ownerReferences
+        wkey = ("idep", namespace, name)
+        idep = replace(idep, status=self._effective_status(wkey, idep.resource_version, idep.status))
         model: ModelInfo | None = self._one(IDX_MODELS, (namespace, idep.model))
         catalog = self.catalog()
         children: dict[str, ChildInfo] = {}
@@ -423,12 +461,19 @@ class Controller:
 
         patch = planner.status_patch(idep.status, plan.status)
         ref = Ref(c.API_VERSION, c.PLURAL_IDEP, name, namespace)
+        requeue: Requeue | None = None
+        if patch and not planner.urgent_change(idep.status, plan.status, ("placed", "selected")):
+            requeue = self._hold(wkey, self.cfg.status_interval)  # progress only: written together with what follows
+            if requeue is not None:
+                patch = None
         if patch:
+            self._pending_since.pop(wkey, None)
             try:
                 await self.api.patch_status(ref, patch)
             except ApiError as e:
                 if not e.not_found:
                     raise
+            self._remember(wkey, idep.resource_version, idep.status, patch)
             self._announce_transition(idep, plan.status)
         else:
             metrics.WRITES_SKIPPED.labels("InferenceDeployment").inc()
@@ -436,18 +481,24 @@ class Controller:
         self._counts[idep.key] = (int(st.get("placed", 0)), int(st.get("ready", 0)), len(st.get("unplaced", [])))
         if errors:
             raise RetryableError(f"{len(errors)} workload writes failed; first: {errors[0]}")
-        return None
+        return requeue
+
+    # Ready reasons of a normal rollout in progress: not worth an Event (one per object each time).
+    _QUIET_REASONS = frozenset({"DevicesNotReady", "ModelVerifying", "DevicesReady"})
 
     def _announce_transition(self, idep: IdepInfo, new_status: Mapping[str, Any]) -> None:
+        """An Event when Ready changes to a reason a person must act on (the model failed, nothing
+        suitable, all devices offline). Normal progress is in status only: one Event per object per
+        rollout step is what floods clusters."""
         old = cond.find(idep.status.get("conditions"), "Ready")
         new = cond.find(new_status.get("conditions"), "Ready")
         if new is None or (old is not None and old.get("reason") == new.get("reason")):
             return
+        if new.get("reason") in self._QUIET_REASONS:
+            return
         involved = {"apiVersion": c.API_VERSION, "kind": c.KIND_IDEP, "name": idep.name,
                     "namespace": idep.namespace, "uid": idep.uid}
         kind = "Normal" if new.get("status") == "True" else "Warning"
-        if new.get("reason") in ("ModelVerifying",):
-            kind = "Normal"
         self._post_event(involved, kind, str(new.get("reason")), str(new.get("message", "")))
 
     def _post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -456,23 +507,34 @@ class Controller:
         self._event_tasks.add(task)
         task.add_done_callback(self._event_tasks.discard)
 
-    async def reconcile_device(self, name: str) -> None:
+    async def reconcile_device(self, name: str) -> Requeue | None:
         dev: DeviceInfo | None = self._one(IDX_DEVICES, name)
+        wkey = ("device", name)
         if dev is None or dev.deleting:
-            return
+            self._written.pop(wkey, None)
+            self._pending_since.pop(wkey, None)
+            return None
+        dev = replace(dev, status=self._effective_status(wkey, dev.resource_version, dev.status))
         node: NodeInfo | None = self._one(IDX_NODES, dev.node_name)
         children = self._all(IDX_CHILDREN_BY_DEVICE, name)
         st = device_status(dev, node, children, cond.now_iso(), self.cfg.heartbeat_resolution)
         patch = {k: v for k, v in st.items() if dev.status.get(k) != v}
         if not patch:
             metrics.WRITES_SKIPPED.labels("EdgeDevice").inc()
-            return
+            return None
+        if not planner.urgent_change(dev.status, st, ("online", "capabilities", "nodeName")):
+            # What a device serves changes with every rollout step: coalesce those writes.
+            wait = self._hold(wkey, self.cfg.device_status_interval)
+            if wait is not None:
+                return wait
+        self._pending_since.pop(wkey, None)
         try:
             await self.api.patch_status(Ref(c.API_VERSION, c.PLURAL_DEVICE, name), patch)
         except ApiError as e:
             if e.not_found:
-                return
+                return None
             raise
+        self._remember(wkey, dev.resource_version, dev.status, patch)
         was = dev.status.get("online")
         if was is not None and was != st["online"]:
             involved = {"apiVersion": c.API_VERSION, "kind": c.KIND_DEVICE, "name": name, "uid": dev.uid}
@@ -481,6 +543,7 @@ class Controller:
             else:
                 self._post_event(involved, "Warning", "DeviceOffline",
                                  f"node {dev.node_name} is not Ready; its workloads are kept")
+        return None
 
     async def reconcile_node(self, name: str) -> None:
         """Discovery: one EdgeDevice per edge Node; remove a discovered one whose Node is no longer edge."""

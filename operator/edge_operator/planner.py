@@ -143,10 +143,14 @@ def device_phase(
     return DevicePhase("Pending", False, True, pod.reason)
 
 
-def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int]:
+def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int, int]:
+    """Selected-but-rejected devices, listed with their reason (capped), the count not listed,
+    and the count the selector does not match. Devices outside the selector are counted, not
+    listed: in a fleet of thousands, one deployment's status must not name every other device."""
+    actionable = [r for r in rejections if r.reason != "NotSelected"]
     listed = [{"device": r.device, "reason": r.reason, "message": r.message}
-              for r in rejections[:MAX_LISTED_UNPLACED]]
-    return listed, max(0, len(rejections) - MAX_LISTED_UNPLACED)
+              for r in actionable[:MAX_LISTED_UNPLACED]]
+    return listed, max(0, len(actionable) - MAX_LISTED_UNPLACED), len(rejections) - len(actionable)
 
 
 def _reason_summary(rejections: Iterable[Rejection]) -> str:
@@ -164,6 +168,9 @@ def fold_status(
     now: str,
 ) -> dict[str, Any]:
     """The InferenceDeployment's status: counts, per-device rows, unplaced reasons, conditions.
+
+    Every device gets accounted for: placed ones in `devices`, selected but unsuitable ones in
+    `unplaced` with a reason, the rest in `notSelected` (the selector does not match them).
 
     `blocked` is (reason, message, progressing, degraded) when nothing new may be placed.
     """
@@ -185,14 +192,17 @@ def fold_status(
         status["modelSha256"] = model.source.sha256
         status["shortDigest"] = model.source.sha256[:12]
     if placement is not None:
-        unplaced, more = _unplaced(placement.rejections)
+        unplaced, more, not_selected = _unplaced(placement.rejections)
         status["selected"] = placement.selected
+        status["notSelected"] = not_selected
         status["unplaced"] = unplaced
         if more:
             status["unplacedNotListed"] = more
     else:
         prev_selected = idep.status.get("selected")
         status["selected"] = prev_selected if isinstance(prev_selected, int) else 0
+        prev_ns = idep.status.get("notSelected")
+        status["notSelected"] = prev_ns if isinstance(prev_ns, int) else 0
         status["unplaced"] = []
 
     def conds(r: tuple[bool, str, str], p: tuple[bool, str, str], d: tuple[bool, str, str]) -> list[Any]:
@@ -210,7 +220,7 @@ def fold_status(
             message += f"; existing workloads are kept ({summary})"
         new = conds((False, reason, message), (progressing, reason, message), (degraded, reason, message))
     elif placement is not None and placement.selected == 0:
-        msg = f"no EdgeDevice matches {describe(idep.selector)}"
+        msg = f"no EdgeDevice matches {describe(idep.selector)} ({len(placement.rejections)} devices known)"
         new = conds((False, "NoMatchingDevices", msg), (False, "NoMatchingDevices", msg),
                     (False, "NoMatchingDevices", msg))
     elif placed == 0:
@@ -346,3 +356,20 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
         if k in old and k not in new:
             patch[k] = None
     return patch or None
+
+
+def _condition_states(status: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    return {(str(x.get("type")), str(x.get("status")), str(x.get("reason")))
+            for x in status.get("conditions") or []}
+
+
+def urgent_change(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str] = ()) -> bool:
+    """Whether a status change must be written at once: a condition changed status or reason, a new
+    generation is acknowledged, or one of `keys` changed. Other changes (per-device phases, counts,
+    messages) may wait a moment and be written together, which at fleet scale turns a stream of
+    progress writes into a few."""
+    if old.get("observedGeneration") != new.get("observedGeneration"):
+        return True
+    if _condition_states(old) != _condition_states(new):
+        return True
+    return any(old.get(k) != new.get(k) for k in keys)

@@ -146,6 +146,16 @@ class OperatorProcess:
             return None
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """User+system CPU time the process has used so far (Linux)."""
+        if self.proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -15,8 +15,10 @@ backoff by the caller; `DigestMismatch`, `TooLarge`, `BadSignature`,
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -125,28 +127,28 @@ async def check_artifact(
     return ArtifactCheck(art.name, True, d.sha256, d.size, "Verified", ""), (bytes(buf) if buf is not None else None)
 
 
-def inspect_onnx(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Inputs and outputs of an ONNX graph, as v2 tensor metadata. Runs onnxruntime: call in a thread."""
-    import onnxruntime as ort
-
-    from edge_runtime.codec import ONNX_TO_V2
-
-    opts = ort.SessionOptions()
-    # Only the graph's signature is wanted: no optimisation passes, one thread, quiet.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+async def inspect_onnx(data: bytes, timeout: float = 120.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inputs and outputs of an ONNX graph, as v2 tensor metadata, read by onnxruntime in a child
+    process (see onnx_inspect.py for why). Raises IntegrityError(InvalidModel) when it cannot."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_operator.onnx_inspect",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
     try:
-        sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types for malformed graphs
-        raise integrity.IntegrityError("InvalidModel", f"onnxruntime cannot load the model: {e}") from e
-
-    def meta(arg: Any) -> dict[str, Any]:
-        shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
-        return {"name": arg.name, "datatype": ONNX_TO_V2.get(arg.type, arg.type), "shape": shape}
-
-    return [meta(a) for a in sess.get_inputs()], [meta(a) for a in sess.get_outputs()]
+        out, err = await asyncio.wait_for(proc.communicate(data), timeout)
+    except TimeoutError as e:
+        proc.kill()
+        await proc.wait()
+        raise integrity.IntegrityError("InvalidModel", f"reading the graph took longer than {timeout:.0f}s") from e
+    try:
+        doc = json.loads(out.decode() or "{}")
+    except ValueError:
+        doc = {}
+    if proc.returncode != 0 or "inputs" not in doc:
+        why = doc.get("error") or (err.decode(errors="replace").strip()[-500:]
+                                   or f"onnxruntime exited with {proc.returncode}")
+        raise integrity.IntegrityError("InvalidModel", f"onnxruntime cannot load the model: {why}")
+    return list(doc["inputs"]), list(doc["outputs"])
 
 
 class Verifier:
@@ -210,7 +212,7 @@ class Verifier:
                         elif integrity.is_encrypted(data):
                             raise integrity.IntegrityError(
                                 "MissingKey", "the artifact is encrypted but spec.encryption names no key")
-                        ins, outs = await asyncio.to_thread(inspect_onnx, data)
+                        ins, outs = await inspect_onnx(data)
                         inputs, outputs = tuple(ins), tuple(outs)
                     except integrity.IntegrityError as e:
                         src = ArtifactCheck("default", False, src.sha256, src.size, e.reason, e.message)

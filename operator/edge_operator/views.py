@@ -72,6 +72,7 @@ class DeviceInfo:
     discovered: bool
     status: Mapping[str, Any] = field(default_factory=dict)
     deleting: bool = False
+    resource_version: str = ""
 
     def placement_key(self) -> tuple[Any, ...]:
         return (
@@ -96,6 +97,7 @@ def device_info(body: Mapping[str, Any]) -> DeviceInfo:
         discovered=labels.get(c.L_DISCOVERED) == "true",
         status=dict(body.get("status") or {}),
         deleting=_deleting(body),
+        resource_version=str(meta.get("resourceVersion", "")),
     )
 
 
@@ -249,6 +251,7 @@ class IdepInfo:
     rollout: Mapping[str, Any]
     status: Mapping[str, Any]
     deleting: bool = False
+    resource_version: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -270,6 +273,7 @@ def idep_info(body: Mapping[str, Any]) -> IdepInfo:
         rollout=dict(spec.get("rollout") or {}),
         status=dict(body.get("status") or {}),
         deleting=_deleting(body),
+        resource_version=str(meta.get("resourceVersion", "")),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from edge_operator import constants as c
@@ -116,7 +117,7 @@ def test_no_matching_devices_and_none_suitable() -> None:
     p = run(idep_body({"matchLabels": {"edgeai.io/site": "nowhere"}}), model_body())
     assert cond(p.status, "Ready")["reason"] == "NoMatchingDevices"
     assert "edgeai.io/site=nowhere" in cond(p.status, "Ready")["message"]
-    assert {u["reason"] for u in p.status["unplaced"]} == {"NotSelected"}
+    assert p.status["unplaced"] == [] and p.status["notSelected"] == 2
     m = model_body()
     m["spec"]["requirements"] = {"arch": ["arm"]}
     p = run(idep_body(), m)
@@ -160,8 +161,26 @@ def test_status_patch_removes_only_owned_keys() -> None:
     assert planner.status_patch(old, {"placed": 1}) == {"unplacedNotListed": None}
 
 
-def test_unplaced_list_is_capped_with_a_count() -> None:
-    fleet = [DeviceView(f"n-{i:04}", f"n-{i:04}", {"x": "1"}, Capabilities()) for i in range(150)]
-    p = run(idep_body({"matchLabels": {"x": "2"}}), model_body(), devices=fleet)
+def test_unplaced_list_is_capped_with_a_count_and_unselected_are_counted() -> None:
+    fleet = [DeviceView(f"n-{i:04}", f"n-{i:04}", {"x": "1"}, Capabilities(arch="arm")) for i in range(150)]
+    fleet += [DeviceView(f"o-{i:04}", f"o-{i:04}", {"x": "2"}, Capabilities(arch="arm")) for i in range(30)]
+    m = model_body()
+    m["spec"]["requirements"] = {"arch": ["amd64"]}
+    p = run(idep_body({"matchLabels": {"x": "1"}}), m, devices=fleet)
     assert len(p.status["unplaced"]) == planner.MAX_LISTED_UNPLACED
-    assert p.status["unplacedNotListed"] == 50
+    assert {u["reason"] for u in p.status["unplaced"]} == {"ArchMismatch"}
+    assert p.status["unplacedNotListed"] == 50 and p.status["notSelected"] == 30
+
+
+def test_progress_is_not_urgent_but_condition_and_generation_changes_are() -> None:
+    first = run(idep_body(), model_body()).status
+    children = {m["metadata"]["annotations"][c.A_DEVICE]: as_child(m, ready=False)
+                for m in run(idep_body(), model_body()).apply}
+    progress = run(idep_body(status=first), model_body(), children=children).status
+    assert planner.status_patch(first, progress) is not None  # device phases moved on...
+    assert not planner.urgent_change(first, progress)  # ...but nothing a waiter acts on
+    ready = run(idep_body(status=first), model_body(),
+                children={d: replace(ch, ready=1, available=1) for d, ch in children.items()}).status
+    assert planner.urgent_change(first, ready)  # Ready flipped
+    assert planner.urgent_change({}, first)  # a generation acknowledged
+    assert planner.urgent_change(first, dict(first, placed=5), ("placed",))

@@ -1,0 +1,111 @@
+"""The reconcile work queue: dedupe, no concurrent runs of a key, coalescing, backoff, gate."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Hashable
+
+from edge_operator.workqueue import Requeue, RetryableError, WorkQueue
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_keys_are_deduplicated_and_a_key_never_runs_twice_at_once() -> None:
+    async def main() -> None:
+        seen: list[Hashable] = []
+        running: set[Hashable] = set()
+        overlap = False
+
+        async def handler(key: Hashable) -> None:
+            nonlocal overlap
+            overlap |= key in running
+            running.add(key)
+            seen.append(key)
+            await asyncio.sleep(0.05)
+            running.discard(key)
+
+        q = WorkQueue("t", handler, workers=4)
+        q.gate.set()
+        for _ in range(5):
+            q.add("a")
+        q.add("b")
+        q.start()
+        await asyncio.sleep(0.01)
+        q.add("a")  # added while "a" runs: runs once more afterwards, never alongside
+        q.add("a")
+        await asyncio.sleep(0.3)
+        await q.stop()
+        assert sorted(seen) == ["a", "a", "b"] and not overlap
+
+    run(main())
+
+
+def test_add_after_coalesces_and_keeps_the_earliest_time() -> None:
+    async def main() -> None:
+        seen: list[float] = []
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def handler(key: Hashable) -> None:
+            seen.append(loop.time() - t0)
+
+        q = WorkQueue("t", handler, workers=2)
+        q.gate.set()
+        q.start()
+        q.add_after("k", 0.3)
+        q.add_after("k", 0.1)
+        q.add_after("k", 0.5)
+        await asyncio.sleep(0.7)
+        await q.stop()
+        assert len(seen) == 1 and 0.08 <= seen[0] < 0.3
+
+    run(main())
+
+
+def test_failures_back_off_exponentially_and_success_resets() -> None:
+    async def main() -> None:
+        calls: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def handler(key: Hashable) -> None:
+            calls.append(loop.time())
+            if len(calls) < 3:
+                raise RetryableError("not yet")
+
+        q = WorkQueue("t", handler, workers=1, base_delay=0.05, max_delay=1.0)
+        q.gate.set()
+        q.start()
+        q.add("k")
+        await asyncio.sleep(0.6)
+        await q.stop()
+        assert len(calls) == 3
+        gaps = [b - a for a, b in itertools.pairwise(calls)]
+        assert gaps[0] >= 0.045 and gaps[1] >= 0.095  # 0.05 then 0.1: doubling, not a hot loop
+        assert q.backoff("k") == 0.05  # success forgot the failures
+
+    run(main())
+
+
+def test_requeue_after_and_closed_gate_holds_work() -> None:
+    async def main() -> None:
+        calls = 0
+
+        async def handler(key: Hashable) -> Requeue | None:
+            nonlocal calls
+            calls += 1
+            return Requeue(0.05) if calls == 1 else None
+
+        q = WorkQueue("t", handler, workers=1)
+        q.start()
+        q.add("k")
+        await asyncio.sleep(0.1)
+        assert calls == 0  # not leader: nothing runs
+        q.gate.set()
+        await asyncio.sleep(0.3)
+        await q.stop()
+        assert calls == 2
+
+    run(main())
