@@ -257,10 +257,15 @@ def test_verified_model_placed_on_matching_devices_with_the_right_build(env: Env
     pods = env.items("pods", namespace, "edgeai.io/inference-deployment=detector")
     assert sorted(p["spec"]["nodeName"] for p in pods) == FLEET
 
-    dev = env.get("edgedevice", "edge-1")
-    serving = [s for s in dev["status"]["serving"] if s["inferenceDeployment"] == f"{namespace}/detector"]  # type: ignore[index]
-    assert serving == [{"inferenceDeployment": f"{namespace}/detector", "deployment": d1["metadata"]["name"],
-                        "model": "detector", "variant": "int8", "sha256": sha8, "phase": "Ready"}]
+    want = [{"inferenceDeployment": f"{namespace}/detector", "deployment": d1["metadata"]["name"],
+             "model": "detector", "variant": "int8", "sha256": sha8, "phase": "Ready"}]
+
+    def serving() -> list[dict[str, Any]]:
+        rows = ((env.get("edgedevice", "edge-1") or {}).get("status") or {}).get("serving") or []
+        return [r for r in rows if r["inferenceDeployment"] == f"{namespace}/detector"]
+
+    # What a device serves is written coalesced (every 10 s at most), after the deployment is Ready.
+    wait_for("edge-1 lists what it serves", lambda: serving() == want, 30, env.op)
 
 
 def test_requirements_and_unplaced_reasons(env: Env, namespace: str) -> None:
@@ -294,6 +299,14 @@ def test_bad_signature_digest_mismatch_and_unreachable_source_recovers(env: Env,
     env.apply(edge_model("badsig", namespace, url, sha, signature={
         "publicKeySecretRef": {"name": "k"}, "value": integrity.sign_digest(other, sha)}))
     env.wait_cond("em", "badsig", namespace, "Verified", "False", "BadSignature")
+
+    # The digest matches, but the bytes are not a model onnxruntime can load.
+    junk = env.models / f"{namespace}-junk.onnx"
+    junk.write_bytes(b"not an onnx graph " * 64)
+    d = integrity.hash_file(junk)
+    env.apply(edge_model("junk", namespace, env.server.url(junk.name), d.sha256))
+    m = env.wait_cond("em", "junk", namespace, "Verified", "False", "InvalidModel")
+    assert "onnxruntime" in env.cond(m, "Verified")["message"]
 
     # Unreachable: the file is not there yet; the operator retries with backoff and recovers.
     late = f"{namespace}-late.onnx"
