@@ -27,6 +27,7 @@ import kopf
 from edge_operator import conditions as cond
 from edge_operator import constants as c
 from edge_operator import metrics, planner
+from edge_operator.catalog import DeviceCatalog, SelectorIndex
 from edge_operator.config import OperatorConfig
 from edge_operator.kubeapi import ApiError, KubeApi, Ref
 from edge_operator.leader import LeaderElector
@@ -96,7 +97,10 @@ class Controller:
         # Device catalogue, rebuilt lazily when a device or node changed.
         self._catalog_version = 0
         self._catalog_built = -1
-        self._catalog: dict[str, DeviceView] = {}
+        self._catalog = DeviceCatalog({})
+        # Deployments by the label terms that anchor their selectors: a device change concerns
+        # only the deployments found here, not all of them.
+        self._selectors = SelectorIndex()
         self._placements: dict[tuple[str, str], _PlacementCache] = {}
         # Children applied but not yet seen back through the watch: name -> spec hash.
         self._applied: dict[tuple[str, str], str] = {}
@@ -202,15 +206,25 @@ class Controller:
             if store:
                 yield from store
 
-    def catalog(self) -> dict[str, DeviceView]:
-        if self._catalog_built != self._catalog_version:
-            version = self._catalog_version
-            views = {}
-            for dev in self._values(IDX_DEVICES):
-                views[dev.name] = device_view(dev, self._one(IDX_NODES, dev.node_name))
-            self._catalog = views
-            self._catalog_built = version
+    def catalog(self) -> DeviceCatalog:
+        """The device catalogue: built once from the caches, then kept by the event hooks one
+        device at a time (never rebuilt per event: that would be O(fleet) per heartbeat)."""
+        if self._catalog_built < 0:
+            self._catalog = DeviceCatalog({d.name: device_view(d, self._one(IDX_NODES, d.node_name))
+                                           for d in self._values(IDX_DEVICES)})
+            self._catalog_built = self._catalog_version
         return self._catalog
+
+    def _refresh_device(self, name: str) -> DeviceView | None:
+        """Re-join one device with its node into the catalogue; its view, or None if it is gone."""
+        dev: DeviceInfo | None = self._one(IDX_DEVICES, name)
+        cat = self.catalog()
+        if dev is None:
+            cat.remove(name)
+            return None
+        view = device_view(dev, self._one(IDX_NODES, dev.node_name))
+        cat.put(view)
+        return view
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """For the fleet gauges, at scrape time."""
@@ -266,7 +280,7 @@ class Controller:
     def _fan_out(self, device: str) -> None:
         """Queue the deployments a device change can matter to: those whose selector matches
         the device's labels before or after, and those running something on it."""
-        view = self.catalog().get(device)
+        view = self._refresh_device(device)
         old = self._device_labels.get(device)
         new = view.labels if view is not None else None
         if new is None:
@@ -274,7 +288,14 @@ class Controller:
         else:
             self._device_labels[device] = new
         delay = self.cfg.fanout_delay
-        for idep in self._values(IDX_IDEPS):
+        keys: set[Hashable] = set()
+        for labels in (old, new):
+            if labels is not None:
+                keys |= self._selectors.candidates(labels)
+        for key in keys:
+            idep: IdepInfo | None = self._one(IDX_IDEPS, key)
+            if idep is None:
+                continue
             if (old is not None and matches(idep.selector, old)) or (new is not None and matches(idep.selector, new)):
                 self.reconcile_q.add_after(("idep", idep.namespace, idep.name), delay)
         for ch in self._all(IDX_CHILDREN_BY_DEVICE, device):
@@ -310,8 +331,11 @@ class Controller:
             self._idep_seen.pop(key, None)
             self._placements.pop(key, None)
             self._counts.pop(key, None)
+            self._selectors.remove(key)
             return
         self._idep_seen[key] = cur
+        assert info is not None
+        self._selectors.put(key, info.selector)
         self.reconcile_q.add(("idep", namespace, name))
 
     def on_child(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -389,12 +413,12 @@ class Controller:
             metrics.RECONCILES.labels(kind, outcome).inc()
             metrics.RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - start)
 
-    def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: Mapping[str, DeviceView]) -> Placement:
-        key = (self._catalog_built, model.placement_key(), idep.uid, idep.generation)
+    def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog) -> Placement:
+        key = (self._catalog_version, model.placement_key(), idep.uid, idep.generation)
         cached = self._placements.get(idep.key)
         if cached is not None and cached.key == key:
             return cached.placement
-        placement = planner.compute_placement(idep, model, catalog.values())
+        placement = planner.compute_placement(idep, model, catalog)
         self._placements[idep.key] = _PlacementCache(key, placement)
         return placement
 

@@ -88,8 +88,9 @@ class Rejection:
 @dataclass(frozen=True)
 class Placement:
     assignments: tuple[Assignment, ...]
-    rejections: tuple[Rejection, ...]
+    rejections: tuple[Rejection, ...]  # selected but unsuitable, then NotSelected among those looked at
     selected: int
+    not_selected: int = 0  # devices of the fleet the selector does not match
     notes: tuple[str, ...] = field(default=())
 
     def by_device(self) -> dict[str, Assignment]:
@@ -194,8 +195,13 @@ def place(
     variants: Iterable[Artifact],
     devices: Iterable[DeviceView],
     memory_request: int | None = None,
+    fleet_size: int | None = None,
 ) -> Placement:
-    """Choose devices and builds. O(devices); assignments and rejections sorted by device name."""
+    """Choose devices and builds; assignments and rejections sorted by device name.
+
+    `devices` may be the whole fleet or only the candidates a label index found for the
+    selector (then `fleet_size` is the whole fleet's size, for the not-selected count).
+    O(devices given)."""
     variants = tuple(variants)
     assignments: list[Assignment] = []
     rejections: list[Rejection] = []
@@ -214,4 +220,6 @@ def place(
     assignments.sort(key=lambda a: a.device)
     # Rejections a person can act on first (requirements), then the merely unselected.
     rejections.sort(key=lambda r: (r.reason == "NotSelected", r.device))
-    return Placement(tuple(assignments), tuple(rejections), selected)
+    looked_at = len(assignments) + len(rejections)
+    total = fleet_size if fleet_size is not None else looked_at
+    return Placement(tuple(assignments), tuple(rejections), selected, max(0, total - selected))

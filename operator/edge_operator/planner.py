@@ -21,6 +21,7 @@ from typing import Any
 
 from edge_operator import conditions as cond
 from edge_operator import constants as c
+from edge_operator.catalog import DeviceCatalog
 from edge_operator.manifests import Owner, WorkloadInputs, child_deployment
 from edge_operator.placement import DeviceView, Placement, Rejection, place
 from edge_operator.quantity import QuantityError, quantity_bytes
@@ -143,14 +144,14 @@ def device_phase(
     return DevicePhase("Pending", False, True, pod.reason)
 
 
-def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int, int]:
-    """Selected-but-rejected devices, listed with their reason (capped), the count not listed,
-    and the count the selector does not match. Devices outside the selector are counted, not
-    listed: in a fleet of thousands, one deployment's status must not name every other device."""
+def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int]:
+    """Selected-but-rejected devices, listed with their reason (capped), and the count not listed.
+    Devices outside the selector are counted (`notSelected`), not listed: in a fleet of
+    thousands, one deployment's status must not name every other device."""
     actionable = [r for r in rejections if r.reason != "NotSelected"]
     listed = [{"device": r.device, "reason": r.reason, "message": r.message}
               for r in actionable[:MAX_LISTED_UNPLACED]]
-    return listed, max(0, len(actionable) - MAX_LISTED_UNPLACED), len(rejections) - len(actionable)
+    return listed, max(0, len(actionable) - MAX_LISTED_UNPLACED)
 
 
 def _reason_summary(rejections: Iterable[Rejection]) -> str:
@@ -192,9 +193,9 @@ def fold_status(
         status["modelSha256"] = model.source.sha256
         status["shortDigest"] = model.source.sha256[:12]
     if placement is not None:
-        unplaced, more, not_selected = _unplaced(placement.rejections)
+        unplaced, more = _unplaced(placement.rejections)
         status["selected"] = placement.selected
-        status["notSelected"] = not_selected
+        status["notSelected"] = placement.not_selected
         status["unplaced"] = unplaced
         if more:
             status["unplacedNotListed"] = more
@@ -220,7 +221,7 @@ def fold_status(
             message += f"; existing workloads are kept ({summary})"
         new = conds((False, reason, message), (progressing, reason, message), (degraded, reason, message))
     elif placement is not None and placement.selected == 0:
-        msg = f"no EdgeDevice matches {describe(idep.selector)} ({len(placement.rejections)} devices known)"
+        msg = f"no EdgeDevice matches {describe(idep.selector)} ({placement.not_selected} devices known)"
         new = conds((False, "NoMatchingDevices", msg), (False, "NoMatchingDevices", msg),
                     (False, "NoMatchingDevices", msg))
     elif placed == 0:
@@ -266,9 +267,12 @@ def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> tuple[str, str, 
     return None
 
 
-def compute_placement(idep: IdepInfo, model: ModelInfo, devices: Iterable[DeviceView]) -> Placement:
-    return place(idep.selector, model.requirements, model.source, model.variants, devices,
-                 memory_request(idep.runtime))
+def compute_placement(idep: IdepInfo, model: ModelInfo, devices: Mapping[str, DeviceView]) -> Placement:
+    """Placement over the catalogue; with a DeviceCatalog only the devices its label index finds
+    for the selector are looked at."""
+    candidates = devices.candidates(idep.selector) if isinstance(devices, DeviceCatalog) else devices.values()
+    return place(idep.selector, model.requirements, model.source, model.variants, candidates,
+                 memory_request(idep.runtime), fleet_size=len(devices))
 
 
 def plan(
@@ -307,7 +311,7 @@ def plan(
         return IdepPlan((), (), fold_status(idep, model, None, phases, rows, blocked, now))
 
     if placement is None:
-        placement = compute_placement(idep, model, devices.values())
+        placement = compute_placement(idep, model, devices)
     desired = workload_inputs(idep, model, placement, image)
     targets = policy(desired, children)
     apply: list[dict[str, Any]] = []
