@@ -32,7 +32,8 @@ def batch_key(feeds: dict[str, np.ndarray]) -> BatchKey:
 
 
 def batch_rows(feeds: dict[str, np.ndarray]) -> int:
-    return int(next(iter(feeds.values())).shape[0])
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def fits(rows: int, add: int, max_batch_size: int) -> bool:
@@ -105,7 +106,7 @@ class Runner:
         try:
             if not self.batching:
                 if self._on_batch is not None:
-                    self._on_batch(batch_rows(feeds) if feeds else 1)
+                    self._on_batch(batch_rows(feeds))
                 return await self._run_direct(feeds)
             if self._task is None:
                 self._queue = asyncio.Queue()

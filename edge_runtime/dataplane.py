@@ -115,6 +115,7 @@ class DataPlane:
         self.run_executor: Executor = ThreadPoolExecutor(1, thread_name_prefix="edgeai-run")
         self.load_executor: Executor = ThreadPoolExecutor(1, thread_name_prefix="edgeai-load")
         self._last_judgement: Judgement | None = None
+        metrics.live(self.queue_depths, lambda: self.readiness().ready)
 
     # --- loading -------------------------------------------------------------
 
@@ -352,7 +353,6 @@ class DataPlane:
         j = judge_readiness(models, self.errors.judge(self._clock()))
         if self._last_judgement is None or j.ready != self._last_judgement.ready:
             (log.info if j.ready else log.warning)("readiness changed", extra={"ready": j.ready, "reason": j.reason})
-            self.metrics.ready.set(1 if j.ready else 0)
         self._last_judgement = j
         return j
 
@@ -360,7 +360,7 @@ class DataPlane:
         out = {}
         for name, slot in self._slots.items():
             if slot.current is not None:
-                out[name] = slot.current.runner.queue_depth() + slot.current.runner.in_flight
+                out[name] = slot.current.runner.in_flight  # queued + running
         return out
 
     # --- inference ----------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -114,6 +114,22 @@ class DeviceCollector(Collector):
             pass
 
 
+class _LiveCollector(Collector):
+    def __init__(self, metrics: RuntimeMetrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Any]:
+        depth = GaugeMetricFamily("edgeai_queue_depth", "Requests waiting for or in a model run", labels=["model"])
+        if self._m._queue_source is not None:
+            for model, n in sorted(self._m._queue_source().items()):
+                depth.add_metric([model], n)
+        yield depth
+        if self._m._ready_source is not None:
+            yield GaugeMetricFamily(
+                "edgeai_ready", "1 when the runtime judges itself ready", value=1 if self._m._ready_source() else 0
+            )
+
+
 class RuntimeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -142,7 +158,6 @@ class RuntimeMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("edgeai_queue_depth", "Requests waiting for a model run", ["model"], registry=r)
         self.fallbacks = Counter(
             "edgeai_fallbacks", "Low-confidence results and what happened to them", ["model", "outcome"], registry=r
         )
@@ -181,10 +196,18 @@ class RuntimeMetrics:
             ["model", "version", "sha256"],
             registry=r,
         )
-        self.ready = Gauge("edgeai_ready", "1 when the runtime judges itself ready", registry=r)
+        # Queue depth and readiness are read at scrape time (see `live`), so they are
+        # right on every scrape, also when /metrics is served on its own port.
+        self._queue_source: Callable[[], dict[str, int]] | None = None
+        self._ready_source: Callable[[], bool] | None = None
+        r.register(_LiveCollector(self))
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._batch_children: dict[str, Any] = {}
         self.started = time.time()
+
+    def live(self, queue_depths: Callable[[], dict[str, int]], ready: Callable[[], bool]) -> None:
+        self._queue_source = queue_depths
+        self._ready_source = ready
 
     def observe_request(self, model: str, version: str, outcome: str, seconds: float) -> None:
         key = (model, version, outcome)

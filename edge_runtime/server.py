@@ -279,9 +279,5 @@ class App:
         raise HttpError(404, f"no such repository endpoint: /v2/repository/{'/'.join(rest)}")
 
     def metrics_text(self) -> bytes:
-        m = self.dp.metrics
-        for model, depth in self.dp.queue_depths().items():
-            m.queue_depth.labels(model).set(depth)
-        self.dp.readiness()
-        out: bytes = generate_latest(m.registry)
+        out: bytes = generate_latest(self.dp.metrics.registry)
         return out

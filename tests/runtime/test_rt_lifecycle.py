@@ -12,7 +12,7 @@ import pytest
 
 from edge_runtime import integrity, models_zoo
 
-from .conftest import Models, Server, json_infer_body, metric_value, sha256_of
+from .conftest import Models, Server, free_port, json_infer_body, metric_value, request, sha256_of
 
 pytestmark = pytest.mark.runtime
 
@@ -163,7 +163,10 @@ def test_hot_swap_rollback_and_refused_loads(serve: Serve, models: Models, tmp_p
 
 
 def test_readiness_follows_runtime_error_rate(serve: Serve, models: Models) -> None:
-    srv = serve(models.gather, "g", "--error-window-s", "60", "--max-error-rate", "0.5")
+    metrics_port = free_port()
+    srv = serve(
+        models.gather, "g", "--error-window-s", "60", "--max-error-rate", "0.5", "--metrics-port", str(metrics_port)
+    )
     ok = {
         "inputs": [
             {"name": "data", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
@@ -183,7 +186,11 @@ def test_readiness_follows_runtime_error_rate(serve: Serve, models: Models) -> N
     assert r.status == 400
     assert "25 of the last 30 requests failed" in r.headers["x-edgeai-not-ready"]
     assert srv.get("/v2/health/live").status == 200  # alive, just not fit for traffic
-    assert metric_value(srv.metrics(), "edgeai_ready") == 0
+    # /metrics lives on its own port here, and still reads readiness at scrape time.
+    assert srv.get("/metrics").status == 404
+    text = request(metrics_port, "GET", "/metrics").body.decode()
+    assert metric_value(text, "edgeai_ready") == 0
+    assert metric_value(text, "edgeai_requests_total", {"model": "g", "outcome": "error"}) == 25
 
 
 def test_dynamic_batching_combines_and_splits(serve: Serve, models: Models) -> None:
