@@ -29,8 +29,6 @@ from onnx import TensorProto, helper
 
 from edge_runtime import models_zoo
 
-pytestmark = pytest.mark.runtime
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
