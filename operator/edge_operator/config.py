@@ -31,7 +31,7 @@ class OperatorConfig:
     lease_name: str = c.OPERATOR_NAME
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
-    workers: int = 32
+    workers: int = 64
     verify_workers: int = 2
     resync_seconds: float = 300.0
     fanout_delay: float = 0.5  # coalesce a burst of device/node changes into one reconcile per deployment
@@ -41,6 +41,8 @@ class OperatorConfig:
     # Progress-only status changes (a device's phase, counts) wait up to this long to be written
     # together; condition changes (Ready, Degraded...) are written at once.
     status_interval: float = 5.0
+    # Budget for progress-only status writes across all objects (see Controller._hold).
+    progress_writes_per_second: float = 20.0
     # What a device serves is informational (the deployments' status is authoritative): coarser.
     device_status_interval: float = 10.0
     heartbeat_resolution: float = 300.0
@@ -62,7 +64,7 @@ def parse(argv: Sequence[str] | None = None) -> OperatorConfig:
                     help="act at once without a Lease (one replica only)")
     ap.add_argument("--metrics-bind", default=os.environ.get("EDGEAI_METRICS_BIND", "0.0.0.0:8080"),
                     help="HOST:PORT for /metrics, /healthz and /readyz")
-    ap.add_argument("--workers", type=int, default=_env_int("EDGEAI_WORKERS", 32),
+    ap.add_argument("--workers", type=int, default=_env_int("EDGEAI_WORKERS", 64),
                     help="concurrent reconciles (each mostly waits on the API server)")
     ap.add_argument("--verify-workers", type=int, default=_env_int("EDGEAI_VERIFY_WORKERS", 2))
     ap.add_argument("--resync-seconds", type=float, default=_env_float("EDGEAI_RESYNC_SECONDS", 300.0))

@@ -378,9 +378,15 @@ class Controller:
 
     def _hold(self, key: Hashable, interval: float) -> Requeue | None:
         """Hold a progress-only status change for up to `interval`, so the changes of a rollout
-        step are written together; None once it has waited long enough."""
+        step are written together; None once it has waited long enough.
+
+        The interval stretches with the number of objects holding progress, so that progress
+        writes stay near `progress_writes_per_second` however large the rollout: 1,000 devices
+        starting at once must not turn into 1,000 status writes every few seconds while the API
+        server is busiest. Condition changes (Ready, Degraded) are never held."""
         now = time.monotonic()
         since = self._pending_since.setdefault(key, now)
+        interval = max(interval, len(self._pending_since) / self.cfg.progress_writes_per_second)
         left = since + interval - now
         return Requeue(left) if left > 0 else None
 
@@ -461,6 +467,9 @@ class Controller:
                 return  # applied a moment ago; the watch has not brought it back yet
             async with sem:
                 try:
+                    # Server-side apply for create and update alike: the operator owns exactly the
+                    # fields it sets, and a field it stops setting is removed, which a create
+                    # followed by applies would not guarantee.
                     await self.api.apply(manifest)
                 except ApiError as e:
                     if not e.namespace_terminating:

@@ -182,5 +182,8 @@ def test_progress_is_not_urgent_but_condition_and_generation_changes_are() -> No
     ready = run(idep_body(status=first), model_body(),
                 children={d: replace(ch, ready=1, available=1) for d, ch in children.items()}).status
     assert planner.urgent_change(first, ready)  # Ready flipped
-    assert planner.urgent_change({}, first)  # a generation acknowledged
+    assert not planner.urgent_change({}, first)  # a brand-new rollout in progress may wait...
+    assert planner.urgent_change({}, dict(first, conditions=[{"type": "Ready", "status": "False",
+                                                               "reason": "ModelNotFound"}]))  # ...a problem not
+    assert planner.urgent_change(first, dict(first, observedGeneration=3))  # a spec change is acknowledged
     assert planner.urgent_change(first, dict(first, placed=5), ("placed",))
