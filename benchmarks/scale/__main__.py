@@ -75,9 +75,13 @@ class Api:
 
     def _raw(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None) -> bytes:
         args = self.client.param_serialize(
-            method=method, resource_path=path, query_params=query or [], body=body,
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            body=body,
             header_params={"Content-Type": "application/json", "Accept": "application/json"},
-            auth_settings=["BearerToken"])
+            auth_settings=["BearerToken"],
+        )
         resp = self.client.call_api(*args, _request_timeout=60)
         data: bytes = resp.read()
         if resp.status >= 400:
@@ -102,7 +106,7 @@ class Api:
         for key, value in parse_metrics(text.decode()).items():
             if not key.startswith("apiserver_request_total{"):
                 continue
-            labels = dict(p.split("=", 1) for p in key[key.index("{") + 1:-1].split(","))
+            labels = dict(p.split("=", 1) for p in key[key.index("{") + 1 : -1].split(","))
             if labels.get("resource", "").strip('"') in HEARTBEAT_RESOURCES or labels.get("verb") == '"WATCH"':
                 continue
             total += int(value)
@@ -131,8 +135,7 @@ def relax_node_monitor(plane: localplane.Plane) -> None:
                     break
                 time.sleep(0.1)
         comps[i] = localplane._start(plane, comp.name, cmd)
-        localplane._save(plane, st["server"], comps, {k: v for k, v in st.items()
-                                                      if k not in ("server", "components")})
+        localplane._save(plane, st["server"], comps, {k: v for k, v in st.items() if k not in ("server", "components")})
         log("controller-manager restarted without the node-lifecycle controller")
 
 
@@ -160,16 +163,28 @@ def selector(i: int, node: str) -> dict[str, Any]:
         case 1:
             return {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}
         case _:
-            return {"matchLabels": {"edgeai.io/site": profile["site"]},
-                    "matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]},
-                                         {"key": "edgeai.io/quarantine", "operator": "DoesNotExist"}]}
+            return {
+                "matchLabels": {"edgeai.io/site": profile["site"]},
+                "matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]},
+                    {"key": "edgeai.io/quarantine", "operator": "DoesNotExist"},
+                ],
+            }
 
 
 def native_deployment(i: int, node: str, art: Artifact) -> dict[str, Any]:
     """Exactly the workload the operator builds for that device, minus the owner."""
-    inp = WorkloadInputs(namespace=NS_NATIVE, owner=Owner(c.API_VERSION, c.KIND_IDEP, f"native-{i}", "x"),
-                         model="tabular", model_version="1.0.0", device=node, node=node, artifact=art,
-                         image=c.DEFAULT_RUNTIME_IMAGE, runtime={"threads": 1})
+    inp = WorkloadInputs(
+        namespace=NS_NATIVE,
+        owner=Owner(c.API_VERSION, c.KIND_IDEP, f"native-{i}", "x"),
+        model="tabular",
+        model_version="1.0.0",
+        device=node,
+        node=node,
+        artifact=art,
+        image=c.DEFAULT_RUNTIME_IMAGE,
+        runtime={"threads": 1},
+    )
     d = child_deployment(inp)
     del d["metadata"]["ownerReferences"]
     # Not managed by the operator: its server-side label selector must not see these.
@@ -186,8 +201,15 @@ class Phase:
     cluster_requests: int = 0
 
 
-def run_phase(api: Api, name: str, objs: list[dict[str, Any]], path_of: Callable[[dict[str, Any]], str],
-              list_path: str, ready: Callable[[dict[str, Any]], bool], timeout: float) -> Phase:
+def run_phase(
+    api: Api,
+    name: str,
+    objs: list[dict[str, Any]],
+    path_of: Callable[[dict[str, Any]], str],
+    list_path: str,
+    ready: Callable[[dict[str, Any]], bool],
+    timeout: float,
+) -> Phase:
     before = api.apiserver_requests()
     t0 = time.monotonic()
     api.create_all(path_of, objs)
@@ -206,8 +228,11 @@ def run_phase(api: Api, name: str, objs: list[dict[str, Any]], path_of: Callable
 
 def deployment_ready(d: dict[str, Any]) -> bool:
     st = d.get("status") or {}
-    return bool(st.get("observedGeneration", 0) >= d["metadata"]["generation"] and st.get("availableReplicas") == 1
-                and st.get("updatedReplicas") == 1)
+    return bool(
+        st.get("observedGeneration", 0) >= d["metadata"]["generation"]
+        and st.get("availableReplicas") == 1
+        and st.get("updatedReplicas") == 1
+    )
 
 
 def idep_ready(o: dict[str, Any]) -> bool:
@@ -218,13 +243,19 @@ def idep_ready(o: dict[str, Any]) -> bool:
 
 
 def operator_requests(op: OperatorProcess) -> int:
-    return int(sum(v for k, v in op.metrics().items() if k.startswith("edgeai_operator_api_requests_total{")
-                   and 'resource="leases"' not in k))
+    return int(
+        sum(
+            v
+            for k, v in op.metrics().items()
+            if k.startswith("edgeai_operator_api_requests_total{") and 'resource="leases"' not in k
+        )
+    )
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks scale", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks scale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--count", type=int, default=None, help="objects per phase (default: one per node)")
     ap.add_argument("--plane", default="scale")
@@ -254,11 +285,23 @@ def main(argv: Iterable[str] | None = None) -> int:
         with ModelServer(tmp / "models") as server:
             model_path = build_tabular(tmp / "models" / "tabular.onnx")
             dg = hash_file(model_path)
-            art = Artifact("default", "fp32", server.url("tabular.onnx"), dg.sha256, size=dg.size,
-                           accelerators=("cpu",), verified=True)
+            art = Artifact(
+                "default",
+                "fp32",
+                server.url("tabular.onnx"),
+                dg.sha256,
+                size=dg.size,
+                accelerators=("cpu",),
+                verified=True,
+            )
 
-            op = OperatorProcess(str(plane.kubeconfig), tmp / "operator.log", namespace="default",
-                                 identity="bench", env={"EDGEAI_RESYNC_SECONDS": "3600"}).start()
+            op = OperatorProcess(
+                str(plane.kubeconfig),
+                tmp / "operator.log",
+                namespace="default",
+                identity="bench",
+                env={"EDGEAI_RESYNC_SECONDS": "3600"},
+            ).start()
             op.wait_ready(120)
 
             def fleet_known() -> tuple[bool, str]:
@@ -268,24 +311,35 @@ def main(argv: Iterable[str] | None = None) -> int:
 
             wait("operator discovers the fleet", fleet_known, 600, 2.0)
             idle_rss = op.peak_rss_kib()
-            model = {"apiVersion": c.API_VERSION, "kind": c.KIND_MODEL,
-                     "metadata": {"name": "tabular", "namespace": NS_OP},
-                     "spec": {"version": "1.0.0", "source": {"uri": art.uri, "sha256": art.sha256, "size": art.size}}}
+            model = {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND_MODEL,
+                "metadata": {"name": "tabular", "namespace": NS_OP},
+                "spec": {"version": "1.0.0", "source": {"uri": art.uri, "sha256": art.sha256, "size": art.size}},
+            }
             api.call("POST", f"/apis/{c.API_VERSION}/namespaces/{NS_OP}/{c.PLURAL_MODEL}", body=model)
 
             def verified() -> tuple[bool, str]:
                 m = api.call("GET", f"/apis/{c.API_VERSION}/namespaces/{NS_OP}/{c.PLURAL_MODEL}/tabular")
-                ok = any(x["type"] == "Verified" and x["status"] == "True"
-                         for x in (m.get("status") or {}).get("conditions") or [])
+                ok = any(
+                    x["type"] == "Verified" and x["status"] == "True"
+                    for x in (m.get("status") or {}).get("conditions") or []
+                )
                 return ok, str((m.get("status") or {}).get("phase"))
 
             wait("model verified", verified, 120)
 
             # 1. native baseline
             natives = [native_deployment(i, nodes[i], art) for i in range(count)]
-            native = run_phase(api, "native Deployments", natives,
-                               lambda o: f"/apis/apps/v1/namespaces/{NS_NATIVE}/deployments",
-                               f"/apis/apps/v1/namespaces/{NS_NATIVE}/deployments", deployment_ready, a.timeout)
+            native = run_phase(
+                api,
+                "native Deployments",
+                natives,
+                lambda o: f"/apis/apps/v1/namespaces/{NS_NATIVE}/deployments",
+                f"/apis/apps/v1/namespaces/{NS_NATIVE}/deployments",
+                deployment_ready,
+                a.timeout,
+            )
             kube.kubectl("delete", "deployments", "--all", "-n", NS_NATIVE, "--wait=false", timeout=600)
 
             def native_gone() -> tuple[bool, str]:
@@ -297,24 +351,40 @@ def main(argv: Iterable[str] | None = None) -> int:
             # 2. operator path
             ops_before = operator_requests(op)
             cpu_before = op.cpu_seconds() or 0.0
-            ideps = [{"apiVersion": c.API_VERSION, "kind": c.KIND_IDEP,
-                      "metadata": {"name": f"idep-{i}", "namespace": NS_OP},
-                      "spec": {"model": "tabular", "deviceSelector": selector(i, nodes[i]),
-                               "runtime": {"threads": 1}}} for i in range(count)]
-            operator = run_phase(api, "InferenceDeployments", ideps,
-                                 lambda o: f"/apis/{c.API_VERSION}/namespaces/{NS_OP}/{c.PLURAL_IDEP}",
-                                 f"/apis/{c.API_VERSION}/namespaces/{NS_OP}/{c.PLURAL_IDEP}", idep_ready, a.timeout)
+            ideps = [
+                {
+                    "apiVersion": c.API_VERSION,
+                    "kind": c.KIND_IDEP,
+                    "metadata": {"name": f"idep-{i}", "namespace": NS_OP},
+                    "spec": {"model": "tabular", "deviceSelector": selector(i, nodes[i]), "runtime": {"threads": 1}},
+                }
+                for i in range(count)
+            ]
+            operator = run_phase(
+                api,
+                "InferenceDeployments",
+                ideps,
+                lambda o: f"/apis/{c.API_VERSION}/namespaces/{NS_OP}/{c.PLURAL_IDEP}",
+                f"/apis/{c.API_VERSION}/namespaces/{NS_OP}/{c.PLURAL_IDEP}",
+                idep_ready,
+                a.timeout,
+            )
             op_requests = operator_requests(op) - ops_before
             op_cpu = (op.cpu_seconds() or 0.0) - cpu_before
             peak = op.peak_rss_kib() or 0
             m = op.metrics()
             for k, v in sorted(m.items()):
-                if k.startswith(("edgeai_operator_reconcile_duration_seconds_sum",
-                                 "edgeai_operator_reconcile_duration_seconds_count",
-                                 "edgeai_operator_api_requests_total", "edgeai_operator_writes_skipped_total",
-                                 "edgeai_operator_watch_events_total",
-                                 "edgeai_operator_api_request_duration_seconds_sum",
-                                 "edgeai_operator_api_request_duration_seconds_count")):
+                if k.startswith(
+                    (
+                        "edgeai_operator_reconcile_duration_seconds_sum",
+                        "edgeai_operator_reconcile_duration_seconds_count",
+                        "edgeai_operator_api_requests_total",
+                        "edgeai_operator_writes_skipped_total",
+                        "edgeai_operator_watch_events_total",
+                        "edgeai_operator_api_request_duration_seconds_sum",
+                        "edgeai_operator_api_request_duration_seconds_count",
+                    )
+                ):
                     log(f"  {k} {v:g}")
             children = len(api.list(f"/apis/apps/v1/namespaces/{NS_OP}/deployments"))
             assert children == count, f"expected {count} workloads, found {children}"
@@ -328,9 +398,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     rows = [
         ("time to all Ready (s)", f"{native.seconds:.1f}", f"{operator.seconds:.1f}", f"{ratio:.2f}x"),
         ("of which creating the objects (s)", f"{native.create_seconds:.1f}", f"{operator.create_seconds:.1f}", ""),
-        ("API requests served by the cluster (no heartbeats)", str(native.cluster_requests),
-         str(operator.cluster_requests),
-         f"{operator.cluster_requests / native.cluster_requests:.2f}x" if native.cluster_requests else ""),
+        (
+            "API requests served by the cluster (no heartbeats)",
+            str(native.cluster_requests),
+            str(operator.cluster_requests),
+            f"{operator.cluster_requests / native.cluster_requests:.2f}x" if native.cluster_requests else "",
+        ),
         ("API requests made by the operator", "-", str(op_requests), f"{op_requests / count:.1f} per object"),
         ("operator CPU time during the phase (s)", "-", f"{op_cpu:.1f}", ""),
         ("operator peak RSS (MiB)", "-", f"{peak / 1024:.0f}", f"idle with the fleet: {(idle_rss or 0) / 1024:.0f}"),
