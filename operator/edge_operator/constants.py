@@ -41,6 +41,9 @@ A_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 A_SHA256: Final = f"{GROUP}/model-sha256"
 A_VARIANT: Final = f"{GROUP}/variant"
 A_REVISION: Final = f"{GROUP}/revision"
+# Set on an EdgeModel (kubectl edgeai model verify) to ask for a fresh check; the operator echoes
+# the value into status.observedReverify when that check is done.
+A_REVERIFY: Final = f"{GROUP}/reverify"
 # Exact names, since label values are capped at 63 characters and may be shortened.
 A_DEVICE: Final = f"{GROUP}/device"
 A_MODEL: Final = f"{GROUP}/model"

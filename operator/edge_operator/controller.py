@@ -92,6 +92,7 @@ class Controller:
         self._device_seen: dict[str, tuple[Any, ...]] = {}
         self._device_labels: dict[str, Mapping[str, str]] = {}
         self._model_seen: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._model_reverify: dict[tuple[str, str], str | None] = {}
         self._idep_seen: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._pod_seen: dict[tuple[str, str], tuple[Any, ...]] = {}
         # Device catalogue, rebuilt lazily when a device or node changed.
@@ -307,8 +308,14 @@ class Controller:
         info: ModelInfo | None = self._one(IDX_MODELS, key)
         prev = self._model_seen.get(key)
         cur = None if info is None else info.placement_key()
-        # placement_key()[1] is the generation.
-        if info is not None and needs_verification(info) and (prev is None or prev[1] != info.generation):
+        # placement_key()[1] is the generation. A new re-verify request also starts a check.
+        new_request = info is not None and info.reverify != self._model_reverify.get(key)
+        if info is None:
+            self._model_reverify.pop(key, None)
+        else:
+            self._model_reverify[key] = info.reverify
+        if info is not None and needs_verification(info) and (
+                prev is None or prev[1] != info.generation or new_request):
             # Only a new generation (or first sight) starts a check: retries of a failed
             # check are the verify queue's backoff, not the echo of our own status write.
             self.verify_q.add(key)

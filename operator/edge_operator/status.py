@@ -50,6 +50,8 @@ def needs_verification(m: ModelInfo) -> bool:
         return False
     if st.get("observedGeneration") != m.generation:
         return True
+    if reverify_requested(m):
+        return True
     vc = cond.find(st.get("conditions"), "Verified")
     if vc is None or vc.get("status") not in ("True", "False"):
         return True
@@ -58,9 +60,15 @@ def needs_verification(m: ModelInfo) -> bool:
     return any(not v.get("verified") and v.get("reason") in TRANSIENT_REASONS for v in st.get("variants") or [])
 
 
+def reverify_requested(m: ModelInfo) -> bool:
+    """A person asked for a fresh check (annotation) that the operator has not answered yet."""
+    return m.reverify is not None and m.status.get("observedReverify") != m.reverify
+
+
 def previously_verified(m: ModelInfo) -> dict[str, str]:
-    """Builds verified for this generation already: name -> sha256. A retry skips them."""
-    if m.status.get("observedGeneration") != m.generation:
+    """Builds verified for this generation already: name -> sha256. A retry skips them; a
+    requested re-verification checks everything again."""
+    if m.status.get("observedGeneration") != m.generation or reverify_requested(m):
         return {}
     out = {}
     if m.source.verified:
@@ -86,6 +94,8 @@ def model_status(m: ModelInfo, check: ModelCheck, now: str) -> dict[str, Any]:
     src = check.source
     gen = m.generation
     status: dict[str, Any] = {"observedGeneration": gen}
+    if m.reverify is not None:
+        status["observedReverify"] = m.reverify  # this check answers that request
     if src.sha256:
         status["sha256"] = src.sha256
         status["shortDigest"] = src.sha256[:12]

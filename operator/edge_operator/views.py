@@ -143,6 +143,7 @@ class ModelInfo:
     reason: str
     message: str
     deleting: bool = False
+    reverify: str | None = None  # the pending or last re-verification request (annotation value)
 
     @property
     def verified(self) -> bool:
@@ -232,6 +233,7 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
         reason=reason,
         message=message,
         deleting=_deleting(body),
+        reverify=(meta.get("annotations") or {}).get(c.A_REVERIFY) or None,
     )
 
 

@@ -318,6 +318,13 @@ def test_bad_signature_digest_mismatch_and_unreachable_source_recovers(env: Env,
     env.wait_cond("idep", "late", namespace, "Ready", "True", timeout=60)
     assert sorted(env.children(namespace, "late")) == FLEET
 
+    # A re-verification asked for by annotation (kubectl edgeai model verify) fetches again and says
+    # so: the artifact changed on the server behind the same URI, and the check now fails.
+    (env.models / late).write_bytes(b"tampered")
+    env.kube.kubectl("annotate", "em", "late", "-n", namespace, "edgeai.io/reverify=req-1", "--overwrite")
+    m = env.wait_cond("em", "late", namespace, "Verified", "False", "DigestMismatch", timeout=60)
+    assert m["status"]["observedReverify"] == "req-1"
+
 
 def test_child_deleted_by_hand_returns_and_spec_changes_roll(env: Env, namespace: str) -> None:
     url, sha, _ = env.model_file(f"{namespace}-1.onnx", seed=0)

@@ -96,3 +96,17 @@ def test_device_status_online_serving_and_throttled_heartbeat() -> None:
     assert st3["serving"][0]["phase"] == "Offline"
     gone = device_status(dev2, None, [], NOW, 60)
     assert conditions.find(gone["conditions"], "Online")["reason"] == "NodeNotFound"  # type: ignore[index]
+
+
+def test_reverify_request_is_checked_afresh_and_echoed() -> None:
+    st = model_status(model_info(model()), ModelCheck(ArtifactCheck("default", True, SRC, 1)), NOW)
+    body = model(st)
+    assert not needs_verification(model_info(body))
+    body["metadata"]["annotations"] = {"edgeai.io/reverify": "2026-01-01T00:01:00Z"}
+    asked = model_info(body)
+    assert needs_verification(asked) and previously_verified(asked) == {}  # everything is fetched again
+    done = model_status(asked, ModelCheck(ArtifactCheck("default", True, SRC, 1)), NOW)
+    assert done["observedReverify"] == "2026-01-01T00:01:00Z"
+    answered = model(done)
+    answered["metadata"]["annotations"] = body["metadata"]["annotations"]
+    assert not needs_verification(model_info(answered))
