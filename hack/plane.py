@@ -50,7 +50,11 @@ K8S_VERSION = "v1.34.4"
 # cloud workloads stay off them).
 EDGE_LABELS = {"node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": ""}
 EDGE_TAINT = {"key": "node-role.kubernetes.io/edge", "effect": "NoSchedule"}
-KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+# kwok manages (heartbeats, runs the Pods of) exactly the nodes carrying this label. A label,
+# not an annotation: kwok filters annotation selectors client-side and keeps heartbeating a
+# node whose annotation was removed, while a label selector is applied by its watch, so taking
+# the label away really silences the node (an edge site losing its uplink).
+KWOK_LABEL = ("kwok.x-k8s.io/node", "fake")
 
 # Hardware profiles the simulated fleet cycles through: a mixed fleet, as real ones are.
 PROFILES: list[dict[str, str]] = [
@@ -446,7 +450,7 @@ def up(name: str = "default", nodes: int = 3) -> Plane:
             comps.append(_start(plane, "kwok", [
                 str(bins["kwok"]), f"--kubeconfig={plane.dir / 'kwok.kubeconfig'}",
                 "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION[0]}={KWOK_ANNOTATION[1]}",
+                f"--manage-nodes-with-label-selector={KWOK_LABEL[0]}={KWOK_LABEL[1]}",
                 "--node-ip=10.0.0.1", "--cidr=10.0.0.1/16", "--node-lease-duration-seconds=20",
                 f"--server-address=127.0.0.1:{_free_port()}",
             ]))
@@ -549,11 +553,11 @@ class Kube:
 
     def set_node_online(self, name: str, online: bool) -> None:
         """Offline: kwok stops the node's heartbeats, as when an edge site loses its uplink."""
-        key, val = KWOK_ANNOTATION
+        key, val = KWOK_LABEL
         if online:
-            self.kubectl("annotate", "node", name, f"{key}={val}", "--overwrite")
+            self.kubectl("label", "node", name, f"{key}={val}", "--overwrite")
         else:
-            self.kubectl("annotate", "node", name, f"{key}-")
+            self.kubectl("label", "node", name, f"{key}-")
 
     def delete_node(self, name: str) -> None:
         self.kubectl("delete", "node", name, "--wait=true")
@@ -573,9 +577,9 @@ def edge_node(name: str, profile: dict[str, str], labels: dict[str, str] | None 
         "apiVersion": "v1", "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1], "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
             "labels": {
-                **EDGE_LABELS,
+                **EDGE_LABELS, KWOK_LABEL[0]: KWOK_LABEL[1],
                 "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": profile["arch"], "beta.kubernetes.io/arch": profile["arch"],
                 "edgeai.io/accelerator": profile["accelerator"], "edgeai.io/site": profile["site"],
