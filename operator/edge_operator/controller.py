@@ -65,6 +65,9 @@ ALL_INDEXES = (IDX_NODES, IDX_DEVICES, IDX_DEVICES_BY_NODE, IDX_MODELS, IDX_IDEP
                IDX_CHILDREN, IDX_CHILDREN_BY_DEVICE, IDX_PODS)
 
 APPLY_CONCURRENCY = 16
+# Status keys whose change is written at once, not coalesced with progress: a rollout's state
+# changes only at transitions, and an operator restarted mid-rollout resumes from what was written.
+URGENT_IDEP_KEYS = ("placed", "selected", "revision", "currentRevision", "rollout", "revisions")
 
 
 @dataclass
@@ -102,7 +105,7 @@ class Controller:
         # Deployments by the label terms that anchor their selectors: a device change concerns
         # only the deployments found here, not all of them.
         self._selectors = SelectorIndex()
-        self._placements: dict[tuple[str, str], _PlacementCache] = {}
+        self._placements: dict[tuple[str, ...], _PlacementCache] = {}
         # Children applied but not yet seen back through the watch: name -> spec hash.
         self._applied: dict[tuple[str, str], str] = {}
         self._counts: dict[tuple[str, str], tuple[int, int, int]] = {}
@@ -337,6 +340,7 @@ class Controller:
         if cur is None:
             self._idep_seen.pop(key, None)
             self._placements.pop(key, None)
+            self._placements.pop((*key, "other"), None)
             self._counts.pop(key, None)
             self._selectors.remove(key)
             return
@@ -426,13 +430,16 @@ class Controller:
             metrics.RECONCILES.labels(kind, outcome).inc()
             metrics.RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - start)
 
-    def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog) -> Placement:
+    def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog, cache: bool = True) -> Placement:
+        """Placement of `model`'s builds, cached per deployment; another revision's builds (a rollback
+        target, `cache=False`) are kept in a second slot so the two do not evict each other."""
         key = (self._catalog_version, model.placement_key(), idep.uid, idep.generation)
-        cached = self._placements.get(idep.key)
+        slot = idep.key if cache else (*idep.key, "other")
+        cached = self._placements.get(slot)
         if cached is not None and cached.key == key:
             return cached.placement
         placement = planner.compute_placement(idep, model, catalog)
-        self._placements[idep.key] = _PlacementCache(key, placement)
+        self._placements[slot] = _PlacementCache(key, placement)
         return placement
 
     async def reconcile_idep(self, namespace: str, name: str) -> Requeue | None:
@@ -461,7 +468,8 @@ class Controller:
         if model is not None and model.verified and not model.deleting:
             placement = self._placement(idep, model, catalog)
         plan = planner.plan(idep, model, catalog, children, pods, image=self.cfg.image, now=cond.now_iso(),
-                            placement=placement)
+                            now_ts=time.time(), placement=placement,
+                            placement_for=lambda m: self._placement(idep, m, catalog, cache=False))
 
         errors: list[str] = []
         sem = asyncio.Semaphore(APPLY_CONCURRENCY)
@@ -502,7 +510,7 @@ class Controller:
         patch = planner.status_patch(idep.status, plan.status)
         ref = Ref(c.API_VERSION, c.PLURAL_IDEP, name, namespace)
         requeue: Requeue | None = None
-        if patch and not planner.urgent_change(idep.status, plan.status, ("placed", "selected")):
+        if patch and not planner.urgent_change(idep.status, plan.status, URGENT_IDEP_KEYS):
             requeue = self._hold(wkey, self.cfg.status_interval)  # progress only: written together with what follows
             if requeue is not None:
                 patch = None
@@ -515,12 +523,23 @@ class Controller:
                     raise
             self._remember(wkey, idep.resource_version, idep.status, patch)
             self._announce_transition(idep, plan.status)
+            involved = {"apiVersion": c.API_VERSION, "kind": c.KIND_IDEP, "name": idep.name,
+                        "namespace": idep.namespace, "uid": idep.uid}
+            for type_, reason, message in plan.events:
+                self._post_event(involved, type_, reason, message)
+                log.info("rollout", extra={"deployment": f"{namespace}/{name}", "reason": reason, "detail": message})
         else:
             metrics.WRITES_SKIPPED.labels("InferenceDeployment").inc()
         st = plan.status
         self._counts[idep.key] = (int(st.get("placed", 0)), int(st.get("ready", 0)), len(st.get("unplaced", [])))
         if errors:
             raise RetryableError(f"{len(errors)} workload writes failed; first: {errors[0]}")
+        if plan.requeue_after is not None:
+            # A gate timer (ready for N seconds, a pause, a deadline) fires with no event to wake us.
+            timer = Requeue(max(0.5, plan.requeue_after))
+            if requeue is None or (requeue.after is not None and timer.after is not None
+                                   and timer.after < requeue.after):
+                requeue = timer
         return requeue
 
     # Ready reasons of a normal rollout in progress: not worth an Event (one per object each time).

@@ -249,7 +249,9 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         volumes.append({"name": "fallback-queue", "hostPath": {"path": qdir, "type": "DirectoryOrCreate"}})
         main_mounts.append({"name": "fallback-queue", "mountPath": c.FALLBACK_QUEUE_DIR})
 
-    template_annotations = {
+    # A person's pod annotations first: ours (below) win on a clash, the CRD refuses our prefix anyway.
+    template_annotations = {str(k): str(v) for k, v in (inp.runtime.get("podAnnotations") or {}).items()}
+    template_annotations |= {
         # The digest in the pod template: a changed model is a changed template, so it rolls.
         c.A_SHA256: a.sha256,
         c.A_VARIANT: a.name,
@@ -259,8 +261,6 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         "prometheus.io/port": str(c.RUNTIME_PORT),
         "prometheus.io/path": "/metrics",
     }
-    if inp.revision is not None:
-        template_annotations[c.A_REVISION] = str(inp.revision)
 
     pod_spec: dict[str, Any] = {
         "affinity": {
@@ -338,6 +338,10 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
             "template": {"metadata": {"labels": labels, "annotations": template_annotations}, "spec": pod_spec},
         },
     }
+    if inp.revision is not None:
+        # On the Deployment, not its pod template: going back to an identical template under a new
+        # revision number (an undo) rewrites metadata and restarts no pod.
+        manifest["metadata"]["annotations"][c.A_REVISION] = str(inp.revision)
     manifest["metadata"]["annotations"][c.A_SPEC_HASH] = spec_hash(manifest)
     return manifest
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from edge_operator import conditions as cond
 from edge_operator import constants as c
+from edge_operator import revisions as rev
+from edge_operator import rollout as ro
 from edge_operator.catalog import DeviceCatalog
 from edge_operator.manifests import Owner, WorkloadInputs, child_deployment
 from edge_operator.placement import DeviceView, Placement, Rejection, place
@@ -53,6 +55,8 @@ class IdepPlan:
     delete: tuple[ChildInfo, ...]
     status: dict[str, Any]
     placement: Placement | None = None
+    requeue_after: float | None = None  # look again then, even if nothing else happens (gate timers)
+    events: tuple[tuple[str, str, str], ...] = ()  # (type, reason, message) worth an Event
 
 
 def memory_request(runtime: Mapping[str, Any]) -> int | None:
@@ -68,38 +72,28 @@ def memory_request(runtime: Mapping[str, Any]) -> int | None:
 
 
 def workload_inputs(
-    idep: IdepInfo, model: ModelInfo, placement: Placement, image: str
+    idep: IdepInfo, template: rev.Template, placement: Placement, revision: int | None = None
 ) -> dict[str, WorkloadInputs]:
-    """What every placed device should serve: the desired revision."""
+    """What every placed device would serve under one revision."""
     owner = Owner(c.API_VERSION, c.KIND_IDEP, idep.name, idep.uid)
     return {
         a.device: WorkloadInputs(
             namespace=idep.namespace,
             owner=owner,
-            model=model.name,
-            model_version=model.version,
+            model=template.model,
+            model_version=template.model_version,
             device=a.device,
             node=a.node,
             artifact=a.artifact,
-            image=image,
-            runtime=idep.runtime,
-            fallback=idep.fallback,
-            public_key=model.public_key,
-            decryption_key=model.decryption_key,
+            image=template.image,
+            runtime=template.runtime,
+            fallback=template.fallback,
+            public_key=template.public_key,
+            decryption_key=template.decryption_key,
+            revision=revision,
         )
         for a in placement.assignments
     }
-
-
-# A rollout policy maps (desired inputs per device, current children) to the inputs each device
-# gets now. The default rolls every device at once; Deployments' maxSurge keeps each device serving.
-TargetPolicy = Callable[[Mapping[str, WorkloadInputs], Mapping[str, ChildInfo]], Mapping[str, WorkloadInputs]]
-
-
-def all_at_once(
-    desired: Mapping[str, WorkloadInputs], children: Mapping[str, ChildInfo]
-) -> Mapping[str, WorkloadInputs]:
-    return desired
 
 
 def _newest_pod(pods: Sequence[PodInfo], sha256: str | None) -> PodInfo | None:
@@ -284,14 +278,16 @@ def plan(
     *,
     image: str,
     now: str,
-    policy: TargetPolicy = all_at_once,
+    now_ts: float | None = None,
     placement: Placement | None = None,
+    placement_for: Callable[[ModelInfo], Placement] | None = None,
 ) -> IdepPlan:
     """Decide everything for one InferenceDeployment.
 
     `devices` is the catalogue by name; `children` and `pods` are keyed by device. A caller
     that cached the placement for unchanged inputs passes it, and the cost is then
-    proportional to the devices placed, not to the fleet.
+    proportional to the devices placed, not to the fleet. `placement_for` places another
+    revision's builds (a rollback target); it defaults to computing it.
     """
 
     def online(dev: str) -> bool:
@@ -299,7 +295,22 @@ def plan(
         return d is not None and d.online
 
     blocked = _blocked_reason(idep, model)
-    if blocked is not None or model is None:
+    pol: ro.Policy | None = None
+    if blocked is None:
+        try:
+            pol = ro.parse_policy(idep.rollout)
+        except ro.RolloutSpecError as e:
+            blocked = ("InvalidSpec", str(e), False, True)
+    resolution: rev.Resolution | None = None
+    if blocked is None and model is not None and pol is not None:
+        spec_template = rev.template_for(model, idep.runtime, idep.fallback, image)
+        resolution = rev.resolve(rev.history_from_status(idep.status), spec_template,
+                                 _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
+                                 _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),
+                                 now)
+        if resolution.error:
+            blocked = ("InvalidSpec", resolution.error, False, True)
+    if blocked is not None or model is None or pol is None or resolution is None:
         # Never tear down a serving fleet because the model is missing or being re-verified:
         # keep what runs, place nothing new, and say why.
         phases = {}
@@ -307,34 +318,163 @@ def plan(
         for dev, existing in sorted(children.items()):
             ph = device_phase(existing, pods.get(dev, ()), online(dev), None, existing.sha256)
             phases[dev] = ph
-            rows.append(_row(dev, existing.variant, existing.sha256, ph))
+            rows.append(_row(dev, existing.variant, existing.sha256, ph, revision=existing.revision))
         return IdepPlan((), (), fold_status(idep, model, None, phases, rows, blocked, now))
 
+    ts = now_ts if now_ts is not None else (ro.parse_time(now) or 0.0)
+    history = resolution.history
+    target = resolution.target
+    target_rev = rev.find(history, target)
+    assert target_rev is not None
+    stable = _int(idep.status.get("currentRevision"))
+    if rev.find(history, stable) is None:
+        stable = None
+
+    place_for = placement_for or (lambda m: compute_placement(idep, m, devices))
     if placement is None:
         placement = compute_placement(idep, model, devices)
-    desired = workload_inputs(idep, model, placement, image)
-    targets = policy(desired, children)
+    spec_hash = rev.template_for(model, idep.runtime, idep.fallback, image).hash()
+
+    def placement_of(r: rev.Revision) -> Placement:
+        assert model is not None and placement is not None
+        return placement if r.hash == spec_hash else place_for(r.template.model_view(model))
+
+    # Inputs per device for every revision a device may be asked to serve: the target, the
+    # stable one, and whatever an unfinished earlier rollout left on some devices.
+    wanted = {target} | ({stable} if stable is not None else set())
+    wanted |= {ch.revision for ch in children.values() if ch.revision is not None}
+    inputs: dict[int, dict[str, WorkloadInputs]] = {}
+    for n in sorted(wanted):
+        r = rev.find(history, n)
+        if r is not None:
+            inputs[n] = workload_inputs(idep, r.template, placement_of(r), n)
+    target_placement = placement_of(target_rev)
+    placed = {a.device: a for a in target_placement.assignments}
+    labels = {d: (devices[d].labels if d in devices else {}) for d in placed}
+    order = ro.order_devices(labels, pol.order_by)
+    bounds = ro.wave_bounds(pol, order, labels)
+    if target_rev.reason.startswith("rollback to"):
+        bounds = [len(order)]  # an undo by hand goes everywhere at once, as a rollback does
+    states = {d: _device_rollout(children[d], pods.get(d, ()), online(d)) for d in order if d in children}
+    usable = frozenset(r.number for r in history if r.outcome not in rev.FINAL_BAD)
+    prev = ro.RolloutState.from_dict(idep.status.get("rollout"))
+    target_failed = target_rev.outcome in rev.FINAL_BAD
+    st = ro.step(pol, prev, target, stable, target_failed, order, bounds, states, usable, ts)
+
+    if st.failure:
+        history = rev.with_outcome(history, target, rev.FAILED, st.failure)
+    if st.succeeded:
+        history = rev.with_outcome(history, target, rev.SUCCEEDED)
+        stable = target
+
     apply: list[dict[str, Any]] = []
     phases = {}
     rows = []
-    for dev, inputs in sorted(targets.items()):
-        manifest = child_deployment(inputs)
-        want_hash = manifest["metadata"]["annotations"][c.A_SPEC_HASH]
+    updated_to_target = 0
+    for dev in sorted(placed):
         ch = children.get(dev)
+        trev = st.targets.get(dev)
+        inp = inputs.get(trev, {}).get(dev) if trev is not None else None
+        if inp is None:
+            # Not admitted yet and nothing older to serve (or its build does not fit here): a
+            # workload already there is left as it is, never torn down for a wave to come.
+            if ch is not None:
+                ph = device_phase(ch, pods.get(dev, ()), online(dev), ch.spec_hash, ch.sha256)
+                phases[dev] = ph
+                rows.append(_row(dev, ch.variant, ch.sha256, ph, node=placed[dev].node, revision=ch.revision))
+            continue
+        manifest = child_deployment(inp)
+        want_hash = manifest["metadata"]["annotations"][c.A_SPEC_HASH]
         if ch is None or (ch.spec_hash != want_hash and not ch.deleting):
             apply.append(manifest)
-        ph = device_phase(ch, pods.get(dev, ()), online(dev), want_hash, inputs.artifact.sha256)
+        ph = device_phase(ch, pods.get(dev, ()), online(dev), want_hash, inp.artifact.sha256)
+        if trev == target and ch is not None and ch.spec_hash == want_hash:
+            updated_to_target += 1
         phases[dev] = ph
-        rows.append(_row(dev, inputs.artifact.name, inputs.artifact.sha256, ph,
-                         precision=inputs.artifact.precision, node=inputs.node))
-    delete = tuple(ch for dev, ch in sorted(children.items()) if dev not in targets and not ch.deleting)
-    status = fold_status(idep, model, placement, phases, rows, None, now)
-    return IdepPlan(tuple(apply), delete, status, placement)
+        rows.append(_row(dev, inp.artifact.name, inp.artifact.sha256, ph,
+                         precision=inp.artifact.precision, node=inp.node, revision=trev))
+    delete = tuple(ch for dev, ch in sorted(children.items()) if dev not in placed and not ch.deleting)
+    status = fold_status(idep, model, target_placement, phases, rows, None, now)
+    status["updated"] = updated_to_target
+    keep = {target} | ({stable} if stable is not None else set()) | {
+        ch.revision for ch in children.values() if ch.revision is not None}
+    history = rev.prune(history, keep, pol.history_limit)
+    status["revision"] = target
+    if stable is not None:
+        status["currentRevision"] = stable
+    rollout_status = st.state.to_dict()
+    if resolution.pin:
+        rollout_status["pin"] = resolution.pin
+    if resolution.observed_rollback:
+        rollout_status["observedRollbackTo"] = resolution.observed_rollback
+    status["rollout"] = rollout_status
+    status["revisions"] = [r.to_dict() for r in history]
+    _rollout_conditions(idep, status, st, target, stable, now)
+    events = _rollout_events(st, target, stable)
+    return IdepPlan(tuple(apply), delete, status, target_placement, requeue_after=st.requeue_after, events=events)
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _rollout_get(idep: IdepInfo, key: str) -> Mapping[str, Any] | None:
+    r = idep.status.get("rollout")
+    v = r.get(key) if isinstance(r, Mapping) else None
+    return v if isinstance(v, Mapping) else None
+
+
+def _device_rollout(ch: ChildInfo, pods: Sequence[PodInfo], online: bool) -> ro.DeviceRollout:
+    """A device as the rollout sees it: judged against the template its workload has now."""
+    ph = device_phase(ch, pods, online, ch.spec_hash, ch.sha256)
+    pod = _newest_pod(pods, ch.sha256)
+    failed = (ph.message or ph.phase) if ph.phase in FAILED_PHASES else ""
+    return ro.DeviceRollout(revision=ch.revision, ready=ph.ready, online=online, failed=failed,
+                            restarts=pod.restarts if pod is not None else 0)
+
+
+def _rollout_conditions(idep: IdepInfo, status: dict[str, Any], st: ro.Step, target: int, stable: int | None,
+                        now: str) -> None:
+    """Progressing and Degraded say where the rollout stands; Ready stays about the devices."""
+    phase = st.state.phase
+    gen = idep.generation
+    msg = st.state.message
+    new: list[dict[str, Any]] = []
+    if phase == ro.PAUSED:
+        new.append(cond.make("Progressing", False, "RolloutPaused", msg, gen))
+    elif phase == ro.ROLLING_BACK:
+        new.append(cond.make("Progressing", True, "RollingBack", msg, gen))
+        new.append(cond.make("Degraded", True, "RolloutFailed", msg, gen))
+    elif phase == ro.ROLLED_BACK:
+        text = msg or f"revision {target} failed; the fleet serves revision {stable}"
+        new.append(cond.make("Progressing", False, "RolledBack", text, gen))
+        new.append(cond.make("Degraded", True, "RolloutFailed", text, gen))
+    elif phase == ro.HALTED:
+        new.append(cond.make("Progressing", False, "RolloutHalted", msg, gen))
+        new.append(cond.make("Degraded", True, "RolloutFailed", msg, gen))
+    elif phase == ro.PROGRESSING:
+        current = cond.find(status.get("conditions"), "Progressing")
+        if current is None or current.get("status") != "True":
+            new.append(cond.make("Progressing", True, "RollingOut", msg, gen))
+    if new:
+        status["conditions"] = cond.merge(status.get("conditions"), new, now)
+
+
+def _rollout_events(st: ro.Step, target: int, stable: int | None) -> tuple[tuple[str, str, str], ...]:
+    if st.failure:
+        return (("Warning", "RolloutFailed", st.state.message),)
+    if st.rolled_back:
+        return (("Normal", "RolledBack", f"the fleet serves revision {stable} again; revision {target} failed"),)
+    if st.succeeded:
+        return (("Normal", "RolloutComplete", f"revision {target} serves on every device it was placed on"),)
+    return ()
 
 
 def _row(device: str, variant: str | None, sha256: str | None, ph: DevicePhase, *,
-         precision: str | None = None, node: str | None = None) -> dict[str, Any]:
+         precision: str | None = None, node: str | None = None, revision: int | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"device": device, "phase": ph.phase, "ready": ph.ready}
+    if revision is not None:
+        row["revision"] = revision
     if node:
         row["node"] = node
     if variant:

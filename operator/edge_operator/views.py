@@ -303,6 +303,7 @@ class ChildInfo:
     progress_failed: bool
     message: str
     deleting: bool = False
+    revision: int | None = None  # the InferenceDeployment revision it serves (edgeai.io/revision)
 
     @property
     def rolled_out(self) -> bool:
@@ -356,7 +357,16 @@ def child_info(body: Mapping[str, Any]) -> ChildInfo | None:
         progress_failed=failed,
         message=message,
         deleting=_deleting(body),
+        revision=_revision(ann.get(c.A_REVISION)),
     )
+
+
+def _revision(v: Any) -> int | None:
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        return None
+    return n if n >= 1 else None
 
 
 @dataclass(frozen=True)

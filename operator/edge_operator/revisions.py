@@ -1,0 +1,278 @@
+"""Revisions of an InferenceDeployment: what the fleet should serve, numbered and remembered.
+
+Pure. A revision is a *template*: the model builds (digest per variant), the key
+references, the runtime settings and the image; placement then picks one build per
+device. Every change of any of these makes a new revision, like a Deployment's pod
+template makes a new ReplicaSet, but the history lives in one place (`status.revisions`)
+and carries the whole template, so a rollback to revision 3 needs nothing but status
+(and, on the device, the build still in the node's content-addressed cache).
+
+`resolve()` decides which revision the spec asks for now: the newest one when the
+template is unchanged, the stable one when the spec went back to it, a new number when
+it changed, or a copy of an older one when a person asked for `spec.rollout.rollbackTo`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from edge_operator.manifests import SecretRef
+from edge_operator.placement import Artifact
+from edge_operator.views import ModelInfo
+
+DEFAULT_HISTORY_LIMIT = 10
+
+# Outcomes of a revision, in status.revisions[].outcome.
+PROGRESSING = "Progressing"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+SUPERSEDED = "Superseded"
+FINAL_BAD = frozenset({FAILED})
+
+
+@dataclass(frozen=True)
+class Template:
+    """Everything that decides what a device runs, except which device it is."""
+
+    model: str
+    model_version: str | None
+    source: Artifact
+    variants: tuple[Artifact, ...]
+    public_key: SecretRef | None
+    decryption_key: SecretRef | None
+    runtime: Mapping[str, Any] = field(default_factory=dict)
+    fallback: Mapping[str, Any] | None = None
+    image: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "model": self.model,
+            "source": _artifact_dict(self.source),
+            "variants": [_artifact_dict(v) for v in self.variants],
+            "runtime": dict(self.runtime),
+            "image": self.image,
+        }
+        if self.model_version:
+            d["modelVersion"] = self.model_version
+        if self.public_key:
+            d["publicKey"] = {"name": self.public_key.name, "key": self.public_key.key}
+        if self.decryption_key:
+            d["decryptionKey"] = {"name": self.decryption_key.name, "key": self.decryption_key.key}
+        if self.fallback:
+            d["fallback"] = dict(self.fallback)
+        return d
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> Template:
+        def ref(x: Any) -> SecretRef | None:
+            return SecretRef(str(x["name"]), str(x["key"])) if isinstance(x, Mapping) and x.get("name") else None
+
+        return Template(
+            model=str(d.get("model", "")),
+            model_version=d.get("modelVersion"),
+            source=_artifact(d.get("source") or {}),
+            variants=tuple(_artifact(v) for v in d.get("variants") or []),
+            public_key=ref(d.get("publicKey")),
+            decryption_key=ref(d.get("decryptionKey")),
+            runtime=dict(d.get("runtime") or {}),
+            fallback=dict(d["fallback"]) if d.get("fallback") else None,
+            image=str(d.get("image", "")),
+        )
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+                              ).hexdigest()[:16]
+
+    def digests(self) -> dict[str, str]:
+        """Digest per build, what a person compares across revisions."""
+        out = {self.source.name: self.source.sha256}
+        for v in self.variants:
+            out[v.name] = v.sha256
+        return out
+
+    def model_view(self, model: ModelInfo) -> ModelInfo:
+        """`model` with this template's builds and keys: what placement needs to place this revision."""
+        return replace(model, version=self.model_version, source=self.source, variants=self.variants,
+                       public_key=self.public_key, decryption_key=self.decryption_key)
+
+
+def _artifact_dict(a: Artifact) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": a.name, "precision": a.precision, "uri": a.uri, "sha256": a.sha256,
+                         "accelerators": list(a.accelerators), "verified": a.verified}
+    if a.size is not None:
+        d["size"] = a.size
+    if a.signature:
+        d["signature"] = a.signature
+    return d
+
+
+def _artifact(d: Mapping[str, Any]) -> Artifact:
+    return Artifact(name=str(d.get("name", "")), precision=str(d.get("precision", "")), uri=str(d.get("uri", "")),
+                    sha256=str(d.get("sha256", "")), size=d.get("size"), signature=d.get("signature"),
+                    accelerators=tuple(d.get("accelerators") or ()), verified=bool(d.get("verified")))
+
+
+def template_for(model: ModelInfo, runtime: Mapping[str, Any], fallback: Mapping[str, Any] | None,
+                 image: str) -> Template:
+    """The template the spec asks for: only verified builds count (an unverified variant is never placed)."""
+    return Template(model=model.name, model_version=model.version, source=model.source,
+                    variants=tuple(v for v in model.variants if v.verified), public_key=model.public_key,
+                    decryption_key=model.decryption_key, runtime=dict(runtime),
+                    fallback=dict(fallback) if fallback else None, image=image)
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    template: Template
+    created: str
+    reason: str
+    outcome: str = PROGRESSING
+    message: str = ""
+    hash: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"revision": self.number, "hash": self.hash or self.template.hash(),
+                             "digests": self.template.digests(), "createdAt": self.created,
+                             "reason": self.reason, "outcome": self.outcome,
+                             "template": self.template.to_dict()}
+        if self.template.model_version:
+            d["modelVersion"] = self.template.model_version
+        if self.message:
+            d["message"] = self.message[:500]
+        return d
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> Revision | None:
+        try:
+            t = Template.from_dict(d["template"])
+            return Revision(int(d["revision"]), t, str(d.get("createdAt", "")), str(d.get("reason", "")),
+                            str(d.get("outcome", PROGRESSING)), str(d.get("message", "")),
+                            str(d.get("hash") or t.hash()))
+        except (KeyError, TypeError, ValueError):
+            return None  # a hand-edited entry we cannot read is dropped, never guessed at
+
+
+def history_from_status(status: Mapping[str, Any]) -> list[Revision]:
+    out = [r for r in (Revision.from_dict(x) for x in status.get("revisions") or [] if isinstance(x, Mapping))
+           if r is not None]
+    return sorted(out, key=lambda r: r.number)
+
+
+def find(history: Sequence[Revision], number: int | None) -> Revision | None:
+    if number is None:
+        return None
+    return next((r for r in history if r.number == number), None)
+
+
+def with_outcome(history: Sequence[Revision], number: int, outcome: str, message: str = "") -> list[Revision]:
+    return [replace(r, outcome=outcome, message=message or r.message) if r.number == number else r
+            for r in history]
+
+
+def prune(history: Sequence[Revision], keep: set[int], limit: int) -> list[Revision]:
+    """The newest `limit` revisions, plus every revision in `keep` (a device runs it, it is stable or
+    the target): a device never runs a revision the history has forgotten."""
+    ordered = sorted(history, key=lambda r: r.number)
+    recent = {r.number for r in ordered[-limit:]}
+    return [r for r in ordered if r.number in recent or r.number in keep]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    target: int  # the revision the fleet should move to
+    history: list[Revision]
+    pin: dict[str, Any] | None  # status.rollout.pin: {revision, specHash} while an undo holds
+    observed_rollback: dict[str, Any] | None  # the last spec.rollout.rollbackTo acted on
+    error: str = ""  # a rollbackTo that names no revision in the history
+
+
+def resolve(
+    history: Sequence[Revision],
+    spec_template: Template,
+    target: int | None,
+    stable: int | None,
+    pin: Mapping[str, Any] | None,
+    rollback_to: Mapping[str, Any] | None,
+    observed_rollback: Mapping[str, Any] | None,
+    now: str,
+) -> Resolution:
+    """Which revision the fleet should move to, and the history with any new revision recorded.
+
+    - A `rollbackTo` not acted on yet: a new revision with the template of the one named, pinned
+      for as long as the rest of the spec stays as it is (a later spec change wins, as in Git).
+    - A pin still holding: its revision.
+    - The spec's template equal to the current target's or the stable one's: that revision.
+    - Otherwise a new revision, the previous target superseded if it was still rolling.
+    """
+    hist = list(history)
+    spec_hash = spec_template.hash()
+    next_number = max((r.number for r in hist), default=0) + 1
+    rb = dict(rollback_to) if rollback_to else None
+    if rb is not None and rb != (dict(observed_rollback) if observed_rollback else None):
+        wanted = find(hist, _int(rb.get("revision")))
+        if wanted is None:
+            known = ", ".join(str(r.number) for r in hist) or "none"
+            return Resolution(target or 0, hist, dict(pin) if pin else None, dict(observed_rollback or {}) or None,
+                              f"spec.rollout.rollbackTo.revision {rb.get('revision')} is not in the revision "
+                              f"history (known: {known})")
+        hist = _supersede(hist, target, stable)
+        if stable is not None and wanted.template.hash() == _hash_of(hist, stable):
+            # Back to what the fleet ran last: no new number, the in-flight rollout just stops.
+            return Resolution(stable, hist, {"revision": stable, "specHash": spec_hash}, rb)
+        new = Revision(next_number, wanted.template, now, f"rollback to revision {wanted.number} (requested)",
+                       hash=wanted.template.hash())
+        return Resolution(new.number, [*hist, new], {"revision": new.number, "specHash": spec_hash}, rb)
+    if pin and pin.get("specHash") == spec_hash and find(hist, _int(pin.get("revision"))) is not None:
+        return Resolution(int(pin["revision"]), hist, dict(pin), dict(observed_rollback) if observed_rollback else None)
+    observed = dict(observed_rollback) if observed_rollback else (rb if rb else None)
+    if target is not None and _hash_of(hist, target) == spec_hash:
+        return Resolution(target, hist, None, observed)
+    if stable is not None and _hash_of(hist, stable) == spec_hash:
+        return Resolution(stable, _supersede(hist, target, stable), None, observed)
+    reason = "created" if not hist else _why(find(hist, target), spec_template)
+    new = Revision(next_number, spec_template, now, reason, hash=spec_hash)
+    return Resolution(new.number, [*_supersede(hist, target, stable), new], None, observed)
+
+
+def _supersede(hist: list[Revision], target: int | None, stable: int | None) -> list[Revision]:
+    cur = find(hist, target)
+    if cur is not None and cur.number != stable and cur.outcome == PROGRESSING:
+        return with_outcome(hist, cur.number, SUPERSEDED)
+    return hist
+
+
+def _hash_of(hist: Sequence[Revision], number: int) -> str | None:
+    r = find(hist, number)
+    return r.hash if r is not None else None
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _why(prev: Revision | None, new: Template) -> str:
+    """A short human reason: what changed from the previous target."""
+    if prev is None:
+        return "spec changed"
+    old = prev.template
+    parts = []
+    if old.digests() != new.digests():
+        parts.append("model builds changed")
+    if old.model_version != new.model_version:
+        parts.append(f"model version {old.model_version or '-'} -> {new.model_version or '-'}")
+    if dict(old.runtime) != dict(new.runtime):
+        parts.append("runtime settings changed")
+    if (old.fallback or None) != (new.fallback or None):
+        parts.append("fallback changed")
+    if old.image != new.image:
+        parts.append(f"image {old.image} -> {new.image}")
+    if (old.public_key, old.decryption_key) != (new.public_key, new.decryption_key):
+        parts.append("key references changed")
+    if old.model != new.model:
+        parts.append(f"model {old.model} -> {new.model}")
+    return "; ".join(parts) or "spec changed"

@@ -1,0 +1,439 @@
+"""Rollout in waves, health gates and automatic rollback, as pure functions.
+
+`parse_policy()` reads `spec.rollout` (naming the field a person got wrong), `wave_bounds()`
+cuts the ordered fleet into waves, and `step()` is one turn of the state machine: from the
+last persisted `RolloutState`, what every device serves now and the health the cloud can
+see (Deployment and Pod status only; in KubeEdge the cloud usually cannot reach an edge
+pod's port, so the runtime folds its own judgement into its readiness), it returns which
+revision each device should serve, the next state, and when to look again.
+
+Everything `step()` needs is in status and in the children's `edgeai.io/revision`
+annotations, so an operator restarted mid-rollout continues from the same wave: a device
+already on the new revision stays there (nothing is rolled twice), a device not yet
+admitted keeps what it serves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+# Phases of status.rollout.phase.
+PROGRESSING = "Progressing"
+PAUSED = "Paused"
+ROLLING_BACK = "RollingBack"
+ROLLED_BACK = "RolledBack"
+HALTED = "Halted"
+COMPLETE = "Complete"
+
+ON_FAILURE = ("Rollback", "Pause")
+ROLLBACK_STRATEGIES = ("AllAtOnce", "ReverseWaves")
+OFFLINE_POLICIES = ("Skip", "Wait")
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+# Keys of spec.rollout that only steer (pause, undo): with nothing else set there is no gate.
+_STEERING = frozenset({"paused", "rollbackTo", "revisionHistoryLimit"})
+
+
+class RolloutSpecError(ValueError):
+    """spec.rollout is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    gated: bool = False  # spec.rollout describes waves or gates; without, one wave and no gate
+    canary: int = 0
+    waves: tuple[int | str, ...] = ()
+    order_by: str | None = None
+    pause_seconds: int = 0
+    max_unavailable: int | str | None = None  # None: no limit
+    ready_seconds: int = 0
+    max_restarts: int = 0
+    deadline_seconds: int = 600
+    on_failure: str = "Rollback"
+    rollback_strategy: str = "AllAtOnce"
+    offline: str = "Skip"
+    paused: bool = False
+    rollback_to: dict[str, Any] | None = None
+    history_limit: int = 10
+
+
+def _int(spec: Mapping[str, Any], key: str, path: str, lo: int, hi: int, default: int) -> int:
+    v = spec.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise RolloutSpecError(f"{path}.{key} must be an integer from {lo} to {hi}, got {v!r}")
+    return v
+
+
+def _count_or_percent(v: Any, path: str) -> int | str:
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        return v
+    if isinstance(v, str):
+        m = _PERCENT.match(v.strip())
+        if m and 1 <= int(m.group(1)) <= 100:
+            return f"{int(m.group(1))}%"
+    raise RolloutSpecError(f"{path} must be a device count >= 1 or a percentage like \"25%\" (1-100%), got {v!r}")
+
+
+def _enum(spec: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ...]) -> str:
+    v = spec.get(key, allowed[0])
+    if v not in allowed:
+        raise RolloutSpecError(f"{path}.{key} must be one of {', '.join(allowed)}, got {v!r}")
+    return str(v)
+
+
+def parse_policy(spec: Mapping[str, Any] | None) -> Policy:
+    """spec.rollout as a Policy; RolloutSpecError naming the first wrong field."""
+    spec = spec or {}
+    p = "spec.rollout"
+    if not isinstance(spec, Mapping):
+        raise RolloutSpecError(f"{p} must be an object")
+    gate = spec.get("healthGate") or {}
+    if not isinstance(gate, Mapping):
+        raise RolloutSpecError(f"{p}.healthGate must be an object")
+    waves_raw = spec.get("waves") or []
+    if not isinstance(waves_raw, list) or len(waves_raw) > 20:
+        raise RolloutSpecError(f"{p}.waves must be a list of at most 20 counts or percentages")
+    waves = tuple(_count_or_percent(w, f"{p}.waves[{i}]") for i, w in enumerate(waves_raw))
+    for i in range(1, len(waves)):
+        a, b = waves[i - 1], waves[i]
+        if type(a) is type(b) and (_pct(a) if isinstance(a, str) else a) >= (_pct(b) if isinstance(b, str) else b):
+            raise RolloutSpecError(f"{p}.waves must grow from one wave to the next: {a} then {b}")
+    order_by = spec.get("orderBy")
+    if order_by is not None and (not isinstance(order_by, str) or not _LABEL_KEY.match(order_by)):
+        raise RolloutSpecError(f"{p}.orderBy must be a label key like edgeai.io/site, got {order_by!r}")
+    mu = spec.get("maxUnavailable")
+    paused = spec.get("paused", False)
+    if not isinstance(paused, bool):
+        raise RolloutSpecError(f"{p}.paused must be true or false, got {paused!r}")
+    rb = spec.get("rollbackTo")
+    if rb is not None:
+        if not isinstance(rb, Mapping) or isinstance(rb.get("revision"), bool) or not isinstance(
+                rb.get("revision"), int) or rb["revision"] < 1:
+            raise RolloutSpecError(f"{p}.rollbackTo.revision must be a revision number >= 1, got {rb!r}")
+        rb = {k: v for k, v in rb.items() if k in ("revision", "requestedAt")}
+    return Policy(
+        gated=bool(set(spec) - _STEERING),
+        canary=_int(spec, "canary", p, 0, 100_000, 0),
+        waves=waves,
+        order_by=order_by,
+        pause_seconds=_int(spec, "pauseSeconds", p, 0, 7 * 86400, 0),
+        max_unavailable=None if mu is None else _count_or_percent(mu, f"{p}.maxUnavailable"),
+        ready_seconds=_int(gate, "readySeconds", f"{p}.healthGate", 0, 86400, 0),
+        max_restarts=_int(gate, "maxRestarts", f"{p}.healthGate", 0, 1000, 0),
+        deadline_seconds=_int(gate, "progressDeadlineSeconds", f"{p}.healthGate", 1, 7 * 86400, 600),
+        on_failure=_enum(spec, "onFailure", p, ON_FAILURE),
+        rollback_strategy=_enum(spec, "rollbackStrategy", p, ROLLBACK_STRATEGIES),
+        offline=_enum(spec, "offlineDevices", p, OFFLINE_POLICIES),
+        paused=paused,
+        rollback_to=dict(rb) if rb is not None else None,
+        history_limit=_int(spec, "revisionHistoryLimit", p, 1, 50, 10),
+    )
+
+
+def _pct(v: str) -> int:
+    return int(v.rstrip("%"))
+
+
+def resolve_count(v: int | str, n: int) -> int:
+    """A count or percentage of `n` devices, rounded up, at least 1 when n > 0."""
+    if isinstance(v, str):
+        return min(n, max(1, math.ceil(n * _pct(v) / 100))) if n else 0
+    return min(n, v)
+
+
+# --------------------------------------------------------------------------- waves
+
+
+def order_devices(labels: Mapping[str, Mapping[str, str]], order_by: str | None) -> list[str]:
+    """Devices in rollout order: by the `order_by` label's value (missing last), then by name."""
+    if not order_by:
+        return sorted(labels)
+    return sorted(labels, key=lambda d: (order_by not in labels[d], labels[d].get(order_by, ""), d))
+
+
+def wave_bounds(policy: Policy, order: Sequence[str], labels: Mapping[str, Mapping[str, str]]) -> list[int]:
+    """Cumulative device counts at the end of each wave, strictly increasing, the last = all.
+
+    Canary first; then `waves`; with `orderBy` and no `waves`, one wave per label value, so
+    one site finishes before the next starts."""
+    n = len(order)
+    if n == 0:
+        return [0]
+    bounds: list[int] = []
+    if policy.gated and policy.canary:
+        bounds.append(min(policy.canary, n))
+    if policy.gated and policy.waves:
+        bounds.extend(resolve_count(w, n) for w in policy.waves)
+    elif policy.gated and policy.order_by:
+        key = policy.order_by
+        for i in range(1, n):
+            if labels[order[i]].get(key) != labels[order[i - 1]].get(key):
+                bounds.append(i)
+    bounds.append(n)
+    out: list[int] = []
+    for b in bounds:
+        if b > (out[-1] if out else 0):
+            out.append(b)
+    return out
+
+
+def wave_of(index: int, bounds: Sequence[int]) -> int:
+    for k, b in enumerate(bounds):
+        if index < b:
+            return k
+    return len(bounds) - 1
+
+
+# --------------------------------------------------------------------------- state
+
+
+def parse_time(v: Any) -> float | None:
+    if not isinstance(v, str) or not v:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """status.rollout: where the rollout of `revision` stands. Holds no counters on purpose:
+    it changes only at transitions, so every change of it is written at once."""
+
+    revision: int
+    phase: str
+    wave: int = 0
+    waves: int = 1
+    wave_started: float | None = None
+    wave_ready: float | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"revision": self.revision, "phase": self.phase, "wave": self.wave,
+                             "waves": self.waves}
+        if self.wave_started is not None:
+            d["waveStartedAt"] = iso(self.wave_started)
+        if self.wave_ready is not None:
+            d["waveReadyAt"] = iso(self.wave_ready)
+        if self.message:
+            d["message"] = self.message[:500]
+        return d
+
+    @staticmethod
+    def from_dict(d: Any) -> RolloutState | None:
+        if not isinstance(d, Mapping) or not isinstance(d.get("revision"), int) or not isinstance(d.get("phase"), str):
+            return None
+        return RolloutState(int(d["revision"]), str(d["phase"]), int(d.get("wave") or 0), int(d.get("waves") or 1),
+                            parse_time(d.get("waveStartedAt")), parse_time(d.get("waveReadyAt")),
+                            str(d.get("message") or ""))
+
+
+@dataclass(frozen=True)
+class DeviceRollout:
+    """One placed device as the cloud sees it."""
+
+    revision: int | None  # the revision its workload is at; None: no workload yet
+    ready: bool  # its workload's current template is rolled out and its pod Ready
+    online: bool = True
+    failed: str = ""  # why its current revision will not get better by waiting ("" if not failing)
+    restarts: int = 0  # container restarts of its newest pod
+
+
+@dataclass(frozen=True)
+class Step:
+    targets: dict[str, int]  # device -> revision it should serve (absent: no workload)
+    state: RolloutState
+    failure: str = ""  # non-empty: the target revision failed its gate now, and why
+    succeeded: bool = False  # the target revision passed every wave: it is the stable one now
+    rolled_back: bool = False  # the rollback after a failure just finished
+    requeue_after: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def step(
+    policy: Policy,
+    prev: RolloutState | None,
+    target: int,
+    stable: int | None,
+    target_failed: bool,
+    order: Sequence[str],
+    bounds: Sequence[int],
+    devices: Mapping[str, DeviceRollout],
+    usable: frozenset[int],
+    now: float,
+) -> Step:
+    """One turn of the rollout of revision `target` over the stable revision `stable`.
+
+    `order` is every placed device in rollout order, `bounds` its waves (`wave_bounds`),
+    `usable` the revisions a device may keep serving (in the history and not failed)."""
+    last = len(bounds) - 1
+
+    def keep(dev: str) -> int | None:
+        cur = devices[dev].revision if dev in devices else None
+        if cur is not None and ((cur == target and not target_failed) or cur in usable):
+            return cur
+        return stable
+
+    def all_to(rev: int) -> dict[str, int]:
+        return {d: rev for d in order}
+
+    if stable == target:
+        done = prev is not None and prev.revision == target and prev.phase == COMPLETE
+        st = prev if done and prev is not None else RolloutState(target, COMPLETE, last, len(bounds))
+        return Step(all_to(target), st)
+
+    if target_failed:
+        if prev is not None and prev.revision == target and prev.phase == ROLLING_BACK and stable is not None:
+            return _roll_back(policy, prev, target, stable, order, bounds, devices, keep, now)
+        if stable is not None and (prev is None or prev.revision != target or prev.phase != HALTED):
+            st = RolloutState(target, ROLLED_BACK, 0, len(bounds), message=prev.message if prev else "")
+            return Step(all_to(stable), st)
+        st = prev if prev is not None and prev.revision == target else RolloutState(target, HALTED, 0, len(bounds))
+        return Step(_drop_none({d: keep(d) for d in order}), replace(st, phase=HALTED))
+
+    if prev is None or prev.revision != target or prev.phase in (COMPLETE, ROLLED_BACK, HALTED, ROLLING_BACK):
+        prev = RolloutState(target, PROGRESSING, 0, len(bounds), now, None)
+    w = min(prev.wave, last)
+    started = prev.wave_started if prev.wave_started is not None else now
+    index = {d: i for i, d in enumerate(order)}
+    admitted = [d for d in order if wave_of(index[d], bounds) <= w]
+    skip_offline = policy.offline == "Skip"
+    gating = [d for d in admitted if d in devices and (devices[d].online or not skip_offline)]
+    gating += [d for d in admitted if d not in devices]  # no workload yet: not healthy
+    notes: list[str] = []
+
+    # The gate of wave w, on what the wave's devices show now.
+    failure = ""
+    if policy.gated:
+        for d in admitted:
+            s = devices.get(d)
+            if s is None or s.revision != target or not s.online:
+                continue
+            if s.failed:
+                failure = f"device {d}: {s.failed}"
+                break
+            if s.restarts > policy.max_restarts:
+                failure = f"device {d}: {s.restarts} container restarts on revision {target} " \
+                          f"(healthGate.maxRestarts {policy.max_restarts})"
+                break
+    unhealthy = [d for d in gating if not (devices.get(d) and devices[d].revision == target and devices[d].ready
+                                           and devices[d].online)]
+    healthy = not unhealthy
+    if not failure and policy.gated and not healthy and now - started > policy.deadline_seconds:
+        online_bad = [d for d in unhealthy if d not in devices or devices[d].online]
+        if online_bad:
+            failure = (f"wave {w + 1}/{len(bounds)} not healthy within {policy.deadline_seconds}s "
+                       f"(healthGate.progressDeadlineSeconds): {len(online_bad)} device(s) not Ready on revision "
+                       f"{target}: {', '.join(online_bad[:5])}{' ...' if len(online_bad) > 5 else ''}")
+        else:
+            notes.append(f"waiting for {len(unhealthy)} offline device(s) (offlineDevices: Wait)")
+    if failure:
+        return _fail(policy, prev, target, stable, order, bounds, devices, keep, failure, w, now)
+
+    ready_at = (prev.wave_ready if prev.wave_ready is not None else now) if healthy else None
+    requeue: float | None = None
+    phase = PAUSED if policy.paused else PROGRESSING
+    if ready_at is not None:
+        passed_at = ready_at + policy.ready_seconds
+        if now >= passed_at:
+            if w == last:
+                st = RolloutState(target, COMPLETE, w, len(bounds), started, ready_at)
+                return Step(all_to(target), st, succeeded=True)
+            if not policy.paused:
+                if now >= passed_at + policy.pause_seconds:
+                    w, started, ready_at = w + 1, now, None
+                    admitted = [d for d in order if wave_of(index[d], bounds) <= w]
+                    requeue = 1.0
+                else:
+                    requeue = passed_at + policy.pause_seconds - now
+        else:
+            requeue = passed_at - now
+    elif policy.gated:
+        requeue = max(1.0, started + policy.deadline_seconds - now + 0.5)
+    mu = None if policy.max_unavailable is None else resolve_count(policy.max_unavailable, len(order))
+    targets = _assign(order, admitted, devices, target, keep, mu)
+    msg = f"wave {w + 1}/{len(bounds)}: {len(admitted)} of {len(order)} devices admitted to revision {target}"
+    if policy.paused:
+        msg += "; paused (spec.rollout.paused)"
+    st = RolloutState(target, phase, w, len(bounds), started, ready_at, "; ".join([msg, *notes]))
+    return Step(targets, st, requeue_after=requeue, notes=tuple(notes))
+
+
+def _drop_none(d: Mapping[str, int | None]) -> dict[str, int]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _assign(order: Sequence[str], admitted: Sequence[str], devices: Mapping[str, DeviceRollout], target: int,
+            keep: Any, max_unavailable: int | None) -> dict[str, int]:
+    """Admitted devices move to `target`, at most `max_unavailable` of them not Ready at once;
+    the others keep what they serve."""
+    adm = set(admitted)
+    busy = sum(1 for d in admitted if d in devices and devices[d].revision == target and not devices[d].ready
+               and devices[d].online)
+    out: dict[str, int | None] = {}
+    for d in order:
+        s = devices.get(d)
+        cur = s.revision if s else None
+        if cur == target:
+            out[d] = target  # never rolled twice: on the target it stays
+        elif d in adm and (max_unavailable is None or busy < max_unavailable):
+            out[d] = target
+            if s is None or s.online:
+                busy += 1
+        else:
+            out[d] = keep(d)
+    return _drop_none(out)
+
+
+def _fail(policy: Policy, prev: RolloutState, target: int, stable: int | None, order: Sequence[str],
+          bounds: Sequence[int], devices: Mapping[str, DeviceRollout], keep: Any, failure: str, w: int,
+          now: float) -> Step:
+    msg = f"revision {target} failed its health gate in wave {w + 1}/{len(bounds)}: {failure}"
+    if policy.on_failure == "Rollback" and stable is not None:
+        st = RolloutState(target, ROLLING_BACK, w, len(bounds), prev.wave_started, None,
+                          f"{msg}; rolling back to revision {stable}")
+        s = _roll_back(policy, st, target, stable, order, bounds, devices, keep, now)
+        return replace(s, failure=failure)
+    why = "onFailure: Pause" if policy.on_failure == "Pause" else "no earlier good revision to roll back to"
+    st = RolloutState(target, HALTED, w, len(bounds), prev.wave_started, None, f"{msg}; halted ({why})")
+    return Step(_drop_none({d: keep(d) for d in order}), st, failure=failure)
+
+
+def _roll_back(policy: Policy, st: RolloutState, target: int, stable: int, order: Sequence[str],
+               bounds: Sequence[int], devices: Mapping[str, DeviceRollout], keep: Any, now: float) -> Step:
+    """Back to `stable`: all at once, or wave by wave from the last one reached."""
+    index = {d: i for i, d in enumerate(order)}
+    rbw = st.wave if policy.rollback_strategy == "ReverseWaves" else 0
+    while True:
+        back = [d for d in order if wave_of(index[d], bounds) >= rbw]
+        done = all(devices[d].revision == stable and devices[d].ready for d in back
+                   if d in devices and devices[d].online and devices[d].revision is not None)
+        if not done or rbw == 0:
+            break
+        rbw -= 1  # this wave is back: the one before it goes next
+    targets: dict[str, int] = {}
+    back_set = set(back)
+    for d in order:
+        if d in back_set:
+            targets[d] = stable
+        elif d in devices and devices[d].revision == target:
+            targets[d] = target  # an earlier wave: its turn to go back comes later
+        else:
+            k = keep(d)
+            if k is not None:
+                targets[d] = k
+    if done and rbw == 0:
+        fin = RolloutState(target, ROLLED_BACK, 0, len(bounds), None, None, st.message)
+        return Step({d: stable for d in order}, fin, rolled_back=True)
+    return Step(targets, replace(st, wave=rbw), requeue_after=None)
