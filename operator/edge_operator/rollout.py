@@ -299,8 +299,11 @@ def step(
         if stable is not None and (prev is None or prev.revision != target or prev.phase != HALTED):
             st = RolloutState(target, ROLLED_BACK, 0, len(bounds), message=prev.message if prev else "")
             return Step(all_to(stable), st)
+        # Halted: frozen as it stood, the failed revision included, until a new revision or an undo.
         st = prev if prev is not None and prev.revision == target else RolloutState(target, HALTED, 0, len(bounds))
-        return Step(_drop_none({d: keep(d) for d in order}), replace(st, phase=HALTED))
+        frozen = {d: devices[d].revision if d in devices and devices[d].revision is not None else stable
+                  for d in order}
+        return Step(_drop_none(frozen), replace(st, phase=HALTED))
 
     if prev is None or prev.revision != target or prev.phase in (COMPLETE, ROLLED_BACK, HALTED, ROLLING_BACK):
         prev = RolloutState(target, PROGRESSING, 0, len(bounds), now, None)
@@ -407,7 +410,8 @@ def _fail(policy: Policy, prev: RolloutState, target: int, stable: int | None, o
         return replace(s, failure=failure)
     why = "onFailure: Pause" if policy.on_failure == "Pause" else "no earlier good revision to roll back to"
     st = RolloutState(target, HALTED, w, len(bounds), prev.wave_started, None, f"{msg}; halted ({why})")
-    return Step(_drop_none({d: keep(d) for d in order}), st, failure=failure)
+    frozen = {d: devices[d].revision if d in devices and devices[d].revision is not None else stable for d in order}
+    return Step(_drop_none(frozen), st, failure=failure)
 
 
 def _roll_back(policy: Policy, st: RolloutState, target: int, stable: int, order: Sequence[str],

@@ -1,0 +1,146 @@
+"""Revisions and waves through the whole planner: spec in, child workloads and status out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_operator import constants as c
+from edge_operator import planner
+from edge_operator.capabilities import Capabilities
+from edge_operator.placement import DeviceView
+from edge_operator.views import ChildInfo, child_info, idep_info, model_info
+from test_op_planner import SRC, model_body  # tests/unit is on sys.path (pytest rootdir-relative import)
+
+NEW = "c" * 64
+T0 = 1_800_000_000.0
+FLEET = [DeviceView(f"edge-{i}", f"edge-{i}", {"edgeai.io/site": "a" if i < 3 else "b"},
+                    Capabilities(arch="amd64", memory="8Gi")) for i in range(6)]
+
+
+def model(sha: str = SRC) -> dict[str, Any]:
+    m = model_body()
+    m["spec"]["source"]["sha256"] = sha
+    m["spec"]["variants"] = []
+    m["status"]["sha256"] = sha
+    m["status"]["variants"] = []
+    return m
+
+
+def idep(status: dict[str, Any], rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": "d", "namespace": "ns", "uid": "du", "generation": 3},
+            "spec": {"model": "m", "rollout": rollout or {}, "runtime": {}}, "status": status}
+
+
+def child(manifest: dict[str, Any], ready: bool = True) -> ChildInfo:
+    body = dict(manifest, status={"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                                  "readyReplicas": int(ready), "availableReplicas": int(ready)})
+    body["metadata"] = dict(manifest["metadata"], generation=1)
+    info = child_info(body)
+    assert info is not None
+    return info
+
+
+class Cluster:
+    """Applies what the planner says, the way the API server and the devices would."""
+
+    def __init__(self, bad: str | None = None) -> None:
+        self.children: dict[str, ChildInfo] = {}
+        self.status: dict[str, Any] = {}
+        self.bad = bad  # a digest whose pods never become Ready
+        self.now = T0
+        self.ever: dict[int, set[str]] = {}
+
+    def turn(self, m: dict[str, Any], rollout: dict[str, Any] | None = None) -> planner.IdepPlan:
+        # Devices that were applied last turn become Ready now (unless their build is bad).
+        for dev, ch in list(self.children.items()):
+            if ch.ready == 0 and ch.sha256 != self.bad:
+                self.children[dev] = ChildInfo(**{**ch.__dict__, "ready": 1, "available": 1})
+        p = planner.plan(idep_info(idep(self.status, rollout)), model_info(m), {d.name: d for d in FLEET},
+                         self.children, {}, image="img", now=_iso(self.now), now_ts=self.now)
+        for man in p.apply:
+            dev = man["metadata"]["annotations"][c.A_DEVICE]
+            rev = int(man["metadata"]["annotations"][c.A_REVISION])
+            self.ever.setdefault(rev, set()).add(dev)
+            self.children[dev] = child(man, ready=False)
+        self.status = {**self.status, **p.status}
+        self.now += 1
+        return p
+
+    def until(self, m: dict[str, Any], rollout: dict[str, Any] | None, done: str, turns: int = 100) -> None:
+        for _ in range(turns):
+            self.turn(m, rollout)
+            if self.status["rollout"]["phase"] == done:
+                return
+        raise AssertionError(f"rollout not {done}: {self.status['rollout']}")
+
+
+def _iso(t: float) -> str:
+    import datetime as dt
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+ROLLOUT = {"canary": 1, "waves": ["50%"], "healthGate": {"readySeconds": 2, "progressDeadlineSeconds": 10}}
+
+
+def test_first_revision_then_a_model_update_rolls_out_in_waves() -> None:
+    k = Cluster()
+    k.until(model(), ROLLOUT, "Complete")
+    assert k.status["revision"] == 1 and k.status["currentRevision"] == 1
+    assert [r["outcome"] for r in k.status["revisions"]] == ["Succeeded"]
+    p = k.turn(model(NEW), ROLLOUT)
+    assert k.status["revision"] == 2 and k.status["currentRevision"] == 1
+    assert len(p.apply) == 1  # the canary alone
+    assert "model builds changed" in k.status["revisions"][-1]["reason"]
+    k.until(model(NEW), ROLLOUT, "Complete")
+    assert k.status["currentRevision"] == 2 and k.status["updated"] == 6
+    assert all(ch.revision == 2 and ch.sha256 == NEW for ch in k.children.values())
+    assert k.status["revisions"][-1]["digests"] == {"default": NEW}
+
+
+def test_bad_model_is_rolled_back_after_the_canary_with_the_reason_in_status() -> None:
+    k = Cluster(bad=NEW)
+    k.until(model(), ROLLOUT, "Complete")
+    k.until(model(NEW), ROLLOUT, "RolledBack")
+    assert k.ever[2] == {"edge-0"}
+    assert all(ch.revision == 1 and ch.sha256 == SRC for ch in k.children.values())
+    assert k.status["revision"] == 2 and k.status["currentRevision"] == 1
+    assert k.status["revisions"][-1]["outcome"] == "Failed"
+    degraded = next(x for x in k.status["conditions"] if x["type"] == "Degraded")
+    assert degraded["reason"] == "RolloutFailed" and "edge-0" in degraded["message"]
+    # The spec still names the bad build: it stays rolled back, nothing is retried.
+    for _ in range(20):
+        p = k.turn(model(NEW), ROLLOUT)
+        assert p.apply == ()
+
+
+def test_undo_by_spec_and_a_later_spec_change_wins_over_a_stale_undo() -> None:
+    k = Cluster()
+    k.until(model(), {}, "Complete")
+    k.until(model(NEW), {}, "Complete")
+    assert k.status["currentRevision"] == 2
+    undo = {"rollbackTo": {"revision": 1}}
+    k.until(model(NEW), undo, "Complete")
+    assert k.status["revision"] == 3 and "rollback to revision 1" in k.status["revisions"][-1]["reason"]
+    assert all(ch.sha256 == SRC and ch.revision == 3 for ch in k.children.values())
+    # rollbackTo left in spec (as Git would): a new model still rolls out.
+    third = "d" * 64
+    k.until(model(third), undo, "Complete")
+    assert k.status["revision"] == 4 and all(ch.sha256 == third for ch in k.children.values())
+
+
+def test_unknown_undo_revision_is_refused_and_nothing_changes() -> None:
+    k = Cluster()
+    k.until(model(), {}, "Complete")
+    p = k.turn(model(), {"rollbackTo": {"revision": 9}})
+    ready = next(x for x in p.status["conditions"] if x["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "revision 9 is not in the revision history" in ready["message"]
+    assert p.apply == () and p.delete == ()
+
+
+def test_invalid_rollout_spec_is_named_and_keeps_what_runs() -> None:
+    k = Cluster()
+    k.until(model(), {}, "Complete")
+    p = k.turn(model(NEW), {"waves": ["90%", "10%"]})
+    ready = next(x for x in p.status["conditions"] if x["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "spec.rollout.waves must grow" in ready["message"]
+    assert p.apply == () and p.delete == ()

@@ -1,0 +1,270 @@
+"""The wave planner and the health-gate state machine, as pure functions.
+
+The tests drive `rollout.step` against a small simulated fleet (`World`): a device takes the
+revision it is told after one turn and becomes Ready (or not, for a bad revision) — the same
+loop the controller runs against the API server, minus the API server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from edge_operator import rollout as ro
+from edge_operator.rollout import DeviceRollout, Policy, RolloutSpecError, RolloutState, parse_policy
+
+# --------------------------------------------------------------------------- policy
+
+
+@pytest.mark.parametrize(("spec", "field_named"), [
+    ({"waves": ["50%", "20%"]}, "spec.rollout.waves must grow"),
+    ({"waves": ["150%"]}, "spec.rollout.waves[0]"),
+    ({"waves": [0]}, "spec.rollout.waves[0]"),
+    ({"canary": -1}, "spec.rollout.canary"),
+    ({"maxUnavailable": "0%"}, "spec.rollout.maxUnavailable"),
+    ({"onFailure": "Explode"}, "spec.rollout.onFailure must be one of Rollback, Pause"),
+    ({"offlineDevices": "skip"}, "spec.rollout.offlineDevices"),
+    ({"orderBy": "not a label!"}, "spec.rollout.orderBy"),
+    ({"healthGate": {"readySeconds": "10"}}, "spec.rollout.healthGate.readySeconds"),
+    ({"rollbackTo": {"revision": 0}}, "spec.rollout.rollbackTo.revision"),
+    ({"paused": "yes"}, "spec.rollout.paused"),
+])
+def test_bad_rollout_fields_are_named(spec: dict[str, object], field_named: str) -> None:
+    with pytest.raises(RolloutSpecError) as e:
+        parse_policy(spec)
+    assert field_named in str(e.value)
+
+
+def test_steering_fields_alone_do_not_gate() -> None:
+    assert not parse_policy({}).gated
+    assert not parse_policy({"paused": True, "rollbackTo": {"revision": 2}}).gated
+    assert parse_policy({"canary": 1}).gated
+
+
+# --------------------------------------------------------------------------- waves
+
+
+def test_wave_bounds_canary_then_percentages() -> None:
+    order = [f"d{i:02d}" for i in range(10)]
+    labels: dict[str, dict[str, str]] = {d: {} for d in order}
+    pol = parse_policy({"canary": 1, "waves": ["50%", "100%"]})
+    assert ro.wave_bounds(pol, order, labels) == [1, 5, 10]
+    # Rounding up, duplicates dropped, the last wave always reaches everyone.
+    assert ro.wave_bounds(parse_policy({"canary": 3, "waves": [2, "30%"]}), order, labels) == [3, 10]
+    assert ro.wave_bounds(parse_policy({}), order, labels) == [10]
+
+
+def test_order_by_site_makes_one_wave_per_site_after_the_canary() -> None:
+    labels = {"a1": {"site": "a"}, "b1": {"site": "b"}, "a2": {"site": "a"}, "c1": {"site": "c"},
+              "x": {}, "b2": {"site": "b"}}
+    order = ro.order_devices(labels, "site")
+    assert order == ["a1", "a2", "b1", "b2", "c1", "x"]  # unlabelled last
+    pol = parse_policy({"orderBy": "site", "canary": 1})
+    assert ro.wave_bounds(pol, order, labels) == [1, 2, 4, 5, 6]
+
+
+# --------------------------------------------------------------------------- the state machine
+
+
+@dataclass
+class World:
+    """A fleet: per device the revision it runs and whether it is Ready; `bad` revisions never get Ready."""
+
+    devices: dict[str, DeviceRollout]
+    bad: set[int] = field(default_factory=set)
+    crash: set[int] = field(default_factory=set)
+    ever: dict[int, set[str]] = field(default_factory=dict)
+
+    def apply(self, targets: dict[str, int]) -> None:
+        for d, rev in targets.items():
+            cur = self.devices.get(d)
+            if cur is not None and cur.revision == rev:
+                # Already there: a good revision becomes Ready one turn after it was applied.
+                if not cur.ready and rev not in self.bad and rev not in self.crash and cur.online:
+                    self.devices[d] = DeviceRollout(rev, True, cur.online)
+                continue
+            self.ever.setdefault(rev, set()).add(d)
+            online = cur.online if cur else True
+            self.devices[d] = DeviceRollout(rev, False, online, restarts=3 if rev in self.crash else 0)
+
+
+def fleet(n: int, rev: int = 1) -> World:
+    return World({f"d{i:02d}": DeviceRollout(rev, True) for i in range(n)})
+
+
+def drive(pol: Policy, world: World, target: int, stable: int | None, turns: int = 200, dt: float = 1.0,
+          state: RolloutState | None = None, failed: bool = False) -> tuple[list[ro.Step], RolloutState]:
+    order = sorted(world.devices)
+    labels: dict[str, dict[str, str]] = {d: {} for d in order}
+    bounds = ro.wave_bounds(pol, order, labels)
+    now = 1000.0
+    steps = []
+    assert state is None or isinstance(state, RolloutState)
+    for _ in range(turns):
+        s = ro.step(pol, state, target, stable, failed, order, bounds, world.devices,
+                    frozenset({stable} if stable else set()) | ({target} if not failed else set()), now)
+        steps.append(s)
+        if s.failure:
+            failed = True
+        world.apply(s.targets)
+        # Persisted and read back, as status is: nothing may depend on memory.
+        state = RolloutState.from_dict(s.state.to_dict())
+        assert state is not None
+        if s.succeeded or s.rolled_back:
+            break
+        now += dt
+    assert state is not None
+    return steps, state
+
+
+POLICY = parse_policy({"canary": 1, "waves": ["30%", "100%"], "healthGate": {"readySeconds": 3,
+                                                                             "progressDeadlineSeconds": 20}})
+
+
+def test_good_rollout_goes_wave_by_wave_and_becomes_stable() -> None:
+    world = fleet(10)
+    steps, final = drive(POLICY, world, target=2, stable=1)
+    assert steps[-1].succeeded and final.phase == ro.COMPLETE
+    assert all(d.revision == 2 and d.ready for d in world.devices.values())
+    # The canary alone first: while wave 0 ran, exactly one device was on revision 2.
+    on2_per_wave: dict[int, int] = {}
+    for s in steps:
+        on2_per_wave[s.state.wave] = max(on2_per_wave.get(s.state.wave, 0),
+                                         sum(1 for r in s.targets.values() if r == 2))
+    assert on2_per_wave[0] == 1 and on2_per_wave[1] == 3 and on2_per_wave[2] == 10
+    # The gate held each wave at least readySeconds after it was all Ready.
+    assert len(steps) >= 3 * 3
+
+
+def test_bad_canary_is_rolled_back_and_never_reaches_the_fleet() -> None:
+    world = fleet(10)
+    world.bad.add(2)
+    steps, final = drive(POLICY, world, target=2, stable=1)
+    failing = [s for s in steps if s.failure]
+    assert len(failing) == 1 and "not healthy within 20s" in failing[0].failure
+    assert final.phase == ro.ROLLED_BACK and steps[-1].rolled_back
+    assert world.ever[2] == {"d00"}  # the canary only
+    assert all(d.revision == 1 and d.ready for d in world.devices.values())
+
+
+def test_restarts_above_the_gate_fail_at_once() -> None:
+    world = fleet(5)
+    world.crash.add(2)
+    steps, final = drive(POLICY, world, target=2, stable=1)
+    failure = next(s.failure for s in steps if s.failure)
+    assert "3 container restarts" in failure and "maxRestarts 0" in failure
+    assert len(steps) < 10  # no waiting for the deadline
+    assert final.phase == ro.ROLLED_BACK
+
+
+def test_on_failure_pause_halts_and_freezes_the_fleet() -> None:
+    pol = parse_policy({"canary": 2, "onFailure": "Pause", "healthGate": {"progressDeadlineSeconds": 5}})
+    world = fleet(6)
+    world.bad.add(2)
+    _steps, final = drive(pol, world, target=2, stable=1, turns=30)
+    assert final.phase == ro.HALTED
+    assert world.ever[2] == {"d00", "d01"}
+    assert sum(1 for d in world.devices.values() if d.revision == 2) == 2  # left as they were
+
+
+def test_first_revision_failing_has_nothing_to_roll_back_to() -> None:
+    world = World({f"d{i}": DeviceRollout(None, False) for i in range(4)})
+    del world.devices["d3"]  # a device with no workload yet
+    world.devices = {}
+    world.bad.add(1)
+    pol = parse_policy({"canary": 1, "healthGate": {"progressDeadlineSeconds": 3}})
+    order = ["d0", "d1", "d2"]
+    bounds = ro.wave_bounds(pol, order, {d: {} for d in order})
+    s = ro.step(pol, None, 1, None, False, order, bounds, {}, frozenset({1}), 0.0)
+    assert s.targets == {"d0": 1}  # the others get nothing until their wave
+    state = s.state
+    s = ro.step(pol, state, 1, None, False, order, bounds, {"d0": DeviceRollout(1, False)}, frozenset({1}), 10.0)
+    assert s.failure and s.state.phase == ro.HALTED and "no earlier good revision" in s.state.message
+
+
+def test_max_unavailable_limits_devices_updating_at_once() -> None:
+    pol = parse_policy({"waves": ["100%"], "maxUnavailable": 2})
+    world = fleet(8)
+    steps, _ = drive(pol, world, target=2, stable=1)
+    # Each turn admits at most 2 devices that were not on revision 2 before.
+    seen: set[str] = set()
+    for s in steps:
+        new = {d for d, r in s.targets.items() if r == 2} - seen
+        assert len(new) <= 2
+        seen |= new
+    assert steps[-1].succeeded
+
+
+def test_paused_rollout_finishes_the_wave_but_starts_no_new_one() -> None:
+    pol = parse_policy({"canary": 2, "paused": True})
+    world = fleet(6)
+    _, final = drive(pol, world, target=2, stable=1, turns=20)
+    assert final.phase == ro.PAUSED and final.wave == 0
+    assert sum(1 for d in world.devices.values() if d.revision == 2) == 2
+    # Resumed: carries on from the same wave, from the persisted state.
+    _steps, final = drive(parse_policy({"canary": 2}), world, target=2, stable=1, state=final)
+    assert final.phase == ro.COMPLETE
+
+
+def test_offline_devices_skip_or_wait() -> None:
+    pol_skip = parse_policy({"canary": 2, "healthGate": {"progressDeadlineSeconds": 5}})
+    world = fleet(4)
+    world.devices["d01"] = DeviceRollout(1, False, online=False)
+    steps, final = drive(pol_skip, world, target=2, stable=1)
+    assert final.phase == ro.COMPLETE  # not gated on the offline one
+    assert steps[-1].targets["d01"] == 2  # but told to update: it catches up when it is back
+
+    pol_wait = parse_policy({"canary": 2, "offlineDevices": "Wait", "healthGate": {"progressDeadlineSeconds": 5}})
+    world = fleet(4)
+    world.devices["d01"] = DeviceRollout(1, False, online=False)
+    steps, final = drive(pol_wait, world, target=2, stable=1, turns=30)
+    assert final.phase == ro.PROGRESSING and final.wave == 0  # waits; an offline device is no failure
+    assert not any(s.failure for s in steps) and "offline" in final.message
+
+
+def test_reverse_waves_roll_back_the_last_wave_first() -> None:
+    pol = parse_policy({"canary": 1, "waves": ["50%"], "rollbackStrategy": "ReverseWaves",
+                        "healthGate": {"progressDeadlineSeconds": 5}})
+    world = fleet(6)
+    # Revision 2 is good on the first wave, bad from then on: the failure comes in wave 2.
+    order = sorted(world.devices)
+    bounds = ro.wave_bounds(pol, order, {d: {} for d in order})
+    assert bounds == [1, 3, 6]
+    state = None
+    now = 0.0
+    failed = False
+    back_order: list[set[str]] = []
+    for _ in range(100):
+        s = ro.step(pol, state, 2, 1, failed, order, bounds, world.devices, frozenset({1}) | (
+            frozenset() if failed else frozenset({2})), now)
+        failed = failed or bool(s.failure)
+        if failed:
+            back_order.append({d for d, r in s.targets.items() if r == 1 and world.devices[d].revision == 2})
+        for d, r in s.targets.items():
+            cur = world.devices[d]
+            if cur.revision != r:
+                world.devices[d] = DeviceRollout(r, False)
+            elif not cur.ready and (r == 1 or d in order[:1]):  # revision 2 only ever works on the canary
+                world.devices[d] = DeviceRollout(r, True)
+        state = s.state
+        if s.rolled_back:
+            break
+        now += 1
+    assert state is not None and state.phase == ro.ROLLED_BACK
+    moved = [x for x in back_order if x]
+    assert moved[0] <= set(order[1:3]) and order[0] not in moved[0]  # wave 2 first, the canary after
+    assert any(order[0] in x for x in moved[1:])
+
+
+def test_state_survives_a_restart_in_the_middle() -> None:
+    world = fleet(10)
+    _steps, mid = drive(POLICY, world, target=2, stable=1, turns=6)
+    assert mid.phase == ro.PROGRESSING
+    before = {d: s.revision for d, s in world.devices.items()}
+    # A new operator reads the same status and the same children: same decision, nothing rolled twice.
+    order = sorted(world.devices)
+    bounds = ro.wave_bounds(POLICY, order, {d: {} for d in order})
+    s1 = ro.step(POLICY, mid, 2, 1, False, order, bounds, world.devices, frozenset({1, 2}), 1006.0)
+    s2 = ro.step(POLICY, RolloutState.from_dict(mid.to_dict()), 2, 1, False, order, bounds, world.devices,
+                 frozenset({1, 2}), 1006.0)
+    assert s1.targets == s2.targets
+    assert all(s1.targets[d] == 2 for d, r in before.items() if r == 2)
