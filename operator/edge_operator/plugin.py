@@ -233,11 +233,11 @@ def cmd_rollout_undo(c: Cluster, a: argparse.Namespace) -> int:
     if revision is not None and revision < 1:
         raise PluginError(f"--to-revision must be a revision number >= 1, got {revision}")
     try:
-        patch = view.undo_patch(idep, revision)
+        patch = view.undo_patch(idep, revision, view.rfc3339(dt.datetime.now(dt.UTC)))
     except ValueError as e:
         raise PluginError(str(e)) from None
     c.patch(IDEPS, a.name, patch)
-    target = f"revision {revision}" if revision else "the previous revision"
+    target = f"revision {patch['spec']['rollout']['rollbackTo']['revision']}"
     print(f"inferencedeployment.{GROUP}/{a.name} rolling back to {target}")
     return 0
 

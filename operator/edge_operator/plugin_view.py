@@ -224,6 +224,12 @@ def rollout_verdict(idep: Obj) -> RolloutVerdict:
     is_progressing = progressing is not None and progressing.get("status") == "True"
     is_degraded = degraded.get("status") == "True"
     counts = rollout_counts(idep)
+    phase = get_path(idep, "status", "rollout", "phase")
+    if phase in ("RolledBack", "Halted"):
+        # The fleet may well be Ready, on the old revision: the rollout itself failed.
+        why = get_path(idep, "status", "rollout", "message") or degraded.get("message") or ""
+        verb = "rolled back" if phase == "RolledBack" else "halted"
+        return RolloutVerdict("failed", f"rollout of {name!r} failed and was {verb}: {why}".rstrip(": "))
     if is_degraded and not is_ready and not is_progressing:
         # Nothing is moving and it is not healthy: waiting longer will not help.
         return RolloutVerdict("failed", f"rollout of {name!r} failed: {degraded.get('reason') or 'Degraded'}: "
@@ -370,19 +376,34 @@ def verified_since(em: Obj, since: dt.datetime, request: str | None = None) -> b
 # --------------------------------------------------------------------------- undo
 
 
-def undo_patch(idep: Obj, revision: int | None) -> dict[str, Any]:
+def undo_patch(idep: Obj, revision: int | None, requested_at: str | None = None) -> dict[str, Any]:
     """The spec change that asks the operator to roll back (a spec field, so Git can ask the same).
 
-    revision None means "the one before the current": resolved here from status so
-    the request in spec names an explicit revision and replays the same way.
+    revision None means "what the fleet ran before": the stable revision while a rollout is in
+    flight or was rolled back, else the newest earlier revision that succeeded, else the one
+    before the current. Resolved here from status so the request in spec names an explicit
+    revision and replays the same way. `requested_at` makes a repeated request a new one.
     """
     if revision is None:
-        current = get_path(idep, "status", "revision")
-        if not isinstance(current, int):
-            current = get_path(idep, "status", "currentRevision")
-        if not isinstance(current, int) or current < 2:
-            name = get_path(idep, "metadata", "name")
-            raise ValueError(f"{name!r} has no earlier revision to roll back to (current: {current}); "
-                             f"give --to-revision")
-        revision = current - 1
-    return {"spec": {"rollout": {"rollbackTo": {"revision": revision}}}}
+        revision = previous_revision(idep)
+    target: dict[str, Any] = {"revision": revision}
+    if requested_at:
+        target["requestedAt"] = requested_at
+    return {"spec": {"rollout": {"rollbackTo": target}}}
+
+
+def previous_revision(idep: Obj) -> int:
+    current = get_path(idep, "status", "revision")
+    stable = get_path(idep, "status", "currentRevision")
+    if isinstance(current, int) and isinstance(stable, int) and stable != current:
+        return stable
+    if not isinstance(current, int):
+        current = stable
+    name = get_path(idep, "metadata", "name")
+    if not isinstance(current, int) or current < 2:
+        raise ValueError(f"{name!r} has no earlier revision to roll back to (current: {current}); "
+                         f"give --to-revision")
+    good: list[int] = [int(r["revision"]) for r in _list(get_path(idep, "status") or {}, "revisions")
+                       if isinstance(r, Mapping) and r.get("outcome") == "Succeeded"
+                       and isinstance(r.get("revision"), int) and r["revision"] < current]
+    return max(good) if good else current - 1

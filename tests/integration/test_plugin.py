@@ -182,7 +182,9 @@ def test_rollout_undo_sets_the_rollback_revision(fleet: dict[str, Any]) -> None:
     kube, ns = fleet["kube"], fleet["ns"]
     p = edgeai(kube, "rollout", "undo", "det", "-n", ns, "--to-revision", "3")
     assert p.returncode == 0, p.stderr
-    assert get(kube, "inferencedeployment", "det", ns)["spec"]["rollout"]["rollbackTo"] == {"revision": 3}
+    rb = get(kube, "inferencedeployment", "det", ns)["spec"]["rollout"]["rollbackTo"]
+    assert rb["revision"] == 3 and rb["requestedAt"].endswith("Z")  # a repeated undo is a new request
+    assert "rolling back to revision 3" in p.stdout
     bad = edgeai(kube, "rollout", "undo", "det", "-n", ns, "--to-revision", "0")
     assert bad.returncode == 1 and "--to-revision must be" in bad.stderr
     # no revision history in status yet: the plugin says so instead of guessing

@@ -166,12 +166,27 @@ def test_rollout_details_list_conditions_devices_and_unplaced() -> None:
     assert any(ln.split() == ["edge-9", "ArchMismatch"] for ln in out.splitlines())
 
 
+def test_a_rolled_back_rollout_is_a_failure_even_with_a_ready_fleet() -> None:
+    obj = idep("det", conditions=[cond("Ready", True, "DevicesReady", "6/6"),
+                                  cond("Degraded", True, "RolloutFailed", "x")],
+               rollout={"phase": "RolledBack", "revision": 2, "message": "revision 2 failed its health gate"})
+    verdict = v.rollout_verdict(obj)
+    assert verdict.state == "failed" and "rolled back: revision 2 failed its health gate" in verdict.message
+
+
 def test_undo_defaults_to_the_previous_revision() -> None:
     assert v.undo_patch(idep("det", revision=5), None) == {"spec": {"rollout": {"rollbackTo": {"revision": 4}}}}
     assert v.undo_patch(idep("det", revision=5), 2) == {"spec": {"rollout": {"rollbackTo": {"revision": 2}}}}
     assert v.undo_patch(idep("det", currentRevision=3), None) == {"spec": {"rollout": {"rollbackTo": {"revision": 2}}}}
     with pytest.raises(ValueError, match="no earlier revision"):
         v.undo_patch(idep("det", revision=1), None)
+    # In flight or rolled back: back to what the fleet ran, not merely number - 1.
+    assert v.undo_patch(idep("det", revision=7, currentRevision=4), None)["spec"]["rollout"]["rollbackTo"] == {
+        "revision": 4}
+    hist = [{"revision": 3, "outcome": "Succeeded"}, {"revision": 4, "outcome": "Failed"},
+            {"revision": 5, "outcome": "Succeeded"}]
+    patch = v.undo_patch(idep("det", revision=5, currentRevision=5, revisions=hist), None, "2026-11-23T00:00:00Z")
+    assert patch["spec"]["rollout"]["rollbackTo"] == {"revision": 3, "requestedAt": "2026-11-23T00:00:00Z"}
 
 
 # --------------------------------------------------------------------------- model verify
