@@ -402,13 +402,7 @@ class Controller:
         return Requeue(left) if left > 0 else None
 
     def _remember(self, key: Hashable, rv: str, old: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
-        new = dict(old)
-        for k, v in patch.items():
-            if v is None:
-                new.pop(k, None)
-            else:
-                new[k] = v
-        self._written[key] = (rv, new)
+        self._written[key] = (rv, planner.merge_apply(old, patch))
 
     async def _dispatch(self, key: Hashable) -> Requeue | None:
         assert isinstance(key, tuple)
@@ -577,7 +571,7 @@ class Controller:
         node: NodeInfo | None = self._one(IDX_NODES, dev.node_name)
         children = self._all(IDX_CHILDREN_BY_DEVICE, name)
         st = device_status(dev, node, children, cond.now_iso(), self.cfg.heartbeat_resolution)
-        patch = {k: v for k, v in st.items() if dev.status.get(k) != v}
+        patch = planner.merge_diff(dev.status, st, removable=frozenset())
         if not patch:
             metrics.WRITES_SKIPPED.labels("EdgeDevice").inc()
             return None
@@ -646,7 +640,7 @@ class Controller:
         if latest.generation != m.generation:
             return Requeue(0.0)  # the spec changed while we were downloading: check the new one
         st = model_status(latest, check, cond.now_iso())
-        patch = {k: v for k, v in st.items() if latest.status.get(k) != v}
+        patch = planner.merge_diff(latest.status, st, removable=frozenset())
         if patch:
             try:
                 await self.api.patch_status(ref, patch)

@@ -495,11 +495,44 @@ _OWNED_KEYS = frozenset({"unplacedNotListed", "modelSha256", "shortDigest"})
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
     """A JSON merge patch of `status` turning `old` into `new`, or None when nothing changes."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-    for k in _OWNED_KEYS:
-        if k in old and k not in new:
-            patch[k] = None
+    patch = merge_diff(old, new, removable=_OWNED_KEYS)
     return patch or None
+
+
+def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any],
+               removable: frozenset[str] | None = None) -> dict[str, Any]:
+    """The RFC 7386 merge patch turning `old` into `new`.
+
+    A merge patch merges objects key by key, so a key dropped from a nested object (a rollout's
+    `waveReadyAt` when a new wave starts) must be sent as null, or the server keeps the stale
+    value. At the top level only `removable` keys are nulled (None: all), because other writers
+    own other keys of the same status; nested objects are ours entirely."""
+    patch: dict[str, Any] = {}
+    for k, v in new.items():
+        o = old.get(k)
+        if isinstance(v, Mapping) and isinstance(o, Mapping):
+            sub = merge_diff(o, v)
+            if sub:
+                patch[k] = sub
+        elif o != v or k not in old:
+            patch[k] = v
+    for k in old:
+        if k not in new and (removable is None or k in removable):
+            patch[k] = None
+    return patch
+
+
+def merge_apply(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`old` with the merge patch applied, as the API server will store it."""
+    out = dict(old)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge_apply(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 def _condition_states(status: Mapping[str, Any]) -> set[tuple[str, str, str]]:

@@ -187,3 +187,12 @@ def test_progress_is_not_urgent_but_condition_and_generation_changes_are() -> No
                                                                "reason": "ModelNotFound"}]))  # ...a problem not
     assert planner.urgent_change(first, dict(first, observedGeneration=3))  # a spec change is acknowledged
     assert planner.urgent_change(first, dict(first, placed=5), ("placed",))
+
+
+def test_status_patch_nulls_keys_dropped_from_nested_objects() -> None:
+    old = {"rollout": {"revision": 1, "phase": "Complete", "waveReadyAt": "t0"}, "placed": 3, "other": 1}
+    new = {"rollout": {"revision": 2, "phase": "Progressing"}, "placed": 3}
+    patch = planner.status_patch(old, new)
+    assert patch == {"rollout": {"revision": 2, "phase": "Progressing", "waveReadyAt": None}}
+    # What the server stores after the patch is exactly `new` (plus keys other writers own).
+    assert planner.merge_apply(old, patch) == {**new, "other": 1}

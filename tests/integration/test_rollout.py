@@ -1,0 +1,240 @@
+"""Rollout in waves on the real plane (issue 7): kwok edge nodes, the operator as a subprocess,
+real ONNX files over HTTP. A "bad revision" is a Pod annotation kwok's Stages turn into a pod
+that runs but never gets Ready (hack/kwok-stages.yaml), the way a runtime that fails its
+warm-up reports itself; the operator only sees Pod and Deployment status, as in KubeEdge.
+
+Each test adds its own nodes and selects them by a label, so tests do not see each other."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.integration.test_operator import Env, edge_model, env, idep, wait_for
+
+pytestmark = pytest.mark.integration
+__all__ = ["env"]  # the operator fixture, shared with test_operator.py
+
+BAD = {"sim.edgeai.io/ready": "false"}
+
+
+def fleet(env: Env, namespace: str, n: int) -> tuple[list[str], dict[str, Any]]:
+    tag = uuid.uuid4().hex[:5]
+    nodes = [f"edge-w{tag}-{i}" for i in range(n)]
+    env.kube.add_edge_nodes(nodes, labels={"edgeai.io/test": namespace})
+    wait_for("devices discovered", lambda: all(env.get("edgedevice", x) for x in nodes), 60, env.op)
+    return nodes, {"matchLabels": {"edgeai.io/test": namespace}}
+
+
+def status(env: Env, ns: str, name: str = "d") -> dict[str, Any]:
+    return ((env.get("idep", name, ns) or {}).get("status")) or {}
+
+
+def revisions_of_children(env: Env, ns: str, name: str = "d") -> dict[str, int]:
+    return {dev: int(ch["metadata"]["annotations"].get("edgeai.io/revision", 0))
+            for dev, ch in env.children(ns, name).items()}
+
+
+def wait_phase(env: Env, ns: str, phase: str, revision: int, timeout: float = 120,
+               watch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        st = status(env, ns)
+        if watch is not None:
+            watch(st)
+        r = st.get("rollout") or {}
+        return st if r.get("phase") == phase and r.get("revision") == revision else None
+
+    return wait_for(f"rollout of revision {revision} {phase}", done, timeout, env.op)  # type: ignore[no-any-return]
+
+
+def all_ready_on(env: Env, ns: str, nodes: list[str], revision: int) -> bool:
+    kids = env.children(ns, "d")
+    if sorted(kids) != sorted(nodes):
+        return False
+    for ch in kids.values():
+        st = ch.get("status") or {}
+        if ch["metadata"]["annotations"].get("edgeai.io/revision") != str(revision):
+            return False
+        if st.get("observedGeneration", 0) < ch["metadata"]["generation"] or st.get("updatedReplicas") != 1 \
+                or st.get("readyReplicas") != 1 or st.get("replicas") != 1:
+            return False
+    return True
+
+
+def rollout_spec(**kw: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"canary": 1, "waves": ["50%"], "maxUnavailable": 2,
+                            "healthGate": {"readySeconds": 2, "progressDeadlineSeconds": 25}}
+    spec.update(kw)
+    return spec
+
+
+def start(env: Env, ns: str, selector: dict[str, Any], nodes: list[str], rollout: dict[str, Any],
+          runtime: dict[str, Any] | None = None) -> str:
+    url, sha, _ = env.model_file(f"{ns}-1.onnx", seed=1)
+    env.apply(edge_model("m", ns, url, sha), idep("d", ns, "m", selector, rollout=rollout, runtime=runtime or {}))
+    wait_phase(env, ns, "Complete", 1, timeout=90)
+    wait_for("revision 1 Ready everywhere", lambda: all_ready_on(env, ns, nodes, 1), 60, env.op)
+    return sha
+
+
+def new_model(env: Env, ns: str, seed: int) -> str:
+    url, sha, _ = env.model_file(f"{ns}-{seed}.onnx", seed=seed)
+    env.kube.kubectl("patch", "em", "m", "-n", ns, "--type=merge", "-p",
+                     json.dumps({"spec": {"source": {"uri": url, "sha256": sha}}}))
+    return sha
+
+
+def test_good_revision_rolls_out_wave_by_wave(env: Env, namespace: str) -> None:
+    nodes, sel = fleet(env, namespace, 6)
+    try:
+        start(env, namespace, sel, nodes, rollout_spec())
+        gens = {d: ch["metadata"]["generation"] for d, ch in env.children(namespace, "d").items()}
+        sha2 = new_model(env, namespace, seed=2)
+        timeline: list[tuple[float, int]] = []  # (when, devices whose workload names revision 2)
+
+        def watch(st: dict[str, Any]) -> None:
+            n = sum(1 for v in revisions_of_children(env, namespace).values() if v == 2)
+            timeline.append((time.monotonic(), n))
+
+        st = wait_phase(env, namespace, "Complete", 2, timeout=150, watch=watch)
+        # The waves seen from the workloads themselves (status may trail them by a write): 1, then
+        # 3, then 6 devices, each plateau held while its wave stood its readySeconds gate.
+        counts = [n for _, n in timeline]
+        assert max(counts) == 6 and all(n in (0, 1, 2, 3, 4, 5, 6) for n in counts)
+        assert not any(a <= 1 and b > 3 for a, b in itertools.pairwise(counts)), counts
+        for level in (1, 3):
+            held = [t for t, n in timeline if n == level]
+            assert held and held[-1] - held[0] >= 1.2, (level, timeline)  # readySeconds 2, sampled ~0.7 s
+        assert st["currentRevision"] == 2 and st["revision"] == 2 and st["updated"] == 6
+        hist = {r["revision"]: r for r in st["revisions"]}
+        assert hist[1]["outcome"] == "Succeeded" and hist[2]["outcome"] == "Succeeded"
+        assert hist[2]["digests"] == {"default": sha2} and "model builds changed" in hist[2]["reason"]
+        wait_for("revision 2 Ready everywhere", lambda: all_ready_on(env, namespace, nodes, 2), 60, env.op)
+        kids = env.children(namespace, "d")
+        # Each device rolled exactly once (one template change each), to the new digest.
+        assert all(kids[d]["metadata"]["generation"] == gens[d] + 1 for d in nodes)
+        assert {ch["metadata"]["annotations"]["edgeai.io/model-sha256"] for ch in kids.values()} == {sha2}
+    finally:
+        env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
+        for n in nodes:
+            env.kube.delete_node(n)
+
+
+def test_bad_revision_is_rolled_back_after_the_canary(env: Env, namespace: str) -> None:
+    nodes, sel = fleet(env, namespace, 5)
+    try:
+        sha1 = start(env, namespace, sel, nodes, rollout_spec(healthGate={"readySeconds": 2,
+                                                                           "progressDeadlineSeconds": 12}))
+        seen_on_2: set[str] = set()
+
+        def watch(st: dict[str, Any]) -> None:
+            seen_on_2.update(d for d, r in revisions_of_children(env, namespace).items() if r == 2)
+
+        # The bad revision: pods that run but never get Ready.
+        env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=merge", "-p",
+                         json.dumps({"spec": {"runtime": {"podAnnotations": BAD}}}))
+        t0 = time.monotonic()
+        st = wait_phase(env, namespace, "RolledBack", 2, timeout=120, watch=watch)
+        assert time.monotonic() - t0 >= 12  # it waited the deadline, not less
+        assert len(seen_on_2) == 1, seen_on_2  # only the canary ever got it
+        assert st["currentRevision"] == 1 and st["revision"] == 2
+        hist = {r["revision"]: r for r in st["revisions"]}
+        assert hist[2]["outcome"] == "Failed" and "not healthy within 12s" in hist[2]["message"]
+        assert env.cond(env.get("idep", "d", namespace), "Degraded")["reason"] == "RolloutFailed"
+        wait_for("revision 1 Ready everywhere again", lambda: all_ready_on(env, namespace, nodes, 1), 60, env.op)
+        kids = env.children(namespace, "d")
+        assert {ch["metadata"]["annotations"]["edgeai.io/model-sha256"] for ch in kids.values()} == {sha1}
+        events = env.items("events", namespace)
+        assert any(e.get("reason") == "RolloutFailed" and e["involvedObject"]["name"] == "d" for e in events)
+        # The spec still asks for the bad revision: it is not retried.
+        time.sleep(5)
+        assert (status(env, namespace).get("rollout") or {}).get("phase") == "RolledBack"
+        assert set(revisions_of_children(env, namespace).values()) == {1}
+    finally:
+        env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
+        for n in nodes:
+            env.kube.delete_node(n)
+
+
+def test_offline_device_is_skipped_and_catches_up_when_back(env: Env, namespace: str) -> None:
+    nodes, sel = fleet(env, namespace, 4)
+    away = nodes[1]
+    try:
+        start(env, namespace, sel, nodes, rollout_spec(canary=1, waves=[]))
+        env.kube.set_node_online(away, False)
+        wait_for("device offline", lambda: (env.get("edgedevice", away) or {}).get("status", {}).get(
+            "online") is False, 90, env.op)
+        sha2 = new_model(env, namespace, seed=3)
+        st = wait_phase(env, namespace, "Complete", 2, timeout=120)
+        assert st["currentRevision"] == 2
+        # Told to update (its workload names revision 2), but it cannot run it yet.
+        assert revisions_of_children(env, namespace)[away] == 2
+        env.kube.set_node_online(away, True)
+        wait_for("the device back and on revision 2", lambda: all_ready_on(env, namespace, nodes, 2), 120, env.op)
+        assert env.children(namespace, "d")[away]["metadata"]["annotations"]["edgeai.io/model-sha256"] == sha2
+    finally:
+        env.kube.set_node_online(away, True)
+        env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
+        for n in nodes:
+            env.kube.delete_node(n)
+
+
+def test_pause_resume_and_undo_from_spec(env: Env, namespace: str) -> None:
+    nodes, sel = fleet(env, namespace, 4)
+    try:
+        sha1 = start(env, namespace, sel, nodes, rollout_spec(waves=[]))
+        env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=merge", "-p",
+                         json.dumps({"spec": {"rollout": {"paused": True}}}))
+        new_model(env, namespace, seed=4)
+        st = wait_phase(env, namespace, "Paused", 2, timeout=60)
+        wait_for("the canary on revision 2", lambda: sorted(revisions_of_children(env, namespace).values())
+                 == [1, 1, 1, 2], 30, env.op)
+        time.sleep(5)  # paused: the next wave does not start
+        assert sorted(revisions_of_children(env, namespace).values()) == [1, 1, 1, 2]
+        assert env.cond(env.get("idep", "d", namespace), "Progressing")["reason"] == "RolloutPaused"
+        env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=merge", "-p",
+                         json.dumps({"spec": {"rollout": {"paused": False}}}))
+        wait_phase(env, namespace, "Complete", 2, timeout=90)
+        # Undo, as `kubectl edgeai rollout undo` writes it: revision 1's template again, as revision 3.
+        env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=merge", "-p",
+                         json.dumps({"spec": {"rollout": {"rollbackTo": {"revision": 1, "requestedAt": "t1"}}}}))
+        st = wait_phase(env, namespace, "Complete", 3, timeout=90)
+        assert st["currentRevision"] == 3 and "rollback to revision 1" in st["revisions"][-1]["reason"]
+        wait_for("revision 3 Ready everywhere", lambda: all_ready_on(env, namespace, nodes, 3), 60, env.op)
+        kids = env.children(namespace, "d")
+        assert {ch["metadata"]["annotations"]["edgeai.io/model-sha256"] for ch in kids.values()} == {sha1}
+    finally:
+        env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
+        for n in nodes:
+            env.kube.delete_node(n)
+
+
+def test_operator_restart_mid_rollout_resumes_without_rolling_twice(env: Env, namespace: str) -> None:
+    nodes, sel = fleet(env, namespace, 6)
+    try:
+        start(env, namespace, sel, nodes, rollout_spec(canary=2, waves=["50%"], pauseSeconds=6))
+        gens = {d: ch["metadata"]["generation"] for d, ch in env.children(namespace, "d").items()}
+        new_model(env, namespace, seed=5)
+        wait_for("wave 2 started", lambda: ((status(env, namespace).get("rollout") or {}).get("wave") or 0) >= 1
+                 and (status(env, namespace).get("rollout") or {}).get("revision") == 2, 90, env.op)
+        env.op.kill()  # SIGKILL, in the middle of the rollout
+        time.sleep(2)
+        env.op.start()
+        env.op.wait_ready()
+        st = wait_phase(env, namespace, "Complete", 2, timeout=120)
+        assert st["currentRevision"] == 2
+        wait_for("revision 2 Ready everywhere", lambda: all_ready_on(env, namespace, nodes, 2), 60, env.op)
+        kids = env.children(namespace, "d")
+        assert all(kids[d]["metadata"]["generation"] == gens[d] + 1 for d in nodes), {
+            d: (gens[d], kids[d]["metadata"]["generation"]) for d in nodes}
+        assert [r["revision"] for r in st["revisions"]] == [1, 2]  # no revision invented on the way
+    finally:
+        env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
+        for n in nodes:
+            env.kube.delete_node(n)
