@@ -520,6 +520,7 @@ class Controller:
             involved = {"apiVersion": c.API_VERSION, "kind": c.KIND_IDEP, "name": idep.name,
                         "namespace": idep.namespace, "uid": idep.uid}
             for type_, reason, message in plan.events:
+                metrics.ROLLOUT_EVENTS.labels(reason).inc()
                 self._post_event(involved, type_, reason, message)
                 log.info("rollout", extra={"deployment": f"{namespace}/{name}", "reason": reason, "detail": message})
         else:

@@ -51,6 +51,11 @@ QUEUE_RETRIES = Counter(
     "edgeai_operator_workqueue_retries_total", "Keys requeued with backoff after an error", ["queue"],
     registry=REGISTRY,
 )
+ROLLOUT_EVENTS = Counter(
+    "edgeai_operator_rollout_events_total",
+    "Rollout transitions by reason: RolloutComplete, RolloutFailed (a health gate failed), RolledBack",
+    ["reason"], registry=REGISTRY,
+)
 LEADER = Gauge("edgeai_operator_leader", "1 while this replica holds the leader lease", registry=REGISTRY)
 WRITES_SKIPPED = Counter(
     "edgeai_operator_writes_skipped_total", "Writes not made because nothing would change", ["kind"],

@@ -8,6 +8,7 @@ from Git: the plugin is one more client, not a side door.
 
     kubectl edgeai fleet [-l SELECTOR] [-n NS | -A] [-o table|wide|json]
     kubectl edgeai rollout status IDEP [--watch/--no-watch] [--timeout 5m]
+    kubectl edgeai rollout history IDEP
     kubectl edgeai rollout pause|resume IDEP
     kubectl edgeai rollout undo IDEP [--to-revision N]
     kubectl edgeai model verify EM [--no-trigger] [--wait] [--timeout 2m]
@@ -208,6 +209,11 @@ def cmd_rollout_status(c: Cluster, a: argparse.Namespace) -> int:
         idep = c.get(IDEPS, a.name)
 
 
+def cmd_rollout_history(c: Cluster, a: argparse.Namespace) -> int:
+    print(view.revision_history(c.get(IDEPS, a.name)))
+    return 0
+
+
 def cmd_rollout_pause(c: Cluster, a: argparse.Namespace) -> int:
     return _set_paused(c, a.name, True)
 
@@ -315,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep watching until the rollout completes, fails or pauses (default)")
     st.add_argument("--timeout", type=_duration, default=_duration("5m"), help="give up after (default 5m)")
     st.set_defaults(func=cmd_rollout_status)
-    for action, fn, text in (("pause", cmd_rollout_pause, "stop the rollout after the current wave"),
+    for action, fn, text in (("history", cmd_rollout_history, "the revisions, their digests and outcomes"),
+                             ("pause", cmd_rollout_pause, "stop the rollout after the current wave"),
                              ("resume", cmd_rollout_resume, "continue a paused rollout")):
         x = rs.add_parser(action, parents=[conn], help=text)
         x.add_argument("name", metavar="IDEP")

@@ -271,6 +271,10 @@ def rollout_details(idep: Obj) -> str:
         v = get_path(st, key)
         if v is not None:
             lines.append(f"{key}: {v}")
+    ro = get_path(st, "rollout")
+    if isinstance(ro, Mapping) and ro.get("phase"):
+        lines.append(f"rollout: revision {ro.get('revision')} {ro.get('phase')}, wave "
+                     f"{int(ro.get('wave') or 0) + 1}/{ro.get('waves') or 1}")
     conds = [c for c in _list(st, "conditions") if isinstance(c, Mapping)]
     if conds:
         lines.append(table(("CONDITION", "STATUS", "REASON", "MESSAGE"),
@@ -285,6 +289,24 @@ def rollout_details(idep: Obj) -> str:
     if unplaced:
         lines.append(table(("UNPLACED", "REASON"), [(e.get("device", ""), e.get("reason") or "") for e in unplaced]))
     return "\n".join(lines)
+
+
+def revision_history(idep: Obj) -> str:
+    """`rollout history`: every remembered revision, oldest first, with its digests and outcome."""
+    st: Any = get_path(idep, "status") or {}
+    revs = [r for r in _list(st, "revisions") if isinstance(r, Mapping)]
+    if not revs:
+        return "no revisions recorded yet"
+    current, stable = get_path(st, "revision"), get_path(st, "currentRevision")
+    rows = []
+    for r in revs:
+        n = r.get("revision")
+        mark = "*" if n == stable else ("+" if n == current else "")
+        digests = ",".join(f"{k}={short_digest(v)}" for k, v in sorted((r.get("digests") or {}).items()))
+        rows.append((f"{n}{mark}", r.get("outcome") or NONE, r.get("modelVersion") or NONE, digests or NONE,
+                     r.get("createdAt") or NONE, r.get("reason") or ""))
+    out = table(("REVISION", "OUTCOME", "VERSION", "DIGESTS", "CREATED", "REASON"), rows)
+    return out + "\n(* serving: the last revision that passed every wave; + the rollout target)"
 
 
 # --------------------------------------------------------------------------- model verify

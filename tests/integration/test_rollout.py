@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_operator import Env, edge_model, env, idep, wait_for
+from tests.integration.test_plugin import edgeai
 
 pytestmark = pytest.mark.integration
 __all__ = ["env"]  # the operator fixture, shared with test_operator.py
@@ -152,6 +153,12 @@ def test_bad_revision_is_rolled_back_after_the_canary(env: Env, namespace: str) 
         assert {ch["metadata"]["annotations"]["edgeai.io/model-sha256"] for ch in kids.values()} == {sha1}
         events = env.items("events", namespace)
         assert any(e.get("reason") == "RolloutFailed" and e["involvedObject"]["name"] == "d" for e in events)
+        # What a person sees: the rollout failed, the fleet serves revision 1.
+        rs = edgeai(env.kube, "rollout", "status", "d", "-n", namespace, "--no-watch")
+        assert rs.returncode == 1 and "failed and was rolled back" in rs.stdout, rs.stdout + rs.stderr
+        hist = edgeai(env.kube, "rollout", "history", "d", "-n", namespace)
+        rows = [ln.split() for ln in hist.stdout.splitlines()]
+        assert rows[1][:2] == ["1*", "Succeeded"] and rows[2][:2] == ["2+", "Failed"], hist.stdout
         # The spec still asks for the bad revision: it is not retried.
         time.sleep(5)
         assert (status(env, namespace).get("rollout") or {}).get("phase") == "RolledBack"
@@ -201,9 +208,10 @@ def test_pause_resume_and_undo_from_spec(env: Env, namespace: str) -> None:
         env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=merge", "-p",
                          json.dumps({"spec": {"rollout": {"paused": False}}}))
         wait_phase(env, namespace, "Complete", 2, timeout=90)
-        # Undo, as `kubectl edgeai rollout undo` writes it: revision 1's template again, as revision 3.
-        env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=merge", "-p",
-                         json.dumps({"spec": {"rollout": {"rollbackTo": {"revision": 1, "requestedAt": "t1"}}}}))
+        # Pause and resume above were plain spec patches (GitOps); undo through the CLI:
+        # revision 1's template again, as revision 3.
+        u = edgeai(env.kube, "rollout", "undo", "d", "-n", namespace, "--to-revision", "1")
+        assert u.returncode == 0 and "rolling back to revision 1" in u.stdout, u.stderr
         st = wait_phase(env, namespace, "Complete", 3, timeout=90)
         assert st["currentRevision"] == 3 and "rollback to revision 1" in st["revisions"][-1]["reason"]
         wait_for("revision 3 Ready everywhere", lambda: all_ready_on(env, namespace, nodes, 3), 60, env.op)

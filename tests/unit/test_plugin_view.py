@@ -239,3 +239,17 @@ def test_an_echoed_request_answers_even_when_the_verdict_did_not_move() -> None:
     assert v.verified_since(still_failing, asked, stamp)
     still_failing["status"]["observedReverify"] = "2025-01-01T00:00:00Z"  # an older request's echo
     assert not v.verified_since(still_failing, asked, stamp)
+
+
+def test_revision_history_marks_serving_and_target() -> None:
+    hist = [{"revision": 1, "outcome": "Succeeded", "digests": {"default": SHA_A}, "createdAt": "t1",
+             "reason": "created", "modelVersion": "1.0"},
+            {"revision": 2, "outcome": "Failed", "digests": {"default": SHA_B}, "createdAt": "t2",
+             "reason": "model builds changed"}]
+    out = v.revision_history(idep("det", revision=2, currentRevision=1, revisions=hist))
+    rows = [ln.split() for ln in out.splitlines()]
+    assert rows[1][:3] == ["1*", "Succeeded", "1.0"] and f"default={SHA_A[:12]}" in rows[1]
+    assert rows[2][:2] == ["2+", "Failed"] and rows[2][-3:] == ["model", "builds", "changed"]
+    assert v.revision_history(idep("det")) == "no revisions recorded yet"
+    details = v.rollout_details(idep("det", rollout={"phase": "Progressing", "revision": 2, "wave": 1, "waves": 3}))
+    assert "rollout: revision 2 Progressing, wave 2/3" in details
