@@ -137,6 +137,16 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "Degraded", "ModelNotVerified: EdgeModel 'x': DigestMismatch"),
     ("no suitable devices", idep(False, False, True, "NoSuitableDevices", "3 selected, none suitable"),
      "Degraded", "NoSuitableDevices"),
+    ("rolled back", obj("InferenceDeployment", {"observedGeneration": 2, "conditions": [
+        make("Ready", True, "DevicesReady", "5/5 devices ready", 2),
+        make("Progressing", False, "RolledBack", "revision 2 failed its health gate", 2),
+        make("Degraded", True, "RolloutFailed", "revision 2 failed its health gate in wave 1/3", 2)]}, model="x"),
+     "Degraded", "RolloutFailed: revision 2 failed"),
+    ("rolling back", obj("InferenceDeployment", {"observedGeneration": 2, "conditions": [
+        make("Ready", False, "DevicesNotReady", "3/5 devices ready", 2),
+        make("Progressing", True, "RollingBack", "rolling back to revision 1", 2),
+        make("Degraded", True, "RolloutFailed", "revision 2 failed", 2)]}, model="x"),
+     "Progressing", "rolling back to revision 1"),
     ("paused", idep(False, True, False, paused=True), "Suspended", "paused"),
     ("paused but failed", idep(False, False, True, "ModelNotVerified", "x", paused=True),
      "Degraded", "ModelNotVerified"),
