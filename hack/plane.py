@@ -55,6 +55,7 @@ EDGE_TAINT = {"key": "node-role.kubernetes.io/edge", "effect": "NoSchedule"}
 # node whose annotation was removed, while a label selector is applied by its watch, so taking
 # the label away really silences the node (an edge site losing its uplink).
 KWOK_LABEL = ("kwok.x-k8s.io/node", "fake")
+KWOK_STAGES = Path(__file__).resolve().parent / "kwok-stages.yaml"
 
 # Hardware profiles the simulated fleet cycles through: a mixed fleet, as real ones are.
 PROFILES: list[dict[str, str]] = [
@@ -451,6 +452,8 @@ def up(name: str = "default", nodes: int = 3) -> Plane:
                 str(bins["kwok"]), f"--kubeconfig={plane.dir / 'kwok.kubeconfig'}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-label-selector={KWOK_LABEL[0]}={KWOK_LABEL[1]}",
+                # Our pod lifecycle: kwok's defaults plus simulated faults and recovery.
+                f"--config={KWOK_STAGES}",
                 "--node-ip=10.0.0.1", "--cidr=10.0.0.1/16", "--node-lease-duration-seconds=20",
                 f"--server-address=127.0.0.1:{_free_port()}",
             ]))

@@ -395,8 +395,10 @@ def _offline_and_back(env: Env, namespace: str, node: str, child_uid: str) -> No
         env.kube.set_node_online(node, True)
     wait_for("device online again", lambda: (env.get("edgedevice", node) or {}).get("status", {}).get(
         "online") is True, 90, env.op)
-    obj = env.wait_cond("idep", "d", namespace, "Degraded", "False", timeout=90)
-    assert env.cond(obj, "Ready")["status"] == "True" and obj["status"]["offline"] == 0
+    env.wait_cond("idep", "d", namespace, "Degraded", "False", timeout=90)
+    # The node re-reports its pod Ready a moment after it is back (as a KubeEdge node does).
+    obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
+    assert obj["status"]["offline"] == 0
     assert env.children(namespace, "d")[node]["metadata"]["uid"] == child_uid
 
 
