@@ -74,12 +74,14 @@ class Api:
         return json.loads(data) if data else None
 
     def _raw(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None) -> bytes:
+        # PATCH bodies are JSON merge patches; the API server refuses plain application/json there.
+        ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
         args = self.client.param_serialize(
             method=method,
             resource_path=path,
             query_params=query or [],
             body=body,
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            header_params={"Content-Type": ctype, "Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
         resp = self.client.call_api(*args, _request_timeout=60)

@@ -43,7 +43,7 @@ STUCK_REASONS = frozenset({
 
 @dataclass(frozen=True)
 class DevicePhase:
-    phase: str  # Pending, Scheduling, Fetching, Starting, Ready, Updating, Offline, FetchFailed, Failed
+    phase: str  # Pending, Waiting, Scheduling, Fetching, Starting, Ready, Updating, Offline, FetchFailed, Failed
     ready: bool
     updated: bool
     message: str = ""
@@ -380,8 +380,11 @@ def plan(
             # workload already there is left as it is, never torn down for a wave to come.
             if ch is not None:
                 ph = device_phase(ch, pods.get(dev, ()), online(dev), ch.spec_hash, ch.sha256)
-                phases[dev] = ph
                 rows.append(_row(dev, ch.variant, ch.sha256, ph, node=placed[dev].node, revision=ch.revision))
+            else:
+                ph = DevicePhase("Waiting", False, False, "waiting for its rollout wave")
+                rows.append(_row(dev, None, None, ph, node=placed[dev].node))
+            phases[dev] = ph
             continue
         manifest = child_deployment(inp)
         want_hash = manifest["metadata"]["annotations"][c.A_SPEC_HASH]

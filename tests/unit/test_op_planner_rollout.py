@@ -144,3 +144,11 @@ def test_invalid_rollout_spec_is_named_and_keeps_what_runs() -> None:
     ready = next(x for x in p.status["conditions"] if x["type"] == "Ready")
     assert ready["reason"] == "InvalidSpec" and "spec.rollout.waves must grow" in ready["message"]
     assert p.apply == () and p.delete == ()
+
+
+def test_devices_waiting_for_their_wave_are_placed_and_listed() -> None:
+    k = Cluster()
+    p = k.turn(model(), ROLLOUT)
+    assert len(p.apply) == 1 and p.status["placed"] == 6
+    waiting = [r for r in p.status["devices"] if r["phase"] == "Waiting"]
+    assert len(waiting) == 5 and all("wave" in r["message"] for r in waiting)
