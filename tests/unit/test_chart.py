@@ -409,7 +409,8 @@ def test_alerts_parse_and_query_metrics_the_operator_exports() -> None:
     exported = _exported_metrics()
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
     names = {r["alert"] for r in alerts}
-    assert {"EdgeAIDevicesOffline", "EdgeAIModelVerificationFailing", "EdgeAIRolloutFailed"} <= names
+    assert {"EdgeAIDevicesOffline", "EdgeAIModelVerificationFailing", "EdgeAIRolloutFailed",
+            "EdgeAIRolloutRolledBack"} <= names
     for r in alerts:
         sels = _selectors(r["expr"])  # raises on a PromQL syntax error
         assert sels, r["alert"]
