@@ -463,7 +463,9 @@ def up(name: str = "default", nodes: int = 3) -> Plane:
                   60, comps, plane)
             names = [f"edge-{i}" for i in range(nodes)]
             kc.create_edge_nodes(names)
-            _wait(f"{nodes} edge nodes Ready", lambda: kc.ready_nodes(names) == len(names), 120, comps, plane)
+            # kwok brings up a few hundred nodes a minute on 2 busy cores: give large fleets the time.
+            _wait(f"{nodes} edge nodes Ready", lambda: kc.ready_nodes(names) == len(names), max(120, nodes * 0.6),
+                  comps, plane)
         except BaseException:
             _save(plane, server, comps, {"nodes": nodes})
             _down(plane)
