@@ -219,6 +219,10 @@ class RolloutState:
     wave_started: float | None = None
     wave_ready: float | None = None
     message: str = ""
+    # Progress of the wave, as a Deployment's progressDeadlineSeconds measures it: the most devices
+    # seen healthy so far, and when that number last grew. Changes once per batch, not per event.
+    healthy: int = 0
+    progress_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"revision": self.revision, "phase": self.phase, "wave": self.wave,
@@ -229,6 +233,9 @@ class RolloutState:
             d["waveReadyAt"] = iso(self.wave_ready)
         if self.message:
             d["message"] = self.message[:500]
+        if self.progress_at is not None:
+            d["healthy"] = self.healthy
+            d["progressAt"] = iso(self.progress_at)
         return d
 
     @staticmethod
@@ -237,7 +244,7 @@ class RolloutState:
             return None
         return RolloutState(int(d["revision"]), str(d["phase"]), int(d.get("wave") or 0), int(d.get("waves") or 1),
                             parse_time(d.get("waveStartedAt")), parse_time(d.get("waveReadyAt")),
-                            str(d.get("message") or ""))
+                            str(d.get("message") or ""), int(d.get("healthy") or 0), parse_time(d.get("progressAt")))
 
 
 @dataclass(frozen=True)
@@ -334,10 +341,17 @@ def step(
     unhealthy = [d for d in gating if not (devices.get(d) and devices[d].revision == target and devices[d].ready
                                            and devices[d].online)]
     healthy = not unhealthy
-    if not failure and policy.gated and not healthy and now - started > policy.deadline_seconds:
+    # The deadline is on progress, not on the whole wave: a wave of 700 devices let through
+    # maxUnavailable at a time may take many minutes, but it must keep getting devices Ready.
+    count = len(gating) - len(unhealthy)
+    progress_at = prev.progress_at if prev.progress_at is not None and prev.wave == w else started
+    best = prev.healthy if prev.progress_at is not None and prev.wave == w else 0
+    if count > best:
+        best, progress_at = count, now
+    if not failure and policy.gated and not healthy and now - progress_at > policy.deadline_seconds:
         online_bad = [d for d in unhealthy if d not in devices or devices[d].online]
         if online_bad:
-            failure = (f"wave {w + 1}/{len(bounds)} not healthy within {policy.deadline_seconds}s "
+            failure = (f"wave {w + 1}/{len(bounds)} made no progress for {policy.deadline_seconds}s "
                        f"(healthGate.progressDeadlineSeconds): {len(online_bad)} device(s) not Ready on revision "
                        f"{target}: {', '.join(online_bad[:5])}{' ...' if len(online_bad) > 5 else ''}")
         else:
@@ -356,7 +370,7 @@ def step(
                 return Step(all_to(target), st, succeeded=True)
             if not policy.paused:
                 if now >= passed_at + policy.pause_seconds:
-                    w, started, ready_at = w + 1, now, None
+                    w, started, ready_at, progress_at = w + 1, now, None, now
                     admitted = [d for d in order if wave_of(index[d], bounds) <= w]
                     requeue = 1.0
                 else:
@@ -364,13 +378,13 @@ def step(
         else:
             requeue = passed_at - now
     elif policy.gated:
-        requeue = max(1.0, started + policy.deadline_seconds - now + 0.5)
+        requeue = max(1.0, progress_at + policy.deadline_seconds - now + 0.5)
     mu = None if policy.max_unavailable is None else resolve_count(policy.max_unavailable, len(order))
     targets = _assign(order, admitted, devices, target, keep, mu)
     msg = f"wave {w + 1}/{len(bounds)}: {len(admitted)} of {len(order)} devices admitted to revision {target}"
     if policy.paused:
         msg += "; paused (spec.rollout.paused)"
-    st = RolloutState(target, phase, w, len(bounds), started, ready_at, "; ".join([msg, *notes]))
+    st = RolloutState(target, phase, w, len(bounds), started, ready_at, "; ".join([msg, *notes]), best, progress_at)
     return Step(targets, st, requeue_after=requeue, notes=tuple(notes))
 
 

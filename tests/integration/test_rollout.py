@@ -146,7 +146,7 @@ def test_bad_revision_is_rolled_back_after_the_canary(env: Env, namespace: str) 
         assert len(seen_on_2) == 1, seen_on_2  # only the canary ever got it
         assert st["currentRevision"] == 1 and st["revision"] == 2
         hist = {r["revision"]: r for r in st["revisions"]}
-        assert hist[2]["outcome"] == "Failed" and "not healthy within 12s" in hist[2]["message"]
+        assert hist[2]["outcome"] == "Failed" and "made no progress for 12s" in hist[2]["message"]
         assert env.cond(env.get("idep", "d", namespace), "Degraded")["reason"] == "RolloutFailed"
         wait_for("revision 1 Ready everywhere again", lambda: all_ready_on(env, namespace, nodes, 1), 60, env.op)
         kids = env.children(namespace, "d")
@@ -242,6 +242,25 @@ def test_operator_restart_mid_rollout_resumes_without_rolling_twice(env: Env, na
         assert all(kids[d]["metadata"]["generation"] == gens[d] + 1 for d in nodes), {
             d: (gens[d], kids[d]["metadata"]["generation"]) for d in nodes}
         assert [r["revision"] for r in st["revisions"]] == [1, 2]  # no revision invented on the way
+    finally:
+        env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
+        for n in nodes:
+            env.kube.delete_node(n)
+
+
+def test_restarting_canary_fails_the_gate_without_waiting_for_the_deadline(env: Env, namespace: str) -> None:
+    nodes, sel = fleet(env, namespace, 3)
+    try:
+        start(env, namespace, sel, nodes, rollout_spec(healthGate={"readySeconds": 1, "maxRestarts": 1,
+                                                                   "progressDeadlineSeconds": 300}))
+        env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=merge", "-p",
+                         json.dumps({"spec": {"runtime": {"podAnnotations": {"sim.edgeai.io/crash": "true"}}}}))
+        t0 = time.monotonic()
+        st = wait_phase(env, namespace, "RolledBack", 2, timeout=90)
+        assert time.monotonic() - t0 < 60  # the restarts decided it, not the 300 s deadline
+        msg = {r["revision"]: r for r in st["revisions"]}[2]["message"]
+        assert "container restarts on revision 2 (healthGate.maxRestarts 1)" in msg, msg
+        wait_for("revision 1 Ready everywhere again", lambda: all_ready_on(env, namespace, nodes, 1), 60, env.op)
     finally:
         env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
         for n in nodes:
