@@ -5,7 +5,7 @@
 2. the CRDs, and the operator as a real process;
 3. real ONNX models (a CNN packed into signed fp32/fp16/int8 builds, a tabular
    model) served over HTTP on 127.0.0.1;
-4. the example EdgeModels and InferenceDeployments applied; wait for Ready;
+4. the demo's EdgeModels and InferenceDeployments (namespace edgeai-demo) applied; wait for Ready;
 5. the fleet table;
 6. the edge runtime of one device started exactly as its Pod spec says (same
    command, args and env; volumes materialised in a local folder) and one real
@@ -309,7 +309,7 @@ def up() -> None:
     background("operator", [str(BIN / "edgeai-operator"), "--namespace", "default",
                             "--metrics-bind", f"127.0.0.1:{mport}"],
                env=dict(env, EDGEAI_RESYNC_SECONDS="60"))
-    say("applying the example EdgeModels and InferenceDeployments")
+    say("applying the demo EdgeModels and InferenceDeployments")
     kube.kubectl("apply", "-f", str(model_manifests))
     kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                        "items": deployments()}))
