@@ -395,7 +395,7 @@ class DataPlane:
             raise
         finally:
             if outcome != "bad_request":  # a client's mistake says nothing about the runtime's health
-                self.errors.record(self._clock(), outcome == "error")
+                self.errors.record(self._clock(), outcome == "error", time.perf_counter() - start)
             self.metrics.observe_request(name, model.version, outcome, time.perf_counter() - start)
 
     def _encode(

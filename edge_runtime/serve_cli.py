@@ -68,6 +68,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--max-error-rate", type=_fraction, default=0.5, help="not ready above this share of failed requests"
     )
+    p.add_argument(
+        "--max-latency-ms", type=_positive_int, default=None,
+        help="not ready while most requests of the window take longer than this (default: no latency judgement)",
+    )
     p.add_argument("--log-level", default=os.environ.get("EDGEAI_LOG_LEVEL", "info"))
     p.set_defaults(func=run)
 
@@ -113,7 +117,8 @@ def build(args: argparse.Namespace) -> Any:
         settings,
         metrics,
         fallback=fallback,
-        error_window=ErrorWindow(args.error_window_s, args.max_error_rate),
+        error_window=ErrorWindow(args.error_window_s, args.max_error_rate,
+                                 max_latency_s=args.max_latency_ms / 1000 if args.max_latency_ms else None),
     )
     version = args.model_version or default_version(args.sha256)
     dp.load_initial(args.name, ModelSource(args.model, args.sha256, version, signature))

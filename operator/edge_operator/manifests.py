@@ -151,7 +151,8 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
     args += ["--host", "0.0.0.0", "--port", str(c.RUNTIME_PORT)]
     rt = inp.runtime
     for key, flag in (("threads", "--threads"), ("maxBatchSize", "--max-batch-size"),
-                      ("maxBatchDelayMs", "--max-batch-delay-ms")):
+                      ("maxBatchDelayMs", "--max-batch-delay-ms"), ("maxLatencyMs", "--max-latency-ms"),
+                      ("maxErrorRate", "--max-error-rate")):
         if rt.get(key) is not None:
             args += [flag, str(rt[key])]
     fb = inp.fallback

@@ -23,7 +23,7 @@ ART = Artifact("int8", "int8", "https://models.example/m-int8.onnx", H, size=123
 INP = WorkloadInputs(
     namespace="ns", owner=Owner(c.API_VERSION, c.KIND_IDEP, "detector", "uid-1"), model="yolo",
     model_version="1.2.0", device="edge-1", node="edge-1", artifact=ART, image="img:1",
-    runtime={"threads": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5,
+    runtime={"threads": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5, "maxLatencyMs": 250, "maxErrorRate": 0.2,
              "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": 1073741824}}},
     fallback={"url": "https://cloud/v2", "confidenceThreshold": 0.6, "timeoutMs": 1500},
     public_key=SecretRef("keys", "public.pem"),
@@ -63,6 +63,7 @@ def test_init_fetch_and_serve_follow_the_cli_contract() -> None:
 
     assert flag("--model-version") == "1.2.0" and flag("--threads") == "2"
     assert flag("--max-batch-size") == "8" and flag("--max-batch-delay-ms") == "5"
+    assert flag("--max-latency-ms") == "250" and flag("--max-error-rate") == "0.2"
     assert flag("--fallback-url") == "https://cloud/v2" and flag("--fallback-threshold") == "0.6"
     assert flag("--fallback-timeout-ms") == "1500" and flag("--fallback-queue") == "/var/lib/edgeai/fallback-queue"
     assert flag("--port") == "8080" and flag("--signature") == "c2lnbmF0dXJl"

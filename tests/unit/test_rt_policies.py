@@ -22,6 +22,24 @@ def test_error_window_judges_and_forgets() -> None:
     assert w.judge(112.0).ready, "old failures leave the window"
 
 
+def test_latency_limit_turns_readiness_off_while_most_requests_are_slow() -> None:
+    w = ErrorWindow(window_seconds=10, min_requests=4, max_latency_s=0.05)
+    w.record(100.0, error=False, latency_s=0.2)
+    w.record(100.1, error=False, latency_s=0.2)
+    w.record(100.2, error=False, latency_s=0.01)
+    assert w.judge(100.5).ready, "too few requests to judge"
+    w.record(100.3, error=False, latency_s=0.01)
+    assert w.judge(100.5).ready, "half slow is not most"
+    w.record(100.6, error=False, latency_s=0.3)
+    j = w.judge(101.0)
+    assert not j.ready and "3 of the last 5 requests took longer than 50 ms" in j.reason
+    assert w.judge(112.0).ready, "slow requests leave the window"
+    assert ErrorWindow(min_requests=1).judge(0).ready
+    unlimited = ErrorWindow(window_seconds=10, min_requests=1)
+    unlimited.record(1.0, error=False, latency_s=60.0)
+    assert unlimited.judge(1.5).ready, "no limit set: latency is not judged"
+
+
 def test_readiness_needs_a_model() -> None:
     ok = ErrorWindow().judge(0)
     assert not judge_readiness({}, ok).ready
