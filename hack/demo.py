@@ -165,7 +165,11 @@ def deployments() -> list[dict[str, Any]]:
          "spec": {"model": "defect-detector",
                   "deviceSelector": {"matchExpressions": [
                       {"key": "edgeai.io/site", "operator": "In", "values": ["site-a", "site-b"]}]},
-                  "runtime": {"threads": 1, "maxBatchSize": 8, "maxBatchDelayMs": 2}}},
+                  "runtime": {"threads": 1, "maxBatchSize": 8, "maxBatchDelayMs": 2},
+                  # A canary, then site by site, each wave Ready 2 s before the next; a wave that
+                  # makes no progress for 15 s is rolled back.
+                  "rollout": {"canary": 1, "orderBy": "edgeai.io/site",
+                              "healthGate": {"readySeconds": 2, "progressDeadlineSeconds": 15}}}},
         {"apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment",
          "metadata": {"name": "vibration-anomaly", "namespace": NAMESPACE},
          "spec": {"model": "vibration-anomaly",
@@ -197,6 +201,33 @@ def wait_ready(kube: localplane.Kube, timeout: float = 240) -> None:
             return
         time.sleep(2)
     raise SystemExit(f"not Ready after {timeout:.0f}s; operator log: {STATE / 'operator.log'}")
+
+
+def bad_update(kube: localplane.Kube, env: dict[str, str], timeout: float = 120) -> None:
+    """Ship a build whose pods never get Ready and watch the gate catch it on the canary."""
+    kube.kubectl("patch", "inferencedeployment", "defect-detection", "-n", NAMESPACE, "--type=merge", "-p",
+                 json.dumps({"spec": {"runtime": {"podAnnotations": {"sim.edgeai.io/ready": "false"}}}}))
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        st = json.loads(kube.kubectl("get", "inferencedeployment", "defect-detection", "-n", NAMESPACE,
+                                     "-o", "json").stdout).get("status", {})
+        r = st.get("rollout") or {}
+        on_bad = sum(1 for d in st.get("devices") or [] if d.get("revision") == r.get("revision"))
+        line = (f"   revision {r.get('revision')}: {r.get('phase')}, wave {int(r.get('wave') or 0) + 1}/"
+                f"{r.get('waves')}, {on_bad} device(s) given it; serving revision {st.get('currentRevision')}")
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if r.get("phase") == "RolledBack" and r.get("revision") == st.get("revision"):
+            print(f"   why: {r.get('message', '')}", flush=True)
+            break
+        time.sleep(1)
+    else:
+        raise SystemExit(f"no rollback after {timeout:.0f}s; operator log: {STATE / 'operator.log'}")
+    hist = subprocess.run([str(BIN / "kubectl-edgeai"), "rollout", "history", "defect-detection", "-n", NAMESPACE],
+                          env=env, capture_output=True, text=True)
+    print(hist.stdout or hist.stderr)
 
 
 def run_one_runtime(kube: localplane.Kube) -> None:
@@ -322,6 +353,9 @@ def up() -> None:
     print(fleet.stdout or fleet.stderr)
     print(kube.kubectl("get", "edgeai", "-A").stdout)
     run_one_runtime(kube)
+    say("a bad update (simulated: its pods never get Ready): the health gate stops it at the canary and "
+        "rolls back by itself")
+    bad_update(kube, env)
     say(f"done in {time.monotonic() - t0:.0f}s. Simulated: the {NODES} edge nodes and their Pods (kwok). "
         "Real: API server, scheduler, controllers, operator, verification, and the runtime above.")
     print(f"   export KUBECONFIG={p.kubeconfig}   # then: kubectl get edgeai -A")
