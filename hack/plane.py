@@ -55,7 +55,8 @@ EDGE_TAINT = {"key": "node-role.kubernetes.io/edge", "effect": "NoSchedule"}
 # node whose annotation was removed, while a label selector is applied by its watch, so taking
 # the label away really silences the node (an edge site losing its uplink).
 KWOK_LABEL = ("kwok.x-k8s.io/node", "fake")
-KWOK_STAGES = Path(__file__).resolve().parent / "kwok-stages.yaml"
+# The pod lifecycle kwok plays on those nodes, simulated faults and recovery included.
+KWOK_STAGES = HACK / "kwok-stages.yaml"
 
 # Hardware profiles the simulated fleet cycles through: a mixed fleet, as real ones are.
 PROFILES: list[dict[str, str]] = [
@@ -203,7 +204,7 @@ def _pki(d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 
-    def key_pem(k: Any) -> bytes:
+    def key_pem(k: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
         return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
 
@@ -448,12 +449,16 @@ def up(name: str = "default", nodes: int = 3) -> Plane:
                 str(bins["kube-scheduler"]), f"--kubeconfig={plane.dir / 'scheduler.kubeconfig'}",
                 "--leader-elect=false", "--secure-port=0", "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
             ]))
+            # A copy in the run directory: the plane keeps the stages it started with, and its
+            # directory shows them, whatever later happens to hack/kwok-stages.yaml.
+            kwok_config = plane.dir / "kwok.yaml"
+            shutil.copyfile(KWOK_STAGES, kwok_config)
             comps.append(_start(plane, "kwok", [
                 str(bins["kwok"]), f"--kubeconfig={plane.dir / 'kwok.kubeconfig'}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-label-selector={KWOK_LABEL[0]}={KWOK_LABEL[1]}",
-                # Our pod lifecycle: kwok's defaults plus simulated faults and recovery.
-                f"--config={KWOK_STAGES}",
+                # These replace kwok's default pod stages (it loads them only when given none).
+                f"--config={kwok_config}",
                 "--node-ip=10.0.0.1", "--cidr=10.0.0.1/16", "--node-lease-duration-seconds=20",
                 f"--server-address=127.0.0.1:{_free_port()}",
             ]))
