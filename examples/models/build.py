@@ -17,6 +17,12 @@ from edge_runtime.models_zoo import build_cnn, build_tabular
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: python {Path(__file__).name} [OUT_DIR]   (default: {Path(__file__).resolve().parent / 'out'})")
+        return 0
+    if argv and argv[0].startswith("-"):
+        print(f"error: unknown option {argv[0]!r}; the only argument is the output folder", file=sys.stderr)
+        return 2
     out = Path(argv[0]) if argv else Path(__file__).resolve().parent / "out"
     for path in (build_cnn(out / "cnn.onnx"), build_tabular(out / "tabular.onnx")):
         d = hash_file(path)

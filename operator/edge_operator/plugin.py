@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--serving-only", action="store_true", help="hide devices that serve nothing")
     f.set_defaults(func=cmd_fleet)
 
-    r = sub.add_parser("rollout", parents=[conn], help="status, pause, resume or undo an InferenceDeployment's rollout")
+    r = sub.add_parser("rollout", parents=[conn],
+                       help="status, history, pause, resume or undo an InferenceDeployment's rollout")
     rs = r.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
     st = rs.add_parser("status", parents=[conn], help="wait for a rollout to finish (or show it once)")
     st.add_argument("name", metavar="IDEP")
