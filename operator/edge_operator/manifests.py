@@ -193,6 +193,39 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _cache_dirs_container(image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Hands the node's hostPath directories to the runtime's UID, then exits.
+
+    The kubelet creates a missing hostPath (DirectoryOrCreate) as root, mode 0755, and fsGroup
+    does not apply to hostPath volumes: on a real node the non-root fetch could not write the
+    cache. This container is root with only CAP_CHOWN and CAP_FOWNER, touches only the top of
+    each mounted directory, and runs nothing but coreutils' `install -d`.
+    """
+    uid = str(c.RUNTIME_UID)
+    return {
+        "name": "cache-dirs",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["install", "-d", "-o", uid, "-g", uid, "-m", "0750", *(m["mountPath"] for m in mounts)],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def _host_path_mounts(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One writable mount of each hostPath volume, where the pod's containers mount it."""
+    paths = {m["name"]: m["mountPath"] for m in reversed(mounts)}
+    return [{"name": v["name"], "mountPath": paths[v["name"]]} for v in volumes if "hostPath" in v]
+
+
 def tolerations() -> list[dict[str, Any]]:
     """Edge taints, and unreachable/not-ready with no tolerationSeconds: an edge node that loses
     the cloud for an hour must keep serving, not have its workload evicted after 5 minutes."""
@@ -284,12 +317,16 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "initContainers": [
+            _cache_dirs_container(inp.image, _host_path_mounts(volumes, [*init_mounts, *main_mounts])),
             {
                 "name": "fetch",
                 "image": inp.image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["edge-runtime"],
                 "args": fetch_args(inp),
+                # Why a fetch failed (digest mismatch, unreachable...) reaches the Pod's status, and so
+                # the device's phase, from its last log lines.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                 "securityContext": _container_security(),
                 "volumeMounts": init_mounts,

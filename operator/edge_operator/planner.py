@@ -120,9 +120,12 @@ def device_phase(
         return DevicePhase("Ready", True, True)
     pod = _newest_pod(pods, desired_sha)
     if pod is not None and pod.init_exit_code is not None:
-        why = EXIT_REASONS.get(pod.init_exit_code, pod.reason or "Error")
+        # Exit codes name a reason only for fetch (the runtime's CLI contract); cache-dirs is coreutils.
+        codes = EXIT_REASONS if pod.init_name == "fetch" else {}
+        why = codes.get(pod.init_exit_code, pod.reason or "Error")
         detail = f": {pod.message}" if pod.message else ""
-        return DevicePhase("FetchFailed", False, True, f"{why}: fetch exited with code {pod.init_exit_code}{detail}")
+        return DevicePhase("FetchFailed", False, True,
+                           f"{why}: {pod.init_name} exited with code {pod.init_exit_code}{detail}")
     if pod is not None and pod.reason in STUCK_REASONS:
         return DevicePhase("Failed", False, True, f"{pod.reason}: {pod.message}".rstrip(": "))
     if child.progress_failed:

@@ -37,21 +37,23 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 class ModelServer:
-    """A threaded static HTTP server on 127.0.0.1 over `root`."""
+    """A threaded static HTTP server over `root`, on 127.0.0.1 or on an address the test's plane made
+    (the cloud bridge, for real edge nodes to fetch from)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         self.root = root
+        self.host = host
         root.mkdir(parents=True, exist_ok=True)
 
         def handler(*args: Any, **kw: Any) -> _QuietHandler:
             return _QuietHandler(*args, directory=str(root), **kw)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="model-server", daemon=True)
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"http://{self.host}:{self.port}/{name}"
 
     def __enter__(self) -> ModelServer:
         self._thread.start()

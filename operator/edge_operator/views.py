@@ -386,6 +386,7 @@ class PodInfo:
     init_running: bool
     created: str
     deleting: bool = False
+    init_name: str = "fetch"  # the init container that failed, when one did
 
 
 def pod_info(body: Mapping[str, Any]) -> PodInfo:
@@ -399,12 +400,14 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
     reason, message = "", ""
     init_exit: int | None = None
     init_running = False
+    init_name = "fetch"
     for cs in st.get("initContainerStatuses") or []:
         state = cs.get("state") or {}
         last = cs.get("lastState") or {}
         term = state.get("terminated") or last.get("terminated")
-        if term and term.get("exitCode", 0) != 0:
+        if term and term.get("exitCode", 0) != 0 and init_exit is None:
             init_exit = int(term["exitCode"])
+            init_name = str(cs.get("name") or init_name)
             reason, message = str(term.get("reason") or "Error"), str(term.get("message") or "")
         if state.get("running"):
             init_running = True
@@ -436,6 +439,7 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         message=message[:300],
         init_exit_code=init_exit,
         init_running=init_running,
+        init_name=init_name,
         created=str(meta.get("creationTimestamp") or ""),
         deleting=_deleting(body),
     )

@@ -251,7 +251,7 @@ def test_verified_model_placed_on_matching_devices_with_the_right_build(env: Env
     assert d1["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert tpl["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["edge-1"]
-    init_args = tpl["spec"]["initContainers"][0]["args"]
+    init_args = next(x for x in tpl["spec"]["initContainers"] if x["name"] == "fetch")["args"]
     assert init_args[:6] == ["fetch", url8, "--sha256", sha8, "--cache", "/var/lib/edgeai/models"]
     assert "--signature" in init_args
     pods = env.items("pods", namespace, "edgeai.io/inference-deployment=detector")

@@ -47,11 +47,18 @@ def test_pinned_to_its_node_and_tolerates_edge_and_unreachable_forever() -> None
     assert m["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
+def init(p: dict[str, Any], name: str = "fetch") -> dict[str, Any]:
+    (ctr,) = [x for x in p["initContainers"] if x["name"] == name]
+    return dict(ctr)
+
+
 def test_init_fetch_and_serve_follow_the_cli_contract() -> None:
     p = pod(child_deployment(INP))
-    (init,) = p["initContainers"]
-    assert init["command"] == ["edge-runtime"]
-    assert init["args"] == ["fetch", ART.uri, "--sha256", H, "--cache", "/var/lib/edgeai/models",
+    assert [x["name"] for x in p["initContainers"]] == ["cache-dirs", "fetch"]
+    fetch = init(p)
+    assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"  # the reason reaches the pod status
+    assert fetch["command"] == ["edge-runtime"]
+    assert fetch["args"] == ["fetch", ART.uri, "--sha256", H, "--cache", "/var/lib/edgeai/models",
                             "--signature", "c2lnbmF0dXJl", "--public-key-file", "/etc/edgeai/keys/public/public.pem",
                             "--max-size", "1234"]
     (main,) = p["containers"]
@@ -77,7 +84,7 @@ def test_cache_is_a_hostpath_shared_by_digest_and_read_only_for_the_server() -> 
     vols = {v["name"]: v for v in p["volumes"]}
     assert vols["model-cache"]["hostPath"] == {"path": "/var/lib/edgeai/models", "type": "DirectoryOrCreate"}
     main_mounts = {m["name"]: m for m in p["containers"][0]["volumeMounts"]}
-    init_mounts = {m["name"]: m for m in p["initContainers"][0]["volumeMounts"]}
+    init_mounts = {m["name"]: m for m in init(p)["volumeMounts"]}
     assert main_mounts["model-cache"]["readOnly"] is True
     assert "readOnly" not in init_mounts["model-cache"]
     assert vols["public-key"]["secret"]["items"] == [{"key": "public.pem", "path": "public.pem"}]
@@ -89,8 +96,17 @@ def test_non_root_read_only_root_and_no_token() -> None:
     for ctr in [*p["initContainers"], *p["containers"]]:
         sc = ctr["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
-        assert sc["capabilities"] == {"drop": ["ALL"]}
         assert ctr["image"] == "img:1"
+        if ctr["name"] != "cache-dirs":
+            assert sc["capabilities"] == {"drop": ["ALL"]} and "runAsUser" not in sc
+    # The one root step: hand the hostPath dirs (created by the kubelet as root) to the runtime's UID,
+    # with only the two capabilities that takes, and nothing else mounted.
+    dirs = init(p, "cache-dirs")
+    assert dirs["securityContext"]["runAsUser"] == 0 and dirs["securityContext"]["runAsNonRoot"] is False
+    assert dirs["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert dirs["command"] == ["install", "-d", "-o", "65532", "-g", "65532", "-m", "0750",
+                               "/var/lib/edgeai/models", "/var/lib/edgeai/fallback-queue"]
+    assert {m["name"] for m in dirs["volumeMounts"]} == {"model-cache", "fallback-queue"}
 
 
 def test_labels_owner_and_digest_in_template() -> None:
@@ -123,7 +139,7 @@ def test_optional_parts_absent_when_not_asked() -> None:
                     artifact=replace(ART, signature=None, size=None))
     p = pod(child_deployment(plain))
     assert "--fallback-url" not in p["containers"][0]["args"]
-    assert "--signature" not in p["initContainers"][0]["args"]
+    assert "--signature" not in init(p)["args"]
     assert {v["name"] for v in p["volumes"]} == {"model-cache", "tmp"}
     assert p["containers"][0]["resources"] == {}
     enc = child_deployment(replace(plain, decryption_key=SecretRef("k", "key")))
