@@ -1,23 +1,25 @@
 #!/usr/bin/env python3
 """The README's first command (`make demo`): the whole product on one machine.
 
-1. a real local control plane with a simulated, mixed edge fleet (kwok nodes);
+1. a real local control plane with a simulated, mixed edge fleet (kwok nodes) and
+   one real KubeEdge edge node (cloudcore + edgecore + containerd, its own network);
 2. the CRDs, and the operator as a real process;
 3. real ONNX models (a CNN packed into signed fp32/fp16/int8 builds, a tabular
-   model) served over HTTP on 127.0.0.1;
+   model) served over HTTP on the cloud bridge (127.0.0.1 without a real node);
 4. the demo's EdgeModels and InferenceDeployments (namespace edgeai-demo) applied; wait for Ready;
-5. the fleet table;
-6. the edge runtime of one device started exactly as its Pod spec says (same
-   command, args and env; volumes materialised in a local folder) and one real
-   inference through it.
+5. the fleet table, and the devices' own status (they agree);
+6. one real inference through the model-server Pod on the real KubeEdge node
+   (image built from docker/edge-runtime.Dockerfile, pulled by containerd);
+7. a bad update stopped at the canary and rolled back by the health gate.
 
-Simulated: the edge nodes (kwok: no kubelet, no containers; Pods are marked
-Running by kwok) and hence the Pods' processes, except the one runtime we start
-in step 6. Real: the API server, etcd, scheduler, controllers, the operator,
-model verification, the runtime and the inference.
+Simulated: the kwok edge nodes and their Pods (no kubelet, no containers).
+Real: the API server, etcd, scheduler, controllers, the operator, model
+verification, the KubeEdge node, its containers and the inference.
 
     python hack/demo.py            # bring it all up (idempotent: reuses a running plane)
     python hack/demo.py --down     # stop everything the demo started
+    EDGEAI_REAL_EDGE=0 python hack/demo.py   # kwok only, for machines that cannot run containers:
+                                             # the runtime of one device is then started by hand
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ PLANE = os.environ.get("EDGEAI_DEMO_PLANE", "demo")
 STATE = localplane.CACHE / "demo"
 NAMESPACE = "edgeai-demo"
 NODES = int(os.environ.get("EDGEAI_DEMO_NODES", "6"))
+REAL_EDGE = os.environ.get("EDGEAI_REAL_EDGE", "1").lower() not in ("0", "false", "no")
 BIN = Path(sys.executable).parent
 
 
@@ -117,7 +120,7 @@ def stop_all() -> None:
 # ------------------------------------------------------------------ steps
 
 
-def models(port: int, kube: localplane.Kube) -> tuple[Path, Path]:
+def models(port: int, kube: localplane.Kube, host: str = "127.0.0.1") -> tuple[Path, Path]:
     """Build, pack and sign the example models; returns (served dir, EdgeModel manifests file)."""
     from edge_runtime import integrity
     from edge_runtime.models_zoo import build_cnn, build_tabular
@@ -129,7 +132,7 @@ def models(port: int, kube: localplane.Kube) -> tuple[Path, Path]:
     if not key.exists():
         key.write_bytes(integrity.private_key_pem(integrity.generate_private_key("ed25519")))
     cnn = build_cnn(work / "defect-detector.onnx", num_classes=4, image=32, seed=7)
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     packed = work / "packed-cnn"
     say("packing the CNN into signed fp32 / fp16 / int8 builds (edge-runtime pack)")
     subprocess.run([str(BIN / "edge-runtime"), "pack", str(cnn), "-o", str(packed), "--force",
@@ -318,12 +321,85 @@ def run_one_runtime(kube: localplane.Kube) -> None:
     print(f"   metrics: {url}/metrics   log: {STATE / 'runtime.log'}")
 
 
+def infer_on_real_pod(kube: localplane.Kube, node: str) -> None:
+    """One real inference through the model-server Pod on the real KubeEdge node, from the cloud."""
+    pods = json.loads(kube.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/managed-by=edgeai-operator",
+                                   "--field-selector", f"spec.nodeName={node}", "-o", "json").stdout)["items"]
+    pod = next(p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                      for c in p["status"].get("conditions", [])))
+    srv = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "server")
+    ip = pod["status"]["podIP"]
+    args = next(c for c in pod["spec"]["containers"] if c["name"] == "server")["args"]
+    model = args[args.index("--name") + 1]
+    say(f"one real inference through Pod {pod['metadata']['name']} on the real KubeEdge node {node}")
+    print(f"   image {srv['image']} (pulled by the node's containerd), pod IP {ip}")
+    url = f"http://{ip}:8080"
+    with urllib.request.urlopen(f"{url}/v2/models/{model}", timeout=10) as r:
+        meta = json.loads(r.read())
+    inp = meta["inputs"][0]
+    shape = [1 if d < 0 else d for d in inp["shape"]]
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": inp["name"], "shape": shape, "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+    req = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body,
+                                 headers={"Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=10) as r:
+        out = json.loads(r.read())
+    ms = (time.perf_counter() - t0) * 1000
+    probs = out["outputs"][0]["data"]
+    top = int(np.argmax(probs))
+    print(f"   POST {url}/v2/models/{model}/infer  ->  class {top} (p={probs[top]:.3f}) in {ms:.1f} ms")
+    print(f"   model sha256 served: {meta.get('parameters', {}).get('sha256', '?')}")
+
+
+def wait_devices_agree(kube: localplane.Kube, timeout: float = 90) -> None:
+    """Wait until every device's own status lists what the InferenceDeployments say it serves.
+
+    The operator writes a device's `serving` coarsely (it is informational); the demo's tables
+    are printed once both views agree, so `kubectl get ed` never contradicts the fleet table.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ideps = json.loads(kube.kubectl("get", "inferencedeployments", "-n", NAMESPACE, "-o", "json").stdout)
+        want = {(f"{NAMESPACE}/{i['metadata']['name']}", d["device"]) for i in ideps["items"]
+                for d in (i.get("status") or {}).get("devices") or [] if d.get("phase") == "Ready"}
+        devs = json.loads(kube.kubectl("get", "edgedevices", "-o", "json").stdout)["items"]
+        have = {(s.get("inferenceDeployment"), d["metadata"]["name"]) for d in devs
+                for s in (d.get("status") or {}).get("serving") or [] if s.get("phase") == "Ready"}
+        if want and want <= have:
+            return
+        time.sleep(1)
+    print("   (the devices' own status has not caught up yet; it is written every few seconds)")
+
+
 def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    say(f"local control plane '{PLANE}' with {NODES} simulated edge nodes (kwok)")
-    p = localplane.up(PLANE, nodes=NODES)
+    real = 0
+    if REAL_EDGE:
+        import edgenodes
+
+        why = edgenodes.containers_supported()
+        if why:
+            say(f"no real KubeEdge node on this machine ({why}): simulated fleet only. "
+                "EDGEAI_REAL_EDGE=0 skips this check.")
+        else:
+            real = 1
+    say(f"local control plane '{PLANE}' with {NODES} simulated edge nodes (kwok)"
+        + (f" and {real} real KubeEdge node (first run: images and KubeEdge are built, see README)" if real else ""))
+    p = localplane.up(PLANE, nodes=NODES, real_edge=real)
     kube = localplane.Kube(p.kubeconfig)
+    real_state = (p.state() or {}).get("real_edge") or {}
+    host = "127.0.0.1"
+    op_env: dict[str, str] = {}
+    if real_state:
+        import edgenodes
+
+        edge = edgenodes.real_edge_of(p)
+        assert edge
+        host = edge.net.cloud_ip  # the nodes reach the cloud's servers on the cloud bridge
+        op_env["EDGEAI_RUNTIME_IMAGE"] = real_state["images"]["runtime"]
     env = dict(os.environ, KUBECONFIG=str(p.kubeconfig))
     say("installing the CRDs")
     kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
@@ -331,15 +407,15 @@ def up() -> None:
         kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}.edgeai.io", "--timeout=60s")
     kube.kubectl("create", "namespace", NAMESPACE, check=False)
     port = free_port()
-    serve_dir, model_manifests = models(port, kube)
-    say(f"serving the model files on http://127.0.0.1:{port}/")
-    background("model-server", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+    serve_dir, model_manifests = models(port, kube, host)
+    say(f"serving the model files on http://{host}:{port}/")
+    background("model-server", [sys.executable, "-m", "http.server", str(port), "--bind", host,
                                 "--directory", str(serve_dir)])
     mport = free_port()
     say(f"starting the operator (metrics on http://127.0.0.1:{mport}/metrics, log {STATE / 'operator.log'})")
     background("operator", [str(BIN / "edgeai-operator"), "--namespace", "default",
                             "--metrics-bind", f"127.0.0.1:{mport}"],
-               env=dict(env, EDGEAI_RESYNC_SECONDS="60"))
+               env=dict(env, EDGEAI_RESYNC_SECONDS="60", **op_env))
     say("applying the demo EdgeModels and InferenceDeployments")
     kube.kubectl("apply", "-f", str(model_manifests))
     kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
@@ -351,13 +427,22 @@ def up() -> None:
     say("the fleet (kubectl edgeai fleet)")
     fleet = subprocess.run([str(BIN / "kubectl-edgeai"), "fleet", "-A"], env=env, capture_output=True, text=True)
     print(fleet.stdout or fleet.stderr)
+    wait_devices_agree(kube)
     print(kube.kubectl("get", "edgeai", "-A").stdout)
-    run_one_runtime(kube)
+    if real_state:
+        infer_on_real_pod(kube, real_state["nodes"][0])
+    else:
+        run_one_runtime(kube)
     say("a bad update (simulated: its pods never get Ready): the health gate stops it at the canary and "
         "rolls back by itself")
     bad_update(kube, env)
-    say(f"done in {time.monotonic() - t0:.0f}s. Simulated: the {NODES} edge nodes and their Pods (kwok). "
-        "Real: API server, scheduler, controllers, operator, verification, and the runtime above.")
+    if real_state:
+        say(f"done in {time.monotonic() - t0:.0f}s. Simulated: the {NODES} kwok edge nodes and their Pods. "
+            f"Real: API server, scheduler, controllers, operator, verification, the KubeEdge node "
+            f"{real_state['nodes'][0]} with its containerd, and the model-server Pod above.")
+    else:
+        say(f"done in {time.monotonic() - t0:.0f}s. Simulated: the {NODES} edge nodes and their Pods (kwok). "
+            "Real: API server, scheduler, controllers, operator, verification, and the runtime above.")
     print(f"   export KUBECONFIG={p.kubeconfig}   # then: kubectl get edgeai -A")
     print("   make down                          # stop everything the demo started")
 

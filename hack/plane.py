@@ -2,7 +2,11 @@
 """A real, local Kubernetes control plane with a simulated KubeEdge edge fleet.
 
     python hack/plane.py build            # build the pinned binaries once (cached by version)
-    python hack/plane.py up [--nodes 3]   # etcd, kube-apiserver, controller-manager, scheduler, kwok
+    python hack/plane.py up [--nodes 3] [--real-edge 1]
+                                          # etcd, kube-apiserver, controller-manager, scheduler, kwok;
+                                          # with --real-edge: registry, cloudcore, N KubeEdge nodes
+    python hack/plane.py partition real-edge-0 --cut|--restore   # a real node's link to the cloud
+    python hack/plane.py reboot real-edge-0                      # power-cycle a real node
     python hack/plane.py status
     python hack/plane.py env              # prints the KUBECONFIG export (and PATH for kubectl/helm)
     python hack/plane.py down
@@ -12,9 +16,12 @@ hack/gomod/*/go.mod) into $EDGEAI_CACHE/bin/<family>-<version>-<hash>/, outside
 the checkout, and never rebuilt while cached. Each plane lives in
 $EDGEAI_CACHE/planes/<name>/ (certificates, data, logs, kubeconfig, state.json).
 
-The edge fleet is Node objects managed by kwok (simulated kubelets): they carry
+The simulated fleet is Node objects managed by kwok (simulated kubelets): they carry
 KubeEdge's labels and taint, so Pods scheduled there become Running without a
-container runtime. No Docker engine is needed.
+container runtime. The real fleet (`--real-edge N`, hack/edgenodes.py) is KubeEdge
+cloudcore + edgecore with containerd, each node in network and mount namespaces of
+its own, pulling images built from docker/ (hack/images.py) from a local registry.
+No Docker engine is needed.
 """
 
 from __future__ import annotations
@@ -81,6 +88,9 @@ class Family:
     # output name for single-package builds whose import path ends in a major-version suffix
     output: str | None = None
     ldflags: tuple[str, ...] = ()
+    # edgecore keeps its local store in SQLite (cgo); everything else links statically.
+    cgo: bool = False
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def moddir(self) -> Path:
@@ -91,6 +101,8 @@ class Family:
         for f in ("go.mod", "go.sum"):
             h.update((self.moddir / f).read_bytes())
         h.update(" ".join(self.ldflags).encode())
+        if self.cgo or self.env:  # only then: the keys of the other families stay as they were
+            h.update(f"cgo={self.cgo} {self.env}".encode())
         return f"{self.name}-{self.version}-{h.hexdigest()[:10]}"
 
     def bindir(self) -> Path:
@@ -117,6 +129,17 @@ def _k8s_ldflags(version: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+KUBEEDGE_VERSION = "v1.20.0"
+
+
+def _kubeedge_ldflags(version: str) -> tuple[str, ...]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    pkg = "github.com/kubeedge/kubeedge/pkg/version"
+    return ("-s", "-w", f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.gitCommit=release-{version}", f"-X {pkg}.buildDate=2026-01-01T00:00:00Z")
+
+
 FAMILIES = [
     Family("etcd", "v3.6.4", ("go.etcd.io/etcd/server/v3",), output="etcd", ldflags=("-s", "-w")),
     Family("kwok", "v0.7.0", ("sigs.k8s.io/kwok/cmd/kwok",),
@@ -129,6 +152,16 @@ FAMILIES = [
         tuple(f"k8s.io/kubernetes/cmd/{c}" for c in
               ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")),
         ldflags=_k8s_ldflags(K8S_VERSION),
+    ),
+    # KubeEdge's cloudcore and edgecore: the real edge nodes (`up --real-edge N`). The
+    # checksum database has no entries for KubeEdge's Kubernetes fork, hence GONOSUMDB.
+    Family(
+        "kubeedge",
+        KUBEEDGE_VERSION,
+        ("github.com/kubeedge/kubeedge/cloud/cmd/cloudcore", "github.com/kubeedge/kubeedge/edge/cmd/edgecore"),
+        ldflags=_kubeedge_ldflags(KUBEEDGE_VERSION),
+        cgo=True,
+        env=(("GONOSUMDB", "github.com/kubeedge"),),
     ),
 ]
 
@@ -147,7 +180,7 @@ def _flock(path: Path) -> Iterator[None]:
 def _build_family(fam: Family) -> None:
     out = fam.bindir()
     tmp = Path(tempfile.mkdtemp(prefix=f".{fam.key()}.", dir=out.parent))
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+    env = dict(os.environ, CGO_ENABLED="1" if fam.cgo else "0", GOFLAGS="-mod=mod", **dict(fam.env))
     cmd = ["go", "build", "-v", "-trimpath", "-ldflags", " ".join(fam.ldflags)]
     cmd += ["-o", str(tmp / fam.output) if fam.output else str(tmp) + "/", *fam.packages]
     log(f"building {fam.name} {fam.version} ({', '.join(fam.binaries())}) into {out}")
@@ -384,12 +417,16 @@ def _wait(what: str, pred: Any, timeout: float, comps: list[Component], plane: P
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}; logs in {plane.dir / 'logs'}")
 
 
-def up(name: str = "default", nodes: int = 3) -> Plane:
+def up(name: str = "default", nodes: int = 3, real_edge: int = 0) -> Plane:
     plane = Plane(name)
     with _flock(CACHE / "planes" / f".{name}.lock"):
         if plane.healthy():
-            log(f"plane {name!r} is already up ({plane.kubeconfig})")
-            return plane
+            have = len((plane.state() or {}).get("real_edge", {}).get("nodes", []))
+            if have >= real_edge:
+                log(f"plane {name!r} is already up ({plane.kubeconfig})")
+                return plane
+            log(f"plane {name!r} is up with {have} real edge node(s), {real_edge} asked: starting afresh")
+            _down(plane)
         if plane.state():
             log(f"plane {name!r} is partly down; stopping what is left and starting afresh")
             _down(plane)
@@ -471,18 +508,29 @@ def up(name: str = "default", nodes: int = 3) -> Plane:
             # kwok brings up a few hundred nodes a minute on 2 busy cores: give large fleets the time.
             _wait(f"{nodes} edge nodes Ready", lambda: kc.ready_nodes(names) == len(names), max(120, nodes * 0.6),
                   comps, plane)
+            extra: dict[str, Any] = {"nodes": nodes}
+            if real_edge:
+                import edgenodes
+
+                edgenodes.up(plane, server, comps, extra, kc, bins, real_edge)
         except BaseException:
-            _save(plane, server, comps, {"nodes": nodes})
+            st = plane.state() or {}
+            _save(plane, server, comps, {k: v for k, v in st.items() if k not in ("server", "components")})
             _down(plane)
             raise
-        log(f"plane {name!r} up in {time.monotonic() - t0:.1f}s: {server}, {nodes} edge nodes; "
-            f"export KUBECONFIG={plane.kubeconfig}")
+        log(f"plane {name!r} up in {time.monotonic() - t0:.1f}s: {server}, {nodes} simulated and "
+            f"{real_edge} real edge nodes; export KUBECONFIG={plane.kubeconfig}")
         return plane
 
 
 def _down(plane: Plane) -> list[str]:
     stopped = []
     comps = plane.components()
+    if (plane.state() or {}).get("real_edge"):
+        import edgenodes
+
+        # The real nodes first: their containers and shims are no component's children.
+        edgenodes.teardown(plane)
     for c in reversed(comps):  # kwok and controllers first, etcd last
         if c.alive():
             with suppress(ProcessLookupError):
@@ -620,8 +668,18 @@ def status(name: str) -> int:
           f"  server={st['server']}  kubeconfig={plane.kubeconfig}")
     for c in plane.components():
         print(f"  {c.name:<24} pid={c.pid:<8} {'running' if c.alive() else 'NOT RUNNING'}")
+    re = st.get("real_edge")
+    if re:
+        import edgenodes
+
+        edge = edgenodes.real_edge_of(plane)
+        assert edge
+        print(f"  real edge: registry {re['registry']}, cloud bridge {edge.net.bridge} {edge.net.cloud_ip}")
+        for i, node in enumerate(edge.nodes):
+            link = "up" if edgenodes.link_is_up(edge.net, i) else "CUT"
+            print(f"    {node:<22} ip={edge.net.node_ip(i):<15} pods={edge.net.pod_cidr(i):<17} link={link}")
     if ready:
-        print(Kube(plane.kubeconfig).kubectl("get", "nodes", "-L",
+        print(Kube(plane.kubeconfig).kubectl("get", "nodes", "-o", "wide", "-L",
                                              "kubernetes.io/arch,edgeai.io/accelerator,edgeai.io/site").stdout)
     return 0 if ready else 1
 
@@ -635,6 +693,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("build", help="build the pinned binaries (cached)")
     u = sub.add_parser("up", help="start the plane and its edge fleet (no-op if already up)")
     u.add_argument("--nodes", type=int, default=3, help="simulated edge nodes (default 3)")
+    u.add_argument("--real-edge", type=int, default=0, metavar="N",
+                   help="real KubeEdge edge nodes (containerd, own network namespace) next to the simulated ones")
+    pa = sub.add_parser("partition", help="cut or restore a real edge node's link to the cloud")
+    pa.add_argument("node")
+    g = pa.add_mutually_exclusive_group(required=True)
+    g.add_argument("--cut", action="store_true")
+    g.add_argument("--restore", action="store_true")
+    rb = sub.add_parser("reboot", help="power-cycle a real edge node (every container gone, link left as is)")
+    rb.add_argument("node")
     sub.add_parser("down", help="stop everything this plane started")
     sub.add_parser("status", help="components, health and nodes")
     sub.add_parser("env", help="print the shell exports for this plane")
@@ -643,9 +710,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for b, p in build().items():
             print(f"{b}\t{p}")
     elif a.cmd == "up":
-        if a.nodes < 0:
-            ap.error("--nodes must be >= 0")
-        up(a.name, a.nodes)
+        if a.nodes < 0 or a.real_edge < 0:
+            ap.error("--nodes and --real-edge must be >= 0")
+        up(a.name, a.nodes, a.real_edge)
+    elif a.cmd in ("partition", "reboot"):
+        import edgenodes
+
+        if a.cmd == "partition":
+            edgenodes.partition(Plane(a.name), a.node, cut=a.cut)
+        else:
+            edgenodes.reboot(Plane(a.name), a.node)
     elif a.cmd == "down":
         down(a.name)
     elif a.cmd == "status":
@@ -659,4 +733,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.modules.setdefault("plane", sys.modules["__main__"])  # hack/edgenodes.py imports us as `plane`
     sys.exit(main())

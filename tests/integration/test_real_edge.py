@@ -1,0 +1,492 @@
+"""Real KubeEdge edge nodes, end to end: images from docker/, model servers as real Pods.
+
+The plane here (`test-edge`) has one real KubeEdge node (cloudcore + edgecore + containerd,
+in network and mount namespaces of its own, see hack/edgenodes.py) next to two simulated
+ones. The chart is installed with its images pointing at the plane's local registry, and
+the operator runs **from its image, as a real container** started by a cloud-side
+containerd, with the chart's Deployment's args and env and a token of the chart's
+ServiceAccount. Every model-server Pod on the real node pulls the runtime image through
+containerd, fetches and verifies its model into the node's hostPath cache and serves it.
+
+Set EDGEAI_REAL_EDGE=0 to skip (machines that cannot run containers skip with the reason).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import edgenodes
+import numpy as np
+import onnxruntime as ort
+import plane as localplane
+import pytest
+from edge_operator.testing import ModelServer, free_port
+
+from edge_runtime import integrity
+from edge_runtime.models_zoo import OUTPUT, TABULAR_INPUT, build_tabular
+from tests.conftest import KubeHandle
+from tests.integration.test_chart_install import Helm, token_kubeconfig
+from tests.runtime.conftest import _warmup_fails_model
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "edgeai-operator"
+PLANE = os.environ.get("EDGEAI_TEST_EDGE_PLANE", "test-edge")
+REAL = edgenodes.node_name(0)
+SIM = ["edge-0", "edge-1"]
+OP_NS = "edgeai-system"
+RELEASE = "e2e"
+
+
+def wait_for(what: str, pred: Callable[[], Any], timeout: float = 120, log: Callable[[], str] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.5)
+    tail = f"\n{log()}" if log else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){tail}")
+
+
+class OperatorContainer:
+    """The chart's operator container, run by a cloud-side containerd from the image in the registry."""
+
+    def __init__(self, plane: localplane.Plane, kube: KubeHandle, image: str, workdir: Path) -> None:
+        self.plane, self.kube, self.image, self.workdir = plane, kube, image, workdir
+        self.port = free_port()
+        self.id = f"edgeai-operator-{uuid.uuid4().hex[:6]}"
+        self.log_path = workdir / "operator.log"
+
+    def start(self) -> None:
+        dep = json.loads(self.kube.kubectl("get", "deployment", f"{RELEASE}-edgeai-operator", "-n", OP_NS,
+                                           "-o", "json").stdout)
+        spec = dep["spec"]["template"]["spec"]["containers"][0]
+        assert spec["image"] == self.image, "the chart must run the image built from docker/operator.Dockerfile"
+        env = {e["name"]: e["value"] for e in spec.get("env", []) if "value" in e}
+        env |= {"POD_NAMESPACE": OP_NS, "POD_NAME": self.id}
+        # What the kubelet would do: expand $(VAR) in args from the container's env.
+        args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in spec.get("args", [])]
+        args = [a for a in args if not a.startswith("--metrics-bind")] + [f"--metrics-bind=127.0.0.1:{self.port}"]
+        kubeconfig = token_kubeconfig(self.kube, OP_NS, f"{RELEASE}-edgeai-operator", self.workdir / "kubeconfig")
+        kubeconfig.chmod(0o644)
+        env["KUBECONFIG"] = "/etc/edgeai/kube/kubeconfig"
+        pki = self.plane.dir / "pki"
+        edgenodes.start_cloud_containerd(self.plane)
+        edgenodes.ctr(self.plane, "images", "pull", "--plain-http", self.image)
+        run = ["run", "-d", "--net-host", "--read-only", "--cgroup", f"{edgenodes.cloud_cgroup(self.plane)}/{self.id}",
+               "--log-uri", f"file://{self.log_path}",
+               "--mount", f"type=bind,src={self.workdir},dst=/etc/edgeai/kube,options=rbind:ro",
+               # the kubeconfig names the plane's CA by its path on the host
+               "--mount", f"type=bind,src={pki},dst={pki},options=rbind:ro",
+               "--mount", "type=tmpfs,src=tmpfs,dst=/tmp,options=nosuid:nodev:size=67108864"]
+        for k, v in env.items():
+            run += ["--env", f"{k}={v}"]
+        edgenodes.ctr(self.plane, *run, self.image, self.id, "edgeai-operator", *args)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+        except OSError:
+            return 0, ""
+
+    def log_tail(self) -> str:
+        try:
+            return "operator container log:\n" + "\n".join(self.log_path.read_text().splitlines()[-40:])
+        except OSError:
+            return "(no operator log)"
+
+    def process_uid(self) -> int:
+        out = edgenodes.ctr(self.plane, "tasks", "ls").stdout
+        pid = next(int(ln.split()[1]) for ln in out.splitlines() if ln.startswith(self.id))
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Uid:")))
+
+    def stop(self) -> None:
+        edgenodes.ctr(self.plane, "tasks", "kill", "-s", "SIGKILL", self.id, check=False)
+        wait_for("the operator task to stop", lambda: self.id not in edgenodes.ctr(
+            self.plane, "tasks", "ls", check=False).stdout or True, 30)
+        edgenodes.ctr(self.plane, "tasks", "rm", "-f", self.id, check=False)
+        edgenodes.ctr(self.plane, "containers", "rm", self.id, check=False)
+
+
+class EdgeEnv:
+    def __init__(self, kube: KubeHandle, plane: localplane.Plane, server: ModelServer, models: Path,
+                 op: OperatorContainer, images: dict[str, str]) -> None:
+        self.kube, self.plane, self.server, self.models, self.op, self.images = kube, plane, server, models, op, images
+        edge = edgenodes.real_edge_of(plane)
+        assert edge
+        self.edge = edge
+
+    def apply(self, *objs: dict[str, Any]) -> None:
+        self.kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                 "items": list(objs)}))
+
+    def get(self, kind: str, name: str, ns: str | None = None) -> dict[str, Any] | None:
+        p = self.kube.kubectl("get", kind, name, "-o", "json", *(["-n", ns] if ns else []), check=False)
+        return json.loads(p.stdout) if p.returncode == 0 else None
+
+    def items(self, kind: str, ns: str, selector: str | None = None) -> list[dict[str, Any]]:
+        args = ["get", kind, "-o", "json", "-n", ns, *(["-l", selector] if selector else [])]
+        return list(json.loads(self.kube.kubectl(*args).stdout)["items"])
+
+    def cond(self, obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+        for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+            if c["type"] == type_:
+                return dict(c)
+        return {}
+
+    def wait(self, what: str, pred: Callable[[], Any], timeout: float = 180) -> Any:
+        return wait_for(what, pred, timeout, self.op.log_tail)
+
+    def model(self, ns: str, name: str, seed: int = 0, path: Path | None = None) -> tuple[str, int]:
+        """An EdgeModel over a real ONNX file served from the cloud bridge; returns (sha256, size)."""
+        f = path or build_tabular(self.models / f"{ns}-{name}-{seed}.onnx", seed=seed)
+        d = integrity.hash_file(f)
+        self.apply({"apiVersion": "edgeai.io/v1alpha1", "kind": "EdgeModel",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"version": f"1.0.{seed}", "source": {"uri": self.server.url(f.name), "sha256": d.sha256}}})
+        def verified() -> bool:
+            obj = self.get("edgemodel", name, ns) or {}
+            return bool(self.cond(obj, "Verified").get("status") == "True"
+                        and (obj.get("status") or {}).get("sha256") == d.sha256)
+
+        self.wait(f"EdgeModel {name} Verified at {d.sha256[:12]}", verified)
+        return d.sha256, d.size
+
+    def deployment(self, ns: str, name: str, model: str, nodes: list[str], **spec: Any) -> None:
+        self.apply({"apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"model": model, "deviceSelector": {"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": nodes}]}, **spec}})
+
+    def ready(self, ns: str, name: str, timeout: float = 300) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            obj = self.get("idep", name, ns)
+            ok = self.cond(obj, "Ready").get("status") == "True"
+            return obj if ok and obj and obj["status"].get("observedGeneration") == obj["metadata"]["generation"] \
+                else None
+        return dict(self.wait(f"InferenceDeployment {name} Ready", check, timeout))
+
+    def pods_on(self, ns: str, idep: str, node: str) -> list[dict[str, Any]]:
+        return [p for p in self.items("pods", ns, f"edgeai.io/inference-deployment={idep}")
+                if p["spec"].get("nodeName") == node and not p["metadata"].get("deletionTimestamp")]
+
+    def real_pod(self, ns: str, idep: str) -> dict[str, Any]:
+        def one_ready() -> dict[str, Any] | None:
+            ready = [p for p in self.pods_on(ns, idep, REAL) if any(
+                c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+            return ready[0] if len(ready) == 1 else None
+        return dict(self.wait(f"one Ready pod of {idep} on {REAL}", one_ready))
+
+    def cache_file(self, sha: str) -> Path:
+        return edgenodes.hostfs(self.plane.dir, REAL, "/var/lib/edgeai") / "models" / "sha256" / sha
+
+
+def infer_body(x: np.ndarray) -> bytes:
+    return json.dumps({"inputs": [{"name": TABULAR_INPUT, "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+
+
+def infer_via(url: str, x: np.ndarray, timeout: float = 10) -> np.ndarray:
+    req = urllib.request.Request(url, data=infer_body(x), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        out = json.loads(r.read())
+    (o,) = [o for o in out["outputs"] if o["name"] == OUTPUT]
+    return np.asarray(o["data"], dtype=np.float32).reshape(o["shape"])
+
+
+def in_node(env: EdgeEnv, url: str, body: bytes | None = None) -> tuple[int, str]:
+    """An HTTP request made from inside the real node's network namespace (what the site sees)."""
+    code = ("import sys,urllib.request as u\n"
+            "req=u.Request(sys.argv[1],data=(sys.argv[2].encode() if len(sys.argv)>2 else None),"
+            "headers={'Content-Type':'application/json'})\n"
+            "try:\n r=u.urlopen(req,timeout=10);print(r.status);print(r.read().decode())\n"
+            "except u.HTTPError as e:\n print(e.code);print(e.read().decode())\n"
+            "except OSError as e:\n print(0);print(e)\n")
+    args = [url] + ([body.decode()] if body is not None else [])
+    p = edgenodes.exec_in_node(env.plane, REAL, "python3", "-c", code, *args)
+    status, _, text = p.stdout.partition("\n")
+    return int(status or 0), text
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeEnv]:
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("real edge nodes are brought up by the local plane")
+    if os.environ.get("EDGEAI_REAL_EDGE", "1").lower() in ("0", "false", "no"):
+        pytest.skip("EDGEAI_REAL_EDGE=0: real edge nodes off")
+    why = edgenodes.containers_supported()
+    if why:
+        pytest.skip(f"no real edge nodes on this machine: {why}")
+    p = localplane.up(PLANE, nodes=len(SIM), real_edge=1)
+    tmp = tmp_path_factory.mktemp("real-edge")
+    try:
+        kube = KubeHandle(str(p.kubeconfig), str(localplane.binaries()["kubectl"]), simulated=True)
+        edge_state = edgenodes.real_edge_of(p)
+        assert edge_state
+        images = dict((p.state() or {})["real_edge"]["images"])
+        op_repo, _, op_tag = images["operator"].rpartition(":")
+        rt_repo, _, rt_tag = images["runtime"].rpartition(":")
+        helm = Helm(kube, tmp / "helm")
+        if kube.ok("get", "namespace", OP_NS):
+            helm("uninstall", RELEASE, "-n", OP_NS, check=False)
+        helm("upgrade", "--install", RELEASE, str(CHART), "-n", OP_NS, "--create-namespace",
+             "--set", f"image.repository={op_repo}", "--set", f"image.tag={op_tag}",
+             "--set", f"runtimeImage.repository={rt_repo}", "--set", f"runtimeImage.tag={rt_tag}",
+             "--set", "replicaCount=1", "--set", "operator.resyncSeconds=15",
+             "--set", "operator.heartbeatResolutionSeconds=30")
+        (tmp / "models").mkdir()
+        with ModelServer(tmp / "models", host=edge_state.net.cloud_ip) as server:
+            opdir = tmp / "op"
+            opdir.mkdir()
+            opdir.chmod(0o755)
+            op = OperatorContainer(p, kube, images["operator"], opdir)
+            op.start()
+            try:
+                wait_for("the operator container Ready", lambda: op.get("/readyz")[0] == 200, 120, op.log_tail)
+                yield EdgeEnv(kube, p, server, tmp / "models", op, images)
+            finally:
+                op.stop()
+                helm("uninstall", RELEASE, "-n", OP_NS, check=False)
+    finally:
+        if not os.environ.get("EDGEAI_KEEP_PLANE"):
+            localplane.down(PLANE)
+
+
+@pytest.fixture
+def ns(edge: EdgeEnv) -> Iterator[str]:
+    name = f"e-{uuid.uuid4().hex[:6]}"
+    edge.kube.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        edge.kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# --------------------------------------------------------------------------- the node and the operator
+
+
+def test_real_node_is_what_keadm_join_makes_and_is_discovered(edge: EdgeEnv) -> None:
+    node = edge.get("node", REAL)
+    assert node is not None
+    labels = node["metadata"]["labels"]
+    assert "node-role.kubernetes.io/edge" in labels and "node-role.kubernetes.io/agent" in labels
+    assert not node["spec"].get("taints")  # keadm join adds no taint unless asked
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    assert "kubeedge" in node["status"]["nodeInfo"]["kubeletVersion"]
+    dev = edge.wait("the EdgeDevice of the real node online", lambda: (lambda d: d if d and (d.get("status") or {})
+                    .get("online") is True else None)(edge.get("edgedevice", REAL)))
+    assert dev["status"]["capabilities"]["arch"] == "amd64"
+
+
+def test_operator_runs_from_its_image_as_a_non_root_container(edge: EdgeEnv) -> None:
+    assert edge.op.process_uid() == 65532
+    code, text = edge.op.get("/metrics")
+    assert code == 200 and "edgeai_operator" in text
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_model_server_is_a_real_pod_that_answers_like_onnxruntime(edge: EdgeEnv, ns: str) -> None:
+    sha, size = edge.model(ns, "tab", seed=11)
+    t0 = time.monotonic()
+    edge.deployment(ns, "d", "tab", [REAL])
+    edge.ready(ns, "d")
+    took = time.monotonic() - t0
+    pod = edge.real_pod(ns, "d")
+    server = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "server")
+    assert server["image"] == edge.images["runtime"] and server["restartCount"] == 0
+    inits = {c["name"]: c for c in pod["status"]["initContainerStatuses"]}
+    assert inits["fetch"]["state"]["terminated"]["exitCode"] == 0
+    # The verified artifact is in the node's own cache, owned by the runtime's UID.
+    cached = edge.cache_file(sha)
+    assert integrity.hash_file(cached).sha256 == sha and cached.stat().st_size == size
+    assert cached.stat().st_uid == 65532
+    # The server process: UID 65532, read-only root filesystem.
+    pid = server_pid(edge, sha)
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert re.search(r"^Uid:\s+65532\s", status, re.M), status
+    root_opts = next(ln.split()[5] for ln in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+                     if ln.split()[4] == "/")
+    assert root_opts.split(",")[0] == "ro"
+    # A real inference through the Pod's IP equals a direct onnxruntime run on the same file.
+    x = np.random.default_rng(3).standard_normal((4, 16)).astype(np.float32)
+    got = infer_via(f"http://{pod['status']['podIP']}:8080/v2/models/tab/infer", x)
+    sess = ort.InferenceSession(str(edge.models / f"{ns}-tab-11.onnx"), providers=["CPUExecutionProvider"])
+    want = sess.run([OUTPUT], {TABULAR_INPUT: x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    dev = edge.wait("the device reporting what it serves", lambda: [
+        s for s in ((edge.get("edgedevice", REAL) or {}).get("status") or {}).get("serving") or []
+        if s.get("inferenceDeployment") == f"{ns}/d" and s.get("sha256") == sha and s.get("phase") == "Ready"])
+    assert dev
+    print(f"\nreal node: apply -> InferenceDeployment Ready in {took:.1f}s")
+
+
+def server_pid(edge: EdgeEnv, sha: str) -> int:
+    """The model server's process for digest `sha` on the real node, found from the host."""
+    net = edge.edge.net
+    for pid in edgenodes._cgroup_pids(net.cgroup_root(REAL)):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and f"/var/lib/edgeai/models/sha256/{sha}".encode() in argv:
+            return pid
+    raise AssertionError(f"no server process for {sha[:12]} on {REAL}")
+
+
+def test_digest_replaced_behind_the_uri_is_refused_at_the_edge(edge: EdgeEnv, ns: str) -> None:
+    sha, _ = edge.model(ns, "swap", seed=21)
+    # After the operator verified it, the file behind the URI is replaced by another model.
+    path = edge.models / f"{ns}-swap-21.onnx"
+    build_tabular(path, seed=22)
+    assert integrity.hash_file(path).sha256 != sha
+    edge.deployment(ns, "d", "swap", [REAL])
+
+    def fetch_failed() -> dict[str, Any] | None:
+        st = (edge.get("idep", "d", ns) or {}).get("status") or {}
+        devs = [d for d in st.get("devices") or [] if d.get("device") == REAL and d.get("phase") == "FetchFailed"]
+        return devs[0] if devs else None
+
+    dev = edge.wait("the real device FetchFailed", fetch_failed)
+    assert "DigestMismatch" in dev.get("message", ""), dev
+    # Nothing unverified is served: the server never started, nothing under either digest in the cache.
+    for pod in edge.pods_on(ns, "d", REAL):
+        for c in pod["status"].get("containerStatuses") or []:
+            assert "running" not in (c.get("state") or {}) and not c.get("ready")
+    assert not edge.cache_file(sha).exists()
+    assert not edge.cache_file(integrity.hash_file(path).sha256).exists()
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+def test_rollout_across_real_and_simulated_devices_and_a_bad_build_rolled_back(edge: EdgeEnv, ns: str) -> None:
+    edge.model(ns, "m", seed=31)
+    rollout = {"canary": 1, "waves": [], "orderBy": "edgeai.io/site",
+               "healthGate": {"readySeconds": 3, "progressDeadlineSeconds": 90}}
+    edge.deployment(ns, "d", "m", [REAL, *SIM], rollout=rollout)
+    edge.ready(ns, "d")
+    sha2, _ = edge.model(ns, "m", seed=32)
+    st = edge.wait("revision 2 complete", lambda: (lambda s: s if (s.get("rollout") or {}).get("phase") == "Complete"
+                   and s.get("currentRevision") == 2 else None)((edge.get("idep", "d", ns) or {}).get("status") or {}))
+    assert {d["device"]: d["sha256"] for d in st["devices"]} == {n: sha2 for n in [REAL, *SIM]}
+    good = edge.real_pod(ns, "d")
+    url = f"http://{good['status']['podIP']}:8080/v2/models/m/infer"
+    x = np.ones((1, 16), dtype=np.float32)
+    before = infer_via(url, x)
+
+    # A build that loads but fails its warm-up on the real node: a real reason, not a simulated one.
+    bad = _warmup_fails_model(edge.models / f"{ns}-bad.onnx")
+    edge.model(ns, "m", path=bad)
+    answered = []
+
+    def rolled_back() -> dict[str, Any] | None:
+        answered.append(infer_via(url, x))  # the old server keeps answering throughout
+        s = (edge.get("idep", "d", ns) or {}).get("status") or {}
+        return s if (s.get("rollout") or {}).get("phase") == "RolledBack" else None
+
+    st = edge.wait("the bad revision rolled back", rolled_back, 300)
+    assert st["currentRevision"] == 2
+    assert edge.cond(edge.get("idep", "d", ns), "Degraded").get("reason") == "RolloutFailed"
+    assert answered and all(np.array_equal(a, before) for a in answered)
+    edge.ready(ns, "d")
+    after = edge.real_pod(ns, "d")
+    assert after["metadata"]["uid"] == good["metadata"]["uid"]  # the same Pod served throughout
+    assert np.array_equal(infer_via(url, x), before)
+
+
+# --------------------------------------------------------------------------- offline
+
+
+def test_partition_and_reboot_offline_then_catch_up(edge: EdgeEnv, ns: str) -> None:
+    edge.model(ns, "steady", seed=41)
+    edge.model(ns, "moving", seed=42)
+    edge.deployment(ns, "steady", "steady", [REAL])
+    edge.deployment(ns, "moving", "moving", [REAL, *SIM])
+    edge.ready(ns, "steady")
+    edge.ready(ns, "moving")
+    pod = edge.real_pod(ns, "steady")
+    child = edge.get("deployment", f"steady-{REAL}", ns)
+    assert child
+    gen = child["metadata"]["generation"]
+    x = np.ones((1, 16), dtype=np.float32)
+    want = infer_via(f"http://{pod['status']['podIP']}:8080/v2/models/steady/infer", x)
+    body = infer_body(x)
+
+    localplane_partition(edge, cut=True)
+    try:
+        edge.wait("the real device Offline in the cloud", lambda: ((edge.get("edgedevice", REAL) or {}).get(
+            "status") or {}).get("online") is False, 180)
+        # The site still serves, inside its own network.
+        code, text = in_node(edge, f"http://{pod['status']['podIP']}:8080/v2/models/steady/infer", body)
+        assert code == 200 and np.allclose(_output(text), want), text
+        # A rollout does not block on the offline device (offlineDevices: Skip, the default).
+        sha_new, _ = edge.model(ns, "moving", seed=43)
+        st = edge.wait("the rollout complete without the offline device", lambda: (lambda s: s if (
+            s.get("rollout") or {}).get("phase") == "Complete" and s.get("currentRevision") == 2 else None)(
+            (edge.get("idep", "moving", ns) or {}).get("status") or {}), 240)
+        phases = {d["device"]: d["phase"] for d in st["devices"]}
+        assert phases[REAL] == "Offline" and all(phases[n] == "Ready" for n in SIM), phases
+
+        # A reboot with the link still down: every container gone, /run wiped, edgecore and containerd
+        # started again. The model server comes back from KubeEdge's local store and the node's cache.
+        edgenodes.reboot(edge.plane, REAL)
+        ip = edge.wait("the steady server back and Ready inside the site", lambda: _ready_server_ip(edge), 180)
+        code, text = in_node(edge, f"http://{ip}:8080/v2/models/steady/infer", body)
+        assert code == 200 and np.allclose(_output(text), want), text
+    finally:
+        localplane_partition(edge, cut=False)
+    edge.wait("the real device online again", lambda: ((edge.get("edgedevice", REAL) or {}).get(
+        "status") or {}).get("online") is True, 180)
+    edge.ready(ns, "moving")
+    st = edge.ready(ns, "steady")
+    # Nothing that did not change was redeployed: same workload generation, same Pod.
+    child = edge.get("deployment", f"steady-{REAL}", ns)
+    assert child and child["metadata"]["generation"] == gen
+    assert edge.real_pod(ns, "steady")["metadata"]["uid"] == pod["metadata"]["uid"]
+    # What did change while the device was away reaches it now.
+    moving = {d["device"]: d for d in (edge.get("idep", "moving", ns) or {})["status"]["devices"]}
+    assert moving[REAL]["sha256"] == sha_new and moving[REAL]["phase"] == "Ready"
+
+
+def localplane_partition(edge: EdgeEnv, cut: bool) -> None:
+    edgenodes.partition(edge.plane, REAL, cut=cut)
+
+
+def _output(text: str) -> np.ndarray:
+    out = json.loads(text)
+    (o,) = [o for o in out["outputs"] if o["name"] == OUTPUT]
+    return np.asarray(o["data"], dtype=np.float32).reshape(o["shape"])
+
+
+def _ready_server_ip(edge: EdgeEnv) -> str | None:
+    """The IP of a running `steady` model server on the real node that answers ready, seen from the node."""
+    for pid in edgenodes._cgroup_pids(edge.edge.net.cgroup_root(REAL)):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" not in argv or b"steady" not in argv:
+            continue
+        p = edgenodes.exec_in_node(edge.plane, REAL, "nsenter", "-t", str(pid), "-n", "ip", "-4", "-o", "addr",
+                                   "show", "eth0")
+        m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", p.stdout)
+        if m and in_node(edge, f"http://{m.group(1)}:8080/v2/health/ready")[0] == 200:
+            return m.group(1)
+    return None
