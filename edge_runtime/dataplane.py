@@ -1,97 +1,68 @@
-"""The dataplane: models by name, verified loading, hot swap, inference.
+"""The dataplane: typed inference over the models of the repository.
 
-Transport-free: the ASGI adapter (`server`) turns HTTP into calls here and
-results (or the exceptions below) back into HTTP. Each endpoint is
-decode -> dataplane -> encode.
+`DataPlane.infer(model, version, InferenceRequest) -> InferenceResponse`.
+Transport-free: the REST adapter (`server`) and the gRPC adapter
+(`grpc_server`) decode their wire format into `protocol`'s typed request,
+call here, and encode the typed response (or map the exception) back. Each
+endpoint is decode -> dataplane -> encode. Loading, hot swap and the index
+live beside this, in `repository`.
+
+Readiness: only failures of the runtime or the model on a valid request
+count against it (`ModelError`); a request that does not fit the model
+(`ProtocolError`) or whose values the model refuses (`InputRejected`) is the
+client's mistake and never does, so no client can take a device out of
+service by sending bad requests.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime.batching import Runner
-from edge_runtime.codec import ProtocolError, decode_request, encode_response, parse_header_length
-from edge_runtime.fallback import Fallback
 from edge_runtime.fallback_policy import top_confidence
 from edge_runtime.health import ErrorWindow, Judgement, judge_readiness
-from edge_runtime.integrity import IntegrityError, check_sha256, read_verified
 from edge_runtime.metrics import RuntimeMetrics
-from edge_runtime.model import LoadedModel, ModelError, load_model, warm_up
+from edge_runtime.model import LoadedModel
+from edge_runtime.protocol import (
+    InferenceRequest,
+    InferenceResponse,
+    InputRejected,
+    LoadRefused,
+    ModelError,
+    NotFound,
+    OutputTensor,
+    ProtocolError,
+)
+from edge_runtime.repository import ModelSource, Repository, Served, Settings, default_version
 
 log = logging.getLogger("edge_runtime.dataplane")
 
 SERVER_NAME = "edgeai-runtime"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
-
-class NotFound(Exception):
-    """Unknown model or version (HTTP 404)."""
-
-
-class LoadRefused(Exception):
-    """A load was refused; the version already serving keeps serving (HTTP 400)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
+# Outcome labels of edgeai_requests_total. Only "error" counts against readiness.
+OK, CLOUD, BAD_REQUEST, REJECTED, ERROR = "ok", "cloud", "bad_request", "input_rejected", "error"
 
 
-@dataclass(frozen=True, slots=True)
-class ModelSource:
-    path: str
-    sha256: str
-    version: str
-    signature: str | None = None
+class Fallback(Protocol):
+    """What the dataplane needs of the edge-cloud fallback (`fallback.Fallback`, which brings the HTTP
+    and gRPC clients the dataplane itself must not import)."""
 
+    threshold: float
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    threads: int | None = None
-    max_batch_size: int = 0
-    max_batch_delay_ms: float = 0.0
-    public_key_pem: bytes | None = None
-    decryption_key: bytes | None = None
-    warmup_runs: int = 5
+    async def forward(self, model: str, req: InferenceRequest) -> tuple[InferenceResponse | None, str, int]: ...
 
+    async def start(self) -> None: ...
 
-@dataclass(slots=True)
-class Served:
-    model: LoadedModel
-    runner: Runner
-    source: ModelSource
-
-
-@dataclass(slots=True)
-class Slot:
-    name: str
-    current: Served | None = None
-    previous: Served | None = None  # kept loaded for instant rollback
-    last_source: ModelSource | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-@dataclass(slots=True)
-class InferResult:
-    body: bytes
-    header_length: int | None
-    source: str  # "edge" or "cloud"
-    content_type: str = "application/json"
-
-
-def default_version(sha256: str) -> str:
-    return sha256[:12]
+    async def close(self) -> None: ...
 
 
 class DataPlane:
@@ -109,39 +80,11 @@ class DataPlane:
         self.fallback = fallback
         self.errors = error_window or ErrorWindow()
         self._clock = clock
-        self._slots: dict[str, Slot] = {}
-        # One thread runs models (onnxruntime parallelises inside a run), one
-        # loads them, so a big load never stalls inference.
+        # One thread runs models (onnxruntime parallelises inside a run); loads have their own pool.
         self.run_executor: Executor = ThreadPoolExecutor(1, thread_name_prefix="edgeai-run")
-        self.load_executor: Executor = ThreadPoolExecutor(1, thread_name_prefix="edgeai-load")
+        self.repository = Repository(settings, metrics, self._runner)
         self._last_judgement: Judgement | None = None
         metrics.live(self.queue_depths, lambda: self.readiness().ready)
-
-    # --- loading -------------------------------------------------------------
-
-    def load_verified(self, name: str, source: ModelSource) -> LoadedModel:
-        """Verify, load and warm up (blocking). Raises IntegrityError naming the failure."""
-        start = time.perf_counter()
-        try:
-            data = read_verified(
-                source.path,
-                source.sha256,
-                public_key_pem_bytes=self.settings.public_key_pem,
-                signature=source.signature,
-                decryption_key=self.settings.decryption_key,
-            )
-        except FileNotFoundError as e:
-            self.metrics.verifications.labels("NotFound").inc()
-            raise IntegrityError("NotFound", f"model file {source.path} does not exist") from e
-        except IntegrityError as e:
-            self.metrics.verifications.labels(e.reason).inc()
-            raise
-        self.metrics.verifications.labels("ok").inc()
-        model = load_model(data, name=name, version=source.version, sha256=source.sha256, threads=self.settings.threads)
-        del data  # plaintext of an encrypted model must not outlive the session build
-        warm_up(model, self.settings.warmup_runs)
-        self.metrics.load_seconds.labels(name).observe(time.perf_counter() - start)
-        return model
 
     def _runner(self, model: LoadedModel) -> Runner:
         return Runner(
@@ -152,176 +95,33 @@ class DataPlane:
             on_batch=functools.partial(self.metrics.observe_batch, model.name),
         )
 
-    def _install(self, slot: Slot, served: Served) -> Served | None:
-        """Make `served` current; the old current becomes previous. Returns what was evicted."""
-        evicted = slot.previous
-        if slot.current is not None and slot.current.model.sha256 != served.model.sha256:
-            slot.previous = slot.current
-        elif slot.current is not None:
-            evicted = slot.current  # the same bytes again: nothing to roll back to
-        slot.current = served
-        slot.last_source = served.source
-        self._publish_info(slot, evicted)
-        return evicted
-
-    def _publish_info(self, slot: Slot, evicted: Served | None) -> None:
-        if evicted is not None and evicted is not slot.previous and evicted is not slot.current:
-            m = evicted.model
-            with contextlib.suppress(KeyError):
-                self.metrics.model_info.remove(slot.name, m.version, m.sha256)
-        if slot.previous is not None:
-            p = slot.previous.model
-            self.metrics.model_info.labels(slot.name, p.version, p.sha256).set(0)
-        if slot.current is not None:
-            c = slot.current.model
-            self.metrics.model_info.labels(slot.name, c.version, c.sha256).set(1)
+    # --- repository (delegated, so transports hold one object) -------------------------
 
     def load_initial(self, name: str, source: ModelSource) -> LoadedModel:
-        """Startup load: blocking, and any failure propagates so the server refuses to start."""
-        try:
-            model = self.load_verified(name, source)
-        except IntegrityError:
-            self.metrics.loads.labels(name, "failed").inc()
-            raise
-        slot = self._slots.setdefault(name, Slot(name))
-        self._install(slot, Served(model, self._runner(model), source))
-        self.metrics.loads.labels(name, "ok").inc()
-        log.info(
-            "model loaded",
-            extra={
-                "model": name,
-                "version": model.version,
-                "sha256": model.sha256,
-                "batchable": model.batchable,
-                "run_inline": model.run_inline,
-                "warmup_p50_ms": round(model.run_seconds_p50 * 1000, 3),
-            },
-        )
-        return model
-
-    def source_from_parameters(self, name: str, params: dict[str, Any], slot: Slot | None) -> ModelSource:
-        """A load request's parameters -> where to load from; errors name the bad field."""
-        base = slot.last_source if slot is not None else None
-        path = params.get("path", params.get("uri"))
-        sha = params.get("sha256")
-        if path is None and sha is None:
-            if base is None:
-                raise ProtocolError(
-                    f"model '{name}' was never loaded here: give parameters 'path' and 'sha256' to load it"
-                )
-            return base
-        if not isinstance(path, str) or not path:
-            raise ProtocolError("parameter 'path' (the model file) must be a non-empty string")
-        if path.startswith("file://"):
-            path = path[len("file://") :]
-        if "://" in path:
-            raise ProtocolError(
-                "parameter 'path' must be a local file: fetch remote artifacts with `edge-runtime fetch`"
-            )
-        if not isinstance(sha, str):
-            raise ProtocolError("parameter 'sha256' must be given with 'path'")
-        try:
-            check_sha256(sha)
-        except IntegrityError as e:
-            raise ProtocolError(e.message) from e
-        version = params.get("version", default_version(sha))
-        signature = params.get("signature")
-        if not isinstance(version, str) or not version:
-            raise ProtocolError("parameter 'version' must be a non-empty string")
-        if signature is not None and not isinstance(signature, str):
-            raise ProtocolError("parameter 'signature' must be base64 text")
-        return ModelSource(str(Path(path)), sha, version, signature)
+        return self.repository.load_initial(name, source)
 
     async def load(self, name: str, params: dict[str, Any]) -> Served:
-        """Repository load: verify, load, warm up, then swap atomically.
-
-        In-flight requests hold a reference to the version they started on and
-        finish there. On any failure the serving version is untouched.
-        `{"rollback": true}` swaps back to the previous version instantly.
-        """
-        slot = self._slots.get(name)
-        if params.get("rollback") is True:
-            if slot is None or slot.previous is None or slot.current is None:
-                raise LoadRefused("NoPreviousVersion", f"model '{name}' has no previous version to roll back to")
-            async with slot.lock:
-                assert slot.previous is not None and slot.current is not None
-                slot.current, slot.previous = slot.previous, slot.current
-                slot.last_source = slot.current.source
-                self._publish_info(slot, None)
-                self.metrics.loads.labels(name, "rollback").inc()
-                log.info("rolled back", extra={"model": name, "version": slot.current.model.version})
-                return slot.current
-        source = self.source_from_parameters(name, params, slot)
-        if slot is None:
-            slot = self._slots.setdefault(name, Slot(name))
-        async with slot.lock:
-            # Already loaded (serving or kept for rollback): promote it, no reload.
-            for served in (slot.current, slot.previous):
-                if served is not None and served.model.sha256 == source.sha256 and served.source == source:
-                    if served is slot.previous:
-                        slot.current, slot.previous = slot.previous, slot.current
-                        slot.last_source = source
-                        self._publish_info(slot, None)
-                    return served
-            loop = asyncio.get_running_loop()
-            try:
-                model = await loop.run_in_executor(self.load_executor, self.load_verified, name, source)
-            except IntegrityError as e:
-                self.metrics.loads.labels(name, "refused").inc()
-                log.warning(
-                    "load refused; the serving version keeps serving",
-                    extra={"model": name, "reason": e.reason, "error": e.message, "sha256": source.sha256},
-                )
-                raise LoadRefused(e.reason, e.message) from e
-            served = Served(model, self._runner(model), source)
-            evicted = self._install(slot, served)
-            self.metrics.loads.labels(name, "ok").inc()
-            log.info("model swapped in", extra={"model": name, "version": model.version, "sha256": model.sha256})
-        if evicted is not None:
-            await evicted.runner.close()
-        return served
+        return await self.repository.load(name, params)
 
     async def unload(self, name: str) -> None:
-        slot = self._slots.get(name)
-        if slot is None or slot.current is None:
-            raise NotFound(f"model '{name}' is not loaded")
-        async with slot.lock:
-            gone = [s for s in (slot.current, slot.previous) if s is not None]
-            slot.current = slot.previous = None
-            for s in gone:
-                with contextlib.suppress(KeyError):
-                    self.metrics.model_info.remove(name, s.model.version, s.model.sha256)
-            self.metrics.loads.labels(name, "unloaded").inc()
-        for s in gone:
-            await s.runner.close()
-        log.info("model unloaded", extra={"model": name})
+        await self.repository.unload(name)
 
-    # --- lookups ----------------------------------------------------------------
+    def repository_index(self) -> list[dict[str, Any]]:
+        return self.repository.index()
 
     def served(self, name: str, version: str | None = None) -> Served:
-        slot = self._slots.get(name)
-        if slot is None or slot.current is None:
-            raise NotFound(f"model '{name}' is not loaded")
-        if version is None or slot.current.model.version == version:
-            return slot.current
-        if slot.previous is not None and slot.previous.model.version == version:
-            return slot.previous
-        raise NotFound(f"model '{name}' has no version '{version}' loaded (serving '{slot.current.model.version}')")
+        return self.repository.served(name, version)
 
-    def versions(self, name: str) -> list[str]:
-        slot = self._slots.get(name)
-        if slot is None:
-            return []
-        return [s.model.version for s in (slot.current, slot.previous) if s is not None]
+    # --- metadata and health ---------------------------------------------------------------
 
     def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
         served = self.served(name, version)
-        doc = served.model.metadata(self.versions(name))
+        doc = served.model.metadata(self.repository.versions(name))
         doc["parameters"].update(
             {
                 "version": served.model.version,
-                "serving": self._slots[name].current is served,
-                **{k: v for k, v in served.runner.describe().items()},
+                "serving": self.repository.slots[name].current is served,
+                **served.runner.describe(),
             }
         )
         return doc
@@ -329,27 +129,16 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
-    def repository_index(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for name, slot in sorted(self._slots.items()):
-            if slot.current is None:
-                out.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
-                continue
-            for s in (slot.current, slot.previous):
-                if s is not None:
-                    out.append(
-                        {
-                            "name": name,
-                            "version": s.model.version,
-                            "state": "READY",
-                            "reason": "serving" if s is slot.current else "kept for rollback",
-                        }
-                    )
-        return out
+    def model_ready(self, name: str, version: str | None) -> bool:
+        try:
+            self.served(name, version)
+        except NotFound:
+            return False
+        return True
 
     def readiness(self) -> Judgement:
         # A deliberately unloaded model does not make the server unready; having none loaded does.
-        models = {n: True for n, s in self._slots.items() if s.current is not None}
+        models = {n: True for n, s in self.repository.slots.items() if s.current is not None}
         j = judge_readiness(models, self.errors.judge(self._clock()))
         if self._last_judgement is None or j.ready != self._last_judgement.ready:
             (log.info if j.ready else log.warning)("readiness changed", extra={"ready": j.ready, "reason": j.reason})
@@ -358,93 +147,110 @@ class DataPlane:
 
     def queue_depths(self) -> dict[str, int]:
         out = {}
-        for name, slot in self._slots.items():
+        for name, slot in self.repository.slots.items():
             if slot.current is not None:
                 out[name] = slot.current.runner.in_flight  # queued + running
         return out
 
-    # --- inference ----------------------------------------------------------------
+    # --- inference ------------------------------------------------------------------------------
 
-    async def infer(self, name: str, version: str | None, body: bytes, header_length_raw: str | None) -> InferResult:
-        start = time.perf_counter()
+    def client_error(self, name: str, version: str | None, protocol: str, seconds: float) -> None:
+        """A request of a served model that its transport could not decode: counted, never judged."""
+        try:
+            served = self.served(name, version)
+        except NotFound:
+            return  # unknown names get no series: their number is the client's to choose
+        self.metrics.observe_request(name, served.model.version, BAD_REQUEST, seconds, protocol)
+
+    async def infer(
+        self, name: str, version: str | None, req: InferenceRequest, protocol: str = "rest", started: float = 0.0
+    ) -> InferenceResponse:
+        start = started or time.perf_counter()
         served = self.served(name, version)  # NotFound propagates: no model, no per-model metric
         model = served.model
-        outcome = "ok"
+        outcome = OK
         try:
-            header_length = parse_header_length(header_length_raw, len(body))
-            req = decode_request(body, header_length)
             feeds = model.feeds(req)
             if req.outputs is not None:
                 model.check_outputs([o.name for o in req.outputs])
             outputs = await served.runner.run(feeds)
+            resp = self._response(model, req, outputs, None)
             if self.fallback is not None:
                 conf = top_confidence(outputs)
                 if conf is not None and conf < self.fallback.threshold:
-                    result = await self._fallback(name, body, header_length, model, req, outputs, conf)
-                    outcome = "ok" if result.source == "edge" else "cloud"
-                    return result
-            return self._encode(model, req, outputs, None)
+                    resp = await self._fallback(name, req, resp, conf)
+                    outcome = OK if resp.source == "edge" else CLOUD
+            return resp
         except ProtocolError:
-            outcome = "bad_request"
+            outcome = BAD_REQUEST
+            raise
+        except InputRejected:
+            outcome = REJECTED
             raise
         except ModelError:
-            outcome = "error"
+            outcome = ERROR
             raise
-        except Exception:
-            outcome = "error"
-            raise
+        except Exception as e:
+            outcome = ERROR
+            log.exception("inference failed in the runtime", extra={"model": name})
+            raise ModelError(f"model '{name}' failed in the runtime: {type(e).__name__}: {e}") from e
         finally:
-            if outcome != "bad_request":  # a client's mistake says nothing about the runtime's health
-                self.errors.record(self._clock(), outcome == "error", time.perf_counter() - start)
-            self.metrics.observe_request(name, model.version, outcome, time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            if outcome in (OK, CLOUD, ERROR):  # a client's mistake says nothing about the runtime's health
+                self.errors.record(self._clock(), outcome == ERROR, elapsed)
+            self.metrics.observe_request(name, model.version, outcome, elapsed, protocol)
 
-    def _encode(
-        self, model: LoadedModel, req: Any, outputs: list[np.ndarray], parameters: dict[str, Any] | None
-    ) -> InferResult:
+    @staticmethod
+    def _response(
+        model: LoadedModel, req: InferenceRequest, outputs: list[np.ndarray], parameters: dict[str, Any] | None
+    ) -> InferenceResponse:
         names = model.output_names
         if req.outputs is None:
-            chosen = [(n, a, req.binary_output) for n, a in zip(names, outputs, strict=True)]
+            binary = req.binary_output
+            chosen = [OutputTensor(n, a, binary) for n, a in zip(names, outputs, strict=True)]
         else:
             index = {n: i for i, n in enumerate(names)}
             chosen = [
-                (o.name, outputs[index[o.name]], req.binary_output if o.binary is None else o.binary)
+                OutputTensor(o.name, outputs[index[o.name]], req.binary_output if o.binary is None else o.binary)
                 for o in req.outputs
             ]
-        enc = encode_response(model.name, model.version, chosen, request_id=req.id, parameters=parameters)
-        return InferResult(
-            enc.body,
-            enc.header_length,
-            "edge",
-            "application/json" if enc.header_length is None else "application/octet-stream",
-        )
+        return InferenceResponse(model.name, model.version, chosen, req.id, parameters)
 
     async def _fallback(
-        self,
-        name: str,
-        body: bytes,
-        header_length: int | None,
-        model: LoadedModel,
-        req: Any,
-        outputs: list[np.ndarray],
-        confidence: float,
-    ) -> InferResult:
+        self, name: str, req: InferenceRequest, edge: InferenceResponse, confidence: float
+    ) -> InferenceResponse:
         assert self.fallback is not None
-        answer, outcome = await self.fallback.forward(name, body, header_length)
+        answer, outcome, dropped = await self.fallback.forward(name, req)
         if answer is not None:
-            hl = int(answer.header_length) if answer.header_length is not None else None
-            return InferResult(answer.body, hl, "cloud", answer.content_type)
-        params = {"edgeai_source": "edge", "edgeai_fallback": outcome, "edgeai_confidence": round(confidence, 6)}
-        return self._encode(model, req, outputs, params)
+            # The client chose its encoding; the cloud's answer is re-encoded to it by the transport.
+            binary = {o.name: o.binary for o in edge.outputs}
+            outs = [OutputTensor(o.name, o.data, binary.get(o.name, req.binary_output)) for o in answer.outputs]
+            cloud_params = dict(answer.parameters or {})
+            cloud_params["edgeai_source"] = "cloud"
+            return InferenceResponse(name, edge.model_version, outs, req.id, cloud_params, source="cloud")
+        params: dict[str, Any] = {
+            "edgeai_source": "edge",
+            "edgeai_fallback": outcome,
+            "edgeai_confidence": round(confidence, 6),
+        }
+        if dropped:
+            # The durable queue was full: this request's example pushed older ones out. Say so.
+            params["edgeai_hard_examples_dropped"] = dropped
+        edge.parameters = params
+        return edge
 
     async def close(self) -> None:
-        for slot in self._slots.values():
-            for s in (slot.current, slot.previous):
-                if s is not None:
-                    await s.runner.close()
+        await self.repository.close()
         if self.fallback is not None:
             await self.fallback.close()
         self.run_executor.shutdown(wait=False)
-        self.load_executor.shutdown(wait=False)
 
 
-__all__ = ["DataPlane", "InferResult", "LoadRefused", "ModelSource", "NotFound", "Settings", "default_version"]
+__all__ = [
+    "DataPlane",
+    "LoadRefused",
+    "ModelSource",
+    "NotFound",
+    "Settings",
+    "default_version",
+]

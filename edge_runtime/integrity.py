@@ -287,8 +287,28 @@ def read_verified(
 
     The bytes returned have been verified: callers load only what this returns.
     """
-    data = Path(path).read_bytes()
-    expect_digest(hashlib.sha256(data).hexdigest(), sha256, str(path))
+    return verify_bytes(
+        Path(path).read_bytes(),
+        sha256,
+        what=str(path),
+        public_key_pem_bytes=public_key_pem_bytes,
+        signature=signature,
+        decryption_key=decryption_key,
+    )
+
+
+def verify_bytes(
+    data: bytes,
+    sha256: str,
+    *,
+    what: str = "artifact",
+    public_key_pem_bytes: bytes | None = None,
+    signature: str | bytes | None = None,
+    decryption_key: bytes | None = None,
+) -> bytes:
+    """Verify bytes already read (digest, signature), decrypt if asked; returns what may be loaded."""
+    path = what
+    expect_digest(hashlib.sha256(data).hexdigest(), sha256, what)
     if signature is not None or public_key_pem_bytes is not None:
         if signature is None or public_key_pem_bytes is None:
             raise IntegrityError("BadSignature", "a signature needs both the signature and the public key")

@@ -140,14 +140,14 @@ class RuntimeMetrics:
         r.register(DeviceCollector())
         self.requests = Counter(
             "edgeai_requests",
-            "Inference requests by model, version and outcome",
-            ["model", "version", "outcome"],
+            "Inference requests by model, version, outcome and protocol (rest, grpc)",
+            ["model", "version", "outcome", "protocol"],
             registry=r,
         )
         self.latency = Histogram(
             "edgeai_request_duration_seconds",
-            "Inference request latency (server side)",
-            ["model", "version", "outcome"],
+            "Inference request latency (server side, from the request's arrival to its answer)",
+            ["model", "version", "outcome", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -201,7 +201,14 @@ class RuntimeMetrics:
         self._queue_source: Callable[[], dict[str, int]] | None = None
         self._ready_source: Callable[[], bool] | None = None
         r.register(_LiveCollector(self))
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self.connections_refused = Counter(
+            "edgeai_connections_refused",
+            "Connections closed by the runtime's limits before a request: max_connections, header_timeout, "
+            "header_too_large",
+            ["reason"],
+            registry=r,
+        )
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
         self._batch_children: dict[str, Any] = {}
         self.started = time.time()
 
@@ -209,8 +216,8 @@ class RuntimeMetrics:
         self._queue_source = queue_depths
         self._ready_source = ready
 
-    def observe_request(self, model: str, version: str, outcome: str, seconds: float) -> None:
-        key = (model, version, outcome)
+    def observe_request(self, model: str, version: str, outcome: str, seconds: float, protocol: str = "rest") -> None:
+        key = (model, version, outcome, protocol)
         pair = self._children.get(key)
         if pair is None:
             pair = (self.requests.labels(*key), self.latency.labels(*key))

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.codec import DATATYPES, ONNX_TO_V2, InferRequest, ProtocolError
 from edge_runtime.integrity import IntegrityError
+from edge_runtime.protocol import DATATYPES, ONNX_TO_V2, InferenceRequest, InputRejected, ModelError, ProtocolError
 
 # A model whose batch-1 run takes less than this is run on the event loop
 # itself: handing it to a thread costs more (a context switch and GIL
@@ -26,6 +26,19 @@ from edge_runtime.integrity import IntegrityError
 # the loop keeps accepting and parsing requests while onnxruntime computes.
 INLINE_RUN_SECONDS = 0.0005
 WARMUP_RUNS = 5
+
+
+try:
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as _INVALID_ARGUMENT
+except ImportError:  # pragma: no cover - older wheels: nothing is classed as the input's fault
+    _INVALID_ARGUMENT = ()
+
+
+def _ort_message(e: Exception) -> str:
+    # "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status ... Status Message: <the reason>"
+    text = str(e)
+    _, sep, reason = text.rpartition("Status Message: ")
+    return (reason if sep else text).strip()[:500]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +49,6 @@ class TensorSpec:
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
-
-
-class ModelError(Exception):
-    """The model failed while running a request that passed validation (HTTP 500)."""
 
 
 def _dims(shape: Sequence[Any]) -> tuple[int, ...]:
@@ -105,7 +114,7 @@ class LoadedModel:
             "parameters": params,
         }
 
-    def feeds(self, request: InferRequest) -> dict[str, np.ndarray]:
+    def feeds(self, request: InferenceRequest) -> dict[str, np.ndarray]:
         """Check the request against the graph's inputs; say exactly what does not fit."""
         given = {t.name: t for t in request.inputs}
         for name in given:
@@ -127,7 +136,7 @@ class LoadedModel:
                     f"input '{spec.name}': shape {list(t.shape)} does not fit the model's {list(spec.shape)} "
                     "(-1 = any size)"
                 )
-            arr = t.array
+            arr = t.data
             if spec.datatype == "BYTES":
                 arr = np.array(
                     [x.decode("utf-8", errors="replace") if isinstance(x, bytes) else x for x in arr.reshape(-1)],
@@ -144,8 +153,13 @@ class LoadedModel:
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         try:
             out: list[np.ndarray] = self.session.run(None, feeds)
-        except Exception as e:  # onnxruntime raises its own untyped exceptions
-            raise ModelError(f"model '{self.name}' failed: {e}") from e
+        except _INVALID_ARGUMENT as e:
+            # onnxruntime's INVALID_ARGUMENT status: a kernel refused this input's values (an index out
+            # of range, a shape the graph cannot take). The client's data is at fault; the model, which
+            # passed its warm-up, is not.
+            raise InputRejected(f"model '{self.name}' rejected the input: {_ort_message(e)}") from e
+        except Exception as e:  # FAIL, RUNTIME_EXCEPTION, EP_FAIL, out of memory...: the model or the device
+            raise ModelError(f"model '{self.name}' failed: {_ort_message(e)}") from e
         return out
 
 

@@ -44,6 +44,23 @@ def register(sub: Any) -> None:
     p.add_argument("--decryption-key-file", help="AES-256-GCM key for an encrypted artifact (decrypted in memory)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=_positive_int, default=8080)
+    p.add_argument(
+        "--grpc-port", type=_positive_int, default=0,
+        help="also serve inference.GRPCInferenceService on this port (0: no gRPC, the default)",
+    )
+    p.add_argument(
+        "--model-cache",
+        help="the content-addressed model cache (DIR/sha256/<digest>) that repository loads may read; "
+        "default: the cache --model lives in, when it is such an entry",
+    )
+    p.add_argument(
+        "--repository-api", choices=["loopback", "token", "off", "any"], default="loopback",
+        help="who may use the repository API (load/unload/index): loopback clients only (default), "
+        "bearer-token holders, nobody, or anyone",
+    )
+    p.add_argument("--repository-token-file", help="file holding the bearer token of --repository-api token")
+    p.add_argument("--max-model-bytes", type=int, default=4 << 30, help="a model file larger than this never loads")
+    p.add_argument("--load-timeout-s", type=float, default=300.0, help="a repository load taking longer is refused")
     p.add_argument("--threads", type=_positive_int, default=0, help="onnxruntime intra-op threads (0: one per core)")
     p.add_argument("--max-batch-size", type=_positive_int, default=0, help="dynamic batching up to N rows (0/1: off)")
     p.add_argument(
@@ -61,9 +78,25 @@ def register(sub: Any) -> None:
         "--fallback-queue", help="directory of the durable hard-example queue (required with --fallback-url)"
     )
     p.add_argument("--fallback-queue-max-items", type=int, default=10_000)
+    p.add_argument(
+        "--fallback-protocol", choices=["rest", "grpc"], default="rest",
+        help="protocol of the cloud endpoint: rest (URL) or grpc (host:port)",
+    )
     p.add_argument("--metrics-port", type=_positive_int, help="serve /metrics on this port too (default: same port)")
     p.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger request bodies get 413")
     p.add_argument("--body-timeout-s", type=float, default=30.0, help="a body not received within this gets 408")
+    p.add_argument(
+        "--max-connections", type=int, default=512,
+        help="open REST connections at most; past it new ones are closed at once (logged, counted)",
+    )
+    p.add_argument(
+        "--header-timeout-s", type=float, default=10.0,
+        help="a connection without a complete request head this long after connecting is closed",
+    )
+    p.add_argument(
+        "--max-header-bytes", type=int, default=64 << 10, help="a larger request head gets 431 and is closed"
+    )
+    p.add_argument("--keep-alive-timeout-s", type=float, default=15.0, help="an idle keep-alive connection is closed")
     p.add_argument("--error-window-s", type=float, default=60.0, help="window of the error-rate readiness judgement")
     p.add_argument(
         "--max-error-rate", type=_fraction, default=0.5, help="not ready above this share of failed requests"
@@ -78,9 +111,12 @@ def register(sub: Any) -> None:
 
 def build(args: argparse.Namespace) -> Any:
     """Everything but the socket: returns the ASGI app, model already verified and loaded."""
-    from edge_runtime.dataplane import DataPlane, ModelSource, Settings, default_version
+    from edge_runtime.access import RepositoryAccess
+    from edge_runtime.dataplane import DataPlane
     from edge_runtime.health import ErrorWindow
     from edge_runtime.metrics import RuntimeMetrics
+    from edge_runtime.offload import Decoder
+    from edge_runtime.repository import ModelSource, Settings, cache_of, default_version
     from edge_runtime.server import App
 
     check_sha256(args.sha256)
@@ -105,13 +141,25 @@ def build(args: argparse.Namespace) -> Any:
             args.fallback_timeout_ms / 1000.0,
             HardExampleQueue(args.fallback_queue, max_items=args.fallback_queue_max_items),
             metrics,
+            protocol=args.fallback_protocol,
         )
+    token = None
+    if args.repository_token_file:
+        token = Path(args.repository_token_file).read_text().strip()
+    try:
+        access = RepositoryAccess(args.repository_api, token)
+    except ValueError as e:
+        raise SystemExit(f"edge-runtime serve: {e}") from e
+    cache = Path(args.model_cache) if args.model_cache else cache_of(args.model, args.sha256)
     settings = Settings(
         threads=args.threads or None,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         public_key_pem=pub,
         decryption_key=key,
+        model_cache=cache,
+        max_model_bytes=args.max_model_bytes,
+        load_timeout_s=args.load_timeout_s,
     )
     dp = DataPlane(
         settings,
@@ -123,13 +171,43 @@ def build(args: argparse.Namespace) -> Any:
     version = args.model_version or default_version(args.sha256)
     dp.load_initial(args.name, ModelSource(args.model, args.sha256, version, signature))
     separate_metrics = bool(args.metrics_port) and args.metrics_port != args.port
+    decoder = Decoder()
     app = App(
         dp,
         max_body_bytes=args.max_body_bytes,
         body_timeout_s=args.body_timeout_s,
         serve_metrics=not separate_metrics,
+        repository_access=access,
+        decoder=decoder,
     )
+    if args.grpc_port:
+        _add_grpc(app, args, access, decoder)
     return app
+
+
+def _add_grpc(app: Any, args: argparse.Namespace, access: Any, decoder: Any) -> None:
+    """Start the gRPC server inside the REST server's event loop, and stop it with it."""
+    from edge_runtime.grpc_server import GrpcService, make_server
+
+    holder: dict[str, Any] = {}
+
+    async def start() -> None:
+        server, port = make_server(
+            GrpcService(app.dp, repository_access=access, decoder=decoder),
+            args.host,
+            args.grpc_port,
+            max_message_bytes=args.max_body_bytes,
+        )
+        await server.start()
+        holder["server"] = server
+        log.info("serving gRPC", extra={"host": args.host, "port": port})
+
+    async def stop() -> None:
+        if "server" in holder:
+            await holder["server"].stop(5)
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,18 +221,26 @@ def run(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.host, registry=app.dp.metrics.registry)
+    from edge_runtime.http_limits import Limits, protocol_class
+
     loop = "uvloop" if _has("uvloop") else "asyncio"
-    http = "httptools" if _has("httptools") else "h11"
+    limits = Limits(
+        app.dp.metrics,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout_s,
+        max_header_bytes=args.max_header_bytes,
+    )
+    http = "httptools"
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         loop=loop,
-        http=http,
+        http=protocol_class(limits),
         lifespan="on",
         access_log=False,
         log_config=None,
-        timeout_keep_alive=30,
+        timeout_keep_alive=max(1, round(args.keep_alive_timeout_s)),
         server_header=False,
     )
     log.info("serving", extra={"host": args.host, "port": args.port, "model": args.name, "http": http, "loop": loop})

@@ -1,30 +1,43 @@
-"""HTTP adapter: a raw ASGI application over the dataplane, served by uvicorn.
+"""REST adapter: a raw ASGI application over the typed dataplane, served by uvicorn.
 
 Raw ASGI on uvicorn (httptools parser, uvloop) with orjson was the fastest of
-the well-kept options measured for this job (see the commit that introduced
-it): a framework's routing and request objects cost more than the small
-routing table below. HTTP parsing is uvicorn's; this module only maps paths
-to dataplane calls and exceptions to the protocol's status codes and JSON
+the well-kept options measured for this job: a framework's routing and
+request objects cost more than the small routing table below. Each endpoint
+is decode (`codec`) -> dataplane -> encode; this module maps paths to
+dataplane calls and the exceptions of `protocol` to status codes and JSON
 error bodies (`{"error": "..."}`).
 
 Abuse never reaches the model or blocks other clients: bodies over the limit
 get 413 before they are read, a client that does not finish its body within
-the timeout gets 408, and each connection is its own coroutine.
+the timeout gets 408, large bodies are decoded off the event loop
+(`offload`), and connection-level limits (idle, header size and time,
+connection count) are enforced by `http_limits` before a request exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edge_runtime.codec import ProtocolError
-from edge_runtime.dataplane import DataPlane, LoadRefused, NotFound
-from edge_runtime.model import ModelError
+from edge_runtime.access import RepositoryAccess
+from edge_runtime.codec import decode_request, encode_response, parse_header_length
+from edge_runtime.dataplane import DataPlane
+from edge_runtime.offload import Decoder
+from edge_runtime.protocol import (
+    Forbidden,
+    InputRejected,
+    LoadRefused,
+    ModelError,
+    NotFound,
+    ProtocolError,
+    TooLarge,
+)
 
 log = logging.getLogger("edge_runtime.server")
 
@@ -37,8 +50,9 @@ DEFAULT_MAX_BODY = 64 << 20
 DEFAULT_BODY_TIMEOUT = 30.0
 
 _JSON = (b"content-type", b"application/json")
-_OCTET = (b"content-type", b"application/octet-stream")
 _CLOSE = (b"connection", b"close")
+_LIVE = b'{"live":true}'
+_READY = b'{"ready":true}'
 
 
 class HttpError(Exception):
@@ -73,6 +87,18 @@ async def _send_error(send: Send, status: int, message: str, close: bool = False
     await _send(send, status, orjson.dumps({"error": message}), headers)
 
 
+# exception -> HTTP status; order matters only for subclasses
+_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (ProtocolError, 400),
+    (InputRejected, 400),
+    (LoadRefused, 400),
+    (NotFound, 404),
+    (Forbidden, 403),
+    (TooLarge, 413),
+    (ModelError, 500),
+)
+
+
 class App:
     def __init__(
         self,
@@ -81,11 +107,17 @@ class App:
         max_body_bytes: int = DEFAULT_MAX_BODY,
         body_timeout_s: float = DEFAULT_BODY_TIMEOUT,
         serve_metrics: bool = True,
+        repository_access: RepositoryAccess | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         self.dp = dataplane
         self.max_body = max_body_bytes
         self.body_timeout = body_timeout_s
         self.serve_metrics = serve_metrics
+        self.access = repository_access or RepositoryAccess()
+        self.decoder = decoder or Decoder()
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -101,6 +133,8 @@ class App:
                 try:
                     if self.dp.fallback is not None:
                         await self.dp.fallback.start()
+                    for hook in self.on_startup:
+                        await hook()
                     self.dp.readiness()
                 except Exception as e:
                     log.exception("startup failed")
@@ -108,7 +142,10 @@ class App:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                for hook in self.on_shutdown:
+                    await hook()
                 await self.dp.close()
+                self.decoder.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -118,7 +155,7 @@ class App:
             try:
                 n = int(declared)
             except ValueError as e:
-                raise HttpError(400, f"Content-Length is not an integer: {declared!r}", close=True) from e
+                raise HttpError(400, f"Content-Length is not an integer: {declared[:40]!r}", close=True) from e
             if n > self.max_body:
                 raise HttpError(
                     413, f"request body of {n} bytes exceeds the limit of {self.max_body} bytes", close=True
@@ -152,58 +189,68 @@ class App:
             await _send_error(send, e.status, e.message, e.close)
         except _Disconnected:
             return
-        except ProtocolError as e:
-            await _send_error(send, 400, str(e))
-        except NotFound as e:
-            await _send_error(send, 404, str(e))
-        except LoadRefused as e:
-            await _send_error(send, 400, str(e))
-        except ModelError as e:
-            await _send_error(send, 500, str(e))
-        except Exception as e:  # the server answers; it never dies on a request
+        except Exception as e:
+            for cls, status in _STATUS:
+                if isinstance(e, cls):
+                    await _send_error(send, status, str(e))
+                    return
+            # The server answers; it never dies on a request.
             log.exception("unhandled error", extra={"path": scope.get("path")})
-            await _send_error(send, 500, f"internal error: {type(e).__name__}: {e}")
+            await _send_error(send, 500, f"internal error: {type(e).__name__}")
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
-        parts = scope["path"].strip("/").split("/")
+        path: str = scope["path"]
+        # The hot path first, without splitting anything else.
+        if path.endswith("/infer") and path.startswith("/v2/models/"):
+            parts = path[len("/v2/models/") : -len("/infer")].split("/")
+            if len(parts) == 1 and parts[0]:
+                if method != "POST":
+                    raise HttpError(405, "infer takes POST")
+                await self._infer(scope, receive, send, parts[0], None)
+                return
+            if len(parts) == 3 and parts[1] == "versions" and parts[0]:
+                if method != "POST":
+                    raise HttpError(405, "infer takes POST")
+                await self._infer(scope, receive, send, parts[0], parts[2])
+                return
+        parts = path.strip("/").split("/")
         n = len(parts)
-        if n >= 4 and parts[0] == "v2" and parts[1] == "models":
+        if n >= 3 and parts[0] == "v2" and parts[1] == "models":
             name = parts[2]
             version: str | None = None
             rest = parts[3:]
             if len(rest) >= 2 and rest[0] == "versions":
                 version = rest[1]
                 rest = rest[2:]
-            if rest == ["infer"]:
-                if method != "POST":
-                    raise HttpError(405, "infer takes POST")
-                await self._infer(scope, receive, send, name, version)
-                return
             if rest == ["ready"]:
                 self._only(method, "GET")
-                await self._bool(send, self._model_ready(name, version))
+                ready = self.dp.model_ready(name, version)
+                body = orjson.dumps({"name": name, "ready": ready})
+                await _send(send, 200 if ready else 400, body, [_JSON])
                 return
             if not rest:
                 self._only(method, "GET")
                 await _send(send, 200, orjson.dumps(self.dp.model_metadata(name, version)), [_JSON])
                 return
-        elif n == 3 and parts[0] == "v2" and parts[1] == "models":
-            self._only(method, "GET")
-            await _send(send, 200, orjson.dumps(self.dp.model_metadata(parts[2], None)), [_JSON])
-            return
         elif parts[:2] == ["v2", "health"] and n == 3:
             self._only(method, "GET")
+            # JSON bodies as KServe's server gives them, so its client (which parses them) works too.
             if parts[2] == "live":
-                await _send(send, 200, b"", [])
+                await _send(send, 200, _LIVE, [_JSON])
                 return
             if parts[2] == "ready":
                 j = self.dp.readiness()
                 if j.ready:
-                    await _send(send, 200, b"", [])
+                    await _send(send, 200, _READY, [_JSON])
                 else:
-                    # The protocol says 4xx and an empty body; the reason goes in a header for people.
-                    await _send(send, 400, b"", [(b"x-edgeai-not-ready", j.reason.encode("utf-8", "replace"))])
+                    # The protocol wants a 4xx; the reason also goes in a header for people and probes' logs.
+                    await _send(
+                        send,
+                        400,
+                        orjson.dumps({"ready": False, "reason": j.reason}),
+                        [_JSON, (b"x-edgeai-not-ready", j.reason.encode("utf-8", "replace"))],
+                    )
                 return
         elif parts == ["v2"]:
             self._only(method, "GET")
@@ -216,40 +263,42 @@ class App:
             self._only(method, "GET")
             await _send(send, 200, self.metrics_text(), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
             return
-        raise HttpError(404, f"no such endpoint: {method} {scope['path']}")
+        raise HttpError(404, f"no such endpoint: {method} {path[:200]}")
 
     @staticmethod
     def _only(method: str, allowed: str) -> None:
         if method != allowed:
             raise HttpError(405, f"method {method} not allowed here, use {allowed}")
 
-    def _model_ready(self, name: str, version: str | None) -> bool:
-        try:
-            self.dp.served(name, version)
-        except NotFound:
-            return False
-        return True
-
-    @staticmethod
-    async def _bool(send: Send, ok: bool) -> None:
-        await _send(send, 200 if ok else 400, b"", [])
-
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> None:
+        start = time.perf_counter()
         self.dp.served(name, version)  # unknown model: 404 before reading a body we would discard
         body = await self._body(scope, receive)
-        result = await self.dp.infer(name, version, body, _header(scope, b"inference-header-content-length"))
-        if result.header_length is None:
-            headers = [(b"content-type", result.content_type.encode())]
+        try:
+            header_length = parse_header_length(_header(scope, b"inference-header-content-length"), len(body))
+            if len(body) <= self.decoder.inline_bytes:
+                req = decode_request(body, header_length)
+            else:
+                req = await self.decoder.rest(body, header_length)
+        except (ProtocolError, TooLarge):
+            self.dp.client_error(name, version, "rest", time.perf_counter() - start)
+            raise
+        resp = await self.dp.infer(name, version, req, "rest", start)
+        enc = encode_response(resp)
+        if enc.header_length is None:
+            headers = [_JSON]
         else:
             headers = [
-                (b"content-type", result.content_type.encode()),
-                (b"inference-header-content-length", str(result.header_length).encode()),
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(enc.header_length).encode()),
             ]
-        if result.source != "edge":
-            headers.append((b"x-edgeai-source", result.source.encode()))
-        await _send(send, 200, result.body, headers)
+        if resp.source != "edge":
+            headers.append((b"x-edgeai-source", resp.source.encode()))
+        await _send(send, 200, enc.body, headers)
 
     async def _repository(self, scope: Scope, receive: Receive, send: Send, rest: list[str]) -> None:
+        client = scope.get("client")
+        self.access.check(client[0] if client else None, _header(scope, b"authorization"))
         if rest == ["index"]:
             if scope["method"] not in ("POST", "GET"):
                 raise HttpError(405, "repository index takes POST")
@@ -261,6 +310,8 @@ class App:
             body = await self._body(scope, receive)
             params: dict[str, Any] = {}
             if body.strip():
+                if len(body) > 1 << 20:
+                    raise TooLarge("a repository request body is at most 1 MiB")
                 try:
                     doc = orjson.loads(body)
                 except orjson.JSONDecodeError as e:
@@ -276,7 +327,7 @@ class App:
                 await self.dp.unload(name)
             await _send(send, 200, b"", [])
             return
-        raise HttpError(404, f"no such repository endpoint: /v2/repository/{'/'.join(rest)}")
+        raise HttpError(404, f"no such repository endpoint: /v2/repository/{'/'.join(rest)[:200]}")
 
     def metrics_text(self) -> bytes:
         out: bytes = generate_latest(self.dp.metrics.registry)

@@ -155,9 +155,20 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
     return total
 
 
+def cache_entry(cache: Path, model: Path) -> tuple[Path, str]:
+    """Put `model` into the content-addressed cache (as `edge-runtime fetch` does); returns (entry, digest)."""
+    digest = sha256_of(model)
+    entry = cache / "sha256" / digest
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    if not entry.exists():
+        entry.write_bytes(model.read_bytes())
+    return entry, digest
+
+
 @dataclass
 class Models:
     dir: Path
+    cache: Path  # a content-addressed model cache holding every model below
     tabular: Path
     tabular2: Path
     cnn: Path
@@ -165,6 +176,10 @@ class Models:
     gather: Path  # fails at run time for out-of-range indices
     strings: Path  # BYTES in and out
     warmup_fails: Path
+    batch2_fails: Path  # passes warm-up, fails in the model itself on a batch of 2
+
+    def cached(self, path: Path) -> tuple[Path, str]:
+        return cache_entry(self.cache, path)
 
     def session(self, path: Path) -> ort.InferenceSession:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -216,6 +231,21 @@ def _warmup_fails_model(path: Path) -> Path:
     return _save(graph, path)
 
 
+def _batch2_fails_model(path: Path) -> Path:
+    # x [N, 3] gets one constant row appended, then is reshaped to [2, -1]: fine for N = 1 (6 values),
+    # a FAIL status (not INVALID_ARGUMENT) inside the model for N = 2 (9 values): the model's own bug.
+    row = helper.make_tensor("row", TensorProto.FLOAT, [1, 3], [1, 2, 3])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, -1])
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["x", "row"], ["c"], axis=0), helper.make_node("Reshape", ["c", "shape"], ["y"])],
+        "batch2_fails",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, None])],
+        initializer=[row, shape],
+    )
+    return _save(graph, path)
+
+
 def _save(graph: onnx.GraphProto, path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -226,8 +256,9 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     d = tmp_path_factory.mktemp("models")
-    return Models(
+    m = Models(
         dir=d,
+        cache=d / "cache",
         tabular=models_zoo.build_tabular(d / "tabular.onnx"),
         tabular2=models_zoo.build_tabular(d / "tabular2.onnx", seed=7),
         cnn=models_zoo.build_cnn(d / "cnn.onnx"),
@@ -235,7 +266,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
         gather=_gather_model(d / "gather.onnx"),
         strings=_strings_model(d / "strings.onnx"),
         warmup_fails=_warmup_fails_model(d / "warmup_fails.onnx"),
+        batch2_fails=_batch2_fails_model(d / "batch2_fails.onnx"),
     )
+    for p in (m.tabular, m.tabular2, m.cnn, m.fixed, m.gather, m.strings, m.warmup_fails, m.batch2_fails):
+        m.cached(p)
+    return m
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from edge_runtime import integrity, models_zoo
 
-from .conftest import Models, Server, free_port, json_infer_body, metric_value, request, sha256_of
+from .conftest import Models, Server, cache_entry, free_port, json_infer_body, metric_value, request, sha256_of
 
 pytestmark = pytest.mark.runtime
 
@@ -64,30 +64,40 @@ def test_serve_signature_and_encryption(serve: Serve, models: Models, tmp_path: 
     )
     assert rc == 9, log
 
-    srv = serve(enc, "m", "--public-key-file", str(pub), "--signature", sig, "--decryption-key-file", str(aes))
+    cache = tmp_path / "cache"
+    entry, _ = cache_entry(cache, enc)
+    srv = serve(
+        entry, "m", "--public-key-file", str(pub), "--signature", sig, "--decryption-key-file", str(aes)
+    )
     x = models_zoo.sample_inputs("tabular", 2)
     expected = models.session(models.tabular).run(None, {"features": x})[0]
     np.testing.assert_allclose(_infer(srv, x), expected, rtol=1e-6)
     assert srv.get("/v2/models/m").json()["parameters"]["sha256"] == digest
     # No plaintext was written anywhere next to the ciphertext.
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".onnx", ".enc")) == ["tabular.enc"]
+    assert sorted(p.name for p in (cache / "sha256").iterdir()) == [digest]
     # With a public key configured, a repository load without a valid signature is refused.
     r = srv.post(
         "/v2/repository/models/m/load",
-        {"parameters": {"path": str(enc), "sha256": digest, "version": "2", "signature": other_sig}},
+        {"parameters": {"sha256": digest, "version": "2", "signature": other_sig}},
     )
     assert r.status == 400 and "BadSignature" in r.json()["error"]
 
 
 def _load(srv: Server, path: Path, version: str, **extra: Any) -> Any:
+    # By digest: the runtime reads only its model cache.
     return srv.post(
         "/v2/repository/models/m/load",
-        {"parameters": {"path": str(path), "sha256": sha256_of(path), "version": version, **extra}},
+        {"parameters": {"sha256": sha256_of(path), "version": version, **extra}},
     )
 
 
 def test_hot_swap_rollback_and_refused_loads(serve: Serve, models: Models, tmp_path: Path) -> None:
-    srv = serve(models.tabular, "m", "--model-version", "1")
+    cache = tmp_path / "cache"
+    for p in (models.tabular, models.tabular2, models.warmup_fails):
+        cache_entry(cache, p)
+    entry, _ = cache_entry(cache, models.tabular)
+    srv = serve(entry, "m", "--model-version", "1")  # the cache is found from the --model path, as in a Pod
     x = models_zoo.sample_inputs("tabular", 3, seed=1)
     v1 = models.session(models.tabular).run(None, {"features": x})[0]
     v2 = models.session(models.tabular2).run(None, {"features": x})[0]
@@ -120,18 +130,17 @@ def test_hot_swap_rollback_and_refused_loads(serve: Serve, models: Models, tmp_p
     np.testing.assert_allclose(_infer(srv, x, "/v2/models/m/versions/1/infer"), v1, rtol=1e-6)
 
     # Refused loads leave version 2 serving.
-    bad_digest = srv.post(
-        "/v2/repository/models/m/load",
-        {"parameters": {"path": str(models.tabular), "sha256": "f" * 64, "version": "3"}},
-    )
+    (cache / "sha256" / ("f" * 64)).write_bytes(models.tabular.read_bytes())  # an entry whose bytes do not match
+    bad_digest = srv.post("/v2/repository/models/m/load", {"parameters": {"sha256": "f" * 64, "version": "3"}})
     assert bad_digest.status == 400 and "DigestMismatch" in bad_digest.json()["error"]
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not an onnx model")
+    cache_entry(cache, junk)
     r = _load(srv, junk, "3")
     assert r.status == 400 and "InvalidModel" in r.json()["error"]
     r = _load(srv, models.warmup_fails, "3")
     assert r.status == 400 and "WarmupFailed" in r.json()["error"]
-    r = srv.post("/v2/repository/models/m/load", {"parameters": {"path": "/nonexistent.onnx", "sha256": "a" * 64}})
+    r = srv.post("/v2/repository/models/m/load", {"parameters": {"sha256": "a" * 64}})
     assert r.status == 400 and "does not exist" in r.json()["error"]
     r = srv.post("/v2/repository/models/m/load", {"parameters": {"path": str(junk), "sha256": "XYZ"}})
     assert r.status == 400 and "64 lowercase hex" in r.json()["error"]
@@ -165,15 +174,12 @@ def test_hot_swap_rollback_and_refused_loads(serve: Serve, models: Models, tmp_p
 def test_readiness_follows_runtime_error_rate(serve: Serve, models: Models) -> None:
     metrics_port = free_port()
     srv = serve(
-        models.gather, "g", "--error-window-s", "60", "--max-error-rate", "0.5", "--metrics-port", str(metrics_port)
+        models.batch2_fails, "g", "--error-window-s", "60", "--max-error-rate", "0.5",
+        "--metrics-port", str(metrics_port),
     )
-    ok = {
-        "inputs": [
-            {"name": "data", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
-            {"name": "idx", "datatype": "INT64", "shape": [1], "data": [1]},
-        ]
-    }
-    boom = {"inputs": [ok["inputs"][0], {"name": "idx", "datatype": "INT64", "shape": [1], "data": [50]}]}
+    ok = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    # A valid request (the metadata says [-1, 3]) on which the model itself fails: the device's problem.
+    boom = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]}]}
     for _ in range(5):
         assert srv.post("/v2/models/g/infer", ok).status == 200
     # Client mistakes do not count against the runtime.
@@ -181,7 +187,8 @@ def test_readiness_follows_runtime_error_rate(serve: Serve, models: Models) -> N
         assert srv.post("/v2/models/g/infer", b"{nope").status == 400
     assert srv.get("/v2/health/ready").status == 200
     for _ in range(25):
-        assert srv.post("/v2/models/g/infer", boom).status == 500
+        r = srv.post("/v2/models/g/infer", boom)
+        assert r.status == 500 and "model 'g' failed" in r.json()["error"], r.body
     r = srv.get("/v2/health/ready")
     assert r.status == 400
     assert "25 of the last 30 requests failed" in r.headers["x-edgeai-not-ready"]

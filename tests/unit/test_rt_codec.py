@@ -17,6 +17,7 @@ from edge_runtime.codec import (
     encode_response,
     parse_header_length,
 )
+from edge_runtime.protocol import InferenceResponse, OutputTensor
 
 NUMERIC = [k for k in DATATYPES if k != "BYTES"]
 
@@ -36,15 +37,15 @@ def test_request_round_trip(datatype: str, binary: bool) -> None:
     req = decode_request(body, hlen)
     (t,) = req.inputs
     assert (t.name, t.datatype, t.shape, req.id) == ("x", datatype, (2, 3), "r1")
-    assert t.array.dtype == arr.dtype.newbyteorder("=") or t.array.dtype == arr.dtype
-    np.testing.assert_array_equal(t.array, arr)
+    assert t.data.dtype == arr.dtype.newbyteorder("=") or t.data.dtype == arr.dtype
+    np.testing.assert_array_equal(t.data, arr)
 
 
 @pytest.mark.parametrize("datatype", NUMERIC)
 @pytest.mark.parametrize("binary", [False, True])
 def test_response_round_trip(datatype: str, binary: bool) -> None:
     arr = _sample(datatype)
-    enc = encode_response("m", "1", [("y", arr, binary)], request_id="q")
+    enc = encode_response(InferenceResponse("m", "1", [OutputTensor("y", arr, binary)], id="q"))
     assert (enc.header_length is not None) == binary
     head = json.loads(enc.body if enc.header_length is None else enc.body[: enc.header_length])
     assert head["model_name"] == "m" and head["model_version"] == "1" and head["id"] == "q"
@@ -59,18 +60,18 @@ def test_bytes_json_and_binary() -> None:
     body, hlen = encode_request([("s", arr)], binary=True)
     assert hlen is not None
     assert body[hlen:] == b"".join(struct.pack("<I", len(x)) + x for x in arr)
-    np.testing.assert_array_equal(decode_request(body, hlen).inputs[0].array, arr)
+    np.testing.assert_array_equal(decode_request(body, hlen).inputs[0].data, arr)
     req = decode_request(
         json.dumps({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2, 1], "data": [["x"], ["y"]]}]}).encode()
     )
-    assert req.inputs[0].array.tolist() == [["x"], ["y"]]
-    enc = encode_response("m", None, [("s", arr, False)])
+    assert req.inputs[0].data.tolist() == [["x"], ["y"]]
+    enc = encode_response(InferenceResponse("m", None, [OutputTensor("s", arr, False)]))
     assert json.loads(enc.body)["outputs"][0]["data"] == ["a", "été", ""]
 
 
 def test_nested_json_data_accepted() -> None:
     body = json.dumps({"inputs": [{"name": "x", "datatype": "INT32", "shape": [2, 2], "data": [[1, 2], [3, 4]]}]})
-    assert decode_request(body.encode()).inputs[0].array.tolist() == [[1, 2], [3, 4]]
+    assert decode_request(body.encode()).inputs[0].data.tolist() == [[1, 2], [3, 4]]
 
 
 def test_output_selection_flags() -> None:
@@ -113,6 +114,16 @@ BAD = [
         "classification extension",
     ),
     (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "id": 5}', "'id' must be"),
+    # A datatype that is not a string is the client's mistake, not a server error.
+    (b'{"inputs": [{"name": "x", "datatype": {}, "shape": [1], "data": [1]}]}', "datatype must be one of"),
+    (b'{"inputs": [{"name": "x", "datatype": ["FP32"], "shape": [1], "data": [1]}]}', "datatype must be one of"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [true], "data": [1]}]}', "list of integers"),
+    # Shapes no body of this size could carry: refused by name before anything is allocated.
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [0, 9223372036854775807], "data": []}]}',
+     "input 'x': dimension 9223372036854775807"),
+    (b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1000000000], "data": ["a"]}]}',
+     "input 'x': dimension 1000000000"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [40, 40], "data": [1]}]}', "declares 1600 elements"),
 ]
 
 
@@ -127,8 +138,26 @@ def test_binary_bytes_element_errors() -> None:
     head = b'{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":6}}]}'
     with pytest.raises(ProtocolError, match="runs past the data"):
         decode_request(head + struct.pack("<I", 50) + b"ab", len(head))
-    with pytest.raises(ProtocolError, match="inside element 0"):
+    with pytest.raises(ProtocolError, match="need at least 4 bytes"):
         decode_request(head.replace(b":6}", b":2}") + b"ab", len(head.replace(b":6}", b":2}")))
+
+
+@pytest.mark.parametrize("datatype", list(DATATYPES))
+def test_binary_shape_is_bounded_by_the_bytes_received(datatype: str) -> None:
+    # ~200 bytes declaring hundreds of millions of elements: a 400 naming the input, no allocation.
+    for shape in ([300_000_000], [20_000, 20_000], [0, 2**63 - 1], [2**40, 2**40]):
+        head = json.dumps(
+            {"inputs": [{"name": "big", "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": 8}}]}
+        ).encode()
+        with pytest.raises(ProtocolError, match="input 'big'"):
+            decode_request(head + b"\0" * 8, len(head))
+
+
+def test_binary_bytes_count_checked_before_allocation() -> None:
+    # 40 declared elements need at least 160 bytes of length prefixes; 8 bytes cannot hold them.
+    head = b'{"inputs":[{"name":"s","datatype":"BYTES","shape":[40],"parameters":{"binary_data_size":8}}]}'
+    with pytest.raises(ProtocolError, match="at least 160 bytes"):
+        decode_request(head + b"\0" * 200, len(head))
 
 
 def test_header_length_validation() -> None:

@@ -1,0 +1,78 @@
+"""Decoding of large requests off the event loop.
+
+Small bodies (the common case) are decoded inline: handing them to another
+thread costs more than the decode. Larger ones go to a thread (binary
+tensors: mostly zero-copy; BYTES elements: a Python loop that yields the GIL
+every few milliseconds). Large JSON bodies go to a separate decoder process:
+orjson and numpy hold the GIL for the whole parse (~50 ms per MB), which in a
+thread would still stall every other client; in a process it does not, and
+the parse's memory high-water mark stays there (the process is replaced after
+a very large body, so the server's own memory does not keep it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from edge_runtime.codec import decode_request
+from edge_runtime.protocol import InferenceRequest, TooLarge
+
+log = logging.getLogger("edge_runtime.offload")
+
+INLINE_BYTES = 64 << 10
+PROCESS_JSON_BYTES = 1 << 20
+RECYCLE_BYTES = 16 << 20
+
+
+class Decoder:
+    def __init__(
+        self,
+        inline_bytes: int = INLINE_BYTES,
+        process_json_bytes: int = PROCESS_JSON_BYTES,
+        recycle_bytes: int = RECYCLE_BYTES,
+    ) -> None:
+        self.inline_bytes = inline_bytes
+        self.process_json_bytes = process_json_bytes
+        self.recycle_bytes = recycle_bytes
+        self.threads = ThreadPoolExecutor(2, thread_name_prefix="edgeai-decode")
+        self._procs: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._procs is None:
+            self._procs = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return self._procs
+
+    def _recycle(self) -> None:
+        if self._procs is not None:
+            self._procs.shutdown(wait=False, cancel_futures=False)
+            self._procs = None
+
+    async def rest(self, body: bytes, header_length: int | None) -> InferenceRequest:
+        n = len(body)
+        if n <= self.inline_bytes:
+            return decode_request(body, header_length)
+        loop = asyncio.get_running_loop()
+        json_bytes = n if header_length is None else header_length
+        if json_bytes < self.process_json_bytes:
+            return await loop.run_in_executor(self.threads, decode_request, body, header_length)
+        try:
+            return await loop.run_in_executor(self._pool(), decode_request, body, header_length)
+        except BrokenProcessPool as e:
+            self._recycle()
+            log.warning("decoder process died (out of memory?)", extra={"bytes": n})
+            raise TooLarge(f"request of {n} bytes could not be decoded: the decoder ran out of resources") from e
+        finally:
+            if n >= self.recycle_bytes:
+                self._recycle()
+
+    async def run(self, fn: object, *args: object) -> object:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, fn, *args)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._recycle()
+        self.threads.shutdown(wait=False)
