@@ -8,6 +8,7 @@ own; results are compared here with a direct onnxruntime run.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -173,3 +174,69 @@ def test_typed_contents_and_bounded_shapes_over_grpc(grpc_server: tuple[Server, 
     assert res["huge_shape"][0] == "INVALID_ARGUMENT" and "input 'features'" in res["huge_shape"][1]
     assert res["load_unknown"][0] == "INVALID_ARGUMENT" and "never loaded" in res["load_unknown"][1]
     assert srv.get("/v2/health/ready").status == 200
+
+
+KSERVE_VENV = Path(os.environ.get("EDGEAI_CACHE", Path.home() / ".cache" / "edgeai")) / "client-venvs" / "kserve"
+
+
+def kserve_python() -> str:
+    """KServe's own client pins conflicting dependencies: it lives in a venv of its own, made on first use."""
+    py = KSERVE_VENV / "bin" / "python"
+    marker = KSERVE_VENV / ".edgeai-ok"
+    if not marker.exists():
+        try:
+            if not py.exists():
+                subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True, timeout=300)
+            subprocess.run([str(py), "-m", "pip", "install", "-q", "kserve"], check=True, timeout=1500,
+                           capture_output=True)
+            subprocess.run([str(py), "-c", "import kserve"], check=True, timeout=300, capture_output=True)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+            pytest.skip(f"KServe's client could not be installed into {KSERVE_VENV}: {e}")
+        marker.write_text("ok\n")
+    return str(py)
+
+
+KSERVE_CLIENT = """
+import asyncio, json, sys
+import numpy as np
+from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+async def main():
+    base, grpc_url, xfile = sys.argv[1], sys.argv[2], sys.argv[3]
+    x = np.load(xfile)
+    rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
+    res = {"live": await rest.is_server_live(base), "ready": await rest.is_server_ready(base),
+           "model_ready": await rest.is_model_ready(base, "tabular")}
+    for binary in (False, True):
+        inp = InferInput(name="features", shape=list(x.shape), datatype="FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        r = await rest.infer(base, InferRequest(model_name="tabular", infer_inputs=[inp]), model_name="tabular")
+        res[f"rest_{binary}"] = r.outputs[0].as_numpy().tolist()
+    await rest.close()
+    g = InferenceGRPCClient(url=grpc_url, timeout=60)
+    res["grpc_live"] = await g.is_server_live()
+    res["grpc_ready"] = await g.is_server_ready()
+    res["grpc_model_ready"] = await g.is_model_ready("tabular")
+    inp = InferInput(name="features", shape=list(x.shape), datatype="FP32")
+    inp.set_data_from_numpy(x)
+    r = await g.infer(InferRequest(model_name="tabular", infer_inputs=[inp]))
+    res["grpc"] = r.outputs[0].as_numpy().tolist()
+    await g.close()
+    print(json.dumps(res))
+
+asyncio.run(main())
+"""
+
+
+def test_kserve_clients_rest_and_grpc(grpc_server: tuple[Server, int], models: Models, tmp_path: Path) -> None:
+    """KServe's InferenceRESTClient (which parses the health bodies) and InferenceGRPCClient, unchanged."""
+    srv, gport = grpc_server
+    py = kserve_python()
+    x = models_zoo.sample_inputs("tabular", 3, seed=8)
+    np.save(tmp_path / "x.npy", x)
+    res = run_client(KSERVE_CLIENT, srv.url, f"127.0.0.1:{gport}", str(tmp_path / "x.npy"), python=py)
+    assert res["live"] is True and res["ready"] is True and res["model_ready"] is True
+    assert res["grpc_live"] is True and res["grpc_ready"] is True and res["grpc_model_ready"] is True
+    expected = models.session(models.tabular).run(None, {"features": x})[0]
+    for key in ("rest_False", "rest_True", "grpc"):
+        np.testing.assert_allclose(np.array(res[key], np.float32), expected, rtol=1e-5, err_msg=key)

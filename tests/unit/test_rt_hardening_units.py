@@ -1,0 +1,134 @@
+"""Pure pieces of the runtime's hardening: repository access, Retry-After, the OIP descriptor, load reads."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.access import RepositoryAccess, grpc_peer_host, is_loopback
+from edge_runtime.fallback import http_retryable, retry_after
+from edge_runtime.integrity import IntegrityError
+from edge_runtime.protocol import Forbidden
+from edge_runtime.repository import cache_of, read_model_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_repository_access_modes() -> None:
+    loop = RepositoryAccess("loopback")
+    loop.check("127.0.0.1", None)
+    loop.check("::1", None)
+    for host in ("10.0.0.7", "192.168.1.2", None, "", "not-an-ip"):
+        with pytest.raises(Forbidden, match="loopback"):
+            loop.check(host, None)
+    with pytest.raises(Forbidden, match="turned off"):
+        RepositoryAccess("off").check("127.0.0.1", "Bearer x")
+    tok = RepositoryAccess("token", "t0k")
+    tok.check("10.1.2.3", "Bearer t0k")
+    tok.check("10.1.2.3", "bearer t0k")
+    for auth in (None, "", "Bearer", "Bearer t0", "Basic t0k", "Bearer t0kk"):
+        with pytest.raises(Forbidden, match="Bearer"):
+            tok.check("127.0.0.1", auth)
+    RepositoryAccess("any").check("203.0.113.9", None)
+    with pytest.raises(ValueError):
+        RepositoryAccess("token")
+    with pytest.raises(ValueError):
+        RepositoryAccess("everyone")
+
+
+def test_grpc_peer_addresses() -> None:
+    assert grpc_peer_host("ipv4:127.0.0.1:50051") == "127.0.0.1"
+    assert grpc_peer_host("ipv6:[::1]:50051") == "::1"
+    assert grpc_peer_host("unix:/tmp/sock") is None
+    assert is_loopback("127.8.9.10") and not is_loopback("128.0.0.1")
+
+
+def test_retry_after_and_retryable_statuses() -> None:
+    assert retry_after("7") == 7.0
+    assert retry_after(None) is None and retry_after("soon") is None
+    when = email.utils.formatdate(1_000_060, usegmt=True)
+    assert retry_after(when, now=1_000_000) == pytest.approx(60.0)
+    assert retry_after(when, now=2_000_000) == 0.0
+    assert all(http_retryable(s) for s in (408, 425, 429, 500, 502, 503, 504))
+    assert not any(http_retryable(s) for s in (400, 401, 404, 413, 422))
+
+
+def test_model_reads_are_regular_files_only_and_bounded(tmp_path: Path) -> None:
+    f = tmp_path / "m"
+    f.write_bytes(b"x" * 100)
+    assert read_model_file(str(f), 100) == b"x" * 100
+    with pytest.raises(IntegrityError) as e:
+        read_model_file(str(f), 99)
+    assert e.value.reason == "TooLarge"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(IntegrityError) as e:  # never blocks on open
+        read_model_file(str(fifo), 100)
+    assert e.value.reason == "NotRegularFile"
+    link = tmp_path / "link"
+    link.symlink_to(f)
+    with pytest.raises(IntegrityError) as e:
+        read_model_file(str(link), 100)
+    assert e.value.reason == "NotRegularFile"
+    with pytest.raises(IntegrityError) as e:
+        read_model_file("/dev/zero", 100)
+    assert e.value.reason == "NotRegularFile"
+    with pytest.raises(IntegrityError) as e:
+        read_model_file(str(tmp_path / "missing"), 100)
+    assert e.value.reason == "NotFound"
+
+
+def test_cache_is_found_from_the_pod_model_path() -> None:
+    d = "a" * 64
+    assert cache_of(f"/var/lib/edgeai/models/sha256/{d}", d) == Path("/var/lib/edgeai/models")
+    assert cache_of(f"/var/lib/edgeai/models/sha256/{d}", "b" * 64) is None
+    assert cache_of("/tmp/model.onnx", d) is None
+
+
+def test_shipped_oip_descriptor_is_generated_from_the_proto() -> None:
+    pytest.importorskip("grpc_tools")
+    out = subprocess.run([sys.executable, "-m", "edge_runtime.oip.generate", "--check"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_oip_messages_match_tritons_field_numbers_and_coexist_in_one_process() -> None:
+    """Our private-pool messages and Triton's generated `inference` package load side by side (kserve#3099),
+    and every field of ours that Triton also has carries the same number and type."""
+    pytest.importorskip("tritonclient.grpc")
+    code = textwrap.dedent(
+        """
+        import json
+        from tritonclient.grpc import service_pb2 as triton
+        from edge_runtime import oip
+        diffs = []
+        def walk(ours, theirs, path):
+            for f in ours.fields:
+                t = theirs.fields_by_name.get(f.name)
+                if t is not None and (t.number, t.type) != (f.number, f.type):
+                    diffs.append(f"{path}.{f.name}")
+            for n in ours.nested_types:
+                if n.name in theirs.nested_types_by_name:
+                    walk(n, theirs.nested_types_by_name[n.name], f"{path}.{n.name}")
+        names = [n for n in oip._CLASSES if "." not in n]
+        for name in names:
+            walk(oip.message(name).DESCRIPTOR, triton.DESCRIPTOR.message_types_by_name[name], name)
+        req = oip.ModelInferRequest(model_name="m", id="7")
+        req.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+        back = triton.ModelInferRequest.FromString(req.SerializeToString())
+        back_fields = [back.model_name, back.id, list(back.inputs[0].shape)]
+        print(json.dumps({"diffs": diffs, "n": len(names), "back": back_fields}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["diffs"] == [] and res["n"] >= 20
+    assert res["back"] == ["m", "7", [1, 2]]
