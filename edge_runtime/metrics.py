@@ -9,6 +9,7 @@ shows up at tens of thousands of requests per second.
 
 from __future__ import annotations
 
+import bisect
 import glob
 import os
 import time
@@ -23,7 +24,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
@@ -138,26 +139,19 @@ class RuntimeMetrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
         r.register(DeviceCollector())
-        self.requests = Counter(
-            "edgeai_requests",
+        # Per-request series are plain Python counters, turned into Prometheus families at scrape time:
+        # prometheus_client's Counter.inc + Histogram.observe take locks and cost several microseconds,
+        # which at tens of thousands of requests per second is a visible share of the server's work.
+        self._requests = _Family(
+            "edgeai_requests", "edgeai_request_duration_seconds",
             "Inference requests by model, version, outcome and protocol (rest, grpc)",
-            ["model", "version", "outcome", "protocol"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "edgeai_request_duration_seconds",
             "Inference request latency (server side, from the request's arrival to its answer)",
-            ["model", "version", "outcome", "protocol"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            ("model", "version", "outcome", "protocol"), LATENCY_BUCKETS,
         )
-        self.batch_size = Histogram(
-            "edgeai_batch_size",
-            "Rows per model run (1 when batching is off)",
-            ["model"],
-            buckets=BATCH_BUCKETS,
-            registry=r,
+        self._batches = _Family(
+            None, "edgeai_batch_size", "", "Rows per model run (1 when batching is off)", ("model",), BATCH_BUCKETS
         )
+        r.register(_FamilyCollector((self._requests, self._batches)))
         self.fallbacks = Counter(
             "edgeai_fallbacks", "Low-confidence results and what happened to them", ["model", "outcome"], registry=r
         )
@@ -208,8 +202,6 @@ class RuntimeMetrics:
             ["reason"],
             registry=r,
         )
-        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
-        self._batch_children: dict[str, Any] = {}
         self.started = time.time()
 
     def live(self, queue_depths: Callable[[], dict[str, int]], ready: Callable[[], bool]) -> None:
@@ -217,16 +209,83 @@ class RuntimeMetrics:
         self._ready_source = ready
 
     def observe_request(self, model: str, version: str, outcome: str, seconds: float, protocol: str = "rest") -> None:
-        key = (model, version, outcome, protocol)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = (self.requests.labels(*key), self.latency.labels(*key))
-            self._children[key] = pair
-        pair[0].inc()
-        pair[1].observe(seconds)
+        self._requests.observe((model, version, outcome, protocol), seconds)
 
     def observe_batch(self, model: str, rows: int) -> None:
-        child = self._batch_children.get(model)
-        if child is None:
-            child = self._batch_children[model] = self.batch_size.labels(model)
-        child.observe(rows)
+        self._batches.observe((model,), rows)
+
+
+class _Series:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self, n: int) -> None:
+        self.buckets = [0] * n
+        self.count = 0
+        self.sum = 0.0
+
+
+class _Family:
+    """A counter (optional) and a histogram over the same labels, updated without locks.
+
+    Updates happen on the event loop thread only; a scrape reads them from
+    another thread at worst a few increments stale, never torn (CPython list
+    and int updates are atomic under the GIL).
+    """
+
+    def __init__(
+        self,
+        counter: str | None,
+        histogram: str,
+        counter_help: str,
+        histogram_help: str,
+        labels: tuple[str, ...],
+        buckets: tuple[float, ...],
+    ) -> None:
+        self.counter = counter
+        self.histogram = histogram
+        self.counter_help = counter_help
+        self.histogram_help = histogram_help
+        self.labels = labels
+        self.bounds = tuple(float(b) for b in buckets)
+        self.series: dict[tuple[str, ...], _Series] = {}
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        s = self.series.get(key)
+        if s is None:
+            s = self.series[key] = _Series(len(self.bounds))
+        s.count += 1
+        s.sum += value
+        i = bisect.bisect_left(self.bounds, value)
+        if i < len(s.buckets):
+            s.buckets[i] += 1
+
+    def collect(self) -> Iterator[Any]:
+        items = list(self.series.items())
+        if self.counter is not None:
+            c = CounterMetricFamily(self.counter, self.counter_help, labels=list(self.labels))
+            for key, s in items:
+                c.add_metric(list(key), s.count)
+            yield c
+        h = HistogramMetricFamily(self.histogram, self.histogram_help, labels=list(self.labels))
+        for key, s in items:
+            acc = 0
+            cumulative = []
+            for bound, n in zip(self.bounds, list(s.buckets), strict=True):
+                acc += n
+                cumulative.append((_fmt_bound(bound), acc))
+            cumulative.append(("+Inf", s.count))
+            h.add_metric(list(key), cumulative, s.sum)
+        yield h
+
+
+def _fmt_bound(b: float) -> str:
+    return str(int(b)) + ".0" if b == int(b) else repr(b)
+
+
+class _FamilyCollector(Collector):
+    def __init__(self, families: tuple[_Family, ...]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Any]:
+        for f in self._families:
+            yield from f.collect()

@@ -155,6 +155,9 @@ class InferenceResponse:
 
 
 def v2_datatype(dtype: np.dtype[Any]) -> str:
+    name = _NUMPY_TO_V2.get(dtype)  # native byte order: one dict lookup (the hot path)
+    if name is not None:
+        return name
     if dtype.kind in ("O", "U", "S"):
         return "BYTES"
     try:

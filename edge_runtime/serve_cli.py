@@ -242,6 +242,9 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,
         timeout_keep_alive=max(1, round(args.keep_alive_timeout_s)),
         server_header=False,
+        # No proxy sits in front of an edge runtime: X-Forwarded-For must never be believed (the repository
+        # API's loopback check reads the client address), and the middleware costs every request.
+        proxy_headers=False,
     )
     log.info("serving", extra={"host": args.host, "port": args.port, "model": args.name, "http": http, "loop": loop})
     uvicorn.Server(config).run()

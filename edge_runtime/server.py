@@ -17,6 +17,7 @@ connection count) are enforced by `http_limits` before a request exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -99,6 +100,56 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
+class _BodyDeadlines:
+    """Body-read deadlines enforced by one periodic sweep, not by a timer per request.
+
+    `asyncio.timeout()` schedules and cancels a timer handle for every request
+    (a heap push, and a cancelled handle left in the loop's heap until it would
+    have fired); at tens of thousands of requests per second that is a visible
+    share of the server's work. Here a request costs a dict insert and pop; a
+    slow client is cut within the timeout plus one sweep interval.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.interval_s = min(1.0, max(0.05, timeout_s / 4))
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def enter(self, task: asyncio.Task[Any]) -> None:
+        loop = task.get_loop()
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep())
+        self.reading[task] = loop.time() + self.timeout_s
+
+    def leave(self, task: asyncio.Task[Any]) -> None:
+        self.reading.pop(task, None)
+
+    def timed_out(self, task: asyncio.Task[Any]) -> bool:
+        if task in self.expired:
+            self.expired.discard(task)
+            task.uncancel()
+            return True
+        return False
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval_s)
+            now = loop.time()
+            late = [t for t, deadline in self.reading.items() if deadline <= now]
+            for t in late:
+                del self.reading[t]
+                self.expired.add(t)
+                t.cancel()
+
+    def close(self) -> asyncio.Task[None] | None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        return self._sweeper
+
+
 class App:
     def __init__(
         self,
@@ -116,6 +167,7 @@ class App:
         self.serve_metrics = serve_metrics
         self.access = repository_access or RepositoryAccess()
         self.decoder = decoder or Decoder()
+        self._deadlines = _BodyDeadlines(body_timeout_s)
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
@@ -142,12 +194,19 @@ class App:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
-                for hook in self.on_shutdown:
-                    await hook()
-                await self.dp.close()
-                self.decoder.close()
+                await self._lifespan_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _lifespan_shutdown(self) -> None:
+        for hook in self.on_shutdown:
+            await hook()
+        await self.dp.close()
+        self.decoder.close()
+        sweeper = self._deadlines.close()
+        if sweeper is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         declared = _header(scope, b"content-length")
@@ -162,24 +221,30 @@ class App:
                 )
         chunks: list[bytes] = []
         size = 0
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines.enter(task)
         try:
-            async with asyncio.timeout(self.body_timeout):
-                while True:
-                    msg = await receive()
-                    if msg["type"] == "http.disconnect":
-                        raise _Disconnected()
-                    chunk = msg.get("body", b"")
-                    if chunk:
-                        size += len(chunk)
-                        if size > self.max_body:
-                            raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes", close=True)
-                        chunks.append(chunk)
-                    if not msg.get("more_body", False):
-                        break
-        except TimeoutError as e:
-            raise HttpError(
-                408, f"request body not received within {self.body_timeout:g}s (slow client)", close=True
-            ) from e
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise _Disconnected()
+                chunk = msg.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes", close=True)
+                    chunks.append(chunk)
+                if not msg.get("more_body", False):
+                    break
+        except asyncio.CancelledError as e:
+            if self._deadlines.timed_out(task):
+                raise HttpError(
+                    408, f"request body not received within {self.body_timeout:g}s (slow client)", close=True
+                ) from e
+            raise
+        finally:
+            self._deadlines.leave(task)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

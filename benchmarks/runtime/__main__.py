@@ -1,11 +1,15 @@
-"""Edge runtime benchmark: raw onnxruntime vs this server vs KServe and MLServer, one load generator.
+"""Edge runtime benchmark: raw onnxruntime vs this server (REST and gRPC) vs the stack's ceiling vs KServe and MLServer.
 
     python -m benchmarks runtime [--quick] [--no-peers] [--models tabular,mobilenet] [--concurrency 1,8,32]
 
 Every server serves the same ONNX file with onnxruntime on 127.0.0.1 and gets
-the same request bodies from the same load generator (wrk when present, else a
-bounded aiohttp client), one run per (model, server, concurrency), each bounded
-in time. The peers pin conflicting dependencies, so each lives in its own venv
+the same request bodies from the same load generators (REST: wrk when present,
+else a bounded aiohttp client; gRPC: h2load, nghttp2's HTTP/2 load generator,
+sending gRPC-framed ModelInfer messages), one run per (model, server,
+concurrency), each bounded in time. A "ceiling" row is the same HTTP/gRPC
+stack answering a fixed, precomputed answer with no model work. Before a
+server is measured, a sample answer is decoded and compared with raw
+onnxruntime's output. The peers pin conflicting dependencies, so each lives in its own venv
 under ~/.cache/edgeai/bench-venvs/, made here on first use; a peer that fails
 to install or start is reported in the table and skipped. Results print as a
 table and go to benchmarks/results/runtime.md.
@@ -81,6 +85,7 @@ class Body:
     path: Path
     content_type: str
     header_length: int | None = None
+    raw: bytes = b""  # the unframed request (gRPC: the ModelInferRequest message)
 
 
 @dataclass
@@ -93,6 +98,7 @@ class Config:
     peers: list[str]
     rounds: int = 2
     loadgen: str = "wrk"
+    grpc: bool = True
     notes: list[str] = field(default_factory=list)
 
 
@@ -170,6 +176,42 @@ def run_aiohttp(url: str, body: Body, conc: int, duration: float) -> tuple[int, 
     return len(lat), errors, len(lat) / secs, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
 
 
+def ensure_h2load() -> str | None:
+    path = shutil.which("h2load")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing h2load (nghttp2-client) from apt")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], capture_output=True, timeout=300)
+    return shutil.which("h2load")
+
+
+def run_h2load(target: str, body: Body, conc: int, duration: float) -> tuple[int, int, float, float, float]:
+    """gRPC unary calls over h2load: one connection per client, one call in flight on each (like wrk's -c)."""
+    logf = body.path.with_suffix(".h2log")
+    logf.unlink(missing_ok=True)
+    url = f"http://{target}/inference.GRPCInferenceService/ModelInfer"
+    cmd = [
+        "h2load", "-t1", f"-c{conc}", "-m1", f"-D{max(1, round(duration))}", "--warm-up-time=1",
+        "-d", str(body.path), "-H", "content-type: application/grpc", "-H", "te: trailers",
+        f"--log-file={logf}", url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    lat: list[float] = []
+    errors = 0
+    if logf.exists():
+        for line in logf.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                if parts[1] != "200":
+                    errors += 1
+                lat.append(int(parts[2]) / 1000.0)
+    if not lat:
+        raise RuntimeError(f"h2load gave no result: {out.stdout[-400:]} {out.stderr[-300:]}")
+    lat.sort()
+    return len(lat), errors, len(lat) / max(1, round(duration)), lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+
+
 # --- raw onnxruntime ----------------------------------------------------------------
 
 
@@ -213,13 +255,17 @@ def raw_point(model: dict[str, Any], kind: str, conc: int, duration: float) -> P
 # --- servers ---------------------------------------------------------------------------
 
 
+Starter = Callable[[dict[str, Any], str, int, Path, int], "subprocess.Popen[bytes]"]
+
+
 @dataclass
 class ServerSpec:
     label: str
     batching: str
     encoding: str
-    start: Callable[[dict[str, Any], str, int, Path], subprocess.Popen[bytes]]
+    start: Starter
     body: Callable[[dict[str, Any]], Body]
+    proto: str = "rest"  # "grpc": measured with h2load on the gRPC port
 
 
 def wait_ready(port: int, name: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -236,6 +282,19 @@ def wait_ready(port: int, name: str, proc: subprocess.Popen[bytes], timeout: flo
             pass
         time.sleep(0.2)
     raise RuntimeError(f"not ready within {timeout:.0f}s")
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"port {port} not open within {timeout:.0f}s")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -257,8 +316,8 @@ def _popen(
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or ROOT, env=env, start_new_session=True)
 
 
-def start_edge(extra: list[str]) -> Callable[[dict[str, Any], str, int, Path], subprocess.Popen[bytes]]:
-    def start(model: dict[str, Any], name: str, port: int, logf: Path) -> subprocess.Popen[bytes]:
+def start_edge(extra: list[str]) -> Starter:
+    def start(model: dict[str, Any], name: str, port: int, logf: Path, grpc_port: int) -> subprocess.Popen[bytes]:
         import hashlib
 
         sha = hashlib.sha256(Path(model["path"]).read_bytes()).hexdigest()
@@ -279,6 +338,8 @@ def start_edge(extra: list[str]) -> Callable[[dict[str, Any], str, int, Path], s
             str(port),
             "--log-level",
             "warning",
+            "--grpc-port",
+            str(grpc_port),
             *extra,
         ]
         return _popen(cmd, logf)
@@ -286,18 +347,46 @@ def start_edge(extra: list[str]) -> Callable[[dict[str, Any], str, int, Path], s
     return start
 
 
-def start_kserve(model: dict[str, Any], name: str, port: int, logf: Path) -> subprocess.Popen[bytes]:
+def start_ceiling(workdir: Path, kind: str) -> Starter:
+    def start(model: dict[str, Any], name: str, port: int, logf: Path, grpc_port: int) -> subprocess.Popen[bytes]:
+        rest, grpc_answer = _answers(model, workdir, kind)
+        cmd = [sys.executable, "-m", "benchmarks.runtime.ceiling", str(port), str(grpc_port), str(rest),
+               str(grpc_answer)]
+        return _popen(cmd, logf)
+
+    return start
+
+
+def _answers(model: dict[str, Any], workdir: Path, kind: str) -> tuple[Path, Path]:
+    """The bytes a real answer takes (REST JSON with binary output, gRPC message), from raw onnxruntime."""
+    import onnxruntime as ort
+
+    from edge_runtime.codec import encode_response
+    from edge_runtime.grpc_codec import encode_infer_response
+    from edge_runtime.protocol import InferenceResponse, OutputTensor
+
+    sess = ort.InferenceSession(str(model["path"]), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {model["input"]: model["sample"]})[0]
+    resp = InferenceResponse("m", "1", [OutputTensor(sess.get_outputs()[0].name, y, True)])
+    rest = workdir / f"{kind}.answer.bin"
+    rest.write_bytes(encode_response(resp).body)
+    grpc_answer = workdir / f"{kind}.answer.grpc"
+    grpc_answer.write_bytes(encode_infer_response(resp).SerializeToString())
+    return rest, grpc_answer
+
+
+def start_kserve(model: dict[str, Any], name: str, port: int, logf: Path, grpc_port: int) -> subprocess.Popen[bytes]:
     py = VENVS / "kserve" / "bin" / "python"
     return _popen([str(py), str(HERE / "peers" / "kserve_server.py"), str(model["path"]), name, str(port)], logf)
 
 
-def start_mlserver(batch: bool) -> Callable[[dict[str, Any], str, int, Path], subprocess.Popen[bytes]]:
-    def start(model: dict[str, Any], name: str, port: int, logf: Path) -> subprocess.Popen[bytes]:
+def start_mlserver(batch: bool) -> Starter:
+    def start(model: dict[str, Any], name: str, port: int, logf: Path, grpc_port: int) -> subprocess.Popen[bytes]:
         d = Path(tempfile.mkdtemp(prefix="mlserver-"))
         shutil.copy(HERE / "peers" / "mlserver_runtime.py", d / "peer_mlserver.py")
         settings = {
             "http_port": port,
-            "grpc_port": free_port(),
+            "grpc_port": grpc_port,
             "metrics_port": free_port(),
             "host": "127.0.0.1",
             "parallel_workers": 0,
@@ -336,6 +425,18 @@ def binary_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
     p = workdir / f"{kind}.bin"
     p.write_bytes(data)
     return Body(p, "application/octet-stream", hlen)
+
+
+def grpc_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
+    from edge_runtime.grpc_codec import encode_infer_request
+    from edge_runtime.protocol import InferenceRequest, Tensor
+
+    x = model["sample"]
+    msg = encode_infer_request("m", InferenceRequest([Tensor(model["input"], "FP32", tuple(x.shape), x)]))
+    raw = msg.SerializeToString()
+    p = workdir / f"{kind}.grpc"
+    p.write_bytes(b"\0" + len(raw).to_bytes(4, "big") + raw)  # gRPC length-prefixed message
+    return Body(p, "application/grpc", None, raw)
 
 
 # --- peers' virtualenvs ------------------------------------------------------------------
@@ -387,9 +488,11 @@ def peer_version(name: str) -> str:
 
 
 def measure(
-    cfg: Config, url: str, body: Body, conc: int, script: Path, scale: float = 1.0
+    cfg: Config, url: str, body: Body, conc: int, script: Path, scale: float = 1.0, proto: str = "rest"
 ) -> tuple[int, int, float, float, float]:
     duration = cfg.duration * scale
+    if proto == "grpc":
+        return run_h2load(url, body, conc, duration)  # h2load warms up on its own (--warm-up-time)
     if cfg.loadgen == "wrk":
         run_wrk(url, body, conc, cfg.warmup * scale, script)
         return run_wrk(url, body, conc, duration, script)
@@ -407,35 +510,61 @@ class Running:
     logf: Path
 
 
-def _check_sample(url: str, body: Body) -> None:
-    headers = {"Content-Type": body.content_type}
-    if body.header_length is not None:
-        headers["Inference-Header-Content-Length"] = str(body.header_length)
-    req = urllib.request.Request(url, data=body.path.read_bytes(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            status = r.status
-    except urllib.error.HTTPError as e:
-        status = e.code
-    if status != 200:
-        raise RuntimeError(f"sample request answered HTTP {status}")
+def _check_sample(url: str, body: Body, expected: Any, proto: str) -> None:
+    """One request, its answer decoded and compared with raw onnxruntime's output for the same input."""
+    import numpy as np
+
+    if proto == "grpc":
+        import grpc
+
+        from edge_runtime import oip
+        from edge_runtime.grpc_codec import decode_infer_response
+
+        with grpc.insecure_channel(url) as ch:
+            call = ch.unary_unary(oip.method("ModelInfer"), request_serializer=lambda b: b,
+                                  response_deserializer=lambda b: b)
+            data = call(body.raw, timeout=120)
+        got = decode_infer_response(oip.ModelInferResponse.FromString(data), len(data)).outputs[0].data
+    else:
+        from edge_runtime.codec import decode_response
+
+        headers = {"Content-Type": body.content_type}
+        if body.header_length is not None:
+            headers["Inference-Header-Content-Length"] = str(body.header_length)
+        req = urllib.request.Request(url, data=body.path.read_bytes(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                hl = r.headers.get("Inference-Header-Content-Length")
+                got = next(iter(decode_response(r.read(), int(hl) if hl else None).values()))
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"sample request answered HTTP {e.code}") from e
+    if not np.allclose(np.asarray(got, np.float32).reshape(expected.shape), expected, rtol=1e-4, atol=1e-5):
+        raise RuntimeError("sample answer differs from raw onnxruntime's")
 
 
 def start_all(cfg: Config, specs: list[ServerSpec], model: dict[str, Any], kind: str, workdir: Path) -> list[Running]:
     """Start every server for one model; a server that fails is kept with the reason in its points."""
     running: list[Running] = []
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model["path"]), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {model["input"]: model["sample"]})[0]
     for spec in specs:
         port = free_port()
+        gport = free_port()
         logf = workdir / f"{spec.label.split()[0]}-{spec.batching.replace('/', '')}-{spec.encoding}-{kind}.log"
         points = [Point(kind, spec.label, spec.batching, spec.encoding, c) for c in cfg.concurrency]
-        url = f"http://127.0.0.1:{port}/v2/models/m/infer"
+        url = f"127.0.0.1:{gport}" if spec.proto == "grpc" else f"http://127.0.0.1:{port}/v2/models/m/infer"
         r = Running(spec, None, url, None, points, logf)
         running.append(r)
         try:
-            r.proc = spec.start(model, "m", port, logf)
+            r.proc = spec.start(model, "m", port, logf, gport)
             wait_ready(port, "m", r.proc)
+            if spec.proto == "grpc":
+                wait_port(gport, r.proc)
             r.body = spec.body(model)
-            _check_sample(url, r.body)
+            if not spec.label.endswith("ceiling"):
+                _check_sample(url, r.body, expected, spec.proto)
         except Exception as e:
             tail = logf.read_text(errors="replace").strip().splitlines()[-1:] if logf.exists() else []
             for p in points:
@@ -462,7 +591,7 @@ def measure_rounds(cfg: Config, running: list[Running], kind: str, script: Path)
                     # A CNN request takes tens of ms and 32 of them seconds: longer windows so that
                     # every server completes many requests in each.
                     scale = 2.0 if kind == "mobilenet" else 1.0
-                    n, errors, rps, p50, p99 = measure(cfg, r.url, r.body, c, script, scale)
+                    n, errors, rps, p50, p99 = measure(cfg, r.url, r.body, c, script, scale, r.spec.proto)
                     if n == 0:
                         p.note = p.note or f"no response within {cfg.duration * scale:g} s"
                         continue
@@ -490,26 +619,38 @@ def table(points: list[Point]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def _best(points: list[Point], **match: Any) -> Point | None:
+    cands = [p for p in points if all(getattr(p, k) == v for k, v in match.items()) and p.rps is not None]
+    return max(cands, key=lambda p: p.rps or 0, default=None)
+
+
 def verdicts(points: list[Point]) -> list[str]:
     out = []
     for kind in sorted({p.model for p in points}):
-        ours = [p for p in points if p.model == kind and p.server == "edge-runtime" and p.encoding == "json"]
-        peers = [p for p in points if p.model == kind and p.server.startswith(("kserve", "mlserver"))]
-        top_c = max((p.concurrency for p in ours), default=0)
-        best_ours = max((p.rps or 0 for p in ours if p.concurrency == top_c), default=0)
-        best_peer = max((p.rps or 0 for p in peers if p.concurrency == top_c), default=0)
-        if best_peer:
+        concs = sorted({p.concurrency for p in points if p.model == kind})
+        for c in concs:
+            raw = _best(points, model=kind, server="raw session.run (in-process)", concurrency=c)
+            for enc in ("json", "binary", "grpc"):
+                ours = _best(points, model=kind, server="edge-runtime", encoding=enc, concurrency=c)
+                ceil = _best(points, model=kind, server="stack ceiling", encoding=enc, concurrency=c)
+                if ours is None or raw is None or raw.rps is None:
+                    continue
+                line = f"{kind} c={c} {enc}: {ours.rps:.0f} req/s = {100 * (ours.rps or 0) / raw.rps:.0f}% of raw"
+                if ceil is not None and ceil.rps:
+                    line += f", {100 * (ours.rps or 0) / ceil.rps:.0f}% of the stack's ceiling ({ceil.rps:.0f} req/s)"
+                if c == 1 and ours.p50_ms is not None and raw.p50_ms is not None:
+                    line += f"; p50 overhead over raw session.run {ours.p50_ms - raw.p50_ms:.3f} ms"
+                out.append(line)
+        top_c = max(concs, default=0)
+        best_ours = _best(points, model=kind, server="edge-runtime", concurrency=top_c)
+        peers = [p for p in points if p.model == kind and p.server.startswith(("kserve", "mlserver"))
+                 and p.concurrency == top_c and p.rps]
+        best_peer = max(peers, key=lambda p: p.rps or 0, default=None)
+        if best_ours and best_peer and best_peer.rps:
             out.append(
-                f"{kind}: conc {top_c} throughput {best_ours:.0f} req/s vs best peer {best_peer:.0f} req/s "
-                f"= {best_ours / best_peer:.2f}x (target >= 2x)"
-            )
-        raw1 = next((p for p in points if p.model == kind and p.server.startswith("raw") and p.concurrency == 1), None)
-        our1 = [p for p in ours if p.concurrency == 1 and p.batching == "off" and p.p50_ms is not None]
-        if raw1 and raw1.p50_ms is not None and our1:
-            overhead = min(p.p50_ms or 0 for p in our1) - raw1.p50_ms
-            out.append(
-                f"{kind}: conc 1 p50 overhead over raw session.run = {overhead:.3f} ms"
-                + (" (target < 0.5 ms)" if kind == "tabular" else "")
+                f"{kind}: conc {top_c} best throughput {best_ours.rps:.0f} req/s vs best peer "
+                f"{best_peer.rps:.0f} req/s ({best_peer.server} {best_peer.encoding}) = "
+                f"{(best_ours.rps or 0) / best_peer.rps:.2f}x"
             )
     return out
 
@@ -523,6 +664,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--models", default="tabular,mobilenet")
     ap.add_argument("--peers", default="kserve,mlserver", help="comma list, or '' for none")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--no-grpc", action="store_true", help="REST rows only")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     cfg = Config(
@@ -533,6 +675,7 @@ def main(argv: list[str]) -> int:
         models=[m for m in args.models.split(",") if m],
         peers=[] if args.no_peers else [p for p in args.peers.split(",") if p],
         rounds=args.rounds or (1 if args.quick else 2),
+        grpc=not args.no_grpc,
     )
     from benchmarks.runtime.models import build
 
@@ -542,6 +685,9 @@ def main(argv: list[str]) -> int:
     if ensure_wrk() is None:
         cfg.loadgen = "aiohttp"
         cfg.notes.append("wrk not found: load generator is the bounded aiohttp client")
+    if ensure_h2load() is None:
+        cfg.grpc = False
+        cfg.notes.append("h2load not found: no gRPC rows")
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT)
 
@@ -562,16 +708,27 @@ def main(argv: list[str]) -> int:
             points.append(best)
         jb: Callable[[dict[str, Any]], Body] = lambda m, k=kind: json_body(m, workdir, k)  # noqa: E731
         bb: Callable[[dict[str, Any]], Body] = lambda m, k=kind: binary_body(m, workdir, k)  # noqa: E731
+        gb: Callable[[dict[str, Any]], Body] = lambda m, k=kind: grpc_body(m, workdir, k)  # noqa: E731
+        ceiling_body = jb if kind == "tabular" else bb
         specs = [
+            ServerSpec("stack ceiling", "-", "json" if kind == "tabular" else "binary",
+                       start_ceiling(workdir, kind), ceiling_body),
+            ServerSpec("stack ceiling", "-", "grpc", start_ceiling(workdir, kind), gb, proto="grpc"),
             ServerSpec("edge-runtime", "off", "json", start_edge([]), jb),
+            ServerSpec("edge-runtime", "off", "grpc", start_edge([]), gb, proto="grpc"),
             ServerSpec("edge-runtime", "on", "json", start_edge(["--max-batch-size", "32"]), jb),
             ServerSpec("edge-runtime", "on", "binary", start_edge(["--max-batch-size", "32"]), bb),
+            ServerSpec("edge-runtime", "on", "grpc", start_edge(["--max-batch-size", "32"]), gb, proto="grpc"),
         ]
+        if not cfg.grpc:
+            specs = [sp for sp in specs if sp.proto != "grpc"]
         if "kserve" in cfg.peers:
             specs.append(ServerSpec("kserve ModelServer", "n/a", "json", start_kserve, jb))
         if "mlserver" in cfg.peers:
             specs.append(ServerSpec("mlserver", "off", "json", start_mlserver(False), jb))
             specs.append(ServerSpec("mlserver", "on", "json", start_mlserver(True), jb))
+            if cfg.grpc:
+                specs.append(ServerSpec("mlserver", "off", "grpc", start_mlserver(False), gb, proto="grpc"))
         usable = []
         for spec in specs:
             peer = spec.label.split()[0]

@@ -180,8 +180,8 @@ class _Harness:
         return int(sent[0]["status"]), sent[1]["body"]
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.dp.close())
-        self.app.decoder.close()
+        # What the lifespan shutdown does in a served app.
+        self.loop.run_until_complete(self.app._lifespan_shutdown())
         self.loop.close()
 
 
