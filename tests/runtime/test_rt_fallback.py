@@ -90,6 +90,8 @@ def test_fallback_breaker_durable_queue_and_drain(serve: Serve, models: Models, 
     text = edge.metrics()
     assert metric_value(text, "edgeai_fallback_breaker_state") == 2
     assert metric_value(text, "edgeai_fallbacks_total", {"outcome": "breaker_open"}) == outcomes.count("breaker_open")
+    # The request whose example pushed the oldest out of the full queue is told so.
+    assert doc["parameters"].get("edgeai_hard_examples_dropped") == 1
     # Five hard examples, room for four: the oldest was dropped, and counted.
     assert metric_value(text, "edgeai_hard_examples_queued") == 4
     assert metric_value(text, "edgeai_hard_examples_dropped_total", {"reason": "queue_full"}) == 1
@@ -101,9 +103,46 @@ def test_fallback_breaker_durable_queue_and_drain(serve: Serve, models: Models, 
 
     # The cloud comes back on the same address: the queue drains to it.
     cloud = serve(cloud_model, "c", port=cloud_port)
-    assert _wait(lambda: metric_value(edge.metrics(), "edgeai_hard_examples_queued") == 0), edge.metrics()
+    assert _wait(lambda: metric_value(edge.metrics(), "edgeai_hard_examples_queued") == 0, 120), edge.metrics()
     assert metric_value(edge.metrics(), "edgeai_hard_examples_drained_total") == 4
     assert metric_value(cloud.metrics(), "edgeai_requests_total", {"model": "c"}) == 4
     assert metric_value(edge.metrics(), "edgeai_fallback_breaker_state") == 0
     r = edge.post("/v2/models/c/infer", json_infer_body(models_zoo.CNN_INPUT, hard))
     assert r.headers.get("x-edgeai-source") == "cloud"
+
+
+def test_fallback_to_a_grpc_only_cloud(serve: Serve, models: Models, tmp_path: Path) -> None:
+    """The typed request is re-encoded for a cloud that speaks only gRPC; queued examples drain over gRPC too."""
+    cloud_grpc = free_port()
+    cloud_model = models_zoo.build_cnn(tmp_path / "cloud.onnx", seed=42)
+    cloud = serve(cloud_model, "c", "--grpc-port", str(cloud_grpc))
+    cloud_sess = models.session(cloud_model)
+    edge_sess = models.session(models.cnn)
+    sure = edge_sess.run(None, {models_zoo.CNN_INPUT: models_zoo.sample_inputs("cnn", 64, seed=3)})[0].max(axis=1)
+    threshold = float(np.median(sure))
+    hard, _ = _split_inputs(models, threshold)
+    edge_args = (
+        "--fallback-url", f"127.0.0.1:{cloud_grpc}", "--fallback-protocol", "grpc",
+        "--fallback-threshold", f"{threshold:.6f}", "--fallback-timeout-ms", "5000",
+        "--fallback-queue", str(tmp_path / "queue"),
+    )
+    edge = serve(models.cnn, "c", *edge_args)
+    # The client speaks REST (binary output); the cloud answered over gRPC; the client gets REST binary.
+    body = {**json_infer_body(models_zoo.CNN_INPUT, hard), "parameters": {"binary_data_output": True}}
+    r = edge.post("/v2/models/c/infer", body)
+    assert r.status == 200 and r.headers["x-edgeai-source"] == "cloud", r.body[:300]
+    n = int(r.headers["inference-header-content-length"])
+    got = np.frombuffer(r.body[n:], "<f4").reshape(1, -1)
+    np.testing.assert_allclose(got, cloud_sess.run(None, {"input": hard})[0], rtol=1e-5)
+    text = cloud.metrics()
+    assert metric_value(text, "edgeai_requests_total", {"model": "c", "protocol": "grpc", "outcome": "ok"}) == 1
+    # The cloud goes away: answered at the edge and queued; back on the same port: drained over gRPC.
+    cloud.stop()
+    r = edge.post("/v2/models/c/infer", json_infer_body(models_zoo.CNN_INPUT, hard))
+    assert r.status == 200 and r.json()["parameters"]["edgeai_fallback"] == "cloud_unreachable"
+    assert metric_value(edge.metrics(), "edgeai_hard_examples_queued") == 1
+    cloud = serve(cloud_model, "c", "--grpc-port", str(cloud_grpc))
+    assert _wait(lambda: metric_value(edge.metrics(), "edgeai_hard_examples_queued") == 0, 120), edge.metrics()
+    assert metric_value(edge.metrics(), "edgeai_hard_examples_drained_total") == 1
+    text = cloud.metrics()
+    assert metric_value(text, "edgeai_requests_total", {"model": "c", "protocol": "grpc", "outcome": "ok"}) == 1
