@@ -234,6 +234,7 @@ def make_server(
     *,
     max_message_bytes: int,
     max_concurrent_streams: int = 256,
+    max_concurrent_rpcs: int = 1024,
 ) -> tuple[grpc.aio.Server, int]:
     """An asyncio gRPC server on host:port (0: any free port); returns it and the bound port."""
     options = [
@@ -248,7 +249,9 @@ def make_server(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
-    server = grpc.aio.server(options=options)
+    # Calls past max_concurrent_rpcs are answered RESOURCE_EXHAUSTED at once instead of piling up;
+    # grpcio bounds request metadata (headers) itself (8 KiB soft, 16 KiB hard by default).
+    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
     server.add_generic_rpc_handlers((service.handler(),))
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(bind)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -130,6 +131,20 @@ def read_model_file(path: str, max_bytes: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def load_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """A load's parameters; Triton's clients (`load_model(name, config=...)`) send them as one JSON string."""
+    config = params.get("config")
+    if config is None:
+        return params
+    try:
+        extra = json.loads(config) if isinstance(config, str) and len(config) <= 1 << 16 else None
+    except ValueError:
+        extra = None
+    if not isinstance(extra, dict):
+        raise ProtocolError("parameter 'config' must be a JSON object of load parameters (as a string)")
+    return {**{k: v for k, v in params.items() if k != "config"}, **extra}
 
 
 class Repository:
@@ -280,6 +295,7 @@ class Repository:
         """
         if not NAME_RE.match(name):
             raise ProtocolError(f"model name {name[:64]!r} must match {NAME_RE.pattern}")
+        params = load_parameters(params)
         slot = self.slots.get(name)
         if params.get("rollback") is True:
             if slot is None or slot.previous is None or slot.current is None:

@@ -240,3 +240,35 @@ def test_kserve_clients_rest_and_grpc(grpc_server: tuple[Server, int], models: M
     expected = models.session(models.tabular).run(None, {"features": x})[0]
     for key in ("rest_False", "rest_True", "grpc"):
         np.testing.assert_allclose(np.array(res[key], np.float32), expected, rtol=1e-5, err_msg=key)
+
+
+TRITON_REPOSITORY = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as g
+
+url, digest = sys.argv[1], sys.argv[2]
+c = g.InferenceServerClient(url)
+res = {}
+c.load_model("tab2", config=json.dumps({"sha256": digest, "version": "7"}))
+res["ready"] = c.is_model_ready("tab2", "7")
+x = np.ones((1, 16), np.float32)
+i = g.InferInput("features", [1, 16], "FP32"); i.set_data_from_numpy(x)
+res["out"] = c.infer("tab2", [i]).as_numpy("probabilities").tolist()
+res["index"] = sorted(m["name"] for m in c.get_model_repository_index(as_json=True)["models"])
+c.unload_model("tab2")
+res["after_unload"] = c.is_model_ready("tab2")
+print(json.dumps(res))
+"""
+
+
+def test_repository_over_grpc_with_tritonclient(grpc_server: tuple[Server, int], models: Models) -> None:
+    """Hot load and unload through Triton's client (its load_model sends parameters as a JSON 'config')."""
+    srv, gport = grpc_server
+    _, digest = models.cached(models.tabular2)
+    res = run_client(TRITON_REPOSITORY, f"127.0.0.1:{gport}", digest)
+    assert res["ready"] is True and "tab2" in res["index"]
+    expected = models.session(models.tabular2).run(None, {"features": np.ones((1, 16), np.float32)})[0]
+    np.testing.assert_allclose(np.array(res["out"], np.float32), expected, rtol=1e-5)
+    assert res["after_unload"] is False
+    assert srv.get("/v2/health/ready").status == 200

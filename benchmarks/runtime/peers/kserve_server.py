@@ -1,6 +1,6 @@
 """KServe's Python ModelServer serving an ONNX model with onnxruntime (run inside the kserve venv).
 
-usage: python kserve_server.py MODEL.onnx NAME PORT
+usage: python kserve_server.py MODEL.onnx NAME PORT [GRPC_PORT]
 """
 
 import sys
@@ -37,8 +37,11 @@ class OnnxModel(kserve.Model):
 
 if __name__ == "__main__":
     path, name, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    grpc_port = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     model = OnnxModel(name, path)
-    kwargs = {"http_port": port, "workers": 1, "enable_grpc": False}
+    kwargs = {"http_port": port, "workers": 1, "enable_grpc": bool(grpc_port)}
+    if grpc_port:
+        kwargs["grpc_port"] = grpc_port
     try:
         server = kserve.ModelServer(**kwargs)
     except TypeError:  # older releases take fewer arguments
