@@ -161,6 +161,23 @@ def ensure_packages() -> None:
     images.ensure_packages(DEBIAN_PACKAGES)
 
 
+def wanted() -> bool:
+    return os.environ.get("EDGEAI_REAL_EDGE", "1").lower() not in ("0", "false", "no")
+
+
+def build() -> None:
+    """Everything real nodes need besides the Go binaries: Debian packages, the pause image, the images."""
+    import images
+
+    ensure_packages()
+    why = containers_supported()
+    if why:
+        P.log(f"real edge nodes cannot run here ({why}): their images are not built")
+        return
+    build_pause()
+    images.build_all()
+
+
 def _run(*cmd: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
     p = subprocess.run(list(cmd), capture_output=True, text=True, input=input)
     if check and p.returncode != 0:
@@ -373,17 +390,21 @@ def edgecore_config(default: dict[str, Any], net: EdgeNet, i: int, node: str, to
         "cgroupsPerQOS": True,
         "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
         "imageServiceEndpoint": "unix:///run/containerd/containerd.sock",
-        "address": net.node_ip(i),
+        # edged checks its kubelet's health on localhost: the node's own loopback, in its namespace.
+        "address": "127.0.0.1",
         "readOnlyPort": 10350,
         "failSwapOn": False,
+        # Root here has no CAP_SYS_RESOURCE: a negative score for edged itself would only fail.
+        "oomScoreAdj": 0,
+        # Its default is under /usr/libexec, outside the node's own paths.
+        "volumePluginDir": "/var/lib/kubelet/volume-plugins",
+        "makeIPTablesUtilChains": False,
         # Eviction judged on the shared disk of a test machine would evict for others' files.
         "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "registerWithTaints": [{"key": "node-role.kubernetes.io/edge", "effect": "NoSchedule"}] if taint else [],
     })
-    flags = e.setdefault("tailoredKubeletFlag", {})
-    flags["hostnameOverride"] = node
     # Event bus (MQTT), service bus, edge stream and meta server: not needed by a model server.
     for off in ("eventBus", "serviceBus", "edgeStream"):
         if off in mods:
@@ -399,9 +420,13 @@ def edgecore_config(default: dict[str, Any], net: EdgeNet, i: int, node: str, to
 # --------------------------------------------------------------------------- pause image
 
 
-def pause_image(registry: str) -> str:
-    """Build (cached) the pod sandbox image from a tiny static C program and push it."""
-    src_hash = hashlib.sha256(PAUSE_C.encode()).hexdigest()[:12]
+def _pause_hash() -> str:
+    return hashlib.sha256(PAUSE_C.encode()).hexdigest()[:12]
+
+
+def build_pause() -> Path:
+    """Build (cached) the pod sandbox image from a tiny static C program; returns its OCI archive."""
+    src_hash = _pause_hash()
     d = P.CACHE / "pause" / src_hash
     archive = d / "pause.oci.tar"
     if not archive.exists():
@@ -417,7 +442,13 @@ def pause_image(registry: str) -> str:
             os.replace(tmp, archive)
         finally:
             _run("buildah", "rm", ctr, check=False)
-    ref = f"{registry}/edgeai/pause:{src_hash}"
+    return archive
+
+
+def pause_image(registry: str) -> str:
+    """The pod sandbox image, pushed to `registry`; returns its reference."""
+    archive = build_pause()
+    ref = f"{registry}/edgeai/pause:{_pause_hash()}"
     _run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci-archive:{archive}", f"docker://{ref}")
     return ref
 
@@ -625,6 +656,7 @@ class RealEdge:
     def start_node(self, i: int, bins: dict[str, Path]) -> list[P.Component]:
         node = self.nodes[i]
         ns = self.net.netns(node)
+        _record_made(self.plane, ensure_mount_points())  # empty dirs on the host; someone may have removed one
         script = _bind_script(self.plane.dir, node) + "\nexec containerd --config /etc/containerd/config.toml"
         ctd = P._start(self.plane, f"containerd-{node}", [
             "nsenter", f"--net=/run/netns/{ns}", "--",
@@ -653,6 +685,14 @@ class RealEdge:
             d = hostfs(self.plane.dir, self.nodes[i], p)
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True, exist_ok=True)
+
+
+def _record_made(plane: P.Plane, made: Sequence[str]) -> None:
+    st = plane.state()
+    if not made or not st or "real_edge" not in st:
+        return
+    st["real_edge"]["made"] = sorted(set(st["real_edge"].get("made", [])) | set(made))
+    P._save(plane, st["server"], plane.components(), {k: v for k, v in st.items() if k not in ("server", "components")})
 
 
 def real_edge_of(plane: P.Plane) -> RealEdge | None:
@@ -771,7 +811,9 @@ def start_cloud_containerd(plane: P.Plane) -> P.Component:
     st = plane.state() or {}
     for c in plane.components():
         if c.name == "containerd-cloud" and c.alive():
-            return c
+            if _ctr_ok(c.pid):
+                return c
+            os.killpg(c.pid, signal.SIGKILL)  # alive but unreachable: start it again
     re = st.get("real_edge") or {}
     registry = re.get("registry")
     for p in CLOUD_PATHS:
@@ -788,23 +830,19 @@ def start_cloud_containerd(plane: P.Plane) -> P.Component:
         hosts = etc / "certs.d" / registry
         hosts.mkdir(parents=True, exist_ok=True)
         (hosts / "hosts.toml").write_text(registry_hosts_toml(registry))
-    made = ensure_mount_points()
-    if made:
-        st = plane.state() or {}
-        st.setdefault("real_edge", {})["made"] = sorted(set(st["real_edge"].get("made", [])) | set(made))
-        P._save(plane, st["server"], plane.components(),
-                {k: v for k, v in st.items() if k not in ("server", "components")})
+    _record_made(plane, ensure_mount_points())
     lines = ["set -e"] + [f"mount --bind {cloud_dir(plane) / 'hostfs' / p.lstrip('/')} {p}" for p in CLOUD_PATHS]
     lines.append("exec containerd --config /etc/containerd/config.toml")
     for hier in Path("/sys/fs/cgroup").iterdir():
         if hier.is_dir() and hier.name != "unified":
             with suppress(OSError):
                 (hier / cloud_cgroup(plane).lstrip("/")).mkdir(exist_ok=True)
+    cloud_socket(plane).unlink(missing_ok=True)  # a killed one's socket file would look like a live one
     comp = P._start(plane, "containerd-cloud",
                     ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", "\n".join(lines)])
     replace_components(plane, [comp])
     deadline = time.monotonic() + 60
-    while not cloud_socket(plane).exists():
+    while not (cloud_socket(plane).exists() and _ctr_ok(comp.pid)):
         if not comp.alive() or time.monotonic() > deadline:
             tail = (plane.dir / "logs" / "containerd-cloud.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"the cloud containerd did not start; log tail:\n{tail}")
@@ -812,10 +850,23 @@ def start_cloud_containerd(plane: P.Plane) -> P.Component:
     return comp
 
 
+def _ctr_ok(pid: int) -> bool:
+    p = subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "ctr", "--address", "/run/containerd/containerd.sock",
+                        "--timeout", "5s", "version"], capture_output=True, text=True)
+    return p.returncode == 0
+
+
 def ctr(plane: P.Plane, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`ctr` against the cloud containerd, namespace edgeai."""
-    p = subprocess.run(["ctr", "--address", str(cloud_socket(plane)), "--namespace", "edgeai", *args],
-                       capture_output=True, text=True, timeout=timeout)
+    """`ctr` against the cloud containerd, namespace edgeai.
+
+    Run inside that containerd's mount namespace: ctr mounts image snapshots itself (to read the
+    image's users), and the snapshots live under the namespace's private /var/lib/containerd.
+    """
+    pid = next((c.pid for c in plane.components() if c.name == "containerd-cloud" and c.alive()), None)
+    if pid is None:
+        raise RuntimeError(f"the cloud containerd of plane {plane.name!r} is not running")
+    p = subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "ctr", "--address", "/run/containerd/containerd.sock",
+                        "--namespace", "edgeai", *args], capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise RuntimeError(f"ctr {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
     return p

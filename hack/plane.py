@@ -709,6 +709,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd == "build":
         for b, p in build().items():
             print(f"{b}\t{p}")
+        import edgenodes
+
+        if edgenodes.wanted():  # EDGEAI_REAL_EDGE=0: a kwok-only machine
+            edgenodes.build()
     elif a.cmd == "up":
         if a.nodes < 0 or a.real_edge < 0:
             ap.error("--nodes and --real-edge must be >= 0")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 import urllib.request
 import uuid
@@ -79,16 +80,19 @@ class OperatorContainer:
         args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in spec.get("args", [])]
         args = [a for a in args if not a.startswith("--metrics-bind")] + [f"--metrics-bind=127.0.0.1:{self.port}"]
         kubeconfig = token_kubeconfig(self.kube, OP_NS, f"{RELEASE}-edgeai-operator", self.workdir / "kubeconfig")
-        kubeconfig.chmod(0o644)
+        # The container sees the cluster's CA and the token, nothing else of the plane's PKI.
+        shutil.copyfile(self.plane.dir / "pki" / "ca.crt", self.workdir / "ca.crt")
+        cfg = json.loads(kubeconfig.read_text())
+        cfg["clusters"][0]["cluster"]["certificate-authority"] = "/etc/edgeai/kube/ca.crt"
+        kubeconfig.write_text(json.dumps(cfg))
+        for f in (kubeconfig, self.workdir / "ca.crt"):
+            f.chmod(0o644)
         env["KUBECONFIG"] = "/etc/edgeai/kube/kubeconfig"
-        pki = self.plane.dir / "pki"
         edgenodes.start_cloud_containerd(self.plane)
         edgenodes.ctr(self.plane, "images", "pull", "--plain-http", self.image)
         run = ["run", "-d", "--net-host", "--read-only", "--cgroup", f"{edgenodes.cloud_cgroup(self.plane)}/{self.id}",
                "--log-uri", f"file://{self.log_path}",
                "--mount", f"type=bind,src={self.workdir},dst=/etc/edgeai/kube,options=rbind:ro",
-               # the kubeconfig names the plane's CA by its path on the host
-               "--mount", f"type=bind,src={pki},dst={pki},options=rbind:ro",
                "--mount", "type=tmpfs,src=tmpfs,dst=/tmp,options=nosuid:nodev:size=67108864"]
         for k, v in env.items():
             run += ["--env", f"{k}={v}"]
