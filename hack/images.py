@@ -4,6 +4,7 @@
     python hack/images.py build             # base rootfs, base image, both images (cached)
     python hack/images.py push REGISTRY     # e.g. 127.0.0.1:5000 (plain HTTP)
     python hack/images.py status
+    python hack/images.py clean-storage     # buildah's storage only; the cached images stay
 
 The chain, each link cached under $EDGEAI_CACHE/images/ by a hash of its inputs:
 
@@ -328,7 +329,7 @@ def _slim(root: Path) -> None:
 
 
 def _base_key() -> str:
-    return _hash(RECIPE, _rootfs_key(), *SLIM_EXCLUDES, *SLIM_INCLUDES)
+    return _hash(RECIPE, _rootfs_key(), *SLIM_EXCLUDES, *SLIM_INCLUDES, "oci-timestamp-0")
 
 
 def _load(img: Image) -> None:
@@ -361,7 +362,10 @@ def ensure_base() -> Image:
                 "--env", "LANG=C.UTF-8", "--cmd", "python", "--label", f"io.edgeai.base.key={key}",
                 "--os", "linux", ctr)
         name = f"localhost/edgeai/python-base:{tag}"
-        buildah("commit", "--format", "docker", "--rm", ctr, name)
+        # Reproducible: a fixed timestamp (layer mtimes, `created`) and OCI format (Docker's
+        # config records the random container id), so the same rootfs gives the same image id
+        # and losing this cache entry does not force a rebuild of the images on top of it.
+        buildah("commit", "--format", "oci", "--timestamp", "0", "--identity-label=false", "--rm", ctr, name)
         ctr = ""
     finally:
         if ctr:
@@ -614,6 +618,23 @@ def run(img: Image, args: Sequence[str] | None = None, entrypoint: Sequence[str]
             subprocess.run(["runc", "delete", "--force", cid], capture_output=True)
 
 
+def clean_storage() -> None:
+    """Remove buildah's storage ($EDGEAI_CACHE/containers), keeping the cached images: the next
+    build loads the base back from the cache. containers/storage bind-mounts its overlay
+    directory onto itself, so that mount goes first or nothing under it can be removed."""
+    root = plane.CACHE / "containers"
+    if not root.exists():
+        return
+    for args in (["rm", "--all"], ["rmi", "--all", "--force"]):
+        subprocess.run(["buildah", *_storage(), *args], capture_output=True)
+    overlay = str(root / "storage" / "overlay")
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        if line.split()[4] == overlay:
+            subprocess.run(["umount", overlay], check=True)
+    shutil.rmtree(root)
+    log(f"removed {root}")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -646,6 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("push", help="build, then copy both images into REGISTRY over plain HTTP")
     p.add_argument("registry", help="host:port of a distribution registry, e.g. 127.0.0.1:5000")
     sub.add_parser("status", help="what is cached and what would be rebuilt")
+    sub.add_parser("clean-storage", help="remove buildah's storage (the image cache stays)")
     a = ap.parse_args(argv)
     if a.cmd == "build":
         imgs = build_all()
@@ -656,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name}\t{ref}")
     elif a.cmd == "status":
         return status()
+    elif a.cmd == "clean-storage":
+        clean_storage()
     return 0
 
 
