@@ -72,6 +72,9 @@ i = g.InferInput("input", list(x.shape), "FP32"); i.set_data_from_numpy(x)
 r = c.infer("cnn", [i], outputs=[g.InferRequestedOutput("probabilities")], request_id="r-9")
 res["cnn"] = r.as_numpy("probabilities").tolist()
 res["id"] = r.get_response().id
+x10 = np.concatenate([x] * 4)[:10]  # ~120 KB: parsed and decoded off the event loop
+i10 = g.InferInput("input", list(x10.shape), "FP32"); i10.set_data_from_numpy(x10)
+res["cnn10"] = c.infer("cnn", [i10]).as_numpy("probabilities").tolist()
 words = np.array([b"edge", "\\u00fcn\\u00efcode".encode(), b""], dtype=object)
 s = g.InferInput("text", [3], "BYTES"); s.set_data_from_numpy(words)
 res["strings"] = [w.decode() for w in c.infer("strings", [s]).as_numpy("echo").tolist()]
@@ -111,6 +114,9 @@ def test_tritonclient_grpc(grpc_server: tuple[Server, int], models: Models, tmp_
     expected = models.session(models.cnn).run(None, {models_zoo.CNN_INPUT: x})[0]
     np.testing.assert_allclose(np.array(res["cnn"], np.float32), expected, rtol=1e-5, atol=1e-6)
     assert res["id"] == "r-9"
+    x10 = np.concatenate([x] * 4)[:10]
+    expected10 = models.session(models.cnn).run(None, {models_zoo.CNN_INPUT: x10})[0]
+    np.testing.assert_allclose(np.array(res["cnn10"], np.float32), expected10, rtol=1e-5, atol=1e-6)
     assert res["strings"] == ["edge", "ünïcode", ""]
     errs = res["errors"]
     assert errs["shape"][0] == "StatusCode.INVALID_ARGUMENT" and "does not fit the model's" in errs["shape"][1]
