@@ -193,7 +193,7 @@ def kserve_python() -> str:
         try:
             if not py.exists():
                 subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True, timeout=300)
-            subprocess.run([str(py), "-m", "pip", "install", "-q", "kserve"], check=True, timeout=1500,
+            subprocess.run([str(py), "-m", "pip", "install", "-q", "kserve"], check=True, timeout=420,
                            capture_output=True)
             subprocess.run([str(py), "-c", "import kserve"], check=True, timeout=300, capture_output=True)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
@@ -234,6 +234,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.timeout(900)  # the first run installs KServe's client into its own venv
 def test_kserve_clients_rest_and_grpc(grpc_server: tuple[Server, int], models: Models, tmp_path: Path) -> None:
     """KServe's InferenceRESTClient (which parses the health bodies) and InferenceGRPCClient, unchanged."""
     srv, gport = grpc_server
