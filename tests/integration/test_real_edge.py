@@ -409,7 +409,8 @@ def test_rollout_across_real_and_simulated_devices_and_a_bad_build_rolled_back(e
     assert st["currentRevision"] == 2
     assert edge.cond(edge.get("idep", "d", ns), "Degraded").get("reason") == "RolloutFailed"
     assert answered and all(np.array_equal(a, before) for a in answered)
-    edge.ready(ns, "d")
+    edge.wait("every device Ready on revision 2 again", lambda: all(
+        d["sha256"] == sha2 and d["phase"] == "Ready" for d in (edge.get("idep", "d", ns) or {})["status"]["devices"]))
     after = edge.real_pod(ns, "d")
     assert after["metadata"]["uid"] == good["metadata"]["uid"]  # the same Pod served throughout
     assert np.array_equal(infer_via(url, x), before)
