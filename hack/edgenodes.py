@@ -282,7 +282,7 @@ def containerd_config(net: EdgeNet, pause_image: str) -> str:
     return f"""version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
                     "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 [grpc]
@@ -821,7 +821,8 @@ def start_cloud_containerd(plane: P.Plane) -> P.Component:
     etc = cloud_dir(plane) / "hostfs" / "etc" / "containerd"
     (etc / "config.toml").write_text(
         'version = 2\nroot = "/var/lib/containerd"\nstate = "/run/containerd"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", '
+        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt", '
+        '"io.containerd.snapshotter.v1.btrfs", '
         '"io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", '
         '"io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing"]\n'
         '[grpc]\n  address = "/run/containerd/containerd.sock"\n'
