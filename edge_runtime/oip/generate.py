@@ -3,8 +3,10 @@
     python -m edge_runtime.oip.generate [--check]
 
 Needs grpcio-tools (a test dependency). The output is protoc's FileDescriptorSet
-for the proto, byte for byte; `--check` exits 1 when the shipped file is stale,
-which a unit test runs.
+for the proto; `--check` exits 1 when the shipped file declares anything other
+than the proto does (messages, field numbers and types, methods: compared
+structurally, so another protoc version's byte layout does not matter), which a
+unit test runs.
 """
 
 from __future__ import annotations
@@ -35,10 +37,36 @@ def generate() -> bytes:
         return out.read_bytes()
 
 
+def shape(data: bytes) -> list[tuple[str, ...]]:
+    """What a descriptor set declares (messages, fields with numbers and types, methods), independent of
+    the protoc version that wrote it."""
+    from google.protobuf import descriptor_pb2
+
+    out: list[tuple[str, ...]] = []
+
+    def walk(prefix: str, msg: descriptor_pb2.DescriptorProto) -> None:
+        name = f"{prefix}.{msg.name}"
+        out.append(("message", name))
+        for f in msg.field:
+            out.append(("field", name, f.name, str(f.number), str(f.type), str(f.label), f.type_name,
+                        str(f.oneof_index) if f.HasField("oneof_index") else ""))
+        for n in msg.nested_type:
+            walk(name, n)
+
+    for fdp in descriptor_pb2.FileDescriptorSet.FromString(data).file:
+        out.append(("file", fdp.name, fdp.package, fdp.syntax))
+        for m in fdp.message_type:
+            walk(fdp.package, m)
+        for svc in fdp.service:
+            for meth in svc.method:
+                out.append(("method", svc.name, meth.name, meth.input_type, meth.output_type))
+    return out
+
+
 def main(argv: list[str]) -> int:
     data = generate()
     if "--check" in argv:
-        if OUT.read_bytes() != data:
+        if shape(OUT.read_bytes()) != shape(data):
             print(f"{OUT} is stale: run python -m edge_runtime.oip.generate", file=sys.stderr)
             return 1
         return 0
