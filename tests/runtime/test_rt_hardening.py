@@ -186,7 +186,7 @@ def test_connection_limits(serve: Serve, models: Models) -> None:
     """Fault 4: idle and half-sent connections are closed, heads are bounded, connections are capped."""
     entry, _ = models.cached(models.tabular)
     srv = serve(
-        entry, "m", "--header-timeout-s", "1", "--max-header-bytes", "8192", "--max-connections", "8",
+        entry, "m", "--header-timeout-s", "2", "--max-header-bytes", "8192", "--max-connections", "8",
         "--keep-alive-timeout-s", "1",
     )
     # An idle connection and one that sends a partial head: both closed by the server.
