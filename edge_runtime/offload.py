@@ -6,8 +6,10 @@ tensors: mostly zero-copy; BYTES elements: a Python loop that yields the GIL
 every few milliseconds). Large JSON bodies go to a separate decoder process:
 orjson and numpy hold the GIL for the whole parse (~50 ms per MB), which in a
 thread would still stall every other client; in a process it does not, and
-the parse's memory high-water mark stays there (the process is replaced after
-a very large body, so the server's own memory does not keep it).
+the parse's memory high-water mark stays there: the process is replaced once
+its resident memory passes `recycle_rss_bytes`, so neither it nor the server
+keeps a large parse's memory for good, and a run of large bodies does not pay
+a process start each.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -25,7 +28,7 @@ log = logging.getLogger("edge_runtime.offload")
 
 INLINE_BYTES = 64 << 10
 PROCESS_JSON_BYTES = 1 << 20
-RECYCLE_BYTES = 16 << 20
+RECYCLE_RSS_BYTES = 256 << 20
 
 
 class Decoder:
@@ -33,11 +36,11 @@ class Decoder:
         self,
         inline_bytes: int = INLINE_BYTES,
         process_json_bytes: int = PROCESS_JSON_BYTES,
-        recycle_bytes: int = RECYCLE_BYTES,
+        recycle_rss_bytes: int = RECYCLE_RSS_BYTES,
     ) -> None:
         self.inline_bytes = inline_bytes
         self.process_json_bytes = process_json_bytes
-        self.recycle_bytes = recycle_bytes
+        self.recycle_rss_bytes = recycle_rss_bytes
         self.threads = ThreadPoolExecutor(2, thread_name_prefix="edgeai-decode")
         self._procs: ProcessPoolExecutor | None = None
 
@@ -50,6 +53,17 @@ class Decoder:
         if self._procs is not None:
             self._procs.shutdown(wait=False, cancel_futures=False)
             self._procs = None
+
+    def _worker_rss(self) -> int:
+        procs = getattr(self._procs, "_processes", None) or {}
+        total = 0
+        for pid in list(procs):
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
 
     async def rest(self, body: bytes, header_length: int | None) -> InferenceRequest:
         n = len(body)
@@ -66,7 +80,7 @@ class Decoder:
             log.warning("decoder process died (out of memory?)", extra={"bytes": n})
             raise TooLarge(f"request of {n} bytes could not be decoded: the decoder ran out of resources") from e
         finally:
-            if n >= self.recycle_bytes:
+            if self._procs is not None and self._worker_rss() > self.recycle_rss_bytes:
                 self._recycle()
 
     async def run(self, fn: object, *args: object) -> object:
