@@ -7,8 +7,9 @@ When the cloud answers in time, its typed answer is returned (and the
 client's transport encodes it). When it does not (down, slow, overloaded),
 the edge answer is returned marked as such, the breaker counts the failure
 (once open, later requests do not wait on the cloud at all), and the request
-goes to the durable hard-example queue (stored in one canonical encoding,
-REST binary, whatever the cloud speaks). A background task drains the queue
+goes to the durable hard-example queue (stored as the REST body the cloud
+gets: JSON, or the binary extension with `binary=True` or a gRPC cloud, which
+gets it re-encoded to ModelInfer). A background task drains the queue
 whenever the breaker lets a call through:
 - delivered (200 / OK): removed;
 - worth retrying (network errors, 408, 425, 429, 5xx; gRPC UNAVAILABLE,
@@ -33,7 +34,7 @@ from edge_runtime.codec import decode_request, decode_response_typed, encode_req
 from edge_runtime.fallback_policy import BREAKER_STATES_NUM, Breaker
 from edge_runtime.hardqueue import HardExampleQueue
 from edge_runtime.metrics import RuntimeMetrics
-from edge_runtime.protocol import InferenceRequest, InferenceResponse, ProtocolError
+from edge_runtime.protocol import InferenceRequest, InferenceResponse, ProtocolError, RequestedOutput
 
 log = logging.getLogger("edge_runtime.fallback")
 
@@ -181,6 +182,7 @@ class Fallback:
         breaker: Breaker | None = None,
         drain_interval_s: float = 0.5,
         protocol: str = "rest",
+        binary: bool = False,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"fallback threshold must be within 0..1, got {threshold}")
@@ -196,6 +198,9 @@ class Fallback:
         else:
             raise ValueError(f"fallback protocol must be rest or grpc, got {protocol!r}")
         self.protocol = protocol
+        # REST clouds get JSON unless told they take the binary tensor extension (not every v2 server
+        # does: MLServer does not); a gRPC cloud always gets raw contents.
+        self.binary = binary or protocol == "grpc"
         self.url = url
         self.threshold = threshold
         self.timeout_s = timeout_s
@@ -228,7 +233,7 @@ class Fallback:
 
     async def forward(self, model: str, req: InferenceRequest) -> tuple[InferenceResponse | None, str, int]:
         """Try the cloud for one hard request: (answer or None, outcome, hard examples dropped to queue it)."""
-        body, header_length = encode_request_typed(req, binary=True)
+        body, header_length = encode_request_typed(self._for_cloud(req), binary=self.binary)
         if not self.breaker.allow(time.monotonic()):
             dropped = await self._enqueue(model, body, header_length)
             self._count(model, "breaker_open")
@@ -251,6 +256,13 @@ class Fallback:
         dropped = await self._enqueue(model, body, header_length)
         self._count(model, "cloud_unreachable")
         return None, "cloud_unreachable", dropped
+
+    def _for_cloud(self, req: InferenceRequest) -> InferenceRequest:
+        """The request as the cloud gets it: the same tensors and outputs, answers asked in the cloud's
+        own encoding (the edge re-encodes the answer for its client, whatever the client asked)."""
+        outputs = [RequestedOutput(o.name, True if self.binary else None) for o in req.outputs] if req.outputs else None
+        params = {k: v for k, v in req.parameters.items() if k != "binary_data_output"}
+        return InferenceRequest(req.inputs, outputs, req.id, params, binary_output=self.binary)
 
     def _count(self, model: str, outcome: str) -> None:
         self.metrics.fallbacks.labels(model, outcome).inc()

@@ -27,7 +27,7 @@ import grpc
 from edge_runtime import oip
 from edge_runtime.access import RepositoryAccess, grpc_peer_host
 from edge_runtime.dataplane import DataPlane
-from edge_runtime.grpc_codec import decode_infer_request, encode_infer_response
+from edge_runtime.grpc_codec import decode_infer_request, dict_to_parameters, encode_infer_response
 from edge_runtime.offload import Decoder
 from edge_runtime.protocol import (
     Forbidden,
@@ -151,8 +151,6 @@ class GrpcService:
         for key in ("inputs", "outputs"):
             for t in doc[key]:
                 getattr(out, key).add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-        from edge_runtime.grpc_codec import dict_to_parameters
-
         dict_to_parameters(out.parameters, doc["parameters"])
         return out
 

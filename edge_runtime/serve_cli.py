@@ -82,6 +82,10 @@ def register(sub: Any) -> None:
         "--fallback-protocol", choices=["rest", "grpc"], default="rest",
         help="protocol of the cloud endpoint: rest (URL) or grpc (host:port)",
     )
+    p.add_argument(
+        "--fallback-binary", action="store_true",
+        help="send a REST cloud the binary tensor extension instead of JSON (only if it supports it)",
+    )
     p.add_argument("--metrics-port", type=_positive_int, help="serve /metrics on this port too (default: same port)")
     p.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger request bodies get 413")
     p.add_argument("--body-timeout-s", type=float, default=30.0, help="a body not received within this gets 408")
@@ -142,6 +146,7 @@ def build(args: argparse.Namespace) -> Any:
             HardExampleQueue(args.fallback_queue, max_items=args.fallback_queue_max_items),
             metrics,
             protocol=args.fallback_protocol,
+            binary=args.fallback_binary,
         )
     token = None
     if args.repository_token_file:

@@ -132,3 +132,31 @@ def test_oip_messages_match_tritons_field_numbers_and_coexist_in_one_process() -
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["diffs"] == [] and res["n"] >= 20
     assert res["back"] == ["m", "7", [1, 2]]
+
+
+def test_fallback_asks_the_cloud_in_its_own_encoding(tmp_path: Path) -> None:
+    import numpy as np
+
+    from edge_runtime.codec import encode_request_typed
+    from edge_runtime.fallback import Fallback
+    from edge_runtime.hardqueue import HardExampleQueue
+    from edge_runtime.metrics import RuntimeMetrics
+    from edge_runtime.protocol import InferenceRequest, RequestedOutput, Tensor
+
+    x = np.ones((1, 4), np.float32)
+    req = InferenceRequest([Tensor("x", "FP32", (1, 4), x)], [RequestedOutput("y", True)], "id-1",
+                           {"binary_data_output": True, "k": 1}, binary_output=True)
+    m = RuntimeMetrics(process=False)
+    rest = Fallback("http://cloud:8080", 0.5, 1.0, HardExampleQueue(tmp_path / "a"), m)
+    plain = rest._for_cloud(req)
+    assert plain.binary_output is False and plain.outputs == [RequestedOutput("y", None)]
+    assert plain.parameters == {"k": 1} and plain.id == "id-1"
+    body, hl = encode_request_typed(plain, binary=rest.binary)
+    assert hl is None and json.loads(body)["inputs"][0]["data"] == [1.0] * 4  # JSON: every v2 server takes it
+    binary = Fallback("http://cloud:8080", 0.5, 1.0, HardExampleQueue(tmp_path / "b"), m, binary=True)
+    assert binary._for_cloud(req).binary_output is True
+    assert encode_request_typed(binary._for_cloud(req), binary=binary.binary)[1] is not None
+    grpc_cloud = Fallback("cloud:8081", 0.5, 1.0, HardExampleQueue(tmp_path / "c"), m, protocol="grpc")
+    assert grpc_cloud.binary is True
+    with pytest.raises(ValueError):
+        Fallback("http://cloud:8081", 0.5, 1.0, HardExampleQueue(tmp_path / "d"), m, protocol="grpc")
