@@ -36,7 +36,9 @@ from edge_runtime.repository import ModelSource, Settings  # noqa: E402
 from edge_runtime.server import App  # noqa: E402
 
 EXAMPLES = 300 * (10 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 1)
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+)
 MAX_BODY = 4096
 
 _dims = st.one_of(
