@@ -424,10 +424,10 @@ def up() -> None:
     print(kube.kubectl("get", "edgemodels", "-n", NAMESPACE).stdout)
     say("waiting for every InferenceDeployment to be Ready")
     wait_ready(kube)
+    wait_devices_agree(kube)
     say("the fleet (kubectl edgeai fleet)")
     fleet = subprocess.run([str(BIN / "kubectl-edgeai"), "fleet", "-A"], env=env, capture_output=True, text=True)
     print(fleet.stdout or fleet.stderr)
-    wait_devices_agree(kube)
     print(kube.kubectl("get", "edgeai", "-A").stdout)
     if real_state:
         infer_on_real_pod(kube, real_state["nodes"][0])
