@@ -172,10 +172,12 @@ def main(argv: list[str]) -> int:
 
 
 def memory(p: localplane.Plane, edge: Any, node: str) -> dict[str, int]:
-    comps = {c.name: c.pid for c in p.components()}
-    sock = str(edge.plane.dir / "edge" / node / "hostfs" / "run" / "containerd")
-    shims = _pids_matching(lambda argv: b"containerd-shim" in argv[0] and any(sock.encode() in x for x in argv))
     import edgenodes
+
+    comps = {c.name: c.pid for c in p.components()}
+    # The node's shims live in its network namespace (children of its containerd).
+    in_node = set(edgenodes._netns_pids(edge.net.netns(node)))
+    shims = [pid for pid in _pids_matching(lambda argv: b"containerd-shim" in argv[0]) if pid in in_node]
 
     server = []
     for pid in edgenodes._cgroup_pids(edge.net.cgroup_root(node)):
