@@ -843,6 +843,13 @@ def start_cloud_containerd(plane: P.Plane) -> P.Component:
     comp = P._start(plane, "containerd-cloud",
                     ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", "\n".join(lines)])
     replace_components(plane, [comp])
+    # Its shims keep its mount namespace even after it is gone: `down` finds them by it.
+    with suppress(OSError):
+        ns = os.stat(f"/proc/{comp.pid}/ns/mnt")
+        st = plane.state() or {}
+        st.setdefault("real_edge", {}).setdefault("cloud_mntns", []).append([ns.st_dev, ns.st_ino])
+        P._save(plane, st["server"], plane.components(),
+                {k: v for k, v in st.items() if k not in ("server", "components")})
     deadline = time.monotonic() + 60
     while not (cloud_socket(plane).exists() and _ctr_ok(comp.pid)):
         if not comp.alive() or time.monotonic() > deadline:
@@ -875,13 +882,15 @@ def ctr(plane: P.Plane, *args: str, check: bool = True, timeout: float = 300) ->
 
 
 def stop_cloud_containers(plane: P.Plane) -> None:
-    sock = str(cloud_socket(plane))
+    """Kill the containers the cloud containerd ran and their shims (found by its mount namespace)."""
+    spaces = {tuple(x) for x in ((plane.state() or {}).get("real_edge") or {}).get("cloud_mntns", [])}
     pids = set(_cgroup_pids(cloud_cgroup(plane)))
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             with suppress(OSError):
                 argv = (d / "cmdline").read_bytes().split(b"\0")
-                if b"containerd-shim" in argv[0] and sock.encode() in argv:
+                ns = os.stat(d / "ns" / "mnt")
+                if b"containerd-shim" in argv[0] and (ns.st_dev, ns.st_ino) in spaces:
                     pids.add(int(d.name))
     for pid in pids:
         with suppress(ProcessLookupError, PermissionError):
