@@ -281,6 +281,8 @@ def run_one_runtime(kube: localplane.Kube) -> None:
         return args, env
 
     for ic in pod.get("initContainers", []):
+        if ic["name"] == "cache-dirs":
+            continue  # hands a node's hostPath dirs to the runtime's UID: nothing to do for local folders
         args, env = localize(ic, None)
         print("   init:", " ".join(args[1:]))
         subprocess.run(args, env=env, check=True)
@@ -301,23 +303,8 @@ def run_one_runtime(kube: localplane.Kube) -> None:
     else:
         raise SystemExit(f"runtime not ready; log: {STATE / 'runtime.log'}")
     model = args[args.index("--name") + 1]
-    with urllib.request.urlopen(f"{url}/v2/models/{model}", timeout=5) as r:
-        meta = json.loads(r.read())
-    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    inp = meta["inputs"][0]
-    body = json.dumps({"inputs": [{"name": inp["name"], "shape": list(x.shape), "datatype": "FP32",
-                                   "data": x.ravel().tolist()}]}).encode()
-    req = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body,
-                                 headers={"Content-Type": "application/json"})
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=10) as r:
-        out = json.loads(r.read())
-    ms = (time.perf_counter() - t0) * 1000
-    probs = out["outputs"][0]["data"]
-    top = int(np.argmax(probs))
     say("one real inference through the edge runtime")
-    print(f"   POST {url}/v2/models/{model}/infer  ->  class {top} (p={probs[top]:.3f}) in {ms:.1f} ms")
-    print(f"   model sha256 served: {meta.get('parameters', {}).get('sha256', '?')}")
+    infer_and_show(url, model)
     print(f"   metrics: {url}/metrics   log: {STATE / 'runtime.log'}")
 
 
@@ -333,7 +320,11 @@ def infer_on_real_pod(kube: localplane.Kube, node: str) -> None:
     model = args[args.index("--name") + 1]
     say(f"one real inference through Pod {pod['metadata']['name']} on the real KubeEdge node {node}")
     print(f"   image {srv['image']} (pulled by the node's containerd), pod IP {ip}")
-    url = f"http://{ip}:8080"
+    infer_and_show(f"http://{ip}:8080", model)
+
+
+def infer_and_show(url: str, model: str) -> None:
+    """One inference on random input shaped as the model's metadata says; prints the answer."""
     with urllib.request.urlopen(f"{url}/v2/models/{model}", timeout=10) as r:
         meta = json.loads(r.read())
     inp = meta["inputs"][0]
