@@ -573,20 +573,44 @@ def push(images: Images, registry: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- running an image
 
 
-@contextlib.contextmanager
-def bundle(img: Image, args: Sequence[str] | None = None, entrypoint: Sequence[str] | None = None) -> Iterator[Path]:
-    """An OCI runtime bundle of `img` as a kubelet would run it: the image's user, a read-only
-    root filesystem, a tmpfs /tmp, no network. `args` replaces the image's CMD and `entrypoint`
-    its ENTRYPOINT, as a Pod's args and command do."""
-    work = Path(tempfile.mkdtemp(prefix=f".run-{img.name}.", dir=_cache()))
+def _unpacked(img: Image) -> Path:
+    """The image unpacked once (umoci, ~30 s) and kept beside the image cache, keyed by its id;
+    older unpacks of the same image name are removed."""
+    key = f"{img.name}-{img.image_id.removeprefix('sha256:')[:16]}"
+    root = _cache() / "unpacked"
+    out = root / key
+    if out.exists():
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
         subprocess.run(["skopeo", "copy", "--quiet", img.ref, f"oci:{work / 'oci'}:img"], check=True,
                        capture_output=True)
         subprocess.run(["umoci", "unpack", "--image", f"{work / 'oci'}:img", str(work / "bundle")], check=True,
                        capture_output=True)
+        shutil.rmtree(work / "oci")
+        os.replace(work / "bundle", out)  # atomic: a half-unpacked image is never taken for one
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for old in root.iterdir():
+        if old.name.startswith(f"{img.name}-") and old != out:
+            shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def bundle(img: Image, args: Sequence[str] | None = None, entrypoint: Sequence[str] | None = None) -> Iterator[Path]:
+    """An OCI runtime bundle of `img` as a kubelet would run it: the image's user, a read-only
+    root filesystem, a tmpfs /tmp, no network. `args` replaces the image's CMD and `entrypoint`
+    its ENTRYPOINT, as a Pod's args and command do."""
+    unpacked = _unpacked(img)
+    work = Path(tempfile.mkdtemp(prefix=f".run-{img.name}.", dir=_cache()))
+    try:
+        (work / "bundle").mkdir()
         cfg_path = work / "bundle" / "config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg["root"]["readonly"] = True
+        cfg = json.loads((unpacked / "config.json").read_text())
+        # The unpacked root is shared by every run of this image and never written: read-only.
+        cfg["root"] = {"path": str(unpacked / "rootfs"), "readonly": True}
         # umoci mounts an empty tmpfs over each VOLUME; containerd's CRI instead fills a volume
         # with the image's content, and a Pod mounts its own volumes there. Neither is a bundle's
         # business: the image's own directories stay, read-only like the rest of the root.
