@@ -150,6 +150,8 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
         args += ["--decryption-key-file", f"{DECRYPTION_KEY_DIR}/key"]
     args += ["--host", "0.0.0.0", "--port", str(c.RUNTIME_PORT)]
     rt = inp.runtime
+    if rt.get("grpcPort") is not None:
+        args += ["--grpc-port", str(rt["grpcPort"])]
     for key, flag in (("threads", "--threads"), ("maxBatchSize", "--max-batch-size"),
                       ("maxBatchDelayMs", "--max-batch-delay-ms"), ("maxLatencyMs", "--max-latency-ms"),
                       ("maxErrorRate", "--max-error-rate")):
@@ -164,6 +166,13 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
             args += ["--fallback-timeout-ms", str(fb["timeoutMs"])]
         args += ["--fallback-queue", c.FALLBACK_QUEUE_DIR]
     return args
+
+
+def _ports(rt: Mapping[str, Any]) -> list[dict[str, Any]]:
+    ports = [{"name": "http", "containerPort": c.RUNTIME_PORT, "protocol": "TCP"}]
+    if rt.get("grpcPort") is not None:
+        ports.append({"name": "grpc", "containerPort": int(rt["grpcPort"]), "protocol": "TCP"})
+    return ports
 
 
 def _resources(spec: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -339,7 +348,7 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["edge-runtime"],
                 "args": serve_args(inp),
-                "ports": [{"name": "http", "containerPort": c.RUNTIME_PORT, "protocol": "TCP"}],
+                "ports": _ports(inp.runtime),
                 "env": env,
                 "resources": _resources(inp.runtime.get("resources")),
                 # Loading a large model can take minutes: the startup probe holds liveness off until then.

@@ -17,6 +17,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -309,7 +311,7 @@ def test_operator_runs_from_its_image_as_a_non_root_container(edge: EdgeEnv) -> 
 def test_model_server_is_a_real_pod_that_answers_like_onnxruntime(edge: EdgeEnv, ns: str) -> None:
     sha, size = edge.model(ns, "tab", seed=11)
     t0 = time.monotonic()
-    edge.deployment(ns, "d", "tab", [REAL])
+    edge.deployment(ns, "d", "tab", [REAL], runtime={"grpcPort": 9000})
     edge.ready(ns, "d")
     took = time.monotonic() - t0
     pod = edge.real_pod(ns, "d")
@@ -334,11 +336,29 @@ def test_model_server_is_a_real_pod_that_answers_like_onnxruntime(edge: EdgeEnv,
     sess = ort.InferenceSession(str(edge.models / f"{ns}-tab-11.onnx"), providers=["CPUExecutionProvider"])
     want = sess.run([OUTPUT], {TABULAR_INPUT: x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # The same over gRPC (spec.runtime.grpcPort), with the standard Triton client, unchanged.
+    np.testing.assert_allclose(grpc_infer(f"{pod['status']['podIP']}:9000", "tab", x), want, rtol=1e-5, atol=1e-6)
     dev = edge.wait("the device reporting what it serves", lambda: [
         s for s in ((edge.get("edgedevice", REAL) or {}).get("status") or {}).get("serving") or []
         if s.get("inferenceDeployment") == f"{ns}/d" and s.get("sha256") == sha and s.get("phase") == "Ready"])
     assert dev
     print(f"\nreal node: apply -> InferenceDeployment Ready in {took:.1f}s")
+
+
+def grpc_infer(target: str, model: str, x: np.ndarray) -> np.ndarray:
+    """tritonclient's gRPC client, in its own process (its generated protobuf package stays out of ours)."""
+    code = (
+        "import sys, json, numpy as np, tritonclient.grpc as g\n"
+        "c = g.InferenceServerClient(sys.argv[1])\n"
+        "x = np.asarray(json.loads(sys.argv[3]), dtype=np.float32)\n"
+        f"i = g.InferInput('{TABULAR_INPUT}', list(x.shape), 'FP32'); i.set_data_from_numpy(x)\n"
+        "r = c.infer(sys.argv[2], [i])\n"
+        f"print(json.dumps(r.as_numpy('{OUTPUT}').tolist()))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code, target, model, json.dumps(x.tolist())], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return np.asarray(json.loads(p.stdout), dtype=np.float32)
 
 
 def server_pid(edge: EdgeEnv, sha: str) -> int:

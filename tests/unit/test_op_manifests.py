@@ -163,3 +163,13 @@ def test_discovered_device_is_owned_by_its_node() -> None:
     assert ref["kind"] == "Node" and ref["uid"] == "node-uid" and ref["blockOwnerDeletion"] is False
     assert d["spec"] == {"nodeName": "edge-7"}
     assert d["metadata"]["labels"][c.L_DISCOVERED] == "true"
+
+
+def test_grpc_port_is_passed_and_named_only_when_asked() -> None:
+    plain = pod(child_deployment(replace(INP, runtime={})))
+    assert "--grpc-port" not in plain["containers"][0]["args"]
+    assert [p["name"] for p in plain["containers"][0]["ports"]] == ["http"]
+    grpc = pod(child_deployment(replace(INP, runtime={"grpcPort": 9000})))
+    (main,) = grpc["containers"]
+    assert main["args"][main["args"].index("--grpc-port") + 1] == "9000"
+    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"http": 8080, "grpc": 9000}
