@@ -150,6 +150,8 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
         (idep("d4", namespace, "m", fallback={"url": "https://cloud/v2", "confidenceThreshold": 1.5}),
          "spec.fallback.confidenceThreshold"),
         (idep("d5", namespace, "Not_A_Name"), "spec.model"),
+        (idep("d6", namespace, "m", runtime={"grpcPort": 8080}), "grpcPort must differ from the REST port 8080"),
+        (idep("d7", namespace, "m", runtime={"grpcPort": 80}), "spec.runtime.grpcPort"),
     ]
     for obj, expect in bad:
         p = env.kube.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
