@@ -34,7 +34,7 @@ import signal
 import subprocess
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +54,6 @@ VOLATILE_PATHS = ("/run/containerd",)
 CLOUDHUB_PORT = 10000
 CLOUDHUB_HTTPS_PORT = 10002
 REGISTRY_PORT = 5000
-APISERVER_RELAY_PORT = 6443
 DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "docker-registry", "iproute2",
                    "util-linux", "buildah", "skopeo", "debootstrap")
 
@@ -229,7 +228,8 @@ def set_link(net: EdgeNet, i: int, up: bool) -> None:
 
 def link_is_up(net: EdgeNet, i: int) -> bool:
     out = _run("ip", "-o", "link", "show", net.veth(i), check=False).stdout
-    return "state UP" in out or ("<" in out and ",UP" in out.split(">")[0])
+    flags = out.partition("<")[2].partition(">")[0].split(",")
+    return "UP" in flags  # administratively up: what `partition --cut` changes
 
 
 # --------------------------------------------------------------------------- the node's filesystem
@@ -335,21 +335,12 @@ def registry_hosts_toml(registry: str) -> str:
             f'  capabilities = ["pull", "resolve"]\n  skip_verify = true\n')
 
 
-def _set(cfg: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
-    d = cfg
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = value
-
-
 def cloudcore_config(default: dict[str, Any], net: EdgeNet, plane_dir: Path, kubeconfig: Path,
                      monitor_port: int) -> dict[str, Any]:
     cfg = json.loads(json.dumps(default))
     kd = plane_dir / "cloudcore"
-    _set(cfg, "kubeAPIConfig.kubeConfig", str(kubeconfig))
-    _set(cfg, "kubeAPIConfig.master", "")
-    _set(cfg, "commonConfig.monitorServer.bindAddress", f"127.0.0.1:{monitor_port}")
+    cfg["kubeAPIConfig"].update(kubeConfig=str(kubeconfig), master="")
+    cfg["commonConfig"]["monitorServer"]["bindAddress"] = f"127.0.0.1:{monitor_port}"
     hub = cfg["modules"]["cloudHub"]
     hub["advertiseAddress"] = [net.cloud_ip]
     hub["dnsNames"] = []
@@ -514,10 +505,14 @@ def kill_node_processes(net: EdgeNet, node: str) -> int:
     return n
 
 
-def remove_cgroups(net: EdgeNet, node: str) -> None:
-    root = Path("/sys/fs/cgroup")
-    for hier in root.iterdir():
-        base = hier / net.cgroup_root(node).lstrip("/")
+def _v1_hierarchies() -> list[Path]:
+    return [h for h in Path("/sys/fs/cgroup").iterdir() if h.is_dir() and h.name != "unified"]
+
+
+def remove_cgroup_tree(root: str) -> None:
+    """Remove cgroup `root` and everything below it (leaves first) in every v1 hierarchy."""
+    for hier in _v1_hierarchies():
+        base = hier / root.lstrip("/")
         if not base.is_dir():
             continue
         for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
@@ -527,12 +522,10 @@ def remove_cgroups(net: EdgeNet, node: str) -> None:
             base.rmdir()
 
 
-def ensure_cgroups(net: EdgeNet, node: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        if hier.name in ("unified",) or not hier.is_dir():
-            continue
+def make_cgroup(root: str) -> None:
+    for hier in _v1_hierarchies():
         with suppress(OSError):
-            (hier / net.cgroup_root(node).lstrip("/")).mkdir(exist_ok=True)
+            (hier / root.lstrip("/")).mkdir(exist_ok=True)
 
 
 # --------------------------------------------------------------------------- helpers for tests
@@ -545,14 +538,6 @@ def exec_in_node(plane: P.Plane, node: str, *cmd: str, timeout: float = 60) -> s
         raise SystemExit(f"{node!r} is not a real edge node of plane {plane.name!r}")
     return subprocess.run(["nsenter", f"--net=/run/netns/{edge.net.netns(node)}", "--", *cmd],
                           capture_output=True, text=True, timeout=timeout)
-
-
-def iter_nodes(state: dict[str, Any]) -> Iterator[tuple[int, str]]:
-    yield from enumerate(state.get("real_edge", {}).get("nodes", []))
-
-
-def b64(s: str) -> str:
-    return base64.b64decode(s).decode()
 
 
 def dump_yaml(obj: Any) -> str:
@@ -631,7 +616,7 @@ class RealEdge:
     def token(self, kc: P.Kube) -> str | None:
         p = kc.kubectl("get", "secret", "tokensecret", "-n", "kubeedge", "-o", "jsonpath={.data.tokendata}",
                        check=False)
-        return b64(p.stdout) if p.returncode == 0 and p.stdout else None
+        return base64.b64decode(p.stdout).decode() if p.returncode == 0 and p.stdout else None
 
     # -- a node
 
@@ -652,7 +637,7 @@ class RealEdge:
         ke.mkdir(parents=True, exist_ok=True)
         cfg = edgecore_config(_default_config(bins["edgecore"]), self.net, i, node, token, pause, labels, taint)
         (ke / "edgecore.yaml").write_text(dump_yaml(cfg))
-        ensure_cgroups(self.net, node)
+        make_cgroup(self.net.cgroup_root(node))
 
     def start_node(self, i: int, bins: dict[str, Path]) -> list[P.Component]:
         node = self.nodes[i]
@@ -688,12 +673,23 @@ class RealEdge:
             d.mkdir(parents=True, exist_ok=True)
 
 
-def _record_made(plane: P.Plane, made: Sequence[str]) -> None:
+def _update_state(plane: P.Plane, real_edge: dict[str, Any] | None = None,
+                  new: Sequence[P.Component] = ()) -> None:
+    """Rewrite the plane's state with `real_edge` merged in and components `new` replacing same-named ones."""
     st = plane.state()
-    if not made or not st or "real_edge" not in st:
-        return
-    st["real_edge"]["made"] = sorted(set(st["real_edge"].get("made", [])) | set(made))
-    P._save(plane, st["server"], plane.components(), {k: v for k, v in st.items() if k not in ("server", "components")})
+    assert st, f"plane {plane.name!r} has no state"
+    names = {c.name for c in new}
+    comps = [P.Component(**c) for c in st["components"] if c["name"] not in names] + list(new)
+    extra = {k: v for k, v in st.items() if k not in ("server", "components")}
+    if real_edge:
+        extra["real_edge"] = {**extra.get("real_edge", {}), **real_edge}
+    P._save(plane, st["server"], comps, extra)
+
+
+def _record_made(plane: P.Plane, made: Sequence[str]) -> None:
+    re = (plane.state() or {}).get("real_edge")
+    if made and re is not None:
+        _update_state(plane, {"made": sorted(set(re.get("made", [])) | set(made))})
 
 
 def real_edge_of(plane: P.Plane) -> RealEdge | None:
@@ -714,7 +710,7 @@ def teardown(plane: P.Plane) -> None:
     stop_cloud_containers(plane)
     for i, node in enumerate(edge.nodes):
         edge.stop_node(i)
-        remove_cgroups(edge.net, node)
+        remove_cgroup_tree(edge.net.cgroup_root(node))
     network_down(edge.net, edge.nodes)
     remove_mount_points(re.get("made", []))
 
@@ -757,15 +753,6 @@ def up(plane: P.Plane, server: str, comps: list[P.Component], extra: dict[str, A
           f"(cloud bridge {net.bridge} {net.cloud_ip}, registry {net.registry})")
 
 
-def replace_components(plane: P.Plane, new: Sequence[P.Component]) -> None:
-    st = plane.state()
-    assert st
-    names = {c.name for c in new}
-    comps = [P.Component(**c) for c in st["components"] if c["name"] not in names] + list(new)
-    extra = {k: v for k, v in st.items() if k not in ("server", "components")}
-    P._save(plane, st["server"], comps, extra)
-
-
 def partition(plane: P.Plane, node: str, cut: bool) -> None:
     """Cut (or restore) one real node's link to the cloud."""
     edge = real_edge_of(plane)
@@ -783,9 +770,9 @@ def reboot(plane: P.Plane, node: str, bins: dict[str, Path] | None = None) -> No
     i = edge.nodes.index(node)
     edge.stop_node(i)
     edge.wipe_volatile(i)
-    remove_cgroups(edge.net, node)
-    ensure_cgroups(edge.net, node)
-    replace_components(plane, edge.start_node(i, bins or P.binaries()))
+    remove_cgroup_tree(edge.net.cgroup_root(node))
+    make_cgroup(edge.net.cgroup_root(node))
+    _update_state(plane, new=edge.start_node(i, bins or P.binaries()))
 
 
 # --------------------------------------------------------------------------- a container runtime in the cloud
@@ -835,21 +822,16 @@ def start_cloud_containerd(plane: P.Plane) -> P.Component:
     _record_made(plane, ensure_mount_points())
     lines = ["set -e"] + [f"mount --bind {cloud_dir(plane) / 'hostfs' / p.lstrip('/')} {p}" for p in CLOUD_PATHS]
     lines.append("exec containerd --config /etc/containerd/config.toml")
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        if hier.is_dir() and hier.name != "unified":
-            with suppress(OSError):
-                (hier / cloud_cgroup(plane).lstrip("/")).mkdir(exist_ok=True)
+    make_cgroup(cloud_cgroup(plane))
     cloud_socket(plane).unlink(missing_ok=True)  # a killed one's socket file would look like a live one
     comp = P._start(plane, "containerd-cloud",
                     ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", "\n".join(lines)])
-    replace_components(plane, [comp])
+    _update_state(plane, new=[comp])
     # Its shims keep its mount namespace even after it is gone: `down` finds them by it.
     with suppress(OSError):
         ns = os.stat(f"/proc/{comp.pid}/ns/mnt")
-        st = plane.state() or {}
-        st.setdefault("real_edge", {}).setdefault("cloud_mntns", []).append([ns.st_dev, ns.st_ino])
-        P._save(plane, st["server"], plane.components(),
-                {k: v for k, v in st.items() if k not in ("server", "components")})
+        seen = ((plane.state() or {}).get("real_edge") or {}).get("cloud_mntns", [])
+        _update_state(plane, {"cloud_mntns": [*seen, [ns.st_dev, ns.st_ino]]})
     deadline = time.monotonic() + 60
     while not (cloud_socket(plane).exists() and _ctr_ok(comp.pid)):
         if not comp.alive() or time.monotonic() > deadline:
@@ -895,12 +877,4 @@ def stop_cloud_containers(plane: P.Plane) -> None:
     for pid in pids:
         with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-    root = Path("/sys/fs/cgroup")
-    for hier in root.iterdir():
-        base = hier / cloud_cgroup(plane).lstrip("/")
-        if base.is_dir():
-            for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                with suppress(OSError):
-                    d.rmdir()
-            with suppress(OSError):
-                base.rmdir()
+    remove_cgroup_tree(cloud_cgroup(plane))

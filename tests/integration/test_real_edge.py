@@ -37,6 +37,7 @@ from edge_runtime import integrity
 from edge_runtime.models_zoo import OUTPUT, TABULAR_INPUT, build_tabular
 from tests.conftest import KubeHandle
 from tests.integration.test_chart_install import Helm, token_kubeconfig
+from tests.integration.test_operator import wait_for  # its `op` only needs log_tail()
 from tests.runtime.conftest import _warmup_fails_model
 
 pytestmark = pytest.mark.integration
@@ -48,18 +49,6 @@ REAL = edgenodes.node_name(0)
 SIM = ["edge-0", "edge-1"]
 OP_NS = "edgeai-system"
 RELEASE = "e2e"
-
-
-def wait_for(what: str, pred: Callable[[], Any], timeout: float = 120, log: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.5)
-    tail = f"\n{log()}" if log else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){tail}")
 
 
 class OperatorContainer:
@@ -111,7 +100,7 @@ class OperatorContainer:
 
     def log_tail(self) -> str:
         try:
-            return "operator container log:\n" + "\n".join(self.log_path.read_text().splitlines()[-40:])
+            return "\n".join(self.log_path.read_text().splitlines()[-40:])
         except OSError:
             return "(no operator log)"
 
@@ -122,10 +111,7 @@ class OperatorContainer:
         return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Uid:")))
 
     def stop(self) -> None:
-        edgenodes.ctr(self.plane, "tasks", "kill", "-s", "SIGKILL", self.id, check=False)
-        wait_for("the operator task to stop", lambda: self.id not in edgenodes.ctr(
-            self.plane, "tasks", "ls", check=False).stdout or True, 30)
-        edgenodes.ctr(self.plane, "tasks", "rm", "-f", self.id, check=False)
+        edgenodes.ctr(self.plane, "tasks", "rm", "-f", self.id, check=False)  # -f: SIGKILL, then remove
         edgenodes.ctr(self.plane, "containers", "rm", self.id, check=False)
 
 
@@ -156,7 +142,7 @@ class EdgeEnv:
         return {}
 
     def wait(self, what: str, pred: Callable[[], Any], timeout: float = 180) -> Any:
-        return wait_for(what, pred, timeout, self.op.log_tail)
+        return wait_for(what, pred, timeout, self.op)  # type: ignore[arg-type]
 
     def model(self, ns: str, name: str, seed: int = 0, path: Path | None = None) -> tuple[str, int]:
         """An EdgeModel over a real ONNX file served from the cloud bridge; returns (sha256, size)."""
@@ -263,7 +249,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeEnv]:
             op = OperatorContainer(p, kube, images["operator"], opdir)
             op.start()
             try:
-                wait_for("the operator container Ready", lambda: op.get("/readyz")[0] == 200, 120, op.log_tail)
+                wait_for("the operator container Ready", lambda: op.get("/readyz")[0] == 200, 120, op)  # type: ignore[arg-type]
                 yield EdgeEnv(kube, p, server, tmp / "models", op, images)
             finally:
                 op.stop()
