@@ -326,6 +326,20 @@ def _proc_start_time(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is still in process group `pgid`."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 @dataclass
 class Component:
     name: str
@@ -541,11 +555,21 @@ def _down(plane: Plane) -> list[str]:
         while c.alive() and time.monotonic() < deadline:
             time.sleep(0.1)
         if c.alive():
-            os.killpg(c.pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):
+                os.killpg(c.pid, signal.SIGKILL)
     # Children of a crashed component keep its process group: sweep each group we made.
     for c in comps:
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(c.pid, signal.SIGKILL)
+    # SIGKILL is delivered, not done: a big multi-threaded process (the API server) takes a
+    # while to exit on a busy machine. `down` returns only once nothing it stopped still runs,
+    # so a following `up` never meets the old ports or files in use.
+    deadline = time.monotonic() + 60
+    for c in comps:
+        while (c.alive() or _group_alive(c.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if c.alive() or _group_alive(c.pid):
+            raise SystemExit(f"{c.name} (pid {c.pid}) or its process group survived SIGKILL for 60 s")
     plane.state_file.unlink(missing_ok=True)
     return stopped
 
