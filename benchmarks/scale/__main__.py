@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_operator import constants as c
 from edge_operator.testing import OperatorProcess
 
 from benchmarks.common import (
@@ -45,6 +44,7 @@ from benchmarks.common import (
     operator_workload,
     wait,
 )
+from edgeai_api import constants as c
 
 RESULTS = ROOT / "benchmarks" / "results" / "scale.md"
 NS_NATIVE = "bench-native"

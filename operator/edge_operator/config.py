@@ -8,8 +8,8 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edge_operator import constants as c
-from edge_operator.verify import VerifySettings, settings_from_env
+from edge_operator.kube.verify import VerifySettings, settings_from_env
+from edgeai_api import constants as c
 
 
 def _env_int(name: str, default: int) -> int:

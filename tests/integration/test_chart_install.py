@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from edge_operator import rbac
+from edge_operator.core import rbac
 
 from tests.conftest import KubeHandle
 from tests.unit.test_chart import CHART, KUBE_VERSION, _selectors, helm_bin, set_args

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from edge_operator import rbac
+from edge_operator.core import rbac
 from edge_operator.testing import ModelServer, OperatorProcess
 
 from edge_runtime import integrity

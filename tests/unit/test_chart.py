@@ -127,7 +127,7 @@ def _triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 
 def test_cluster_role_grants_exactly_what_rbac_py_lists() -> None:
-    from edge_operator import rbac
+    from edge_operator.core import rbac
 
     docs = render()
     cr = one(docs, "ClusterRole")
@@ -241,7 +241,7 @@ def test_probes_and_metrics_use_the_operators_one_http_port() -> None:
 
 
 def test_images_default_to_the_app_version_and_can_be_pinned() -> None:
-    from edge_operator import constants
+    from edgeai_api import constants
 
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

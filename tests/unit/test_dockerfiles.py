@@ -87,7 +87,7 @@ def test_runs_as_a_numeric_non_root_user(name: str) -> None:
 
 
 def test_runtime_uid_is_the_one_the_operator_pod_spec_expects() -> None:
-    from edge_operator import constants
+    from edgeai_api import constants
 
     users = [arg for op, arg in final_stage(dockerfile("edge-runtime")) if op == "USER"]
     assert users[-1].split(":")[0] == str(constants.RUNTIME_UID)
@@ -172,7 +172,8 @@ def test_build_context_builds_a_wheel_with_both_console_scripts(tmp_path: Path) 
 
 def test_documented_image_names_are_the_chart_and_operator_defaults() -> None:
     import yaml
-    from edge_operator import constants
+
+    from edgeai_api import constants
 
     values = yaml.safe_load((ROOT / "charts" / "edgeai-operator" / "values.yaml").read_text())
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -6,9 +6,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from edge_operator.capabilities import from_node, node_health, with_overrides
-from edge_operator.quantity import QuantityError, format_bytes, parse_quantity, quantity_bytes, quantity_millis
-from edge_operator.selectors import SelectorError, describe, matches, validate_selector
+from edge_operator.core.capabilities import from_node, node_health, with_overrides
+from edge_operator.core.quantity import QuantityError, format_bytes, parse_quantity, quantity_bytes, quantity_millis
+from edge_operator.core.selectors import SelectorError, describe, matches, validate_selector
 
 
 def node(labels: dict[str, str], alloc: dict[str, Any], ready: str | None = "True") -> dict[str, Any]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from edge_operator.capabilities import Capabilities
-from edge_operator.catalog import DeviceCatalog, SelectorIndex, anchor_terms
-from edge_operator.placement import DeviceView
-from edge_operator.selectors import matches
+from edge_operator.core.capabilities import Capabilities
+from edge_operator.core.catalog import DeviceCatalog, SelectorIndex, anchor_terms
+from edge_operator.core.placement import DeviceView
+from edge_operator.core.selectors import matches
 
 SITES = ["a", "b", "c"]
 
@@ -76,7 +76,7 @@ def test_selector_index_finds_every_selector_a_label_set_may_match() -> None:
 
 
 def test_placement_through_the_catalog_counts_the_unselected() -> None:
-    from edge_operator.placement import Artifact, Requirements, place
+    from edge_operator.core.placement import Artifact, Requirements, place
 
     cat = fleet(300)
     src = Artifact("default", "fp32", "https://m", "a" * 64, verified=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from edge_operator import constants as c
-from edge_operator.manifests import (
+from edge_operator.core.manifests import (
     Owner,
     SecretRef,
     WorkloadInputs,
@@ -15,7 +14,9 @@ from edge_operator.manifests import (
     edge_device_for_node,
     label_value,
 )
-from edge_operator.placement import Artifact
+from edge_operator.core.placement import Artifact
+
+from edgeai_api import constants as c
 
 H = "c" * 64
 ART = Artifact("int8", "int8", "https://models.example/m-int8.onnx", H, size=1234, signature="c2lnbmF0dXJl",

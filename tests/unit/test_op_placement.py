@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge_operator.capabilities import Capabilities
-from edge_operator.placement import Artifact, DeviceView, Requirements, choose_variant, place
+from edge_operator.core.capabilities import Capabilities
+from edge_operator.core.placement import Artifact, DeviceView, Requirements, choose_variant, place
 
 H = "a" * 64
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from edge_operator import constants as c
-from edge_operator import planner
-from edge_operator.capabilities import Capabilities
-from edge_operator.placement import DeviceView
-from edge_operator.views import ChildInfo, PodInfo, child_info, idep_info, model_info, pod_info
+from edge_operator.core import planner
+from edge_operator.core.capabilities import Capabilities
+from edge_operator.core.placement import DeviceView
+from edge_operator.core.views import ChildInfo, PodInfo, child_info, idep_info, model_info, pod_info
+
+from edgeai_api import constants as c
 
 SRC = "a" * 64
 INT8 = "b" * 64

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_operator import constants as c
-from edge_operator import planner
-from edge_operator.capabilities import Capabilities
-from edge_operator.placement import DeviceView
-from edge_operator.views import ChildInfo, child_info, idep_info, model_info
+from edge_operator.core import planner
+from edge_operator.core.capabilities import Capabilities
+from edge_operator.core.placement import DeviceView
+from edge_operator.core.views import ChildInfo, child_info, idep_info, model_info
 from test_op_planner import SRC, model_body  # tests/unit is on sys.path (pytest rootdir-relative import)
+
+from edgeai_api import constants as c
 
 NEW = "c" * 64
 T0 = 1_800_000_000.0

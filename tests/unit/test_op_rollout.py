@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from edge_operator import rollout as ro
-from edge_operator.rollout import DeviceRollout, Policy, RolloutSpecError, RolloutState, parse_policy
+from edge_operator.core import rollout as ro
+from edge_operator.core.rollout import DeviceRollout, Policy, RolloutSpecError, RolloutState, parse_policy
 
 # --------------------------------------------------------------------------- policy
 

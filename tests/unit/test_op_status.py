@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_operator import conditions
-from edge_operator.status import (
+from edge_operator.core import conditions
+from edge_operator.core.status import (
     ArtifactCheck,
     ModelCheck,
     device_status,
@@ -14,7 +14,7 @@ from edge_operator.status import (
     previously_verified,
     verifying_status,
 )
-from edge_operator.views import child_info, device_info, model_info, node_info
+from edge_operator.core.views import child_info, device_info, model_info, node_info
 
 SRC = "a" * 64
 NOW = "2026-01-01T00:00:00Z"

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections.abc import Hashable
 
-from edge_operator.workqueue import Requeue, RetryableError, WorkQueue
+from edge_operator.controller.workqueue import Requeue, RetryableError, WorkQueue
 
 
 def run(coro: object) -> None:

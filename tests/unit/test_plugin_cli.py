@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from edge_operator import plugin
+from edge_operator.cli import plugin
 from kubernetes.client.exceptions import ApiException
 
 

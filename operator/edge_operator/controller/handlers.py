@@ -14,9 +14,9 @@ from typing import Any
 
 import kopf
 
-from edge_operator import constants as c
-from edge_operator import controller as ctl
-from edge_operator.views import child_info, device_info, idep_info, model_info, node_info, pod_info
+from edge_operator.controller import controller as ctl
+from edge_operator.core.views import child_info, device_info, idep_info, model_info, node_info, pod_info
+from edgeai_api import constants as c
 
 log = logging.getLogger("edge_operator.handlers")
 

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_operator import conditions as cond
-from edge_operator.views import ChildInfo, DeviceInfo, ModelInfo, NodeInfo, device_view
+from edge_operator.core import conditions as cond
+from edge_operator.core.views import ChildInfo, DeviceInfo, ModelInfo, NodeInfo, device_view
 
 # Failures that may heal by themselves: the operator retries these with backoff.
 TRANSIENT_REASONS = frozenset({"Unreachable", "SecretNotFound", "KeyNotFound"})

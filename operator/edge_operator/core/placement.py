@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_operator.capabilities import Capabilities
-from edge_operator.quantity import QuantityError, format_bytes, quantity_bytes
-from edge_operator.selectors import matches
+from edge_operator.core.capabilities import Capabilities
+from edge_operator.core.quantity import QuantityError, format_bytes, quantity_bytes
+from edge_operator.core.selectors import matches
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # The build each accelerator runs best: NPUs and TPUs are integer engines, GPUs and VPUs do fp16.

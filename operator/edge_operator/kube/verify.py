@@ -27,10 +27,10 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from edge_operator import metrics
-from edge_operator.kubeapi import ApiError, KubeApi
-from edge_operator.placement import Artifact
-from edge_operator.status import ArtifactCheck, ModelCheck, previously_verified
-from edge_operator.views import ModelInfo
+from edge_operator.core.placement import Artifact
+from edge_operator.core.status import ArtifactCheck, ModelCheck, previously_verified
+from edge_operator.core.views import ModelInfo
+from edge_operator.kube.kubeapi import ApiError, KubeApi
 from edge_runtime import integrity
 
 log = logging.getLogger("edge_operator.verify")
@@ -131,7 +131,7 @@ async def inspect_onnx(data: bytes, timeout: float = 120.0) -> tuple[list[dict[s
     """Inputs and outputs of an ONNX graph, as v2 tensor metadata, read by onnxruntime in a child
     process (see onnx_inspect.py for why). Raises IntegrityError(InvalidModel) when it cannot."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge_operator.onnx_inspect",
+        sys.executable, "-m", "edge_operator.kube.onnx_inspect",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

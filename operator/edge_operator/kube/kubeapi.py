@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 import kopf
 
-from edge_operator import constants as c
 from edge_operator import metrics
-from edge_operator.workqueue import RetryableError
+from edge_operator.controller.workqueue import RetryableError
+from edgeai_api import constants as c
 
 log = logging.getLogger("edge_operator.kubeapi")
 

@@ -24,19 +24,17 @@ from typing import Any
 
 import kopf
 
-from edge_operator import conditions as cond
-from edge_operator import constants as c
-from edge_operator import metrics, planner
-from edge_operator.catalog import DeviceCatalog, SelectorIndex
+from edge_operator import metrics
 from edge_operator.config import OperatorConfig
-from edge_operator.kubeapi import ApiError, KubeApi, Ref
-from edge_operator.leader import LeaderElector
-from edge_operator.manifests import edge_device_for_node
-from edge_operator.placement import DeviceView, Placement
-from edge_operator.selectors import matches
-from edge_operator.status import device_status, model_status, needs_verification, verifying_status
-from edge_operator.verify import Verifier
-from edge_operator.views import (
+from edge_operator.controller.workqueue import Requeue, RetryableError, WorkQueue
+from edge_operator.core import conditions as cond
+from edge_operator.core import planner
+from edge_operator.core.catalog import DeviceCatalog, SelectorIndex
+from edge_operator.core.manifests import edge_device_for_node
+from edge_operator.core.placement import DeviceView, Placement
+from edge_operator.core.selectors import matches
+from edge_operator.core.status import device_status, model_status, needs_verification, verifying_status
+from edge_operator.core.views import (
     ChildInfo,
     DeviceInfo,
     IdepInfo,
@@ -47,7 +45,10 @@ from edge_operator.views import (
     device_view,
     pod_info,
 )
-from edge_operator.workqueue import Requeue, RetryableError, WorkQueue
+from edge_operator.kube.kubeapi import ApiError, KubeApi, Ref
+from edge_operator.kube.leader import LeaderElector
+from edge_operator.kube.verify import Verifier
+from edgeai_api import constants as c
 
 log = logging.getLogger("edge_operator.controller")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
-from edge_operator.placement import DeviceView
+from edge_operator.core.placement import DeviceView
 
 
 def anchor_terms(selector: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_operator import constants as c
-from edge_operator.placement import Artifact
+from edge_operator.core.placement import Artifact
+from edgeai_api import constants as c
 
 _LABEL_VALUE_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 

@@ -1,4 +1,4 @@
-"""`python -m edge_operator.onnx_inspect`: read an ONNX model on stdin, print its inputs and outputs.
+"""`python -m edge_operator.kube.onnx_inspect`: read an ONNX model on stdin, print its inputs and outputs.
 
 The operator runs this in a child process rather than importing onnxruntime: the
 runtime and its allocator cost tens of MiB that a fleet-wide operator should not

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from edge_operator import constants
-from edge_operator import plugin_view as view
+from edge_operator.cli import plugin_view as view
+from edgeai_api import constants
 
 GROUP = constants.GROUP
 VERSION = constants.VERSION

@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edge_operator.manifests import SecretRef
-from edge_operator.placement import Artifact
-from edge_operator.views import ModelInfo
+from edge_operator.core.manifests import SecretRef
+from edge_operator.core.placement import Artifact
+from edge_operator.core.views import ModelInfo
 
 DEFAULT_HISTORY_LIMIT = 10
 

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_operator import conditions as cond
-from edge_operator import constants as c
-from edge_operator.capabilities import Capabilities, NodeHealth, from_node, node_health, with_overrides
-from edge_operator.manifests import SecretRef
-from edge_operator.placement import Artifact, DeviceView, Requirements
+from edge_operator.core import conditions as cond
+from edge_operator.core.capabilities import Capabilities, NodeHealth, from_node, node_health, with_overrides
+from edge_operator.core.manifests import SecretRef
+from edge_operator.core.placement import Artifact, DeviceView, Requirements
+from edgeai_api import constants as c
 
 
 def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_operator import constants as c
-from edge_operator.quantity import QuantityError, quantity_bytes, quantity_millis
+from edge_operator.core.quantity import QuantityError, quantity_bytes, quantity_millis
+from edgeai_api import constants as c
 
 ACCELERATORS = ("cpu", "gpu", "npu", "tpu", "vpu")
 ARCHES = ("amd64", "arm64", "arm")

@@ -19,17 +19,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_operator import conditions as cond
-from edge_operator import constants as c
-from edge_operator import revisions as rev
-from edge_operator import rollout as ro
-from edge_operator.catalog import DeviceCatalog
-from edge_operator.manifests import Owner, WorkloadInputs, child_deployment
-from edge_operator.placement import DeviceView, Placement, Rejection, place
-from edge_operator.quantity import QuantityError, quantity_bytes
-from edge_operator.selectors import SelectorError, describe, validate_selector
-from edge_operator.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
+from edge_operator.core import conditions as cond
+from edge_operator.core import revisions as rev
+from edge_operator.core import rollout as ro
+from edge_operator.core.catalog import DeviceCatalog
+from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment
+from edge_operator.core.placement import DeviceView, Placement, Rejection, place
+from edge_operator.core.quantity import QuantityError, quantity_bytes
+from edge_operator.core.selectors import SelectorError, describe, validate_selector
+from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
 from edge_runtime.cli import EXIT_CODES
+from edgeai_api import constants as c
 
 MAX_LISTED_UNPLACED = 100
 EXIT_REASONS = {code: reason for reason, code in EXIT_CODES.items()}

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from edge_operator import constants as c
+from edgeai_api import constants as c
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_operator import metrics
-from edge_operator.kubeapi import ApiError, KubeApi, Ref
+from edge_operator.kube.kubeapi import ApiError, KubeApi, Ref
 
 log = logging.getLogger("edge_operator.leader")
 

@@ -1,0 +1,1 @@
+"""Watches to reconciles: kopf wiring, typed caches, event mapping, work queues, reconcilers, status writes."""

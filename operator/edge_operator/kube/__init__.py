@@ -1,0 +1,1 @@
+"""Talking to the API server: the client and its errors, leader election, model verification I/O."""
