@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_runtime.integrity import IntegrityError
+from edgeai_api.exit_codes import EXIT_CODES, EXIT_OTHER
 
 # Modules that contribute subcommands. Order is the order shown in --help.
 COMMAND_MODULES = (
@@ -22,18 +23,7 @@ COMMAND_MODULES = (
     "edge_runtime.pack.cli",  # pack
 )
 
-# Distinct exit codes so an init container's failure says what went wrong.
-EXIT_USAGE = 2
-EXIT_CODES = {
-    "DigestMismatch": 3,
-    "BadSignature": 4,
-    "Unreachable": 5,
-    "TooLarge": 6,
-    "InvalidModel": 7,
-    "BadKey": 8,
-    "DecryptionFailed": 9,
-}
-EXIT_OTHER = 1
+# Distinct exit codes so an init container's failure says what went wrong (shared with the operator).
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,10 +18,10 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edge_operator import config, logs, metrics
-from edge_operator.controller import handlers
+from edge_operator.controller import config, handlers
 from edge_operator.controller.controller import Controller
 from edge_operator.kube.kubeapi import KubeApi
+from edge_operator.telemetry import logs, metrics
 
 log = logging.getLogger("edge_operator")
 

@@ -24,9 +24,8 @@ from typing import Any
 
 import kopf
 
-from edge_operator import metrics
-from edge_operator.config import OperatorConfig
-from edge_operator.controller.workqueue import Requeue, RetryableError, WorkQueue
+from edge_operator.controller.config import OperatorConfig
+from edge_operator.controller.workqueue import Requeue, WorkQueue
 from edge_operator.core import conditions as cond
 from edge_operator.core import planner
 from edge_operator.core.catalog import DeviceCatalog, SelectorIndex
@@ -45,9 +44,11 @@ from edge_operator.core.views import (
     device_view,
     pod_info,
 )
-from edge_operator.kube.kubeapi import ApiError, KubeApi, Ref
+from edge_operator.kube.errors import ApiError, RetryableError
+from edge_operator.kube.kubeapi import KubeApi, Ref
 from edge_operator.kube.leader import LeaderElector
 from edge_operator.kube.verify import Verifier
+from edge_operator.telemetry import metrics
 from edgeai_api import constants as c
 
 log = logging.getLogger("edge_operator.controller")

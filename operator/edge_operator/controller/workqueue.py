@@ -21,7 +21,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
-from edge_operator import metrics
+from edge_operator.kube.errors import RetryableError
+from edge_operator.telemetry import metrics
 
 log = logging.getLogger("edge_operator.workqueue")
 
@@ -169,8 +170,3 @@ class WorkQueue:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-class RetryableError(Exception):
-    """An expected failure (an API error, a write refused): logged without a traceback, retried
-    with backoff."""

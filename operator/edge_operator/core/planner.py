@@ -28,11 +28,10 @@ from edge_operator.core.placement import DeviceView, Placement, Rejection, place
 from edge_operator.core.quantity import QuantityError, quantity_bytes
 from edge_operator.core.selectors import SelectorError, describe, validate_selector
 from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
-from edge_runtime.cli import EXIT_CODES
 from edgeai_api import constants as c
+from edgeai_api.exit_codes import EXIT_REASONS
 
 MAX_LISTED_UNPLACED = 100
-EXIT_REASONS = {code: reason for reason, code in EXIT_CODES.items()}
 FAILED_PHASES = frozenset({"Failed", "FetchFailed"})
 # Container states that will not get better by waiting.
 STUCK_REASONS = frozenset({

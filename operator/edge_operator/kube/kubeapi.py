@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 import kopf
 
-from edge_operator import metrics
-from edge_operator.controller.workqueue import RetryableError
+from edge_operator.kube.errors import ApiError
+from edge_operator.telemetry import metrics
 from edgeai_api import constants as c
 
 log = logging.getLogger("edge_operator.kubeapi")
@@ -33,27 +33,6 @@ log = logging.getLogger("edge_operator.kubeapi")
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 JSON = "application/json"
-
-
-class ApiError(RetryableError):
-    def __init__(self, status: int, reason: str, message: str, method: str, path: str) -> None:
-        super().__init__(f"{method} {path}: HTTP {status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-    @property
-    def namespace_terminating(self) -> bool:
-        """Writes into a namespace being deleted: nothing to do, the namespace takes everything."""
-        return self.status == 403 and "being terminated" in self.message
 
 
 @dataclass(frozen=True)

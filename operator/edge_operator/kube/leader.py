@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_operator import metrics
-from edge_operator.kube.kubeapi import ApiError, KubeApi, Ref
+from edge_operator.kube.errors import ApiError
+from edge_operator.kube.kubeapi import KubeApi, Ref
+from edge_operator.telemetry import metrics
 
 log = logging.getLogger("edge_operator.leader")
 

@@ -26,11 +26,12 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from edge_operator import metrics
 from edge_operator.core.placement import Artifact
 from edge_operator.core.status import ArtifactCheck, ModelCheck, previously_verified
 from edge_operator.core.views import ModelInfo
-from edge_operator.kube.kubeapi import ApiError, KubeApi
+from edge_operator.kube.errors import ApiError
+from edge_operator.kube.kubeapi import KubeApi
+from edge_operator.telemetry import metrics
 from edge_runtime import integrity
 
 log = logging.getLogger("edge_operator.verify")

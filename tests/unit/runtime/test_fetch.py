@@ -16,7 +16,7 @@ import pytest
 from edge_runtime import integrity
 from edge_runtime.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BLOB = os.urandom(300_000)
 DIGEST = hashlib.sha256(BLOB).hexdigest()
 

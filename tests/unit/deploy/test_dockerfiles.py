@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCKER = ROOT / "docker"
 IMAGES = {"operator": "edgeai-operator", "edge-runtime": "edge-runtime"}
 ARCH_WORDS = re.compile(r"\b(amd64|x86_64|aarch64|arm64|armv7|armhf|i386)\b")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "edgeai-operator"
 KUBE_VERSION = "1.34.4"  # helm built from source defaults to v1.20 offline; say which cluster we render for
 sys.path.insert(0, str(ROOT / "hack"))
@@ -257,7 +257,7 @@ def test_images_default_to_the_app_version_and_can_be_pinned() -> None:
 
 
 def test_settings_reach_the_operator_as_its_own_flags_and_env() -> None:
-    from edge_operator import config
+    from edge_operator.controller import config
 
     def parsed(values: dict[str, Any]) -> tuple[config.OperatorConfig, dict[str, Any]]:
         c = _container(render(values))
@@ -279,7 +279,7 @@ def test_settings_reach_the_operator_as_its_own_flags_and_env() -> None:
 
 
 def test_lease_access_is_limited_to_the_operators_own_lease() -> None:
-    from edge_operator import config
+    from edge_operator.controller import config
 
     rules = one(render(), "Role")["rules"]
     named = [r for r in rules if r.get("resourceNames")]
@@ -364,7 +364,7 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
 
 def _exported_metrics() -> dict[str, set[str]]:
     """Metric family name -> label names, from the operator's own registry (and fleet collector)."""
-    from edge_operator import metrics
+    from edge_operator.telemetry import metrics
     from prometheus_client import CollectorRegistry
 
     out: dict[str, set[str]] = {}
@@ -415,7 +415,7 @@ def test_alerts_parse_and_query_metrics_the_operator_exports() -> None:
         sels = _selectors(r["expr"])  # raises on a PromQL syntax error
         assert sels, r["alert"]
         for metric, matchers in sels:
-            assert metric in exported, f"{r['alert']}: {metric} is not exported by edge_operator.metrics"
+            assert metric in exported, f"{r['alert']}: {metric} is not exported by edge_operator.telemetry.metrics"
             unknown = set(matchers) - exported[metric] - {"__name__"}
             assert not unknown, f"{r['alert']}: {metric} has no label(s) {unknown}"
         assert r["labels"]["severity"] in {"critical", "warning", "info"}

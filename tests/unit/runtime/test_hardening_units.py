@@ -18,7 +18,7 @@ from edge_runtime.integrity import IntegrityError
 from edge_runtime.protocol import Forbidden
 from edge_runtime.repository import cache_of, read_model_file
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_repository_access_modes() -> None:

@@ -8,9 +8,9 @@ from edge_operator.core import planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
 from edge_operator.core.views import ChildInfo, child_info, idep_info, model_info
-from test_op_planner import SRC, model_body  # tests/unit is on sys.path (pytest rootdir-relative import)
 
 from edgeai_api import constants as c
+from tests.unit.operator.core.test_planner import SRC, model_body
 
 NEW = "c" * 64
 T0 = 1_800_000_000.0

@@ -11,7 +11,7 @@ import yaml
 from edge_runtime import integrity
 from edge_runtime.models_zoo import build_cnn, build_tabular
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def docs() -> dict[str, list[dict[str, Any]]]:

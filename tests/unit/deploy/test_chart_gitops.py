@@ -15,7 +15,7 @@ import pytest
 import yaml
 from edge_operator.core.conditions import make
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GITOPS = ROOT / "docs" / "gitops"
 KINDS = ("EdgeModel", "EdgeDevice", "InferenceDeployment")
 SHA = "c" * 64

@@ -6,7 +6,8 @@ import asyncio
 import itertools
 from collections.abc import Hashable
 
-from edge_operator.controller.workqueue import Requeue, RetryableError, WorkQueue
+from edge_operator.controller.workqueue import Requeue, WorkQueue
+from edge_operator.kube.errors import RetryableError
 
 
 def run(coro: object) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from edge_runtime.hardqueue import HardExampleQueue
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_fifo_ack_and_counters(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""What the operator tells the outside: Prometheus metrics and structured logs. Imports no decision logic."""
