@@ -27,7 +27,7 @@ import kopf
 from edge_operator.controller.config import OperatorConfig
 from edge_operator.controller.workqueue import Requeue, WorkQueue
 from edge_operator.core import conditions as cond
-from edge_operator.core import planner
+from edge_operator.core import patches, planner
 from edge_operator.core.catalog import DeviceCatalog, SelectorIndex
 from edge_operator.core.manifests import edge_device_for_node
 from edge_operator.core.placement import DeviceView, Placement
@@ -404,7 +404,7 @@ class Controller:
         return Requeue(left) if left > 0 else None
 
     def _remember(self, key: Hashable, rv: str, old: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
-        self._written[key] = (rv, planner.merge_apply(old, patch))
+        self._written[key] = (rv, patches.merge_apply(old, patch))
 
     async def _dispatch(self, key: Hashable) -> Requeue | None:
         assert isinstance(key, tuple)
@@ -503,10 +503,10 @@ class Controller:
 
         await asyncio.gather(*(apply(m) for m in plan.apply), *(delete(ch) for ch in (*plan.delete, *extras)))
 
-        patch = planner.status_patch(idep.status, plan.status)
+        patch = patches.status_patch(idep.status, plan.status)
         ref = Ref(c.API_VERSION, c.PLURAL_IDEP, name, namespace)
         requeue: Requeue | None = None
-        if patch and not planner.urgent_change(idep.status, plan.status, URGENT_IDEP_KEYS):
+        if patch and not patches.urgent_change(idep.status, plan.status, URGENT_IDEP_KEYS):
             requeue = self._hold(wkey, self.cfg.status_interval)  # progress only: written together with what follows
             if requeue is not None:
                 patch = None
@@ -574,11 +574,11 @@ class Controller:
         node: NodeInfo | None = self._one(IDX_NODES, dev.node_name)
         children = self._all(IDX_CHILDREN_BY_DEVICE, name)
         st = device_status(dev, node, children, cond.now_iso(), self.cfg.heartbeat_resolution)
-        patch = planner.merge_diff(dev.status, st, removable=frozenset())
+        patch = patches.merge_diff(dev.status, st, removable=frozenset())
         if not patch:
             metrics.WRITES_SKIPPED.labels("EdgeDevice").inc()
             return None
-        if not planner.urgent_change(dev.status, st, ("online", "capabilities", "nodeName")):
+        if not patches.urgent_change(dev.status, st, ("online", "capabilities", "nodeName")):
             # What a device serves changes with every rollout step: coalesce those writes.
             wait = self._hold(wkey, self.cfg.device_status_interval)
             if wait is not None:
@@ -643,7 +643,7 @@ class Controller:
         if latest.generation != m.generation:
             return Requeue(0.0)  # the spec changed while we were downloading: check the new one
         st = model_status(latest, check, cond.now_iso())
-        patch = planner.merge_diff(latest.status, st, removable=frozenset())
+        patch = patches.merge_diff(latest.status, st, removable=frozenset())
         if patch:
             try:
                 await self.api.patch_status(ref, patch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from edge_operator.core import planner
+from edge_operator.core import patches, planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
 from edge_operator.core.views import ChildInfo, PodInfo, child_info, idep_info, model_info, pod_info
@@ -83,7 +83,7 @@ def test_converged_state_plans_nothing_and_is_ready_and_stable() -> None:
     # Twice, later: same status, lastTransitionTime kept, so no write is needed.
     again = run(idep_body(status=p.status), model_body(), children=children, now=LATER)
     assert again.status == p.status
-    assert planner.status_patch(p.status, again.status) is None
+    assert patches.status_patch(p.status, again.status) is None
 
 
 def test_model_not_verified_places_nothing_and_keeps_what_runs() -> None:
@@ -159,7 +159,7 @@ def test_fetch_failure_on_the_node_is_named() -> None:
 
 def test_status_patch_removes_only_owned_keys() -> None:
     old = {"placed": 1, "unplacedNotListed": 5, "revisions": [1]}
-    assert planner.status_patch(old, {"placed": 1}) == {"unplacedNotListed": None}
+    assert patches.status_patch(old, {"placed": 1}) == {"unplacedNotListed": None}
 
 
 def test_unplaced_list_is_capped_with_a_count_and_unselected_are_counted() -> None:
@@ -178,22 +178,22 @@ def test_progress_is_not_urgent_but_condition_and_generation_changes_are() -> No
     children = {m["metadata"]["annotations"][c.A_DEVICE]: as_child(m, ready=False)
                 for m in run(idep_body(), model_body()).apply}
     progress = run(idep_body(status=first), model_body(), children=children).status
-    assert planner.status_patch(first, progress) is not None  # device phases moved on...
-    assert not planner.urgent_change(first, progress)  # ...but nothing a waiter acts on
+    assert patches.status_patch(first, progress) is not None  # device phases moved on...
+    assert not patches.urgent_change(first, progress)  # ...but nothing a waiter acts on
     ready = run(idep_body(status=first), model_body(),
                 children={d: replace(ch, ready=1, available=1) for d, ch in children.items()}).status
-    assert planner.urgent_change(first, ready)  # Ready flipped
-    assert not planner.urgent_change({}, first)  # a brand-new rollout in progress may wait...
-    assert planner.urgent_change({}, dict(first, conditions=[{"type": "Ready", "status": "False",
+    assert patches.urgent_change(first, ready)  # Ready flipped
+    assert not patches.urgent_change({}, first)  # a brand-new rollout in progress may wait...
+    assert patches.urgent_change({}, dict(first, conditions=[{"type": "Ready", "status": "False",
                                                                "reason": "ModelNotFound"}]))  # ...a problem not
-    assert planner.urgent_change(first, dict(first, observedGeneration=3))  # a spec change is acknowledged
-    assert planner.urgent_change(first, dict(first, placed=5), ("placed",))
+    assert patches.urgent_change(first, dict(first, observedGeneration=3))  # a spec change is acknowledged
+    assert patches.urgent_change(first, dict(first, placed=5), ("placed",))
 
 
 def test_status_patch_nulls_keys_dropped_from_nested_objects() -> None:
     old = {"rollout": {"revision": 1, "phase": "Complete", "waveReadyAt": "t0"}, "placed": 3, "other": 1}
     new = {"rollout": {"revision": 2, "phase": "Progressing"}, "placed": 3}
-    patch = planner.status_patch(old, new)
+    patch = patches.status_patch(old, new)
     assert patch == {"rollout": {"revision": 2, "phase": "Progressing", "waveReadyAt": None}}
     # What the server stores after the patch is exactly `new` (plus keys other writers own).
-    assert planner.merge_apply(old, patch) == {**new, "other": 1}
+    assert patches.merge_apply(old, patch) == {**new, "other": 1}
