@@ -28,7 +28,7 @@ from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment
 from edge_operator.core.placement import Artifact  # noqa: E402
 from edge_operator.testing import ModelServer, OperatorProcess, parse_metrics  # noqa: E402
 
-from edge_runtime.integrity import hash_file  # noqa: E402
+from edge_runtime.artifacts.integrity import hash_file  # noqa: E402
 from edge_runtime.models_zoo import build_tabular  # noqa: E402
 from edgeai_api import constants as c  # noqa: E402
 

@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from edge_runtime.integrity import IntegrityError
+from edge_runtime.artifacts.integrity import IntegrityError
 from edgeai_api.exit_codes import EXIT_CODES, EXIT_OTHER
 
 # Modules that contribute subcommands. Order is the order shown in --help.

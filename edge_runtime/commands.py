@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.integrity import (
+from edge_runtime.artifacts.integrity import (
     KEY_ALGORITHMS,
     IntegrityError,
     check_sha256,
@@ -61,7 +61,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from edge_runtime.fetch import fetch
+    from edge_runtime.artifacts.fetch import fetch
 
     pub = _read(args.public_key_file, "public key") if args.public_key_file else None
     path = fetch(

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.integrity import IntegrityError, check_sha256
+from edge_runtime.artifacts.integrity import IntegrityError, check_sha256
 
 log = logging.getLogger("edge_runtime.serve")
 
@@ -115,13 +115,13 @@ def register(sub: Any) -> None:
 
 def build(args: argparse.Namespace) -> Any:
     """Everything but the socket: returns the ASGI app, model already verified and loaded."""
-    from edge_runtime.access import RepositoryAccess
-    from edge_runtime.dataplane import DataPlane
-    from edge_runtime.health import ErrorWindow
-    from edge_runtime.metrics import RuntimeMetrics
-    from edge_runtime.offload import Decoder
-    from edge_runtime.repository import ModelSource, Settings, cache_of, default_version
-    from edge_runtime.server import App
+    from edge_runtime.core.access import RepositoryAccess
+    from edge_runtime.core.health import ErrorWindow
+    from edge_runtime.serving.dataplane import DataPlane
+    from edge_runtime.serving.offload import Decoder
+    from edge_runtime.serving.repository import ModelSource, Settings, cache_of, default_version
+    from edge_runtime.telemetry.metrics import RuntimeMetrics
+    from edge_runtime.transport.server import App
 
     check_sha256(args.sha256)
     signature = args.signature
@@ -136,8 +136,8 @@ def build(args: argparse.Namespace) -> Any:
     if args.fallback_url:
         if not args.fallback_queue:
             raise SystemExit("edge-runtime serve: --fallback-url needs --fallback-queue DIR (the durable queue)")
-        from edge_runtime.fallback import Fallback
-        from edge_runtime.hardqueue import HardExampleQueue
+        from edge_runtime.fallback.client import Fallback
+        from edge_runtime.fallback.hardqueue import HardExampleQueue
 
         fallback = Fallback(
             args.fallback_url,
@@ -192,7 +192,7 @@ def build(args: argparse.Namespace) -> Any:
 
 def _add_grpc(app: Any, args: argparse.Namespace, access: Any, decoder: Any) -> None:
     """Start the gRPC server inside the REST server's event loop, and stop it with it."""
-    from edge_runtime.grpc_server import GrpcService, make_server
+    from edge_runtime.transport.grpc_server import GrpcService, make_server
 
     holder: dict[str, Any] = {}
 
@@ -216,7 +216,7 @@ def _add_grpc(app: Any, args: argparse.Namespace, access: Any, decoder: Any) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_runtime import logs
+    from edge_runtime.telemetry import logs
 
     logs.setup(args.log_level)
     import uvicorn
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.host, registry=app.dp.metrics.registry)
-    from edge_runtime.http_limits import Limits, protocol_class
+    from edge_runtime.transport.http_limits import Limits, protocol_class
 
     loop = "uvloop" if _has("uvloop") else "asyncio"
     limits = Limits(

@@ -122,7 +122,7 @@ def stop_all() -> None:
 
 def models(port: int, kube: localplane.Kube, host: str = "127.0.0.1") -> tuple[Path, Path]:
     """Build, pack and sign the example models; returns (served dir, EdgeModel manifests file)."""
-    from edge_runtime import integrity
+    from edge_runtime.artifacts import integrity
     from edge_runtime.models_zoo import build_cnn, build_tabular
 
     serve_dir = STATE / "models"

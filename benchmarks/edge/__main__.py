@@ -32,7 +32,7 @@ from typing import Any
 from edge_operator.testing import ModelServer, OperatorProcess
 
 from benchmarks.common import ROOT, localplane, logger, text_table
-from edge_runtime.integrity import hash_file
+from edge_runtime.artifacts.integrity import hash_file
 from edge_runtime.models_zoo import build_tabular
 
 RESULTS = ROOT / "benchmarks" / "results"

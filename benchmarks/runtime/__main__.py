@@ -372,9 +372,9 @@ def _answers(model: dict[str, Any], workdir: Path, kind: str) -> tuple[Path, Pat
     """The bytes a real answer takes (REST JSON with binary output, gRPC message), from raw onnxruntime."""
     import onnxruntime as ort
 
-    from edge_runtime.codec import encode_response
-    from edge_runtime.grpc_codec import encode_infer_response
-    from edge_runtime.protocol import InferenceResponse, OutputTensor
+    from edge_runtime.core.codec import encode_response
+    from edge_runtime.core.grpc_codec import encode_infer_response
+    from edge_runtime.core.protocol import InferenceResponse, OutputTensor
 
     sess = ort.InferenceSession(str(model["path"]), providers=["CPUExecutionProvider"])
     y = sess.run(None, {model["input"]: model["sample"]})[0]
@@ -423,7 +423,7 @@ def json_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
     p = workdir / f"{kind}.json"
     if not p.exists():
         x = model["sample"]
-        from edge_runtime.codec import encode_request
+        from edge_runtime.core.codec import encode_request
 
         data, _ = encode_request([(model["input"], x)])
         p.write_bytes(data)
@@ -431,7 +431,7 @@ def json_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
 
 
 def binary_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
-    from edge_runtime.codec import encode_request
+    from edge_runtime.core.codec import encode_request
 
     data, hlen = encode_request([(model["input"], model["sample"])], binary=True, binary_output=True)
     p = workdir / f"{kind}.bin"
@@ -440,8 +440,8 @@ def binary_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
 
 
 def grpc_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
-    from edge_runtime.grpc_codec import encode_infer_request
-    from edge_runtime.protocol import InferenceRequest, Tensor
+    from edge_runtime.core.grpc_codec import encode_infer_request
+    from edge_runtime.core.protocol import InferenceRequest, Tensor
 
     x = model["sample"]
     msg = encode_infer_request("m", InferenceRequest([Tensor(model["input"], "FP32", tuple(x.shape), x)]))
@@ -530,7 +530,7 @@ def _check_sample(url: str, body: Body, expected: Any, proto: str) -> None:
         import grpc
 
         from edge_runtime import oip
-        from edge_runtime.grpc_codec import decode_infer_response
+        from edge_runtime.core.grpc_codec import decode_infer_response
 
         with grpc.insecure_channel(url) as ch:
             call = ch.unary_unary(oip.method("ModelInfer"), request_serializer=lambda b: b,
@@ -538,7 +538,7 @@ def _check_sample(url: str, body: Body, expected: Any, proto: str) -> None:
             data = call(body.raw, timeout=120)
         got = decode_infer_response(oip.ModelInferResponse.FromString(data), len(data)).outputs[0].data
     else:
-        from edge_runtime.codec import decode_response
+        from edge_runtime.core.codec import decode_response
 
         headers = {"Content-Type": body.content_type}
         if body.header_length is not None:

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     import uvicorn
 
     from edge_runtime import oip
-    from edge_runtime.http_limits import Limits, protocol_class
+    from edge_runtime.transport.http_limits import Limits, protocol_class
 
     http_port, grpc_port = int(argv[0]), int(argv[1])
     rest_answer = Path(argv[2]).read_bytes()

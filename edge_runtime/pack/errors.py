@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_runtime.integrity import IntegrityError
+from edge_runtime.artifacts.integrity import IntegrityError
 
 
 class PackError(IntegrityError):

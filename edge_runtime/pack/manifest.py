@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from edge_runtime.integrity import check_sha256
+from edge_runtime.artifacts.integrity import check_sha256
 from edge_runtime.pack.errors import PackError
 
 API_VERSION = "edgeai.io/v1alpha1"

@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import yaml
 
-from edge_runtime import integrity
+from edge_runtime.artifacts import integrity
 from edge_runtime.pack import report as rep
 from edge_runtime.pack import variants as var
 from edge_runtime.pack.errors import PackError

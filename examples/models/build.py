@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edge_runtime.integrity import hash_file
+from edge_runtime.artifacts.integrity import hash_file
 from edge_runtime.models_zoo import build_cnn, build_tabular
 
 

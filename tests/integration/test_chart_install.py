@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 from edge_operator.core import rbac
+from tests.unit.test_chart import CHART, KUBE_VERSION, _selectors, helm_bin, set_args
 
 from tests.conftest import KubeHandle
-from tests.unit.test_chart import CHART, KUBE_VERSION, _selectors, helm_bin, set_args
 
 pytestmark = pytest.mark.integration
 
@@ -308,7 +308,7 @@ def test_operator_does_all_its_work_as_the_chart_service_account(kube: KubeHandl
                                                                   tmp_path: Path) -> None:
     from edge_operator.testing import ModelServer, OperatorProcess
 
-    from edge_runtime import integrity
+    from edge_runtime.artifacts import integrity
     from edge_runtime.models_zoo import build_tabular
 
     if not kube.simulated:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edge_runtime import integrity
+from edge_runtime.artifacts import integrity
 from edge_runtime.models_zoo import build_cnn, build_tabular
 from edge_runtime.pack.packer import PackOptions, pack
 

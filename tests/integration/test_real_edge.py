@@ -33,7 +33,7 @@ import plane as localplane
 import pytest
 from edge_operator.testing import ModelServer, free_port
 
-from edge_runtime import integrity
+from edge_runtime.artifacts import integrity
 from edge_runtime.models_zoo import OUTPUT, TABULAR_INPUT, build_tabular
 from tests.conftest import KubeHandle
 from tests.integration.test_chart_install import Helm, token_kubeconfig

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime import integrity, models_zoo
+from edge_runtime import models_zoo
+from edge_runtime.artifacts import integrity
 
 from .conftest import Models, Server, cache_entry, free_port, json_infer_body, metric_value, request, sha256_of
 

@@ -17,7 +17,7 @@ from typing import Any
 def inspect(data: bytes) -> dict[str, Any]:
     import onnxruntime as ort
 
-    from edge_runtime.codec import ONNX_TO_V2
+    from edge_runtime.core.codec import ONNX_TO_V2
 
     opts = ort.SessionOptions()
     # Only the graph's signature is wanted: no optimisation passes, one thread, quiet.

@@ -32,7 +32,7 @@ from edge_operator.core.views import ModelInfo
 from edge_operator.kube.errors import ApiError
 from edge_operator.kube.kubeapi import KubeApi
 from edge_operator.telemetry import metrics
-from edge_runtime import integrity
+from edge_runtime.artifacts import integrity
 
 log = logging.getLogger("edge_operator.verify")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from edge_runtime import integrity
+from edge_runtime.artifacts import integrity
 from edge_runtime.models_zoo import build_cnn, build_tabular
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_runtime import integrity
+from edge_runtime.artifacts import integrity
+from edge_runtime.artifacts.integrity import IntegrityError
 from edge_runtime.cli import main as cli_main
-from edge_runtime.integrity import IntegrityError
 from edge_runtime.models_zoo import build_cnn, build_tabular, sample_inputs
 from edge_runtime.pack.errors import PackError
 from edge_runtime.pack.packer import PackOptions, PackResult, pack

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from edge_runtime.codec import (
+from edge_runtime.core.codec import (
     DATATYPES,
     ProtocolError,
     decode_request,
@@ -17,7 +17,7 @@ from edge_runtime.codec import (
     encode_response,
     parse_header_length,
 )
-from edge_runtime.protocol import InferenceResponse, OutputTensor
+from edge_runtime.core.protocol import InferenceResponse, OutputTensor
 
 NUMERIC = [k for k in DATATYPES if k != "BYTES"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.artifacts.integrity import decrypt, parse_encryption_key
 from edge_runtime.cli import main
-from edge_runtime.integrity import decrypt, parse_encryption_key
 
 
 @pytest.mark.parametrize("algorithm", ["ed25519", "ecdsa-p256"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime import integrity
+from edge_runtime.artifacts import integrity
 from edge_runtime.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]

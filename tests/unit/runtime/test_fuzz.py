@@ -27,13 +27,13 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from edge_runtime import models_zoo, oip  # noqa: E402
-from edge_runtime.codec import decode_request  # noqa: E402
-from edge_runtime.dataplane import DataPlane  # noqa: E402
-from edge_runtime.grpc_codec import decode_infer_request  # noqa: E402
-from edge_runtime.metrics import RuntimeMetrics  # noqa: E402
-from edge_runtime.protocol import DATATYPES, ProtocolError  # noqa: E402
-from edge_runtime.repository import ModelSource, Settings  # noqa: E402
-from edge_runtime.server import App  # noqa: E402
+from edge_runtime.core.codec import decode_request  # noqa: E402
+from edge_runtime.core.grpc_codec import decode_infer_request  # noqa: E402
+from edge_runtime.core.protocol import DATATYPES, ProtocolError  # noqa: E402
+from edge_runtime.serving.dataplane import DataPlane  # noqa: E402
+from edge_runtime.serving.repository import ModelSource, Settings  # noqa: E402
+from edge_runtime.telemetry.metrics import RuntimeMetrics  # noqa: E402
+from edge_runtime.transport.server import App  # noqa: E402
 
 EXAMPLES = 300 * (10 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 1)
 FUZZ = settings(

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.access import RepositoryAccess, grpc_peer_host, is_loopback
-from edge_runtime.fallback import http_retryable, retry_after
-from edge_runtime.integrity import IntegrityError
-from edge_runtime.protocol import Forbidden
-from edge_runtime.repository import cache_of, read_model_file
+from edge_runtime.artifacts.integrity import IntegrityError
+from edge_runtime.core.access import RepositoryAccess, grpc_peer_host, is_loopback
+from edge_runtime.core.protocol import Forbidden
+from edge_runtime.fallback.client import http_retryable, retry_after
+from edge_runtime.serving.repository import cache_of, read_model_file
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -137,11 +137,11 @@ def test_oip_messages_match_tritons_field_numbers_and_coexist_in_one_process() -
 def test_fallback_asks_the_cloud_in_its_own_encoding(tmp_path: Path) -> None:
     import numpy as np
 
-    from edge_runtime.codec import encode_request_typed
-    from edge_runtime.fallback import Fallback
-    from edge_runtime.hardqueue import HardExampleQueue
-    from edge_runtime.metrics import RuntimeMetrics
-    from edge_runtime.protocol import InferenceRequest, RequestedOutput, Tensor
+    from edge_runtime.core.codec import encode_request_typed
+    from edge_runtime.core.protocol import InferenceRequest, RequestedOutput, Tensor
+    from edge_runtime.fallback.client import Fallback
+    from edge_runtime.fallback.hardqueue import HardExampleQueue
+    from edge_runtime.telemetry.metrics import RuntimeMetrics
 
     x = np.ones((1, 4), np.float32)
     req = InferenceRequest([Tensor("x", "FP32", (1, 4), x)], [RequestedOutput("y", True)], "id-1",

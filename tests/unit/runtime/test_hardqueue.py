@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.hardqueue import HardExampleQueue
+from edge_runtime.fallback.hardqueue import HardExampleQueue
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -43,7 +43,7 @@ def test_bounded_by_count_and_bytes_dropping_oldest(tmp_path: Path) -> None:
 def test_acknowledged_examples_survive_kill_9(tmp_path: Path) -> None:
     code = (
         "import os, signal, sys\n"
-        "from edge_runtime.hardqueue import HardExampleQueue\n"
+        "from edge_runtime.fallback.hardqueue import HardExampleQueue\n"
         f"q = HardExampleQueue({str(tmp_path)!r})\n"
         "for i in range(20):\n"
         "    q.put('m', b'example-%d' % i, None)\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.batching import batch_key, concat_feeds, fits, split_outputs
-from edge_runtime.fallback_policy import CLOSED, HALF_OPEN, OPEN, Breaker, top_confidence
-from edge_runtime.health import ErrorWindow, judge_readiness
+from edge_runtime.core.fallback_policy import CLOSED, HALF_OPEN, OPEN, Breaker, top_confidence
+from edge_runtime.core.health import ErrorWindow, judge_readiness
+from edge_runtime.serving.batching import batch_key, concat_feeds, fits, split_outputs
 
 
 def test_error_window_judges_and_forgets() -> None:

@@ -16,7 +16,7 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 
-from edge_runtime.protocol import Forbidden
+from edge_runtime.core.protocol import Forbidden
 
 MODES = ("loopback", "token", "off", "any")
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.integrity import IntegrityError
-from edge_runtime.protocol import DATATYPES, ONNX_TO_V2, InferenceRequest, InputRejected, ModelError, ProtocolError
+from edge_runtime.artifacts.integrity import IntegrityError
+from edge_runtime.core.protocol import DATATYPES, ONNX_TO_V2, InferenceRequest, InputRejected, ModelError, ProtocolError
 
 # A model whose batch-1 run takes less than this is run on the event loop
 # itself: handing it to a thread costs more (a context switch and GIL

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from edge_runtime.protocol import (
+from edge_runtime.core.protocol import (
     DATATYPES,
     ONNX_TO_V2,
     InferenceRequest,

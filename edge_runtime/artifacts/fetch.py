@@ -29,7 +29,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import BinaryIO
 
-from edge_runtime.integrity import (
+from edge_runtime.artifacts.integrity import (
     CHUNK,
     DigestMismatch,
     IntegrityError,

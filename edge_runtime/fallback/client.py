@@ -30,11 +30,11 @@ from typing import Any
 
 import aiohttp
 
-from edge_runtime.codec import decode_request, decode_response_typed, encode_request_typed, parse_header_length
-from edge_runtime.fallback_policy import BREAKER_STATES_NUM, Breaker
-from edge_runtime.hardqueue import HardExampleQueue
-from edge_runtime.metrics import RuntimeMetrics
-from edge_runtime.protocol import InferenceRequest, InferenceResponse, ProtocolError, RequestedOutput
+from edge_runtime.core.codec import decode_request, decode_response_typed, encode_request_typed, parse_header_length
+from edge_runtime.core.fallback_policy import BREAKER_STATES_NUM, Breaker
+from edge_runtime.core.protocol import InferenceRequest, InferenceResponse, ProtocolError, RequestedOutput
+from edge_runtime.fallback.hardqueue import HardExampleQueue
+from edge_runtime.telemetry.metrics import RuntimeMetrics
 
 log = logging.getLogger("edge_runtime.fallback")
 
@@ -147,7 +147,7 @@ class _GrpcCloud:
         import grpc
 
         from edge_runtime import oip
-        from edge_runtime.grpc_codec import decode_infer_response, encode_infer_request
+        from edge_runtime.core.grpc_codec import decode_infer_response, encode_infer_request
 
         req = decode_request(body, header_length)
         try:

@@ -23,7 +23,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from edge_runtime.metrics import RuntimeMetrics
+from edge_runtime.telemetry.metrics import RuntimeMetrics
 
 log = logging.getLogger("edge_runtime.http")
 

@@ -25,11 +25,9 @@ from typing import Any
 import grpc
 
 from edge_runtime import oip
-from edge_runtime.access import RepositoryAccess, grpc_peer_host
-from edge_runtime.dataplane import DataPlane
-from edge_runtime.grpc_codec import decode_infer_request, dict_to_parameters, encode_infer_response
-from edge_runtime.offload import Decoder
-from edge_runtime.protocol import (
+from edge_runtime.core.access import RepositoryAccess, grpc_peer_host
+from edge_runtime.core.grpc_codec import decode_infer_request, dict_to_parameters, encode_infer_response
+from edge_runtime.core.protocol import (
     Forbidden,
     InferenceRequest,
     InputRejected,
@@ -39,6 +37,8 @@ from edge_runtime.protocol import (
     ProtocolError,
     TooLarge,
 )
+from edge_runtime.serving.dataplane import DataPlane
+from edge_runtime.serving.offload import Decoder
 
 log = logging.getLogger("edge_runtime.grpc")
 

@@ -26,12 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_runtime import __version__
-from edge_runtime.batching import Runner
-from edge_runtime.fallback_policy import top_confidence
-from edge_runtime.health import ErrorWindow, Judgement, judge_readiness
-from edge_runtime.metrics import RuntimeMetrics
-from edge_runtime.model import LoadedModel
-from edge_runtime.protocol import (
+from edge_runtime.core.fallback_policy import top_confidence
+from edge_runtime.core.health import ErrorWindow, Judgement, judge_readiness
+from edge_runtime.core.protocol import (
     InferenceRequest,
     InferenceResponse,
     InputRejected,
@@ -41,7 +38,10 @@ from edge_runtime.protocol import (
     OutputTensor,
     ProtocolError,
 )
-from edge_runtime.repository import ModelSource, Repository, Served, Settings, default_version
+from edge_runtime.serving.batching import Runner
+from edge_runtime.serving.model import LoadedModel
+from edge_runtime.serving.repository import ModelSource, Repository, Served, Settings, default_version
+from edge_runtime.telemetry.metrics import RuntimeMetrics
 
 log = logging.getLogger("edge_runtime.dataplane")
 

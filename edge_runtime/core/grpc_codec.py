@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import oip
-from edge_runtime.protocol import (
+from edge_runtime.core.protocol import (
     DATATYPES,
     InferenceRequest,
     InferenceResponse,

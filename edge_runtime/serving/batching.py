@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.model import LoadedModel
+from edge_runtime.serving.model import LoadedModel
 
 BatchKey = tuple[tuple[str, str, tuple[int, ...]], ...]
 

@@ -26,11 +26,9 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edge_runtime.access import RepositoryAccess
-from edge_runtime.codec import decode_request, encode_response, parse_header_length
-from edge_runtime.dataplane import DataPlane
-from edge_runtime.offload import Decoder
-from edge_runtime.protocol import (
+from edge_runtime.core.access import RepositoryAccess
+from edge_runtime.core.codec import decode_request, encode_response, parse_header_length
+from edge_runtime.core.protocol import (
     Forbidden,
     InputRejected,
     LoadRefused,
@@ -39,6 +37,8 @@ from edge_runtime.protocol import (
     ProtocolError,
     TooLarge,
 )
+from edge_runtime.serving.dataplane import DataPlane
+from edge_runtime.serving.offload import Decoder
 
 log = logging.getLogger("edge_runtime.server")
 

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.batching import Runner
-from edge_runtime.integrity import IntegrityError, check_sha256, verify_bytes
-from edge_runtime.metrics import RuntimeMetrics
-from edge_runtime.model import LoadedModel, load_model, warm_up
-from edge_runtime.protocol import LoadRefused, NotFound, ProtocolError
+from edge_runtime.artifacts.integrity import IntegrityError, check_sha256, verify_bytes
+from edge_runtime.core.protocol import LoadRefused, NotFound, ProtocolError
+from edge_runtime.serving.batching import Runner
+from edge_runtime.serving.model import LoadedModel, load_model, warm_up
+from edge_runtime.telemetry.metrics import RuntimeMetrics
 
 log = logging.getLogger("edge_runtime.repository")
 

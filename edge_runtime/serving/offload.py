@@ -21,8 +21,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from edge_runtime.codec import decode_request
-from edge_runtime.protocol import InferenceRequest, TooLarge
+from edge_runtime.core.codec import decode_request
+from edge_runtime.core.protocol import InferenceRequest, TooLarge
 
 log = logging.getLogger("edge_runtime.offload")
 
