@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 from edge_operator.core import rbac
-from tests.unit.test_chart import CHART, KUBE_VERSION, _selectors, helm_bin, set_args
 
 from tests.conftest import KubeHandle
+from tests.unit.deploy.test_chart import CHART, KUBE_VERSION, _selectors, helm_bin, set_args
 
 pytestmark = pytest.mark.integration
 
@@ -358,7 +358,7 @@ def test_operator_does_all_its_work_as_the_chart_service_account(kube: KubeHandl
             wait_for("the deployment to be Ready on the fleet",
                      lambda: (condition("inferencedeployment", "Ready") or "").startswith("True"), 120, op.log_tail)
             # the GitOps health checks (docs/gitops/) on what the real operator wrote
-            from tests.unit.test_chart_gitops import argocd_health, flux_health
+            from tests.unit.deploy.test_chart_gitops import argocd_health, flux_health
 
             for kind, name, ns in [("EdgeModel", "tab", team), ("InferenceDeployment", "tab", team),
                                    *[("EdgeDevice", d, None) for d in fleet]]:
@@ -405,7 +405,7 @@ def test_operator_does_all_its_work_as_the_chart_service_account(kube: KubeHandl
             assert "Forbidden" not in log, op.log_tail(80)  # kopf's watches and lists (not counted above)
 
             # every alert of the chart selects series this operator really exports, label values included
-            from tests.unit.test_chart import _monitoring, one
+            from tests.unit.deploy.test_chart import _monitoring, one
 
             rule = one(_monitoring(), "PrometheusRule")
             for r in (r for g in rule["spec"]["groups"] for r in g["rules"]):
