@@ -171,6 +171,7 @@ class DeviceReason(StrEnum):
     NODE_READY = "NodeReady"
     NODE_NOT_READY = "NodeNotReady"
     NO_READY_CONDITION = "NoReadyCondition"
+    INVALID_SPEC = "InvalidSpec"  # spec.capabilities did not parse; the discovered ones are used
 
 
 class DeploymentReason(StrEnum):
