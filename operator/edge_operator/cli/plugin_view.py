@@ -3,6 +3,9 @@
 No I/O and no Kubernetes client here: plugin.py reads the objects and prints
 what these functions return, so every table and verdict is unit-tested on
 plain dicts.
+
+Longer than most modules: one section per command (fleet, rollout, model verify,
+undo), each small, sharing the table and condition helpers at the top.
 """
 
 from __future__ import annotations

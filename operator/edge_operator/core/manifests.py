@@ -10,6 +10,9 @@ ReplicaSets for rollback, and reports progress (ProgressDeadlineExceeded)
 the operator folds into status. Why affinity and not `nodeName`: it goes
 through the scheduler, so resources and taints are honoured and a device
 without room says so as a scheduling event instead of a kubelet rejection.
+
+Longer than most modules: the Deployment is one literal, so a reviewer reads
+the whole pod spec the edge node will run in one place.
 """
 
 from __future__ import annotations

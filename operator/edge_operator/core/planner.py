@@ -10,6 +10,9 @@ device *should* serve, `targets` says what each device serves *now* (the
 place where a wave-by-wave rollout decides which devices already get the new
 revision), `manifests` turns targets into child workloads, `fold_status`
 reports.
+
+Longer than most modules: those steps, and the status they fold, are one
+reconcile read top to bottom; each is a separate, separately tested function.
 """
 
 from __future__ import annotations

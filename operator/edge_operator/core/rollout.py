@@ -11,6 +11,9 @@ Everything `step()` needs is in status and in the children's `edgeai.io/revision
 annotations, so an operator restarted mid-rollout continues from the same wave: a device
 already on the new revision stays there (nothing is rolled twice), a device not yet
 admitted keeps what it serves.
+
+Longer than most modules: the policy, the waves and the state machine share
+`Policy` and `RolloutState`, and the state machine reads best in one place.
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 Pure. The kopf index handlers call these on every event and store only the
 result, never the full body: a fleet of 1,000 nodes, devices, workloads and
 pods then fits in tens of MiB, and every decision reads the same summary.
+Our CRDs' specs are read through edgeai_api's types; a spec that does not parse
+leaves `spec` None and `spec_error` naming the field, for the reconcile to report.
+
+Longer than most modules: one summary per kind the operator watches, kept
+together because the controller's indexes import them as a set.
 """
 
 from __future__ import annotations
