@@ -31,6 +31,7 @@ from edge_operator.testing import ModelServer, OperatorProcess, parse_metrics  #
 from edge_runtime.artifacts.integrity import hash_file  # noqa: E402
 from edge_runtime.models_zoo import build_tabular  # noqa: E402
 from edgeai_api import constants as c  # noqa: E402
+from edgeai_api.inferencedeployment import RuntimeSpec  # noqa: E402
 
 __all__ = [
     "ROOT",
@@ -169,7 +170,7 @@ def operator_workload(i: int, node: str, art: Artifact, namespace: str) -> dict[
         node=node,
         artifact=art,
         image=c.DEFAULT_RUNTIME_IMAGE,
-        runtime={"threads": 1},
+        runtime=RuntimeSpec(threads=1),
     )
     d = child_deployment(inp)
     del d["metadata"]["ownerReferences"]

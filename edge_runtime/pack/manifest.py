@@ -15,9 +15,15 @@ from urllib.parse import quote, urlsplit
 
 from edge_runtime.artifacts.integrity import check_sha256
 from edge_runtime.pack.errors import PackError
+from edgeai_api import constants as c
+from edgeai_api import edgemodel as em
+from edgeai_api.enums import Accelerator, EncryptionAlgorithm, ModelFormat
+from edgeai_api.enums import Precision as ModelPrecision
+from edgeai_api.meta import ObjectMeta
+from edgeai_api.serde import serialize
 
-API_VERSION = "edgeai.io/v1alpha1"
-KIND = "EdgeModel"
+API_VERSION = c.API_VERSION
+KIND = c.KIND_MODEL
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
@@ -27,16 +33,16 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 # also the fastest choice on small CPUs. The fp32 build is spec.source (the
 # operator's "default" build for CPUs), so it is not repeated in variants[]:
 # the CRD refuses a variant whose sha256 equals the source's.
-ACCELERATORS: dict[Precision, list[str]] = {
-    "fp32": ["cpu"],
-    "fp16": ["gpu"],
-    "int8": ["npu", "cpu"],
+ACCELERATORS: dict[Precision, list[Accelerator]] = {
+    "fp32": [Accelerator.CPU],
+    "fp16": [Accelerator.GPU],
+    "int8": [Accelerator.NPU, Accelerator.CPU],
 }
 
 URI_SCHEMES = ("http", "https", "file")
-ENCRYPTION_ALGORITHM = "AES-256-GCM"
-DEFAULT_PUBLIC_KEY_KEY = "public.pem"
-DEFAULT_ENCRYPTION_KEY_KEY = "key"
+ENCRYPTION_ALGORITHM = EncryptionAlgorithm.AES_256_GCM
+DEFAULT_PUBLIC_KEY_KEY = em.DEFAULT_PUBLIC_KEY_KEY
+DEFAULT_ENCRYPTION_KEY_KEY = em.DEFAULT_DECRYPTION_KEY_KEY
 
 _DNS_LABEL_MAX = 63
 _DNS_SUBDOMAIN_MAX = 253
@@ -112,18 +118,16 @@ def join_uri(base_uri: str, filename: str) -> str:
     return check_base_uri(base_uri) + quote(filename)
 
 
-def _variant(a: Artifact, base_uri: str) -> dict[str, Any]:
-    v: dict[str, Any] = {
-        "name": a.name,
-        "precision": a.precision,
-        "uri": join_uri(base_uri, a.filename),
-        "sha256": check_sha256(a.sha256, f"variant {a.name} sha256"),
-        "size": a.size,
-    }
-    if a.signature is not None:
-        v["signature"] = a.signature
-    v["accelerators"] = list(ACCELERATORS[a.precision])
-    return v
+def _variant(a: Artifact, base_uri: str) -> em.ModelVariant:
+    return em.ModelVariant(
+        name=a.name,
+        precision=ModelPrecision(a.precision),
+        uri=join_uri(base_uri, a.filename),
+        sha256=check_sha256(a.sha256, f"variant {a.name} sha256"),
+        size=a.size,
+        signature=a.signature,
+        accelerators=tuple(ACCELERATORS[a.precision]),
+    )
 
 
 def build_edgemodel(
@@ -146,7 +150,7 @@ def build_edgemodel(
     for v in variants:
         if v.sha256 == source.sha256:
             raise PackError("BadArgument", f"variant {v.name!r} is the source build itself; list other builds only")
-        if v.name == "default":
+        if v.name == em.SOURCE_BUILD:
             raise PackError("BadArgument", "'default' names spec.source; choose another variant name")
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
@@ -164,38 +168,37 @@ def build_edgemodel(
     if all(signed) and public_key_secret is None:
         raise PackError("BadArgument", "signed artifacts need the name of the public key Secret")
 
-    metadata: dict[str, Any] = {"name": name}
-    if namespace:
-        metadata["namespace"] = namespace
-    labels = {"app.kubernetes.io/name": name}
+    labels = {c.L_NAME: name}
     if version:
         # Label values are limited; the full version is in spec.version anyway.
         label = re.sub(r"[^A-Za-z0-9._-]", "-", version)[:_DNS_LABEL_MAX].strip("-._")
         if label:
-            labels["app.kubernetes.io/version"] = label
-    metadata["labels"] = labels
-
-    spec: dict[str, Any] = {"format": "onnx"}
-    if version:
-        spec["version"] = version
-    spec["source"] = {
-        "uri": join_uri(base_uri, source.filename),
-        "sha256": check_sha256(source.sha256, "source sha256"),
-        "size": source.size,
-    }
+            labels[c.L_VERSION] = label
+    signature = None
     if source.signature is not None and public_key_secret is not None:
-        spec["signature"] = {
-            "publicKeySecretRef": {"name": public_key_secret.name, "key": public_key_secret.key},
-            "value": source.signature,
-        }
+        signature = em.Signature(
+            public_key_secret_ref=em.SecretKeyRef(name=public_key_secret.name, key=public_key_secret.key),
+            value=source.signature,
+        )
+    encryption = None
     if encryption_secret is not None:
-        spec["encryption"] = {
-            "keySecretRef": {"name": encryption_secret.name, "key": encryption_secret.key},
-            "algorithm": ENCRYPTION_ALGORITHM,
-        }
-    if variants:
-        spec["variants"] = [_variant(v, base_uri) for v in variants]
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
+        encryption = em.Encryption(
+            key_secret_ref=em.SecretKeyRef(name=encryption_secret.name, key=encryption_secret.key),
+            algorithm=ENCRYPTION_ALGORITHM,
+        )
+    model = em.EdgeModel(
+        metadata=ObjectMeta(name=name, namespace=namespace or None, labels=labels),
+        spec=em.EdgeModelSpec(
+            format=ModelFormat.ONNX,
+            version=version or None,
+            source=em.ModelSource(uri=join_uri(base_uri, source.filename),
+                                  sha256=check_sha256(source.sha256, "source sha256"), size=source.size),
+            signature=signature,
+            encryption=encryption,
+            variants=tuple(_variant(v, base_uri) for v in variants) or None,
+        ),
+    )
+    return serialize(model)
 
 
 def sha256sums(artifacts: Sequence[Artifact]) -> str:

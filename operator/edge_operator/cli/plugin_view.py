@@ -3,6 +3,9 @@
 No I/O and no Kubernetes client here: plugin.py reads the objects and prints
 what these functions return, so every table and verdict is unit-tested on
 plain dicts.
+
+Longer than most modules: one section per command (fleet, rollout, model verify,
+undo), each small, sharing the table and condition helpers at the top.
 """
 
 from __future__ import annotations
@@ -11,9 +14,22 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from edgeai_api.edgemodel import EdgeModelSpec
+from edgeai_api.enums import (
+    ConditionStatus,
+    ConditionType,
+    RevisionOutcome,
+    RolloutPhase,
+    ServingPhase,
+    WorkloadPhase,
+)
+from edgeai_api.inferencedeployment import InferenceDeploymentSpec
+from edgeai_api.serde import ApiTypeError, parse
 
 Obj = Mapping[str, Any]
+SpecT = TypeVar("SpecT")
 
 DIGEST_PREFIX = 12  # like a short git hash: enough to tell builds apart in a table
 NONE = "-"
@@ -34,6 +50,15 @@ def get_path(obj: Any, *path: str) -> Any:
 def _list(obj: Any, *path: str) -> list[Any]:
     got = get_path(obj, *path)
     return list(got) if isinstance(got, list) else []
+
+
+def typed_spec(cls: type[SpecT], obj: Obj) -> tuple[SpecT | None, str]:
+    """The object's spec through the CRD types, or None and what is wrong with it. Statuses stay
+    read field by field: they may come from an older operator, and a table shows what it can."""
+    try:
+        return parse(cls, get_path(obj, "spec") or {}, "spec"), ""
+    except ApiTypeError as e:
+        return None, str(e)
 
 
 def condition(obj: Obj, ctype: str) -> Mapping[str, Any] | None:
@@ -123,7 +148,8 @@ def fleet_rows(devices: Iterable[Obj], deployments: Iterable[Obj], namespace: st
         if not keep(ns):
             continue
         ref = f"{ns}/{get_path(idep, 'metadata', 'name')}"
-        model = str(get_path(idep, "spec", "model") or NONE)
+        spec, _ = typed_spec(InferenceDeploymentSpec, idep)
+        model = spec.model if spec is not None else str(get_path(idep, "spec", "model") or NONE)
         for e in _list(idep, "status", "devices"):
             if not isinstance(e, Mapping) or not e.get("device"):
                 continue
@@ -138,7 +164,7 @@ def fleet_rows(devices: Iterable[Obj], deployments: Iterable[Obj], namespace: st
                 idx[key] = row
             else:
                 idx[key] = {"model": model, "variant": str(e.get("variant") or NONE),
-                            "sha256": str(e.get("sha256") or ""), "phase": str(e.get("phase") or "Pending")}
+                            "sha256": str(e.get("sha256") or ""), "phase": str(e.get("phase") or WorkloadPhase.PENDING)}
 
     rows: list[FleetRow] = []
     served = {dev for dev, _ in idx}
@@ -180,7 +206,9 @@ def fleet_summary(rows: Sequence[FleetRow]) -> str:
     devices: dict[str, str] = {r.device: r.online for r in rows}
     online = sum(1 for v in devices.values() if v == "yes")
     serving = [r for r in rows if r.deployment != NONE]
-    ready = sum(1 for r in serving if r.phase in ("Ready", "Running", "Serving"))
+    # Ready in either role (a device's serving row, a deployment's device row); the other two
+    # are what earlier operators wrote.
+    ready = sum(1 for r in serving if r.phase in (ServingPhase.READY, WorkloadPhase.READY, "Running", "Serving"))
     return (f"{len(devices)} device(s), {online} online, {len(serving)} placement(s), "
             f"{ready} serving")
 
@@ -217,24 +245,25 @@ def rollout_verdict(idep: Obj) -> RolloutVerdict:
     if isinstance(gen, int) and (not isinstance(observed, int) or observed < gen):
         return RolloutVerdict("pending", f"waiting for the operator to observe generation {gen} of {name!r} "
                                          f"(observed: {observed if observed is not None else 'none'})")
-    degraded = condition(idep, "Degraded") or {}
-    ready = condition(idep, "Ready")
-    progressing = condition(idep, "Progressing")
-    is_ready = ready is not None and ready.get("status") == "True"
-    is_progressing = progressing is not None and progressing.get("status") == "True"
-    is_degraded = degraded.get("status") == "True"
+    degraded = condition(idep, ConditionType.DEGRADED) or {}
+    ready = condition(idep, ConditionType.READY)
+    progressing = condition(idep, ConditionType.PROGRESSING)
+    is_ready = ready is not None and ready.get("status") == ConditionStatus.TRUE
+    is_progressing = progressing is not None and progressing.get("status") == ConditionStatus.TRUE
+    is_degraded = degraded.get("status") == ConditionStatus.TRUE
     counts = rollout_counts(idep)
     phase = get_path(idep, "status", "rollout", "phase")
-    if phase in ("RolledBack", "Halted"):
+    if phase in (RolloutPhase.ROLLED_BACK, RolloutPhase.HALTED):
         # The fleet may well be Ready, on the old revision: the rollout itself failed.
         why = get_path(idep, "status", "rollout", "message") or degraded.get("message") or ""
-        verb = "rolled back" if phase == "RolledBack" else "halted"
+        verb = "rolled back" if phase == RolloutPhase.ROLLED_BACK else "halted"
         return RolloutVerdict("failed", f"rollout of {name!r} failed and was {verb}: {why}".rstrip(": "))
     if is_degraded and not is_ready and not is_progressing:
         # Nothing is moving and it is not healthy: waiting longer will not help.
         return RolloutVerdict("failed", f"rollout of {name!r} failed: {degraded.get('reason') or 'Degraded'}: "
                                         f"{degraded.get('message') or ''}".rstrip(": "))
-    if get_path(idep, "spec", "rollout", "paused") is True:
+    spec, _ = typed_spec(InferenceDeploymentSpec, idep)
+    if spec is not None and spec.rollout is not None and spec.rollout.paused:
         return RolloutVerdict("paused", f"rollout of {name!r} is paused ({counts}); resume with "
                                         f"`kubectl edgeai rollout resume {name}`")
     if is_ready and not is_progressing:
@@ -330,20 +359,25 @@ def parse_time(v: Any) -> dt.datetime | None:
 
 def model_summary(em: Obj) -> str:
     name = get_path(em, "metadata", "name")
-    want = get_path(em, "spec", "source", "sha256")
+    spec, error = typed_spec(EdgeModelSpec, em)
     seen = get_path(em, "status", "sha256")
-    verified = condition(em, "Verified")
-    rows: list[tuple[str, Any]] = [
-        ("model", name),
-        ("version", get_path(em, "spec", "version") or NONE),
-        ("source", get_path(em, "spec", "source", "uri") or NONE),
-        ("expected sha256", want or NONE),
+    verified = condition(em, ConditionType.VERIFIED)
+    rows: list[tuple[str, Any]] = [("model", name)]
+    if spec is None:
+        rows.append(("spec", f"invalid: {error}"))
+    else:
+        rows += [
+            ("version", spec.version or NONE),
+            ("source", spec.source.uri or NONE),
+            ("expected sha256", spec.source.sha256 or NONE),
+        ]
+    rows += [
         ("seen sha256", seen or NONE),
         ("size", get_path(em, "status", "size") if get_path(em, "status", "size") is not None else NONE),
         ("verified at", get_path(em, "status", "verifiedAt") or NONE),
-        ("signed", "yes" if get_path(em, "spec", "signature") else "no"),
-        ("encrypted", "yes" if get_path(em, "spec", "encryption") else "no"),
     ]
+    if spec is not None:
+        rows += [("signed", "yes" if spec.signature else "no"), ("encrypted", "yes" if spec.encryption else "no")]
     if verified is None:
         rows.append(("Verified", "not reported yet"))
     else:
@@ -363,14 +397,14 @@ def model_summary(em: Obj) -> str:
 
 def model_verified(em: Obj) -> bool | None:
     """True/False once the operator judged the current generation; None while it has not."""
-    c = condition(em, "Verified")
-    if c is None or c.get("status") not in ("True", "False"):
+    c = condition(em, ConditionType.VERIFIED)
+    if c is None or c.get("status") not in (ConditionStatus.TRUE, ConditionStatus.FALSE):
         return None
     gen = get_path(em, "metadata", "generation")
     og = c.get("observedGeneration", get_path(em, "status", "observedGeneration"))
     if isinstance(gen, int) and isinstance(og, int) and og < gen:
         return None
-    return bool(c.get("status") == "True")
+    return bool(c.get("status") == ConditionStatus.TRUE)
 
 
 REVERIFY_STATUS = "observedReverify"  # status field the operator echoes the annotation's value into
@@ -386,7 +420,7 @@ def verified_since(em: Obj, since: dt.datetime, request: str | None = None) -> b
     if request is not None and get_path(em, "status", REVERIFY_STATUS) == request:
         return model_verified(em) is not None
     times = [parse_time(get_path(em, "status", "verifiedAt"))]
-    c = condition(em, "Verified")
+    c = condition(em, ConditionType.VERIFIED)
     if c is not None:
         times.append(parse_time(c.get("lastTransitionTime")))
         times.append(parse_time(c.get("lastProbeTime")))
@@ -426,6 +460,6 @@ def previous_revision(idep: Obj) -> int:
         raise ValueError(f"{name!r} has no earlier revision to roll back to (current: {current}); "
                          f"give --to-revision")
     good: list[int] = [int(r["revision"]) for r in _list(get_path(idep, "status") or {}, "revisions")
-                       if isinstance(r, Mapping) and r.get("outcome") == "Succeeded"
+                       if isinstance(r, Mapping) and r.get("outcome") == RevisionOutcome.SUCCEEDED
                        and isinstance(r.get("revision"), int) and r["revision"] < current]
     return max(good) if good else current - 1

@@ -13,9 +13,11 @@ from typing import Any
 
 from edge_operator.core.quantity import QuantityError, quantity_bytes, quantity_millis
 from edgeai_api import constants as c
+from edgeai_api.edgedevice import CapabilityOverrides
+from edgeai_api.enums import Accelerator, Arch, DeviceReason
 
-ACCELERATORS = ("cpu", "gpu", "npu", "tpu", "vpu")
-ARCHES = ("amd64", "arm64", "arm")
+ACCELERATORS: tuple[str, ...] = tuple(a.value for a in Accelerator)
+ARCHES: tuple[str, ...] = tuple(a.value for a in Arch)
 
 # Extended resources advertised by common device plugins, and the accelerator each means.
 ACCELERATOR_RESOURCES: Mapping[str, str] = {
@@ -109,19 +111,20 @@ def from_node(node: Mapping[str, Any]) -> Capabilities:
     )
 
 
-def with_overrides(caps: Capabilities, overrides: Mapping[str, Any] | None) -> Capabilities:
+def with_overrides(caps: Capabilities, overrides: CapabilityOverrides | None) -> Capabilities:
     """Apply an EdgeDevice's `spec.capabilities`: each field given replaces the discovered one."""
-    if not overrides:
+    if overrides is None:
         return caps
-    accel = overrides.get("accelerators")
+    o = overrides
     return Capabilities(
-        arch=overrides.get("arch", caps.arch),
-        cpu=str(overrides["cpu"]) if "cpu" in overrides else caps.cpu,
-        memory=str(overrides["memory"]) if "memory" in overrides else caps.memory,
+        arch=str(o.arch) if o.arch is not None else caps.arch,
+        cpu=str(o.cpu) if o.cpu is not None else caps.cpu,
+        memory=str(o.memory) if o.memory is not None else caps.memory,
         # "cpu" is implied: every device can run a CPU build.
-        accelerators=_sort_accelerators({"cpu", *accel}) if accel is not None else caps.accelerators,
-        site=overrides.get("site", caps.site),
-        zone=overrides.get("zone", caps.zone),
+        accelerators=(_sort_accelerators({Accelerator.CPU, *o.accelerators}) if o.accelerators is not None
+                      else caps.accelerators),
+        site=o.site if o.site is not None else caps.site,
+        zone=o.zone if o.zone is not None else caps.zone,
     )
 
 
@@ -139,11 +142,13 @@ def node_health(node: Mapping[str, Any]) -> NodeHealth:
         if cond.get("type") == "Ready":
             return NodeHealth(
                 online=cond.get("status") == "True",
-                reason=cond.get("reason") or ("NodeReady" if cond.get("status") == "True" else "NodeNotReady"),
+                reason=cond.get("reason") or (DeviceReason.NODE_READY if cond.get("status") == "True"
+                                              else DeviceReason.NODE_NOT_READY),
                 last_heartbeat=cond.get("lastHeartbeatTime") or cond.get("lastTransitionTime"),
                 message=cond.get("message") or "",
             )
-    return NodeHealth(online=False, reason="NoReadyCondition", message="the Node reports no Ready condition yet")
+    return NodeHealth(online=False, reason=DeviceReason.NO_READY_CONDITION,
+                      message="the Node reports no Ready condition yet")
 
 
 def is_edge_node(node: Mapping[str, Any]) -> bool:

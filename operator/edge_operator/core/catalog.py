@@ -16,6 +16,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 from edge_operator.core.placement import DeviceView
+from edgeai_api.enums import SelectorOperator
 
 
 def anchor_terms(selector: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
@@ -26,7 +27,8 @@ def anchor_terms(selector: Mapping[str, Any] | None) -> list[tuple[str, str]] | 
     if ml:
         k = min(ml)
         return [(k, str(ml[k]))]
-    ins = [e for e in selector.get("matchExpressions") or [] if e.get("operator") == "In" and e.get("values")]
+    ins = [e for e in selector.get("matchExpressions") or []
+           if e.get("operator") == SelectorOperator.IN and e.get("values")]
     if ins:
         best = min(ins, key=lambda e: len(e["values"]))
         return [(str(best["key"]), str(v)) for v in best["values"]]

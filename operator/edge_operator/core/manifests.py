@@ -10,6 +10,9 @@ ReplicaSets for rollback, and reports progress (ProgressDeadlineExceeded)
 the operator folds into status. Why affinity and not `nodeName`: it goes
 through the scheduler, so resources and taints are honoured and a device
 without room says so as a scheduling event instead of a kubelet rejection.
+
+Longer than most modules: the Deployment is one literal, so a reviewer reads
+the whole pod spec the edge node will run in one place.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from edge_operator.core.placement import Artifact
 from edgeai_api import constants as c
+from edgeai_api.inferencedeployment import FallbackSpec, ResourceRequirements, RuntimeSpec
 
 _LABEL_VALUE_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -67,8 +71,8 @@ class WorkloadInputs:
     node: str
     artifact: Artifact
     image: str
-    runtime: Mapping[str, Any] = field(default_factory=dict)
-    fallback: Mapping[str, Any] | None = None
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    fallback: FallbackSpec | None = None
     public_key: SecretRef | None = None
     decryption_key: SecretRef | None = None
     revision: int | None = None
@@ -150,35 +154,32 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
         args += ["--decryption-key-file", f"{DECRYPTION_KEY_DIR}/key"]
     args += ["--host", "0.0.0.0", "--port", str(c.RUNTIME_PORT)]
     rt = inp.runtime
-    if rt.get("grpcPort") is not None:
-        args += ["--grpc-port", str(rt["grpcPort"])]
-    for key, flag in (("threads", "--threads"), ("maxBatchSize", "--max-batch-size"),
-                      ("maxBatchDelayMs", "--max-batch-delay-ms"), ("maxLatencyMs", "--max-latency-ms"),
-                      ("maxErrorRate", "--max-error-rate")):
-        if rt.get(key) is not None:
-            args += [flag, str(rt[key])]
+    if rt.grpc_port is not None:
+        args += ["--grpc-port", str(rt.grpc_port)]
+    for value, flag in ((rt.threads, "--threads"), (rt.max_batch_size, "--max-batch-size"),
+                        (rt.max_batch_delay_ms, "--max-batch-delay-ms"), (rt.max_latency_ms, "--max-latency-ms"),
+                        (rt.max_error_rate, "--max-error-rate")):
+        if value is not None:
+            args += [flag, str(value)]
     fb = inp.fallback
-    if fb and fb.get("url"):
-        args += ["--fallback-url", str(fb["url"])]
-        if fb.get("confidenceThreshold") is not None:
-            args += ["--fallback-threshold", str(fb["confidenceThreshold"])]
-        if fb.get("timeoutMs") is not None:
-            args += ["--fallback-timeout-ms", str(fb["timeoutMs"])]
+    if fb and fb.url:
+        args += ["--fallback-url", fb.url, "--fallback-threshold", str(fb.confidence_threshold)]
+        if fb.timeout_ms is not None:
+            args += ["--fallback-timeout-ms", str(fb.timeout_ms)]
         args += ["--fallback-queue", c.FALLBACK_QUEUE_DIR]
     return args
 
 
-def _ports(rt: Mapping[str, Any]) -> list[dict[str, Any]]:
-    ports = [{"name": "http", "containerPort": c.RUNTIME_PORT, "protocol": "TCP"}]
-    if rt.get("grpcPort") is not None:
-        ports.append({"name": "grpc", "containerPort": int(rt["grpcPort"]), "protocol": "TCP"})
+def _ports(rt: RuntimeSpec) -> list[dict[str, Any]]:
+    ports: list[dict[str, Any]] = [{"name": "http", "containerPort": c.RUNTIME_PORT, "protocol": "TCP"}]
+    if rt.grpc_port is not None:
+        ports.append({"name": "grpc", "containerPort": rt.grpc_port, "protocol": "TCP"})
     return ports
 
 
-def _resources(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+def _resources(spec: ResourceRequirements | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for part in ("requests", "limits"):
-        vals = (spec or {}).get(part)
+    for part, vals in (("requests", spec.requests if spec else None), ("limits", spec.limits if spec else None)):
         if vals:
             out[part] = {k: str(v) for k, v in sorted(vals.items())}
     return out
@@ -286,14 +287,14 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
             },
         })
         main_mounts.append({"name": "decryption-key", "mountPath": DECRYPTION_KEY_DIR, "readOnly": True})
-    if inp.fallback and inp.fallback.get("url"):
+    if inp.fallback and inp.fallback.url:
         # Durable on the node: requests queued while the cloud is unreachable survive a restart.
         qdir = f"{c.FALLBACK_QUEUE_DIR}/{inp.namespace}/{inp.owner.name}"
         volumes.append({"name": "fallback-queue", "hostPath": {"path": qdir, "type": "DirectoryOrCreate"}})
         main_mounts.append({"name": "fallback-queue", "mountPath": c.FALLBACK_QUEUE_DIR})
 
     # A person's pod annotations first: ours (below) win on a clash, the CRD refuses our prefix anyway.
-    template_annotations = {str(k): str(v) for k, v in (inp.runtime.get("podAnnotations") or {}).items()}
+    template_annotations = dict(inp.runtime.pod_annotations or {})
     template_annotations |= {
         # The digest in the pod template: a changed model is a changed template, so it rolls.
         c.A_SHA256: a.sha256,
@@ -350,7 +351,7 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "args": serve_args(inp),
                 "ports": _ports(inp.runtime),
                 "env": env,
-                "resources": _resources(inp.runtime.get("resources")),
+                "resources": _resources(inp.runtime.resources),
                 # Loading a large model can take minutes: the startup probe holds liveness off until then.
                 "startupProbe": _probe("/v2/health/live", 5, 120),
                 "livenessProbe": _probe("/v2/health/live", 10, 3),

@@ -16,13 +16,15 @@ from typing import Any
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.quantity import QuantityError, format_bytes, quantity_bytes
 from edge_operator.core.selectors import matches
+from edgeai_api.edgemodel import SOURCE_BUILD, ModelRequirements
+from edgeai_api.enums import Accelerator, Precision, UnplacedReason
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 # The build each accelerator runs best: NPUs and TPUs are integer engines, GPUs and VPUs do fp16.
 PREFERRED_PRECISION: Mapping[str, str] = {"npu": "int8", "tpu": "int8", "gpu": "fp16", "vpu": "fp16"}
 # Order in which a device's accelerators are tried: the most specialised first.
 ACCELERATOR_ORDER = ("npu", "tpu", "gpu", "vpu")
-DEFAULT_BUILD = "default"
+DEFAULT_BUILD = SOURCE_BUILD
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,13 @@ class Requirements:
     accelerators: tuple[str, ...] = ()
 
     @staticmethod
-    def from_spec(spec: Mapping[str, Any] | None) -> Requirements:
-        spec = spec or {}
-        mm = spec.get("minMemory")
+    def from_spec(spec: ModelRequirements | None) -> Requirements:
+        if spec is None:
+            return Requirements()
         return Requirements(
-            arch=tuple(spec.get("arch") or ()),
-            min_memory=str(mm) if mm is not None else None,
-            accelerators=tuple(spec.get("accelerators") or ()),
+            arch=tuple(spec.arch or ()),
+            min_memory=str(spec.min_memory) if spec.min_memory is not None else None,
+            accelerators=tuple(spec.accelerators or ()),
         )
 
 
@@ -136,7 +138,8 @@ def choose_variant(caps: Capabilities, source: Artifact, variants: Iterable[Arti
         suited.sort(key=lambda v: (v.precision != pref, _rank(v.precision), v.name))
         best = suited[0]
         return VariantChoice(best, f"{best.precision} build {best.name!r} for {accel}{note(accel)}")
-    cpu = [v for v in usable if v.precision == "fp32" and ("cpu" in v.accelerators or not v.accelerators)]
+    cpu = [v for v in usable
+           if v.precision == Precision.FP32 and (Accelerator.CPU in v.accelerators or not v.accelerators)]
     extra = "".join(note(a) for a in ACCELERATOR_ORDER if a in caps.accelerators)
     if cpu:
         best = sorted(cpu, key=lambda v: v.name)[0]
@@ -150,19 +153,19 @@ def check_requirements(
     """Why `device` cannot run the model, or None if it can."""
     caps = device.capabilities
     if device.deleting:
-        return Rejection(device.name, "DeviceDeleting", "the EdgeDevice is being deleted")
+        return Rejection(device.name, UnplacedReason.DEVICE_DELETING, "the EdgeDevice is being deleted")
     if not device.node_exists:
-        return Rejection(device.name, "NodeNotFound", f"node {device.node_name!r} does not exist")
+        return Rejection(device.name, UnplacedReason.NODE_NOT_FOUND, f"node {device.node_name!r} does not exist")
     if req.arch and caps.arch not in req.arch:
         return Rejection(
             device.name,
-            "ArchMismatch",
+            UnplacedReason.ARCH_MISMATCH,
             f"model needs arch {'/'.join(req.arch)}, device is {caps.arch or 'unknown'}",
         )
     if req.accelerators and not set(req.accelerators) & set(caps.accelerators):
         return Rejection(
             device.name,
-            "NoAccelerator",
+            UnplacedReason.NO_ACCELERATOR,
             f"model needs one of {', '.join(req.accelerators)}, device has {', '.join(caps.accelerators)}",
         )
     need: list[tuple[int, str]] = []
@@ -177,12 +180,13 @@ def check_requirements(
         for amount, who in need:
             if have is None:
                 return Rejection(
-                    device.name, "UnknownMemory", f"{who} {format_bytes(amount)} memory, device reports none"
+                    device.name, UnplacedReason.UNKNOWN_MEMORY,
+                    f"{who} {format_bytes(amount)} memory, device reports none",
                 )
             if have < amount:
                 return Rejection(
                     device.name,
-                    "InsufficientMemory",
+                    UnplacedReason.INSUFFICIENT_MEMORY,
                     f"{who} {format_bytes(amount)} memory, device has {format_bytes(have)}",
                 )
     return None
@@ -208,7 +212,7 @@ def place(
     selected = 0
     for d in devices:
         if not matches(selector, d.labels):
-            rejections.append(Rejection(d.name, "NotSelected", "labels do not match spec.deviceSelector"))
+            rejections.append(Rejection(d.name, UnplacedReason.NOT_SELECTED, "labels do not match spec.deviceSelector"))
             continue
         selected += 1
         rej = check_requirements(d, requirements, memory_request)
@@ -219,7 +223,7 @@ def place(
         assignments.append(Assignment(d.name, d.node_name, choice.artifact, choice.why))
     assignments.sort(key=lambda a: a.device)
     # Rejections a person can act on first (requirements), then the merely unselected.
-    rejections.sort(key=lambda r: (r.reason == "NotSelected", r.device))
+    rejections.sort(key=lambda r: (r.reason == UnplacedReason.NOT_SELECTED, r.device))
     looked_at = len(assignments) + len(rejections)
     total = fleet_size if fleet_size is not None else looked_at
     return Placement(tuple(assignments), tuple(rejections), selected, max(0, total - selected))

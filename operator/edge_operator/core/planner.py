@@ -10,6 +10,9 @@ device *should* serve, `targets` says what each device serves *now* (the
 place where a wave-by-wave rollout decides which devices already get the new
 revision), `manifests` turns targets into child workloads, `fold_status`
 reports.
+
+Longer than most modules: those steps, and the status they fold, are one
+reconcile read top to bottom; each is a separate, separately tested function.
 """
 
 from __future__ import annotations
@@ -27,12 +30,16 @@ from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment
 from edge_operator.core.placement import DeviceView, Placement, Rejection, place
 from edge_operator.core.quantity import QuantityError, quantity_bytes
 from edge_operator.core.selectors import SelectorError, describe, validate_selector
-from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
+from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, ModelState, PodInfo
 from edgeai_api import constants as c
+from edgeai_api.enums import ConditionStatus, ConditionType, DeploymentReason, UnplacedReason, WorkloadPhase
 from edgeai_api.exit_codes import EXIT_REASONS
+from edgeai_api.inferencedeployment import RuntimeSpec
 
 MAX_LISTED_UNPLACED = 100
-FAILED_PHASES = frozenset({"Failed", "FetchFailed"})
+FAILED_PHASES = frozenset({WorkloadPhase.FAILED, WorkloadPhase.FETCH_FAILED})
+R = DeploymentReason
+C = ConditionType
 # Container states that will not get better by waiting.
 STUCK_REASONS = frozenset({
     "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
@@ -42,7 +49,7 @@ STUCK_REASONS = frozenset({
 
 @dataclass(frozen=True)
 class DevicePhase:
-    phase: str  # Pending, Waiting, Scheduling, Fetching, Starting, Ready, Updating, Offline, FetchFailed, Failed
+    phase: WorkloadPhase
     ready: bool
     updated: bool
     message: str = ""
@@ -58,10 +65,10 @@ class IdepPlan:
     events: tuple[tuple[str, str, str], ...] = ()  # (type, reason, message) worth an Event
 
 
-def memory_request(runtime: Mapping[str, Any]) -> int | None:
-    res = runtime.get("resources") or {}
-    for part in ("requests", "limits"):
-        mem = (res.get(part) or {}).get("memory")
+def memory_request(runtime: RuntimeSpec | None) -> int | None:
+    res = runtime.resources if runtime is not None else None
+    for part, vals in (("requests", res.requests if res else None), ("limits", res.limits if res else None)):
+        mem = (vals or {}).get("memory")
         if mem is not None:
             try:
                 return quantity_bytes(mem, f"spec.runtime.resources.{part}.memory")
@@ -109,49 +116,49 @@ def device_phase(
 ) -> DevicePhase:
     """Where one device stands, from what the cloud can see: Deployment and Pod status only."""
     if child is None:
-        return DevicePhase("Pending", False, False, "creating the workload")
+        return DevicePhase(WorkloadPhase.PENDING, False, False, "creating the workload")
     updated = desired_hash is None or child.spec_hash == desired_hash
     if not online:
-        return DevicePhase("Offline", False, updated, "node is not Ready; the workload stays and resumes")
+        return DevicePhase(WorkloadPhase.OFFLINE, False, updated, "node is not Ready; the workload stays and resumes")
     if not updated:
-        return DevicePhase("Updating", False, False, "applying the new workload spec")
+        return DevicePhase(WorkloadPhase.UPDATING, False, False, "applying the new workload spec")
     if child.rolled_out and child.ready >= 1:
-        return DevicePhase("Ready", True, True)
+        return DevicePhase(WorkloadPhase.READY, True, True)
     pod = _newest_pod(pods, desired_sha)
     if pod is not None and pod.init_exit_code is not None:
         # Exit codes name a reason only for fetch (the runtime's CLI contract); cache-dirs is coreutils.
         codes = EXIT_REASONS if pod.init_name == "fetch" else {}
         why = codes.get(pod.init_exit_code, pod.reason or "Error")
         detail = f": {pod.message}" if pod.message else ""
-        return DevicePhase("FetchFailed", False, True,
+        return DevicePhase(WorkloadPhase.FETCH_FAILED, False, True,
                            f"{why}: {pod.init_name} exited with code {pod.init_exit_code}{detail}")
     if pod is not None and pod.reason in STUCK_REASONS:
-        return DevicePhase("Failed", False, True, f"{pod.reason}: {pod.message}".rstrip(": "))
+        return DevicePhase(WorkloadPhase.FAILED, False, True, f"{pod.reason}: {pod.message}".rstrip(": "))
     if child.progress_failed:
-        return DevicePhase("Failed", False, True, child.message)
+        return DevicePhase(WorkloadPhase.FAILED, False, True, child.message)
     if pod is None:
-        return DevicePhase("Pending", False, True, "waiting for the pod to be created")
+        return DevicePhase(WorkloadPhase.PENDING, False, True, "waiting for the pod to be created")
     if pod.reason == "Unschedulable":
-        return DevicePhase("Scheduling", False, True, pod.message)
+        return DevicePhase(WorkloadPhase.SCHEDULING, False, True, pod.message)
     if pod.init_running:
-        return DevicePhase("Fetching", False, True, "fetching and verifying the model into the node cache")
+        return DevicePhase(WorkloadPhase.FETCHING, False, True, "fetching and verifying the model into the node cache")
     if pod.phase == "Running":
-        return DevicePhase("Starting", False, True, "loading the model; waiting for /v2/health/ready")
-    return DevicePhase("Pending", False, True, pod.reason)
+        return DevicePhase(WorkloadPhase.STARTING, False, True, "loading the model; waiting for /v2/health/ready")
+    return DevicePhase(WorkloadPhase.PENDING, False, True, pod.reason)
 
 
 def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int]:
     """Selected-but-rejected devices, listed with their reason (capped), and the count not listed.
     Devices outside the selector are counted (`notSelected`), not listed: in a fleet of
     thousands, one deployment's status must not name every other device."""
-    actionable = [r for r in rejections if r.reason != "NotSelected"]
+    actionable = [r for r in rejections if r.reason != UnplacedReason.NOT_SELECTED]
     listed = [{"device": r.device, "reason": r.reason, "message": r.message}
               for r in actionable[:MAX_LISTED_UNPLACED]]
     return listed, max(0, len(actionable) - MAX_LISTED_UNPLACED)
 
 
 def _reason_summary(rejections: Iterable[Rejection]) -> str:
-    counts = Counter(r.reason for r in rejections if r.reason != "NotSelected")
+    counts = Counter(r.reason for r in rejections if r.reason != UnplacedReason.NOT_SELECTED)
     return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
 
 
@@ -174,7 +181,7 @@ def fold_status(
     gen = idep.generation
     ready = sum(1 for p in phases.values() if p.ready)
     updated = sum(1 for p in phases.values() if p.updated)
-    offline = sum(1 for p in phases.values() if p.phase == "Offline")
+    offline = sum(1 for p in phases.values() if p.phase == WorkloadPhase.OFFLINE)
     failing = sum(1 for p in phases.values() if p.phase in FAILED_PHASES)
     placed = len(phases)
     status: dict[str, Any] = {
@@ -203,8 +210,8 @@ def fold_status(
         status["unplaced"] = []
 
     def conds(r: tuple[bool, str, str], p: tuple[bool, str, str], d: tuple[bool, str, str]) -> list[Any]:
-        return [cond.make("Ready", r[0], r[1], r[2], gen), cond.make("Progressing", p[0], p[1], p[2], gen),
-                cond.make("Degraded", d[0], d[1], d[2], gen)]
+        return [cond.make(C.READY, r[0], r[1], r[2], gen), cond.make(C.PROGRESSING, p[0], p[1], p[2], gen),
+                cond.make(C.DEGRADED, d[0], d[1], d[2], gen)]
 
     summary = f"{ready}/{placed} devices ready"
     if offline:
@@ -218,29 +225,29 @@ def fold_status(
         new = conds((False, reason, message), (progressing, reason, message), (degraded, reason, message))
     elif placement is not None and placement.selected == 0:
         msg = f"no EdgeDevice matches {describe(idep.selector)} ({placement.not_selected} devices known)"
-        new = conds((False, "NoMatchingDevices", msg), (False, "NoMatchingDevices", msg),
-                    (False, "NoMatchingDevices", msg))
+        new = conds((False, R.NO_MATCHING_DEVICES, msg), (False, R.NO_MATCHING_DEVICES, msg),
+                    (False, R.NO_MATCHING_DEVICES, msg))
     elif placed == 0:
         msg = f"{placement.selected if placement else 0} devices selected, none suitable: "
         msg += _reason_summary(placement.rejections if placement else ())
-        new = conds((False, "NoSuitableDevices", msg), (False, "NoSuitableDevices", msg),
-                    (True, "NoSuitableDevices", msg))
+        new = conds((False, R.NO_SUITABLE_DEVICES, msg), (False, R.NO_SUITABLE_DEVICES, msg),
+                    (True, R.NO_SUITABLE_DEVICES, msg))
     else:
         online = placed - offline
         pending = online - ready - failing
         if online == 0:
-            r = (False, "AllDevicesOffline", summary)
+            r = (False, R.ALL_DEVICES_OFFLINE, summary)
         elif ready == online:
-            r = (True, "DevicesReady", summary)
+            r = (True, R.DEVICES_READY, summary)
         else:
-            r = (False, "DevicesNotReady", summary)
-        p = (True, "RollingOut", summary) if pending > 0 else (False, "Complete", summary)
+            r = (False, R.DEVICES_NOT_READY, summary)
+        p = (True, R.ROLLING_OUT, summary) if pending > 0 else (False, R.COMPLETE, summary)
         if failing:
-            d = (True, "DevicesFailing", summary)
+            d = (True, R.DEVICES_FAILING, summary)
         elif offline:
-            d = (True, "DevicesOffline", summary)
+            d = (True, R.DEVICES_OFFLINE, summary)
         else:
-            d = (False, "Healthy", summary)
+            d = (False, R.HEALTHY, summary)
         new = conds(r, p, d)
     status["conditions"] = cond.merge(idep.status.get("conditions"), new, now)
     return status
@@ -250,16 +257,18 @@ def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> tuple[str, str, 
     try:
         validate_selector(idep.selector)
     except SelectorError as e:
-        return ("InvalidSpec", str(e), False, True)
+        return (R.INVALID_SPEC, str(e), False, True)
     if model is None:
-        return ("ModelNotFound", f"EdgeModel {idep.model!r} does not exist in namespace {idep.namespace}",
+        return (R.MODEL_NOT_FOUND, f"EdgeModel {idep.model!r} does not exist in namespace {idep.namespace}",
                 False, True)
     if model.deleting:
-        return ("ModelDeleting", f"EdgeModel {model.name!r} is being deleted", False, True)
-    if model.state == "Pending":
-        return ("ModelVerifying", f"EdgeModel {model.name!r} is being verified", True, False)
-    if model.state == "Failed":
-        return ("ModelNotVerified", f"EdgeModel {model.name!r}: {model.reason}: {model.message}", False, True)
+        return (R.MODEL_DELETING, f"EdgeModel {model.name!r} is being deleted", False, True)
+    if model.state == ModelState.PENDING:
+        return (R.MODEL_VERIFYING, f"EdgeModel {model.name!r} is being verified", True, False)
+    if model.state == ModelState.FAILED:
+        return (R.MODEL_NOT_VERIFIED, f"EdgeModel {model.name!r}: {model.reason}: {model.message}", False, True)
+    if idep.spec is None:
+        return (R.INVALID_SPEC, idep.spec_error, False, True)
     return None
 
 
@@ -268,7 +277,7 @@ def compute_placement(idep: IdepInfo, model: ModelInfo, devices: Mapping[str, De
     for the selector are looked at."""
     candidates = devices.candidates(idep.selector) if isinstance(devices, DeviceCatalog) else devices.values()
     return place(idep.selector, model.requirements, model.source, model.variants, candidates,
-                 memory_request(idep.runtime), fleet_size=len(devices))
+                 memory_request(idep.spec.runtime if idep.spec else None), fleet_size=len(devices))
 
 
 def plan(
@@ -298,21 +307,22 @@ def plan(
 
     blocked = _blocked_reason(idep, model)
     pol: ro.Policy | None = None
-    if blocked is None:
+    spec = idep.spec
+    if blocked is None and spec is not None:
         try:
-            pol = ro.parse_policy(idep.rollout)
+            pol = ro.parse_policy(spec.rollout)
         except ro.RolloutSpecError as e:
-            blocked = ("InvalidSpec", str(e), False, True)
+            blocked = (R.INVALID_SPEC, str(e), False, True)
     resolution: rev.Resolution | None = None
-    if blocked is None and model is not None and pol is not None:
-        spec_template = rev.template_for(model, idep.runtime, idep.fallback, image)
+    if blocked is None and model is not None and pol is not None and spec is not None:
+        spec_template = rev.template_for(model, spec.runtime, spec.fallback, image)
         resolution = rev.resolve(rev.history_from_status(idep.status), spec_template,
                                  _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
                                  _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),
                                  now)
         if resolution.error:
-            blocked = ("InvalidSpec", resolution.error, False, True)
-    if blocked is not None or model is None or pol is None or resolution is None:
+            blocked = (R.INVALID_SPEC, resolution.error, False, True)
+    if blocked is not None or model is None or pol is None or resolution is None or spec is None:
         # Never tear down a serving fleet because the model is missing or being re-verified:
         # keep what runs, place nothing new, and say why.
         phases = {}
@@ -335,7 +345,7 @@ def plan(
     place_for = placement_for or (lambda m: compute_placement(idep, m, devices))
     if placement is None:
         placement = compute_placement(idep, model, devices)
-    spec_hash = rev.template_for(model, idep.runtime, idep.fallback, image).hash()
+    spec_hash = rev.template_for(model, spec.runtime, spec.fallback, image).hash()
 
     def placement_of(r: rev.Revision) -> Placement:
         assert model is not None and placement is not None
@@ -384,7 +394,7 @@ def plan(
                 ph = device_phase(ch, pods.get(dev, ()), online(dev), ch.spec_hash, ch.sha256)
                 rows.append(_row(dev, ch.variant, ch.sha256, ph, node=placed[dev].node, revision=ch.revision))
             else:
-                ph = DevicePhase("Waiting", False, False, "waiting for its rollout wave")
+                ph = DevicePhase(WorkloadPhase.WAITING, False, False, "waiting for its rollout wave")
                 rows.append(_row(dev, None, None, ph, node=placed[dev].node))
             phases[dev] = ph
             continue
@@ -446,30 +456,30 @@ def _rollout_conditions(idep: IdepInfo, status: dict[str, Any], st: ro.Step, tar
     msg = st.state.message
     new: list[dict[str, Any]] = []
     if phase == ro.PAUSED:
-        new.append(cond.make("Progressing", False, "RolloutPaused", msg, gen))
+        new.append(cond.make(C.PROGRESSING, False, R.ROLLOUT_PAUSED, msg, gen))
     elif phase == ro.ROLLING_BACK:
-        new.append(cond.make("Progressing", True, "RollingBack", msg, gen))
-        new.append(cond.make("Degraded", True, "RolloutFailed", msg, gen))
+        new.append(cond.make(C.PROGRESSING, True, R.ROLLING_BACK, msg, gen))
+        new.append(cond.make(C.DEGRADED, True, R.ROLLOUT_FAILED, msg, gen))
     elif phase == ro.ROLLED_BACK:
         text = msg or f"revision {target} failed; the fleet serves revision {stable}"
-        new.append(cond.make("Progressing", False, "RolledBack", text, gen))
-        new.append(cond.make("Degraded", True, "RolloutFailed", text, gen))
+        new.append(cond.make(C.PROGRESSING, False, R.ROLLED_BACK, text, gen))
+        new.append(cond.make(C.DEGRADED, True, R.ROLLOUT_FAILED, text, gen))
     elif phase == ro.HALTED:
-        new.append(cond.make("Progressing", False, "RolloutHalted", msg, gen))
-        new.append(cond.make("Degraded", True, "RolloutFailed", msg, gen))
+        new.append(cond.make(C.PROGRESSING, False, R.ROLLOUT_HALTED, msg, gen))
+        new.append(cond.make(C.DEGRADED, True, R.ROLLOUT_FAILED, msg, gen))
     elif phase == ro.PROGRESSING:
-        current = cond.find(status.get("conditions"), "Progressing")
-        if current is None or current.get("status") != "True":
-            new.append(cond.make("Progressing", True, "RollingOut", msg, gen))
+        current = cond.find(status.get("conditions"), C.PROGRESSING)
+        if current is None or current.get("status") != ConditionStatus.TRUE:
+            new.append(cond.make(C.PROGRESSING, True, R.ROLLING_OUT, msg, gen))
     if new:
         status["conditions"] = cond.merge(status.get("conditions"), new, now)
 
 
 def _rollout_events(st: ro.Step, target: int, stable: int | None) -> tuple[tuple[str, str, str], ...]:
     if st.failure:
-        return (("Warning", "RolloutFailed", st.state.message),)
+        return (("Warning", R.ROLLOUT_FAILED, st.state.message),)
     if st.rolled_back:
-        return (("Normal", "RolledBack", f"the fleet serves revision {stable} again; revision {target} failed"),)
+        return (("Normal", R.ROLLED_BACK, f"the fleet serves revision {stable} again; revision {target} failed"),)
     if st.succeeded:
         return (("Normal", "RolloutComplete", f"revision {target} serves on every device it was placed on"),)
     return ()

@@ -23,14 +23,17 @@ from typing import Any
 from edge_operator.core.manifests import SecretRef
 from edge_operator.core.placement import Artifact
 from edge_operator.core.views import ModelInfo
+from edgeai_api.enums import RevisionOutcome
+from edgeai_api.inferencedeployment import FallbackSpec, RevisionRecord, RuntimeSpec
+from edgeai_api.serde import parse, serialize
 
 DEFAULT_HISTORY_LIMIT = 10
 
-# Outcomes of a revision, in status.revisions[].outcome.
-PROGRESSING = "Progressing"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-SUPERSEDED = "Superseded"
+# Outcomes of a revision, in status.revisions[].outcome, by their short names here.
+PROGRESSING = RevisionOutcome.PROGRESSING
+SUCCEEDED = RevisionOutcome.SUCCEEDED
+FAILED = RevisionOutcome.FAILED
+SUPERSEDED = RevisionOutcome.SUPERSEDED
 FINAL_BAD = frozenset({FAILED})
 
 
@@ -44,16 +47,18 @@ class Template:
     variants: tuple[Artifact, ...]
     public_key: SecretRef | None
     decryption_key: SecretRef | None
-    runtime: Mapping[str, Any] = field(default_factory=dict)
-    fallback: Mapping[str, Any] | None = None
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    fallback: FallbackSpec | None = None
     image: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        # The JSON of runtime and fallback is the spec's own, so a template's hash is the same
+        # whether the spec was read as dicts (before the typed API) or as types.
         d: dict[str, Any] = {
             "model": self.model,
             "source": _artifact_dict(self.source),
             "variants": [_artifact_dict(v) for v in self.variants],
-            "runtime": dict(self.runtime),
+            "runtime": serialize(self.runtime),
             "image": self.image,
         }
         if self.model_version:
@@ -62,8 +67,8 @@ class Template:
             d["publicKey"] = {"name": self.public_key.name, "key": self.public_key.key}
         if self.decryption_key:
             d["decryptionKey"] = {"name": self.decryption_key.name, "key": self.decryption_key.key}
-        if self.fallback:
-            d["fallback"] = dict(self.fallback)
+        if self.fallback is not None:
+            d["fallback"] = serialize(self.fallback)
         return d
 
     @staticmethod
@@ -78,8 +83,8 @@ class Template:
             variants=tuple(_artifact(v) for v in d.get("variants") or []),
             public_key=ref(d.get("publicKey")),
             decryption_key=ref(d.get("decryptionKey")),
-            runtime=dict(d.get("runtime") or {}),
-            fallback=dict(d["fallback"]) if d.get("fallback") else None,
+            runtime=parse(RuntimeSpec, d.get("runtime") or {}, "template.runtime"),
+            fallback=parse(FallbackSpec, d["fallback"], "template.fallback") if d.get("fallback") else None,
             image=str(d.get("image", "")),
         )
 
@@ -116,13 +121,13 @@ def _artifact(d: Mapping[str, Any]) -> Artifact:
                     accelerators=tuple(d.get("accelerators") or ()), verified=bool(d.get("verified")))
 
 
-def template_for(model: ModelInfo, runtime: Mapping[str, Any], fallback: Mapping[str, Any] | None,
+def template_for(model: ModelInfo, runtime: RuntimeSpec | None, fallback: FallbackSpec | None,
                  image: str) -> Template:
     """The template the spec asks for: only verified builds count (an unverified variant is never placed)."""
     return Template(model=model.name, model_version=model.version, source=model.source,
                     variants=tuple(v for v in model.variants if v.verified), public_key=model.public_key,
-                    decryption_key=model.decryption_key, runtime=dict(runtime),
-                    fallback=dict(fallback) if fallback else None, image=image)
+                    decryption_key=model.decryption_key, runtime=runtime or RuntimeSpec(),
+                    fallback=fallback, image=image)
 
 
 @dataclass(frozen=True)
@@ -131,29 +136,26 @@ class Revision:
     template: Template
     created: str
     reason: str
-    outcome: str = PROGRESSING
+    outcome: RevisionOutcome = PROGRESSING
     message: str = ""
     hash: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"revision": self.number, "hash": self.hash or self.template.hash(),
-                             "digests": self.template.digests(), "createdAt": self.created,
-                             "reason": self.reason, "outcome": self.outcome,
-                             "template": self.template.to_dict()}
-        if self.template.model_version:
-            d["modelVersion"] = self.template.model_version
-        if self.message:
-            d["message"] = self.message[:500]
-        return d
+        # The template is the operator's own: the schema preserves unknown fields there.
+        return dict(serialize(RevisionRecord(
+            revision=self.number, hash=self.hash or self.template.hash(), digests=self.template.digests(),
+            model_version=self.template.model_version or None, created_at=self.created, reason=self.reason,
+            outcome=self.outcome, message=self.message[:500] or None,
+            extra={"template": self.template.to_dict()})))
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Revision | None:
         try:
-            t = Template.from_dict(d["template"])
-            return Revision(int(d["revision"]), t, str(d.get("createdAt", "")), str(d.get("reason", "")),
-                            str(d.get("outcome", PROGRESSING)), str(d.get("message", "")),
-                            str(d.get("hash") or t.hash()))
-        except (KeyError, TypeError, ValueError):
+            r = parse(RevisionRecord, d, "status.revisions[]")
+            t = Template.from_dict(r.extra["template"])
+            return Revision(r.revision, t, r.created_at or "", r.reason or "", r.outcome or PROGRESSING,
+                            r.message or "", r.hash or t.hash())
+        except (KeyError, TypeError, ValueError):  # ApiTypeError is a ValueError
             return None  # a hand-edited entry we cannot read is dropped, never guessed at
 
 
@@ -169,7 +171,8 @@ def find(history: Sequence[Revision], number: int | None) -> Revision | None:
     return next((r for r in history if r.number == number), None)
 
 
-def with_outcome(history: Sequence[Revision], number: int, outcome: str, message: str = "") -> list[Revision]:
+def with_outcome(history: Sequence[Revision], number: int, outcome: RevisionOutcome,
+                 message: str = "") -> list[Revision]:
     return [replace(r, outcome=outcome, message=message or r.message) if r.number == number else r
             for r in history]
 
@@ -265,9 +268,9 @@ def _why(prev: Revision | None, new: Template) -> str:
         parts.append("model builds changed")
     if old.model_version != new.model_version:
         parts.append(f"model version {old.model_version or '-'} -> {new.model_version or '-'}")
-    if dict(old.runtime) != dict(new.runtime):
+    if old.runtime != new.runtime:
         parts.append("runtime settings changed")
-    if (old.fallback or None) != (new.fallback or None):
+    if old.fallback != new.fallback:
         parts.append("fallback changed")
     if old.image != new.image:
         parts.append(f"image {old.image} -> {new.image}")

@@ -11,10 +11,14 @@ Everything `step()` needs is in status and in the children's `edgeai.io/revision
 annotations, so an operator restarted mid-rollout continues from the same wave: a device
 already on the new revision stays there (nothing is rolled twice), a device not yet
 admitted keeps what it serves.
+
+Longer than most modules: the policy, the waves and the state machine share
+`Policy` and `RolloutState`, and the state machine reads best in one place.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -22,21 +26,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-# Phases of status.rollout.phase.
-PROGRESSING = "Progressing"
-PAUSED = "Paused"
-ROLLING_BACK = "RollingBack"
-ROLLED_BACK = "RolledBack"
-HALTED = "Halted"
-COMPLETE = "Complete"
+from edgeai_api.enums import FailurePolicy, OfflinePolicy, RollbackStrategy, RolloutPhase
+from edgeai_api.inferencedeployment import HealthGate, RolloutSpec, RolloutStatus
+from edgeai_api.serde import ApiTypeError, parse, serialize
 
-ON_FAILURE = ("Rollback", "Pause")
-ROLLBACK_STRATEGIES = ("AllAtOnce", "ReverseWaves")
-OFFLINE_POLICIES = ("Skip", "Wait")
+# Phases of status.rollout.phase, by their short names here.
+PROGRESSING = RolloutPhase.PROGRESSING
+PAUSED = RolloutPhase.PAUSED
+ROLLING_BACK = RolloutPhase.ROLLING_BACK
+ROLLED_BACK = RolloutPhase.ROLLED_BACK
+HALTED = RolloutPhase.HALTED
+COMPLETE = RolloutPhase.COMPLETE
+
 _PERCENT = re.compile(r"^(\d{1,3})%$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-# Keys of spec.rollout that only steer (pause, undo): with nothing else set there is no gate.
-_STEERING = frozenset({"paused", "rollbackTo", "revisionHistoryLimit"})
+# Fields of spec.rollout that only steer (pause, undo): with nothing else set there is no gate.
+_STEERING = frozenset({"paused", "rollback_to", "revision_history_limit"})
 
 
 class RolloutSpecError(ValueError):
@@ -54,23 +59,23 @@ class Policy:
     ready_seconds: int = 0
     max_restarts: int = 0
     deadline_seconds: int = 600
-    on_failure: str = "Rollback"
-    rollback_strategy: str = "AllAtOnce"
-    offline: str = "Skip"
+    on_failure: FailurePolicy = FailurePolicy.ROLLBACK
+    rollback_strategy: RollbackStrategy = RollbackStrategy.ALL_AT_ONCE
+    offline: OfflinePolicy = OfflinePolicy.SKIP
     paused: bool = False
-    rollback_to: dict[str, Any] | None = None
+    rollback_to: dict[str, Any] | None = None  # as JSON: compared with status.rollout.observedRollbackTo
     history_limit: int = 10
 
 
-def _int(spec: Mapping[str, Any], key: str, path: str, lo: int, hi: int, default: int) -> int:
-    v = spec.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+def _int(v: int | None, key: str, path: str, lo: int, hi: int, default: int) -> int:
+    v = default if v is None else v
+    if not lo <= v <= hi:
         raise RolloutSpecError(f"{path}.{key} must be an integer from {lo} to {hi}, got {v!r}")
     return v
 
 
-def _count_or_percent(v: Any, path: str) -> int | str:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+def _count_or_percent(v: int | str, path: str) -> int | str:
+    if isinstance(v, int) and v >= 1:
         return v
     if isinstance(v, str):
         m = _PERCENT.match(v.strip())
@@ -79,59 +84,56 @@ def _count_or_percent(v: Any, path: str) -> int | str:
     raise RolloutSpecError(f"{path} must be a device count >= 1 or a percentage like \"25%\" (1-100%), got {v!r}")
 
 
-def _enum(spec: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ...]) -> str:
-    v = spec.get(key, allowed[0])
-    if v not in allowed:
-        raise RolloutSpecError(f"{path}.{key} must be one of {', '.join(allowed)}, got {v!r}")
-    return str(v)
+def _typed(spec: RolloutSpec | Mapping[str, Any] | None) -> RolloutSpec:
+    if spec is None:
+        return RolloutSpec()
+    if isinstance(spec, RolloutSpec):
+        return spec
+    try:
+        return parse(RolloutSpec, spec, "spec.rollout")
+    except ApiTypeError as e:
+        # This module's own phrasing, which people and tests already know.
+        raise RolloutSpecError(f"{e.path} is required" if e.missing else
+                               f"{e.path} must be {e.expected}, got {e.got!r}") from e
 
 
-def parse_policy(spec: Mapping[str, Any] | None) -> Policy:
-    """spec.rollout as a Policy; RolloutSpecError naming the first wrong field."""
-    spec = spec or {}
+def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
+    """spec.rollout (typed, or its JSON) as a Policy; RolloutSpecError naming the first wrong field."""
+    spec = _typed(spec)
     p = "spec.rollout"
-    if not isinstance(spec, Mapping):
-        raise RolloutSpecError(f"{p} must be an object")
-    gate = spec.get("healthGate") or {}
-    if not isinstance(gate, Mapping):
-        raise RolloutSpecError(f"{p}.healthGate must be an object")
-    waves_raw = spec.get("waves") or []
-    if not isinstance(waves_raw, list) or len(waves_raw) > 20:
+    gate = spec.health_gate or HealthGate()
+    if len(spec.waves or ()) > 20:
         raise RolloutSpecError(f"{p}.waves must be a list of at most 20 counts or percentages")
-    waves = tuple(_count_or_percent(w, f"{p}.waves[{i}]") for i, w in enumerate(waves_raw))
+    waves = tuple(_count_or_percent(w, f"{p}.waves[{i}]") for i, w in enumerate(spec.waves or ()))
     for i in range(1, len(waves)):
         a, b = waves[i - 1], waves[i]
         if type(a) is type(b) and (_pct(a) if isinstance(a, str) else a) >= (_pct(b) if isinstance(b, str) else b):
             raise RolloutSpecError(f"{p}.waves must grow from one wave to the next: {a} then {b}")
-    order_by = spec.get("orderBy")
-    if order_by is not None and (not isinstance(order_by, str) or not _LABEL_KEY.match(order_by)):
+    order_by = spec.order_by
+    if order_by is not None and not _LABEL_KEY.match(order_by):
         raise RolloutSpecError(f"{p}.orderBy must be a label key like edgeai.io/site, got {order_by!r}")
-    mu = spec.get("maxUnavailable")
-    paused = spec.get("paused", False)
-    if not isinstance(paused, bool):
-        raise RolloutSpecError(f"{p}.paused must be true or false, got {paused!r}")
-    rb = spec.get("rollbackTo")
-    if rb is not None:
-        if not isinstance(rb, Mapping) or isinstance(rb.get("revision"), bool) or not isinstance(
-                rb.get("revision"), int) or rb["revision"] < 1:
-            raise RolloutSpecError(f"{p}.rollbackTo.revision must be a revision number >= 1, got {rb!r}")
-        rb = {k: v for k, v in rb.items() if k in ("revision", "requestedAt")}
+    mu = spec.max_unavailable
+    rb = spec.rollback_to
+    if rb is not None and rb.revision < 1:
+        raise RolloutSpecError(f"{p}.rollbackTo.revision must be a revision number >= 1, got {serialize(rb)!r}")
+    gated = any(getattr(spec, f.name) is not None for f in dataclasses.fields(spec) if f.name not in _STEERING)
     return Policy(
-        gated=bool(set(spec) - _STEERING),
-        canary=_int(spec, "canary", p, 0, 100_000, 0),
+        gated=gated,
+        canary=_int(spec.canary, "canary", p, 0, 100_000, 0),
         waves=waves,
         order_by=order_by,
-        pause_seconds=_int(spec, "pauseSeconds", p, 0, 7 * 86400, 0),
+        pause_seconds=_int(spec.pause_seconds, "pauseSeconds", p, 0, 7 * 86400, 0),
         max_unavailable=None if mu is None else _count_or_percent(mu, f"{p}.maxUnavailable"),
-        ready_seconds=_int(gate, "readySeconds", f"{p}.healthGate", 0, 86400, 0),
-        max_restarts=_int(gate, "maxRestarts", f"{p}.healthGate", 0, 1000, 0),
-        deadline_seconds=_int(gate, "progressDeadlineSeconds", f"{p}.healthGate", 1, 7 * 86400, 600),
-        on_failure=_enum(spec, "onFailure", p, ON_FAILURE),
-        rollback_strategy=_enum(spec, "rollbackStrategy", p, ROLLBACK_STRATEGIES),
-        offline=_enum(spec, "offlineDevices", p, OFFLINE_POLICIES),
-        paused=paused,
-        rollback_to=dict(rb) if rb is not None else None,
-        history_limit=_int(spec, "revisionHistoryLimit", p, 1, 50, 10),
+        ready_seconds=_int(gate.ready_seconds, "readySeconds", f"{p}.healthGate", 0, 86400, 0),
+        max_restarts=_int(gate.max_restarts, "maxRestarts", f"{p}.healthGate", 0, 1000, 0),
+        deadline_seconds=_int(gate.progress_deadline_seconds, "progressDeadlineSeconds", f"{p}.healthGate", 1,
+                              7 * 86400, 600),
+        on_failure=spec.on_failure or FailurePolicy.ROLLBACK,
+        rollback_strategy=spec.rollback_strategy or RollbackStrategy.ALL_AT_ONCE,
+        offline=spec.offline_devices or OfflinePolicy.SKIP,
+        paused=bool(spec.paused),
+        rollback_to=dict(serialize(rb)) if rb is not None else None,
+        history_limit=_int(spec.revision_history_limit, "revisionHistoryLimit", p, 1, 50, 10),
     )
 
 
@@ -213,7 +215,7 @@ class RolloutState:
     it changes only at transitions, so every change of it is written at once."""
 
     revision: int
-    phase: str
+    phase: RolloutPhase
     wave: int = 0
     waves: int = 1
     wave_started: float | None = None
@@ -225,26 +227,29 @@ class RolloutState:
     progress_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"revision": self.revision, "phase": self.phase, "wave": self.wave,
-                             "waves": self.waves}
-        if self.wave_started is not None:
-            d["waveStartedAt"] = iso(self.wave_started)
-        if self.wave_ready is not None:
-            d["waveReadyAt"] = iso(self.wave_ready)
-        if self.message:
-            d["message"] = self.message[:500]
+        # healthy/progressAt are the operator's own: the schema preserves unknown fields there.
+        extra: dict[str, Any] = {}
         if self.progress_at is not None:
-            d["healthy"] = self.healthy
-            d["progressAt"] = iso(self.progress_at)
-        return d
+            extra = {"healthy": self.healthy, "progressAt": iso(self.progress_at)}
+        return dict(serialize(RolloutStatus(
+            revision=self.revision, phase=self.phase, wave=self.wave, waves=self.waves,
+            wave_started_at=iso(self.wave_started) if self.wave_started is not None else None,
+            wave_ready_at=iso(self.wave_ready) if self.wave_ready is not None else None,
+            message=self.message[:500] or None, extra=extra)))
 
     @staticmethod
     def from_dict(d: Any) -> RolloutState | None:
-        if not isinstance(d, Mapping) or not isinstance(d.get("revision"), int) or not isinstance(d.get("phase"), str):
+        try:
+            st = parse(RolloutStatus, d, "status.rollout")
+        except ApiTypeError:
+            return None  # a hand-edited state we cannot read: the rollout starts over from status
+        if st.revision is None or st.phase is None:
             return None
-        return RolloutState(int(d["revision"]), str(d["phase"]), int(d.get("wave") or 0), int(d.get("waves") or 1),
-                            parse_time(d.get("waveStartedAt")), parse_time(d.get("waveReadyAt")),
-                            str(d.get("message") or ""), int(d.get("healthy") or 0), parse_time(d.get("progressAt")))
+        x = st.extra
+        healthy = x.get("healthy")
+        return RolloutState(st.revision, st.phase, st.wave or 0, st.waves or 1, parse_time(st.wave_started_at),
+                            parse_time(st.wave_ready_at), st.message or "",
+                            healthy if isinstance(healthy, int) else 0, parse_time(x.get("progressAt")))
 
 
 @dataclass(frozen=True)
@@ -319,7 +324,7 @@ def step(
     started = prev.wave_started if prev.wave_started is not None else now
     index = {d: i for i, d in enumerate(order)}
     admitted = [d for d in order if wave_of(index[d], bounds) <= w]
-    skip_offline = policy.offline == "Skip"
+    skip_offline = policy.offline == OfflinePolicy.SKIP
     gating = [d for d in admitted if d in devices and (devices[d].online or not skip_offline)]
     gating += [d for d in admitted if d not in devices]  # no workload yet: not healthy
     notes: list[str] = []
@@ -418,12 +423,13 @@ def _fail(policy: Policy, prev: RolloutState, target: int, stable: int | None, o
           bounds: Sequence[int], devices: Mapping[str, DeviceRollout], keep: Any, failure: str, w: int,
           now: float) -> Step:
     msg = f"revision {target} failed its health gate in wave {w + 1}/{len(bounds)}: {failure}"
-    if policy.on_failure == "Rollback" and stable is not None:
+    if policy.on_failure == FailurePolicy.ROLLBACK and stable is not None:
         st = RolloutState(target, ROLLING_BACK, w, len(bounds), prev.wave_started, None,
                           f"{msg}; rolling back to revision {stable}")
         s = _roll_back(policy, st, target, stable, order, bounds, devices, keep, now)
         return replace(s, failure=failure)
-    why = "onFailure: Pause" if policy.on_failure == "Pause" else "no earlier good revision to roll back to"
+    why = (f"onFailure: {FailurePolicy.PAUSE}" if policy.on_failure == FailurePolicy.PAUSE
+           else "no earlier good revision to roll back to")
     st = RolloutState(target, HALTED, w, len(bounds), prev.wave_started, None, f"{msg}; halted ({why})")
     frozen = {d: devices[d].revision if d in devices and devices[d].revision is not None else stable for d in order}
     return Step(_drop_none(frozen), st, failure=failure)
@@ -433,7 +439,7 @@ def _roll_back(policy: Policy, st: RolloutState, target: int, stable: int, order
                bounds: Sequence[int], devices: Mapping[str, DeviceRollout], keep: Any, now: float) -> Step:
     """Back to `stable`: all at once, or wave by wave from the last one reached."""
     index = {d: i for i, d in enumerate(order)}
-    rbw = st.wave if policy.rollback_strategy == "ReverseWaves" else 0
+    rbw = st.wave if policy.rollback_strategy == RollbackStrategy.REVERSE_WAVES else 0
     while True:
         back = [d for d in order if wave_of(index[d], bounds) >= rbw]
         done = all(devices[d].revision == stable and devices[d].ready for d in back

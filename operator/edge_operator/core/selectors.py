@@ -2,6 +2,10 @@
 
 Pure. `deviceSelector` selects EdgeDevices by the union of their Node's labels
 and their own labels, with `matchLabels` and `matchExpressions` ANDed.
+
+These read the selector's JSON, not edgeai_api's LabelSelector: the controller's
+selector index holds it as the API server sent it, and `validate_selector` must
+name a bad field in an object the typed parse already refused.
 """
 
 from __future__ import annotations
@@ -9,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+from edgeai_api.enums import SelectorOperator as Op
+
+OPERATORS: tuple[str, ...] = tuple(o.value for o in Op)
 
 
 class SelectorError(ValueError):
@@ -35,9 +41,9 @@ def validate_selector(selector: Mapping[str, Any] | None, field: str = "spec.dev
         if op not in OPERATORS:
             raise SelectorError(f"{where}.operator must be one of {', '.join(OPERATORS)}, got {op!r}")
         values = expr.get("values") or []
-        if op in ("In", "NotIn") and not values:
+        if op in (Op.IN, Op.NOT_IN) and not values:
             raise SelectorError(f"{where}.values must be non-empty for operator {op}")
-        if op in ("Exists", "DoesNotExist") and values:
+        if op in (Op.EXISTS, Op.DOES_NOT_EXIST) and values:
             raise SelectorError(f"{where}.values must be empty for operator {op}")
 
 
@@ -52,16 +58,16 @@ def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
         key = expr["key"]
         op = expr["operator"]
         present = key in labels
-        if op == "In":
+        if op == Op.IN:
             if not present or labels[key] not in expr.get("values", ()):
                 return False
-        elif op == "NotIn":
+        elif op == Op.NOT_IN:
             if present and labels[key] in expr.get("values", ()):
                 return False
-        elif op == "Exists":
+        elif op == Op.EXISTS:
             if not present:
                 return False
-        elif op == "DoesNotExist":
+        elif op == Op.DOES_NOT_EXIST:
             if present:
                 return False
         else:
@@ -76,11 +82,11 @@ def describe(selector: Mapping[str, Any] | None) -> str:
     parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
     for expr in selector.get("matchExpressions") or []:
         op = expr["operator"]
-        if op == "Exists":
+        if op == Op.EXISTS:
             parts.append(expr["key"])
-        elif op == "DoesNotExist":
+        elif op == Op.DOES_NOT_EXIST:
             parts.append(f"!{expr['key']}")
         else:
             vals = ",".join(expr.get("values") or [])
-            parts.append(f"{expr['key']} {'in' if op == 'In' else 'notin'} ({vals})")
+            parts.append(f"{expr['key']} {'in' if op == Op.IN else 'notin'} ({vals})")
     return ",".join(parts)

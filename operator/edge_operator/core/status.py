@@ -8,9 +8,18 @@ from typing import Any
 
 from edge_operator.core import conditions as cond
 from edge_operator.core.views import ChildInfo, DeviceInfo, ModelInfo, NodeInfo, device_view
+from edgeai_api.edgemodel import SOURCE_BUILD
+from edgeai_api.enums import (
+    ConditionStatus,
+    ConditionType,
+    DeviceReason,
+    ModelPhase,
+    ModelReason,
+    ServingPhase,
+)
 
 # Failures that may heal by themselves: the operator retries these with backoff.
-TRANSIENT_REASONS = frozenset({"Unreachable", "SecretNotFound", "KeyNotFound"})
+TRANSIENT_REASONS = frozenset({ModelReason.UNREACHABLE, ModelReason.SECRET_NOT_FOUND, ModelReason.KEY_NOT_FOUND})
 
 
 @dataclass(frozen=True)
@@ -21,7 +30,7 @@ class ArtifactCheck:
     ok: bool
     sha256: str | None = None  # the digest actually seen, when the bytes were read to the end
     size: int | None = None
-    reason: str = "Verified"
+    reason: str = ModelReason.VERIFIED
     message: str = ""
 
     @property
@@ -52,10 +61,13 @@ def needs_verification(m: ModelInfo) -> bool:
         return True
     if reverify_requested(m):
         return True
-    vc = cond.find(st.get("conditions"), "Verified")
-    if vc is None or vc.get("status") not in ("True", "False"):
+    vc = cond.find(st.get("conditions"), ConditionType.VERIFIED)
+    if vc is None or vc.get("status") not in (ConditionStatus.TRUE, ConditionStatus.FALSE):
         return True
-    if vc.get("status") == "False":
+    if m.spec_error:
+        # Checked once per generation: the check reports the spec as it is, nothing to fetch.
+        return vc.get("reason") != ModelReason.INVALID_SPEC
+    if vc.get("status") == ConditionStatus.FALSE:
         return vc.get("reason") in TRANSIENT_REASONS
     return any(not v.get("verified") and v.get("reason") in TRANSIENT_REASONS for v in st.get("variants") or [])
 
@@ -72,20 +84,27 @@ def previously_verified(m: ModelInfo) -> dict[str, str]:
         return {}
     out = {}
     if m.source.verified:
-        out["default"] = m.source.sha256
+        out[SOURCE_BUILD] = m.source.sha256
     for v in m.variants:
         if v.verified:
             out[v.name] = v.sha256
     return out
 
 
+def invalid_spec_check(m: ModelInfo) -> ModelCheck | None:
+    """The check's outcome for a spec that does not parse (nothing to fetch), else None."""
+    if not m.spec_error:
+        return None
+    return ModelCheck(ArtifactCheck(SOURCE_BUILD, False, reason=ModelReason.INVALID_SPEC, message=m.spec_error))
+
+
 def verifying_status(m: ModelInfo, now: str) -> dict[str, Any]:
     msg = f"streaming and hashing {m.source.uri}"
-    conds = [cond.make("Verified", "Unknown", "Verifying", msg, m.generation),
-             cond.make("Ready", "Unknown", "Verifying", msg, m.generation)]
+    conds = [cond.make(ConditionType.VERIFIED, ConditionStatus.UNKNOWN, ModelReason.VERIFYING, msg, m.generation),
+             cond.make(ConditionType.READY, ConditionStatus.UNKNOWN, ModelReason.VERIFYING, msg, m.generation)]
     return {
         "observedGeneration": m.generation,
-        "phase": "Verifying",
+        "phase": ModelPhase.VERIFYING,
         "conditions": cond.merge(m.status.get("conditions"), conds, now),
     }
 
@@ -121,13 +140,14 @@ def model_status(m: ModelInfo, check: ModelCheck, now: str) -> dict[str, Any]:
             msg += f"; {ok_variants}/{len(check.variants)} variants verified"
         for n in check.notes:
             msg += f"; {n}"
-        status["phase"] = "Verified"
+        status["phase"] = ModelPhase.VERIFIED
         status["verifiedAt"] = now
-        conds = [cond.make("Verified", True, "Verified", msg, gen), cond.make("Ready", True, "Verified", msg, gen)]
+        conds = [cond.make(ConditionType.VERIFIED, True, ModelReason.VERIFIED, msg, gen),
+                 cond.make(ConditionType.READY, True, ModelReason.VERIFIED, msg, gen)]
     else:
-        status["phase"] = "Retrying" if src.transient else "Failed"
-        conds = [cond.make("Verified", False, src.reason, src.message, gen),
-                 cond.make("Ready", False, src.reason, src.message, gen)]
+        status["phase"] = ModelPhase.RETRYING if src.transient else ModelPhase.FAILED
+        conds = [cond.make(ConditionType.VERIFIED, False, src.reason, src.message, gen),
+                 cond.make(ConditionType.READY, False, src.reason, src.message, gen)]
         prev_at = m.status.get("verifiedAt")
         if prev_at:
             status["verifiedAt"] = None  # a failed check voids the earlier verification
@@ -141,13 +161,13 @@ def serving_rows(children: Iterable[ChildInfo], online: bool) -> list[dict[str, 
         if ch.deleting:
             continue
         if not online:
-            phase = "Offline"
+            phase = ServingPhase.OFFLINE
         elif ch.rolled_out and ch.ready >= 1:
-            phase = "Ready"
+            phase = ServingPhase.READY
         elif ch.progress_failed:
-            phase = "Failed"
+            phase = ServingPhase.FAILED
         else:
-            phase = "Progressing"
+            phase = ServingPhase.PROGRESSING
         row = {"inferenceDeployment": f"{ch.namespace}/{ch.owner}", "deployment": ch.name,
                "model": ch.model, "phase": phase}
         if ch.variant:
@@ -178,13 +198,16 @@ def device_status(
         if t_new and t_old and (t_new - t_old).total_seconds() < heartbeat_resolution_s:
             hb = old_hb
     if node is None:
-        online_c = cond.make("Online", False, "NodeNotFound", f"node {dev.node_name!r} does not exist",
-                             dev.generation)
+        online_c = cond.make(ConditionType.ONLINE, False, DeviceReason.NODE_NOT_FOUND,
+                             f"node {dev.node_name!r} does not exist", dev.generation)
     else:
         h = node.health
-        online_c = cond.make("Online", h.online, h.reason, h.message or ("node is Ready" if h.online else
+        online_c = cond.make(ConditionType.ONLINE, h.online, h.reason, h.message or ("node is Ready" if h.online else
                              "node is not Ready"), dev.generation)
-    ready_c = dict(online_c, type="Ready")
+    ready_c = dict(online_c, type=ConditionType.READY)
+    if dev.spec_error:
+        # The overrides were not applied: the device serves on what was discovered, but says why.
+        ready_c = cond.make(ConditionType.READY, False, DeviceReason.INVALID_SPEC, dev.spec_error, dev.generation)
     serving = serving_rows(children, online)
     status: dict[str, Any] = {
         "observedGeneration": dev.generation,

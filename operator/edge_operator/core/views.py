@@ -3,19 +3,32 @@
 Pure. The kopf index handlers call these on every event and store only the
 result, never the full body: a fleet of 1,000 nodes, devices, workloads and
 pods then fits in tens of MiB, and every decision reads the same summary.
+Our CRDs' specs are read through edgeai_api's types; a spec that does not parse
+leaves `spec` None and `spec_error` naming the field, for the reconcile to report.
+
+Longer than most modules: one summary per kind the operator watches, kept
+together because the controller's indexes import them as a set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from edge_operator.core import conditions as cond
 from edge_operator.core.capabilities import Capabilities, NodeHealth, from_node, node_health, with_overrides
 from edge_operator.core.manifests import SecretRef
 from edge_operator.core.placement import Artifact, DeviceView, Requirements
 from edgeai_api import constants as c
+from edgeai_api import edgemodel as em
+from edgeai_api.edgedevice import CapabilityOverrides, EdgeDeviceSpec
+from edgeai_api.enums import ConditionStatus, ConditionType, ModelReason, Precision
+from edgeai_api.inferencedeployment import InferenceDeploymentSpec
+from edgeai_api.serde import ApiTypeError, parse
+
+SpecT = TypeVar("SpecT")
 
 
 def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -24,6 +37,15 @@ def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _deleting(body: Mapping[str, Any]) -> bool:
     return bool(_meta(body).get("deletionTimestamp"))
+
+
+def _spec(cls: type[SpecT], body: Mapping[str, Any]) -> tuple[SpecT | None, str]:
+    """The typed spec, or None and the error naming the bad field: a summary is made of any body
+    the API server hands over, and the reconcile turns the error into a condition."""
+    try:
+        return parse(cls, body.get("spec") or {}, "spec"), ""
+    except ApiTypeError as e:
+        return None, str(e)
 
 
 # --- Node ----------------------------------------------------------------------
@@ -67,37 +89,37 @@ class DeviceInfo:
     uid: str
     node_name: str
     labels: Mapping[str, str]
-    overrides: Mapping[str, Any] | None
+    overrides: CapabilityOverrides | None
     generation: int
     discovered: bool
     status: Mapping[str, Any] = field(default_factory=dict)
     deleting: bool = False
     resource_version: str = ""
+    spec: EdgeDeviceSpec | None = None  # None when the spec does not parse: see spec_error
+    spec_error: str = ""
 
     def placement_key(self) -> tuple[Any, ...]:
-        return (
-            self.node_name,
-            tuple(sorted(self.labels.items())),
-            repr(sorted((self.overrides or {}).items())),
-            self.deleting,
-        )
+        return (self.node_name, tuple(sorted(self.labels.items())), self.overrides, self.deleting)
 
 
 def device_info(body: Mapping[str, Any]) -> DeviceInfo:
     meta = _meta(body)
-    spec = body.get("spec") or {}
+    spec, error = _spec(EdgeDeviceSpec, body)
     labels = dict(meta.get("labels") or {})
     return DeviceInfo(
         name=meta["name"],
         uid=meta.get("uid", ""),
-        node_name=spec.get("nodeName") or meta["name"],
+        # An unreadable spec still names its node when it can: the device stays tied to it.
+        node_name=(spec.node_name if spec else str((body.get("spec") or {}).get("nodeName") or "")) or meta["name"],
         labels=labels,
-        overrides=dict(spec["capabilities"]) if spec.get("capabilities") else None,
+        overrides=spec.capabilities if spec else None,
         generation=int(meta.get("generation") or 0),
         discovered=labels.get(c.L_DISCOVERED) == "true",
         status=dict(body.get("status") or {}),
         deleting=_deleting(body),
         resource_version=str(meta.get("resourceVersion", "")),
+        spec=spec,
+        spec_error=error,
     )
 
 
@@ -124,6 +146,14 @@ def device_view(dev: DeviceInfo, node: NodeInfo | None) -> DeviceView:
 # --- EdgeModel -----------------------------------------------------------------
 
 
+class ModelState(StrEnum):
+    """The Verified condition, judged for the current generation and source digest only."""
+
+    VERIFIED = "Verified"
+    FAILED = "Failed"
+    PENDING = "Pending"
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     namespace: str
@@ -136,18 +166,18 @@ class ModelInfo:
     requirements: Requirements
     public_key: SecretRef | None
     decryption_key: SecretRef | None
-    spec: Mapping[str, Any]
+    spec: em.EdgeModelSpec | None  # None when the spec does not parse: see spec_error
     status: Mapping[str, Any]
-    # The Verified condition, judged for the current generation and source digest only.
-    state: str  # Verified | Failed | Pending
+    state: ModelState
     reason: str
     message: str
     deleting: bool = False
     reverify: str | None = None  # the pending or last re-verification request (annotation value)
+    spec_error: str = ""
 
     @property
     def verified(self) -> bool:
-        return self.state == "Verified"
+        return self.state == ModelState.VERIFIED
 
     @property
     def key(self) -> tuple[str, str]:
@@ -158,75 +188,82 @@ class ModelInfo:
                 self.public_key, self.decryption_key, self.version, self.deleting)
 
 
-def _secret_ref(ref: Mapping[str, Any] | None, default_key: str) -> SecretRef | None:
-    if not ref or not ref.get("name"):
+def _secret_ref(ref: em.SecretKeyRef | None, default_key: str) -> SecretRef | None:
+    if ref is None or not ref.name:
         return None
-    return SecretRef(str(ref["name"]), str(ref.get("key") or default_key))
+    return SecretRef(ref.name, ref.key or default_key)
 
 
 def model_info(body: Mapping[str, Any]) -> ModelInfo:
     meta = _meta(body)
-    spec: Mapping[str, Any] = body.get("spec") or {}
+    spec, error = _spec(em.EdgeModelSpec, body)
     status: Mapping[str, Any] = body.get("status") or {}
     generation = int(meta.get("generation") or 0)
-    src = spec.get("source") or {}
-    sig = spec.get("signature") or {}
-    enc = spec.get("encryption") or {}
     current = status.get("observedGeneration") == generation
-    verified_cond = cond.find(status.get("conditions"), "Verified") if current else None
+    verified_cond = cond.find(status.get("conditions"), ConditionType.VERIFIED) if current else None
 
     seen_variants = {v.get("name"): v for v in status.get("variants") or []} if current else {}
+    src = spec.source if spec else em.ModelSource(uri="", sha256="")
     source_ok = (
-        verified_cond is not None
-        and verified_cond.get("status") == "True"
-        and status.get("sha256") == src.get("sha256")
+        spec is not None
+        and verified_cond is not None
+        and verified_cond.get("status") == ConditionStatus.TRUE
+        and status.get("sha256") == src.sha256
     )
     source = Artifact(
-        name="default",
-        precision="fp32",
-        uri=str(src.get("uri", "")),
-        sha256=str(src.get("sha256", "")),
-        size=src.get("size"),
-        signature=sig.get("value"),
+        name=em.SOURCE_BUILD,
+        precision=Precision.FP32.value,
+        uri=src.uri,
+        sha256=src.sha256,
+        size=src.size,
+        signature=spec.signature.value if spec and spec.signature else None,
         accelerators=("cpu",),
         verified=source_ok,
     )
     variants = []
-    for v in spec.get("variants") or []:
-        seen = seen_variants.get(v.get("name")) or {}
-        ok = bool(seen.get("verified")) and seen.get("sha256") == v.get("sha256")
+    for v in (spec.variants if spec else None) or ():
+        seen = seen_variants.get(v.name) or {}
+        ok = bool(seen.get("verified")) and seen.get("sha256") == v.sha256
         variants.append(
             Artifact(
-                name=str(v.get("name", "")),
-                precision=str(v.get("precision", "fp32")),
-                uri=str(v.get("uri", "")),
-                sha256=str(v.get("sha256", "")),
-                size=v.get("size"),
-                signature=v.get("signature"),
-                accelerators=tuple(v.get("accelerators") or ()),
+                name=v.name,
+                precision=v.precision.value,
+                uri=v.uri,
+                sha256=v.sha256,
+                size=v.size,
+                signature=v.signature,
+                accelerators=tuple(a.value for a in v.accelerators),
                 verified=ok,
                 reason="" if ok else str(seen.get("reason") or "not verified yet"),
             )
         )
-    if source_ok:
-        state, reason, message = "Verified", "Verified", (verified_cond or {}).get("message", "")
-    elif verified_cond is not None and verified_cond.get("status") == "False":
-        state = "Failed"
-        reason = str(verified_cond.get("reason") or "Failed")
+    state: ModelState
+    reason: str
+    if spec is None:
+        # Never place builds read from a spec we cannot read, whatever an older status says.
+        state, reason, message = ModelState.FAILED, ModelReason.INVALID_SPEC, error
+    elif source_ok:
+        state, reason, message = ModelState.VERIFIED, ModelReason.VERIFIED, (verified_cond or {}).get("message", "")
+    elif verified_cond is not None and verified_cond.get("status") == ConditionStatus.FALSE:
+        state = ModelState.FAILED
+        reason = str(verified_cond.get("reason") or ModelReason.FAILED)
         message = str(verified_cond.get("message") or "")
     else:
-        state, reason, message = "Pending", "Verifying", "the operator has not verified this generation yet"
+        state, reason, message = (ModelState.PENDING, ModelReason.VERIFYING,
+                                  "the operator has not verified this generation yet")
+    sig = spec.signature if spec else None
+    enc = spec.encryption if spec else None
     return ModelInfo(
         namespace=meta.get("namespace", ""),
         name=meta["name"],
         uid=meta.get("uid", ""),
         generation=generation,
-        version=spec.get("version"),
+        version=spec.version if spec else None,
         source=source,
         variants=tuple(variants),
-        requirements=Requirements.from_spec(spec.get("requirements")),
-        public_key=_secret_ref(sig.get("publicKeySecretRef"), "public.pem"),
-        decryption_key=_secret_ref(enc.get("keySecretRef"), "key"),
+        requirements=Requirements.from_spec(spec.requirements if spec else None),
+        public_key=_secret_ref(sig.public_key_secret_ref if sig else None, em.DEFAULT_PUBLIC_KEY_KEY),
+        decryption_key=_secret_ref(enc.key_secret_ref if enc else None, em.DEFAULT_DECRYPTION_KEY_KEY),
         spec=spec,
         status=status,
         state=state,
@@ -234,6 +271,7 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
         message=message,
         deleting=_deleting(body),
         reverify=(meta.get("annotations") or {}).get(c.A_REVERIFY) or None,
+        spec_error=error,
     )
 
 
@@ -247,13 +285,14 @@ class IdepInfo:
     uid: str
     generation: int
     model: str
+    # spec.deviceSelector as the API server has it: the controller's selector index and
+    # selectors.validate_selector (whose messages name the field) read the mapping.
     selector: Mapping[str, Any] | None
-    runtime: Mapping[str, Any]
-    fallback: Mapping[str, Any] | None
-    rollout: Mapping[str, Any]
+    spec: InferenceDeploymentSpec | None  # None when the spec does not parse: see spec_error
     status: Mapping[str, Any]
     deleting: bool = False
     resource_version: str = ""
+    spec_error: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -262,20 +301,21 @@ class IdepInfo:
 
 def idep_info(body: Mapping[str, Any]) -> IdepInfo:
     meta = _meta(body)
-    spec = body.get("spec") or {}
+    raw = body.get("spec") or {}
+    spec, error = _spec(InferenceDeploymentSpec, body)
+    selector = raw.get("deviceSelector")
     return IdepInfo(
         namespace=meta.get("namespace", ""),
         name=meta["name"],
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation") or 0),
-        model=str(spec.get("model", "")),
-        selector=spec.get("deviceSelector"),
-        runtime=dict(spec.get("runtime") or {}),
-        fallback=dict(spec["fallback"]) if spec.get("fallback") else None,
-        rollout=dict(spec.get("rollout") or {}),
+        model=spec.model if spec else str(raw.get("model", "")),
+        selector=selector if isinstance(selector, Mapping) else None,
+        spec=spec,
         status=dict(body.get("status") or {}),
         deleting=_deleting(body),
         resource_version=str(meta.get("resourceVersion", "")),
+        spec_error=error,
     )
 
 

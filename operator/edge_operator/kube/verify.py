@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from edge_operator.core.placement import Artifact
-from edge_operator.core.status import ArtifactCheck, ModelCheck, previously_verified
+from edge_operator.core.status import ArtifactCheck, ModelCheck, invalid_spec_check, previously_verified
 from edge_operator.core.views import ModelInfo
 from edge_operator.kube.errors import ApiError
 from edge_operator.kube.kubeapi import KubeApi
@@ -183,6 +183,9 @@ class Verifier:
 
     async def check(self, m: ModelInfo) -> ModelCheck:
         """Check every build of the model's current generation that is not verified already."""
+        invalid = invalid_spec_check(m)
+        if invalid is not None:
+            return invalid
         done = previously_verified(m)
         public_key = decryption_key = None
         try:

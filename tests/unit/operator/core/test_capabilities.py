@@ -10,6 +10,9 @@ from edge_operator.core.capabilities import from_node, node_health, with_overrid
 from edge_operator.core.quantity import QuantityError, format_bytes, parse_quantity, quantity_bytes, quantity_millis
 from edge_operator.core.selectors import SelectorError, describe, matches, validate_selector
 
+from edgeai_api.edgedevice import CapabilityOverrides
+from edgeai_api.enums import Accelerator
+
 
 def node(labels: dict[str, str], alloc: dict[str, Any], ready: str | None = "True") -> dict[str, Any]:
     conds = [] if ready is None else [
@@ -38,7 +41,7 @@ def test_accelerator_from_device_plugin_resource_and_none_label() -> None:
 
 def test_overrides_replace_field_by_field() -> None:
     caps = from_node(node({"kubernetes.io/arch": "amd64"}, {"memory": "8Gi"}))
-    out = with_overrides(caps, {"accelerators": ["vpu"], "memory": "2Gi"})
+    out = with_overrides(caps, CapabilityOverrides(accelerators=(Accelerator.VPU,), memory="2Gi"))
     assert out.accelerators == ("cpu", "vpu") and out.memory == "2Gi" and out.arch == "amd64"
 
 

@@ -17,6 +17,8 @@ from edge_operator.core.manifests import (
 from edge_operator.core.placement import Artifact
 
 from edgeai_api import constants as c
+from edgeai_api.inferencedeployment import FallbackSpec, RuntimeSpec
+from edgeai_api.serde import parse
 
 H = "c" * 64
 ART = Artifact("int8", "int8", "https://models.example/m-int8.onnx", H, size=1234, signature="c2lnbmF0dXJl",
@@ -24,9 +26,10 @@ ART = Artifact("int8", "int8", "https://models.example/m-int8.onnx", H, size=123
 INP = WorkloadInputs(
     namespace="ns", owner=Owner(c.API_VERSION, c.KIND_IDEP, "detector", "uid-1"), model="yolo",
     model_version="1.2.0", device="edge-1", node="edge-1", artifact=ART, image="img:1",
-    runtime={"threads": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5, "maxLatencyMs": 250, "maxErrorRate": 0.2,
-             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": 1073741824}}},
-    fallback={"url": "https://cloud/v2", "confidenceThreshold": 0.6, "timeoutMs": 1500},
+    runtime=parse(RuntimeSpec, {"threads": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5, "maxLatencyMs": 250,
+                                "maxErrorRate": 0.2, "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                                                   "limits": {"memory": 1073741824}}}),
+    fallback=FallbackSpec(url="https://cloud/v2", confidence_threshold=0.6, timeout_ms=1500),
     public_key=SecretRef("keys", "public.pem"),
 )
 
@@ -136,7 +139,7 @@ def test_same_inputs_same_hash_changed_model_changes_template_and_hash() -> None
 
 
 def test_optional_parts_absent_when_not_asked() -> None:
-    plain = replace(INP, fallback=None, public_key=None, runtime={}, model_version=None,
+    plain = replace(INP, fallback=None, public_key=None, runtime=RuntimeSpec(), model_version=None,
                     artifact=replace(ART, signature=None, size=None))
     p = pod(child_deployment(plain))
     assert "--fallback-url" not in p["containers"][0]["args"]
@@ -167,10 +170,10 @@ def test_discovered_device_is_owned_by_its_node() -> None:
 
 
 def test_grpc_port_is_passed_and_named_only_when_asked() -> None:
-    plain = pod(child_deployment(replace(INP, runtime={})))
+    plain = pod(child_deployment(replace(INP, runtime=RuntimeSpec())))
     assert "--grpc-port" not in plain["containers"][0]["args"]
     assert [p["name"] for p in plain["containers"][0]["ports"]] == ["http"]
-    grpc = pod(child_deployment(replace(INP, runtime={"grpcPort": 9000})))
+    grpc = pod(child_deployment(replace(INP, runtime=RuntimeSpec(grpc_port=9000))))
     (main,) = grpc["containers"]
     assert main["args"][main["args"].index("--grpc-port") + 1] == "9000"
     assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"http": 8080, "grpc": 9000}

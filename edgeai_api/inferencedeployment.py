@@ -1,0 +1,177 @@
+"""InferenceDeployment (edgeai.io/v1alpha1): run an EdgeModel on every matching EdgeDevice, rolled
+out in waves; crds/inferencedeployment.yaml is the schema these types are held to.
+
+`status.rollout` and `status.revisions[]` keep unknown fields (the schema preserves them): the
+operator stores its own bookkeeping there (the rollout's progress and pin, each revision's whole
+template), which stays a free-form `extra` map here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeai_api import constants as c
+from edgeai_api.enums import (
+    FailurePolicy,
+    OfflinePolicy,
+    RevisionOutcome,
+    RollbackStrategy,
+    RolloutPhase,
+    SelectorOperator,
+)
+from edgeai_api.meta import Condition, ObjectMeta
+
+_COUNT_OR_PERCENT = "integer or percent string"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectorRequirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelSelector:
+    match_labels: Mapping[str, str] | None = None
+    match_expressions: tuple[SelectorRequirement, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceRequirements:
+    requests: Mapping[str, int | str] | None = None  # quantities
+    limits: Mapping[str, int | str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeSpec:
+    threads: int | None = None
+    max_batch_size: int | None = None
+    max_batch_delay_ms: int | None = None
+    max_latency_ms: int | None = None
+    max_error_rate: float | None = None
+    grpc_port: int | None = None
+    pod_annotations: Mapping[str, str] | None = None
+    resources: ResourceRequirements | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FallbackSpec:
+    url: str
+    confidence_threshold: float
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthGate:
+    ready_seconds: int | None = None
+    max_restarts: int | None = None
+    progress_deadline_seconds: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackTo:
+    revision: int
+    requested_at: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutSpec:
+    canary: int | None = None
+    waves: tuple[int | str, ...] | None = field(default=None, metadata={"what": _COUNT_OR_PERCENT})
+    order_by: str | None = None
+    pause_seconds: int | None = None
+    max_unavailable: int | str | None = field(default=None, metadata={"what": _COUNT_OR_PERCENT})
+    health_gate: HealthGate | None = None
+    on_failure: FailurePolicy | None = None
+    rollback_strategy: RollbackStrategy | None = None
+    offline_devices: OfflinePolicy | None = None
+    paused: bool | None = None
+    rollback_to: RollbackTo | None = None
+    revision_history_limit: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceDeploymentSpec:
+    model: str
+    device_selector: LabelSelector | None = None
+    runtime: RuntimeSpec | None = None
+    fallback: FallbackSpec | None = None
+    rollout: RolloutSpec | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutStatus:
+    revision: int | None = None
+    phase: RolloutPhase | None = None
+    wave: int | None = None  # 0-based
+    waves: int | None = None
+    wave_started_at: str | None = None
+    wave_ready_at: str | None = None
+    message: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, metadata={"extra": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevisionRecord:
+    revision: int
+    hash: str | None = None
+    digests: Mapping[str, str] | None = None
+    model_version: str | None = None
+    created_at: str | None = None
+    reason: str | None = None
+    outcome: RevisionOutcome | None = None
+    message: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, metadata={"extra": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceRow:
+    device: str
+    node: str | None = None
+    revision: int | None = None
+    variant: str | None = None
+    precision: str | None = None
+    sha256: str | None = None
+    phase: str  # enums.WorkloadPhase's values; free text in the schema
+    ready: bool | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnplacedDevice:
+    device: str
+    reason: str  # enums.UnplacedReason's values; free text in the schema
+    message: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceDeploymentStatus:
+    observed_generation: int | None = None
+    selected: int | None = None
+    placed: int | None = None
+    ready: int | None = None
+    updated: int | None = None
+    offline: int | None = None
+    model_sha256: str | None = None
+    short_digest: str | None = None
+    revision: int | None = None
+    current_revision: int | None = None
+    rollout: RolloutStatus | None = None
+    revisions: tuple[RevisionRecord, ...] | None = None
+    devices: tuple[DeviceRow, ...] | None = None
+    unplaced: tuple[UnplacedDevice, ...] | None = None
+    unplaced_not_listed: int | None = None
+    not_selected: int | None = None
+    conditions: tuple[Condition, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceDeployment:
+    api_version: str = c.API_VERSION
+    kind: str = c.KIND_IDEP
+    metadata: ObjectMeta
+    spec: InferenceDeploymentSpec
+    status: InferenceDeploymentStatus | None = None
