@@ -35,7 +35,7 @@ class Work:
     def add(self, key: ReconcileKey, delay: float = 0.0) -> None:
         self.reconcile.append((key, delay))
 
-    def keys(self) -> set[ReconcileKey]:
+    def queued(self) -> set[ReconcileKey]:
         return {k for k, _ in self.reconcile}
 
 
