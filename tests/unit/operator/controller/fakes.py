@@ -126,6 +126,8 @@ class FakeApi:
         self.deleted: list[tuple[str, str | None, str | None]] = []  # (plural, name, uid precondition)
         self.status: dict[tuple[str, str | None, str | None], dict[str, Any]] = {}
         self.status_writes = 0
+        self.status_patches: list[Mapping[str, Any]] = []
+        self.apply_calls = 0
         self.events: list[tuple[str, str, str]] = []  # (involved name, type, reason)
         self.fail_status: int | None = None
         self.fail_apply: int | None = None
@@ -134,12 +136,14 @@ class FakeApi:
         if self.fail_status is not None:
             raise ApiError(self.fail_status, "Err", "refused", "PATCH", ref.path())
         self.status_writes += 1
+        self.status_patches.append(status_patch)
         key = (ref.plural, ref.namespace, ref.name)
         self.status[key] = patches.merge_apply(self.status.get(key, {}), status_patch)
         return {"status": self.status[key]}
 
     async def apply(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
         meta = obj["metadata"]
+        self.apply_calls += 1
         if self.fail_apply is not None:
             raise ApiError(self.fail_apply, "Err", "refused", "PATCH", meta["name"])
         self.applied[(meta["namespace"], meta["name"])] = dict(obj)
