@@ -113,10 +113,9 @@ class DeploymentReconciler:
         placement = None
         if model is not None and model.verified and not model.deleting:
             placement = self._placement(idep, model, catalog)
-        current = idep
         plan = planner.plan(idep, model, catalog, children, pods, image=self.image, now=cond.now_iso(),
                             now_ts=time.time(), placement=placement,
-                            placement_for=lambda m: self._placement(current, m, catalog, cache=False))
+                            placement_for=lambda m: self._placement(idep, m, catalog, cache=False))
 
         errors = await self._converge(key, plan.apply, (*plan.delete, *extras))
 
