@@ -19,14 +19,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge_operator.controller import config, handlers
-from edge_operator.controller.controller import Controller
+from edge_operator.controller.manager import Manager
 from edge_operator.kube.kubeapi import KubeApi
 from edge_operator.telemetry import logs, metrics
 
 log = logging.getLogger("edge_operator")
 
 
-async def _serve_http(ctl: Controller, host: str, port: int) -> web.AppRunner:
+async def _serve_http(ctl: Manager, host: str, port: int) -> web.AppRunner:
     async def metrics_view(_: web.Request) -> web.Response:
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -53,7 +53,7 @@ async def run(cfg: config.OperatorConfig) -> None:
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
     api = KubeApi.from_environment(settings)
-    ctl = Controller(api, cfg)
+    ctl = Manager(api, cfg)
     metrics.register_fleet(ctl.snapshot)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, ctl, api.info)

@@ -41,7 +41,7 @@ class OperatorConfig:
     # Progress-only status changes (a device's phase, counts) wait up to this long to be written
     # together; condition changes (Ready, Degraded...) are written at once.
     status_interval: float = 5.0
-    # Budget for progress-only status writes across all objects (see Controller._hold).
+    # Budget for progress-only status writes across all objects (see status_writer.StatusWriter).
     progress_writes_per_second: float = 20.0
     # What a device serves is informational (the deployments' status is authoritative): coarser.
     device_status_interval: float = 10.0

@@ -2,7 +2,7 @@
 
 Index handlers return one small summary per object (views.py); kopf keeps
 them and, importantly, holds every event handler until all indexes are
-filled from the initial lists. Event hooks only queue keys on the controller.
+filled from the initial lists. Event hooks only hand the event to the manager.
 There are no kopf change-handlers, so kopf never writes annotations or
 finalizers into the user's objects (GitOps tools see no drift).
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import kopf
 
-from edge_operator.controller import controller as ctl
-from edge_operator.core.views import child_info, device_info, idep_info, model_info, node_info, pod_info
+from edge_operator.controller import cache
+from edge_operator.controller.manager import Manager
 from edgeai_api import constants as c
 
 log = logging.getLogger("edge_operator.handlers")
@@ -43,7 +43,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60, 120, 300)
 
 
-def register(registry: kopf.OperatorRegistry, controller: ctl.Controller, login_info: kopf.ConnectionInfo) -> None:
+def register(registry: kopf.OperatorRegistry, controller: Manager, login_info: kopf.ConnectionInfo) -> None:
     on = kopf.on
 
     @on.login(registry=registry)
@@ -55,58 +55,55 @@ def register(registry: kopf.OperatorRegistry, controller: ctl.Controller, login_
     async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         configure(settings)
         # kopf passes every index as a keyword argument named by its id.
-        controller.bind({name: kwargs[name] for name in ctl.ALL_INDEXES})
+        controller.bind({name: kwargs[name] for name in cache.ALL_INDEXES})
         controller.start()
 
     @on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await controller.stop()
 
-    # --- indexes --------------------------------------------------------------------
+    # --- indexes (what each stores: cache.py) -----------------------------------------------
 
-    @kopf.index("", "v1", "nodes", id=ctl.IDX_NODES, registry=registry)
-    async def nodes(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
-        return {name: node_info(body)}
+    @kopf.index("", "v1", "nodes", id=cache.IDX_NODES, registry=registry)
+    async def nodes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return cache.node_entries(body)
 
-    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_DEVICE, id=ctl.IDX_DEVICES, registry=registry)
-    async def devices(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
-        return {name: device_info(body)}
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_DEVICE, id=cache.IDX_DEVICES, registry=registry)
+    async def devices(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return cache.device_entries(body)
 
-    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_DEVICE, id=ctl.IDX_DEVICES_BY_NODE,
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_DEVICE, id=cache.IDX_DEVICES_BY_NODE,
                 registry=registry)
-    async def devices_by_node(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
-        return {(body.get("spec") or {}).get("nodeName") or name: name}
+    async def devices_by_node(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return cache.devices_by_node_entries(body)
 
-    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_MODEL, id=ctl.IDX_MODELS, registry=registry)
-    async def models(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
-        return {(namespace or "", name): model_info(body)}
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_MODEL, id=cache.IDX_MODELS, registry=registry)
+    async def models(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return cache.model_entries(body)
 
-    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_IDEP, id=ctl.IDX_IDEPS, registry=registry)
-    async def ideps(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
-        return {(namespace or "", name): idep_info(body)}
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_IDEP, id=cache.IDX_IDEPS, registry=registry)
+    async def ideps(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return cache.idep_entries(body)
 
-    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_IDEP, id=ctl.IDX_IDEPS_BY_MODEL,
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL_IDEP, id=cache.IDX_IDEPS_BY_MODEL,
                 registry=registry)
-    async def ideps_by_model(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
-        return {(namespace or "", (body.get("spec") or {}).get("model", "")): name}
+    async def ideps_by_model(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return cache.ideps_by_model_entries(body)
 
-    @kopf.index("apps", "v1", "deployments", id=ctl.IDX_CHILDREN, registry=registry,
+    @kopf.index("apps", "v1", "deployments", id=cache.IDX_CHILDREN, registry=registry,
                 labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
     async def children(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        ch = child_info(body)
-        return {} if ch is None else {(ch.namespace, ch.owner): ch}
+        return cache.children_entries(body)
 
-    @kopf.index("apps", "v1", "deployments", id=ctl.IDX_CHILDREN_BY_DEVICE,
+    @kopf.index("apps", "v1", "deployments", id=cache.IDX_CHILDREN_BY_DEVICE,
                 registry=registry, labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
     async def children_by_device(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        ch = child_info(body)
-        return {} if ch is None else {ch.device: ch}
+        return cache.children_by_device_entries(body)
 
-    @kopf.index("", "v1", "pods", id=ctl.IDX_PODS, registry=registry,
+    @kopf.index("", "v1", "pods", id=cache.IDX_PODS, registry=registry,
                 labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
     async def pods(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        p = pod_info(body)
-        return {(p.namespace, p.idep): p} if p.idep else {}
+        return cache.pod_entries(body)
 
     # --- event hooks (run only once every index above is filled) -------------------------
 

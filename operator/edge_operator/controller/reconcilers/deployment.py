@@ -1,0 +1,202 @@
+"""InferenceDeployment: its workloads (one Deployment per placed device), its status and its Events.
+
+A deployment's placement is cached until the device catalogue, its model or its spec changes, so a
+pod or workload event costs O(devices it placed), not a placement over the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from edge_operator.controller.api import ControllerApi, EventRecorder
+from edge_operator.controller.cache import Cache, Catalog
+from edge_operator.controller.keys import DeploymentKey, ModelKey
+from edge_operator.controller.status_writer import StatusPolicy, StatusWriter
+from edge_operator.controller.workqueue import Requeue
+from edge_operator.core import conditions as cond
+from edge_operator.core import patches, planner
+from edge_operator.core.catalog import DeviceCatalog
+from edge_operator.core.placement import Placement
+from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
+from edge_operator.kube.errors import ApiError, RetryableError
+from edge_operator.kube.kubeapi import Ref
+from edge_operator.telemetry import metrics
+from edgeai_api import constants as c
+
+# One logger name for every reconciler: log queries and the documented log lines use it.
+log = logging.getLogger("edge_operator.controller")
+
+APPLY_CONCURRENCY = 16
+# Status keys whose change is written at once, not coalesced with progress: a rollout's state
+# changes only at transitions, and an operator restarted mid-rollout resumes from what was written.
+URGENT_IDEP_KEYS = ("placed", "selected", "revision", "currentRevision", "rollout", "revisions")
+
+# Ready reasons of a normal rollout in progress: not worth an Event (one per object each time).
+_QUIET_REASONS = frozenset({"DevicesNotReady", "ModelVerifying", "DevicesReady"})
+
+
+@dataclass
+class _PlacementCache:
+    key: tuple[Any, ...]
+    placement: Placement
+
+
+class DeploymentReconciler:
+    metrics_label = "idep"
+
+    def __init__(self, api: ControllerApi, cache: Cache, catalog: Catalog, writer: StatusWriter,
+                 events: EventRecorder, image: str, status_interval: float) -> None:
+        self.api = api
+        self.cache = cache
+        self.catalog = catalog
+        self.writer = writer
+        self.events = events
+        self.image = image
+        self.policy = StatusPolicy(patches.status_patch, URGENT_IDEP_KEYS, status_interval)
+        self._placements: dict[tuple[str, ...], _PlacementCache] = {}
+        # Workloads applied but not yet seen back through the watch: (namespace, name) -> spec hash.
+        self._applied: dict[tuple[str, str], str] = {}
+        # (placed, ready, unplaced) per deployment, for the fleet gauges.
+        self.counts: dict[DeploymentKey, tuple[int, int, int]] = {}
+
+    def forget(self, key: DeploymentKey) -> None:
+        """The deployment is gone: drop what was derived from it."""
+        self._placements.pop((key.namespace, key.name), None)
+        self._placements.pop((key.namespace, key.name, "other"), None)
+        self.counts.pop(key, None)
+
+    def saw_workload(self, ch: ChildInfo, deleted: bool) -> None:
+        """A workload event: once the cache caught up with what we applied (or it is gone), the cache
+        is the truth again."""
+        akey = (ch.namespace, ch.name)
+        if deleted or self._applied.get(akey) == ch.spec_hash:
+            self._applied.pop(akey, None)
+
+    def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog, cache: bool = True) -> Placement:
+        """Placement of `model`'s builds, cached per deployment; another revision's builds (a rollback
+        target, `cache=False`) are kept in a second slot so the two do not evict each other."""
+        key = (self.catalog.version, model.placement_key(), idep.uid, idep.generation)
+        slot = idep.key if cache else (*idep.key, "other")
+        cached = self._placements.get(slot)
+        if cached is not None and cached.key == key:
+            return cached.placement
+        placement = planner.compute_placement(idep, model, catalog)
+        self._placements[slot] = _PlacementCache(key, placement)
+        return placement
+
+    async def reconcile(self, key: DeploymentKey) -> Requeue | None:
+        namespace, name = key.namespace, key.name
+        idep = self.cache.deployment(key)
+        if idep is None or idep.deleting:
+            self.writer.forget(key)
+            return None  # the garbage collector removes the children through their ownerReferences
+        idep = replace(idep, status=self.writer.effective(key, idep.resource_version, idep.status))
+        model = self.cache.model(ModelKey(namespace, idep.model))
+        catalog = self.catalog.get()
+        children: dict[str, ChildInfo] = {}
+        extras: list[ChildInfo] = []
+        for ch in self.cache.children(key):
+            if ch.owner_uid != idep.uid:
+                continue  # left by an earlier deployment of the same name; the GC takes it
+            if ch.device in children:
+                extras.append(ch)
+            else:
+                children[ch.device] = ch
+        pods: dict[str, list[PodInfo]] = {}
+        for p in self.cache.pods(key):
+            pods.setdefault(p.device, []).append(p)
+        placement = None
+        if model is not None and model.verified and not model.deleting:
+            placement = self._placement(idep, model, catalog)
+        plan = planner.plan(idep, model, catalog, children, pods, image=self.image, now=cond.now_iso(),
+                            now_ts=time.time(), placement=placement,
+                            placement_for=lambda m: self._placement(idep, m, catalog, cache=False))
+
+        errors = await self._converge(key, plan.apply, (*plan.delete, *extras))
+
+        ref = Ref(c.API_VERSION, c.PLURAL_IDEP, name, namespace)
+        write = await self.writer.write(key, ref, idep.resource_version, idep.status, plan.status, self.policy)
+        if write.patch is not None:
+            self._announce_transition(idep, plan.status)
+            involved = _involved(idep)
+            for type_, reason, message in plan.events:
+                metrics.ROLLOUT_EVENTS.labels(reason).inc()
+                self.events.post(involved, type_, reason, message)
+                log.info("rollout", extra={"deployment": f"{namespace}/{name}", "reason": reason, "detail": message})
+        else:
+            metrics.WRITES_SKIPPED.labels("InferenceDeployment").inc()
+        st = plan.status
+        self.counts[key] = (int(st.get("placed", 0)), int(st.get("ready", 0)), len(st.get("unplaced", [])))
+        if errors:
+            raise RetryableError(f"{len(errors)} workload writes failed; first: {errors[0]}")
+        requeue = write.held  # progress only: written together with what follows
+        if plan.requeue_after is not None:
+            # A gate timer (ready for N seconds, a pause, a deadline) fires with no event to wake us.
+            timer = Requeue(max(0.5, plan.requeue_after))
+            if requeue is None or (requeue.after is not None and timer.after is not None
+                                   and timer.after < requeue.after):
+                requeue = timer
+        return requeue
+
+    async def _converge(self, key: DeploymentKey, apply: Sequence[dict[str, Any]],
+                        delete: Sequence[ChildInfo]) -> list[str]:
+        """Apply and delete workloads, a few at a time; the errors, for one retry of the whole."""
+        deployment = f"{key.namespace}/{key.name}"
+        errors: list[str] = []
+        sem = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+        async def apply_one(manifest: dict[str, Any]) -> None:
+            meta = manifest["metadata"]
+            akey = (meta["namespace"], meta["name"])
+            want = meta["annotations"][c.A_SPEC_HASH]
+            if self._applied.get(akey) == want:
+                return  # applied a moment ago; the watch has not brought it back yet
+            async with sem:
+                try:
+                    # Server-side apply for create and update alike: the operator owns exactly the
+                    # fields it sets, and a field it stops setting is removed, which a create
+                    # followed by applies would not guarantee.
+                    await self.api.apply(manifest)
+                except ApiError as e:
+                    if not e.namespace_terminating:
+                        errors.append(str(e))
+                    return
+            self._applied[akey] = want
+            log.info("applied workload", extra={"deployment": deployment, "workload": meta["name"],
+                                                "device": meta["annotations"][c.A_DEVICE],
+                                                "variant": meta["annotations"][c.A_VARIANT]})
+
+        async def delete_one(ch: ChildInfo) -> None:
+            async with sem:
+                try:
+                    await self.api.delete(Ref("apps/v1", "deployments", ch.name, ch.namespace), uid=ch.uid)
+                except ApiError as e:
+                    errors.append(str(e))
+                    return
+            log.info("deleted workload", extra={"deployment": deployment, "workload": ch.name, "device": ch.device})
+
+        await asyncio.gather(*(apply_one(m) for m in apply), *(delete_one(ch) for ch in delete))
+        return errors
+
+    def _announce_transition(self, idep: IdepInfo, new_status: Mapping[str, Any]) -> None:
+        """An Event when Ready changes to a reason a person must act on (the model failed, nothing
+        suitable, all devices offline). Normal progress is in status only: one Event per object per
+        rollout step is what floods clusters."""
+        old = cond.find(idep.status.get("conditions"), "Ready")
+        new = cond.find(new_status.get("conditions"), "Ready")
+        if new is None or (old is not None and old.get("reason") == new.get("reason")):
+            return
+        if new.get("reason") in _QUIET_REASONS:
+            return
+        kind = "Normal" if new.get("status") == "True" else "Warning"
+        self.events.post(_involved(idep), kind, str(new.get("reason")), str(new.get("message", "")))
+
+
+def _involved(idep: IdepInfo) -> dict[str, Any]:
+    return {"apiVersion": c.API_VERSION, "kind": c.KIND_IDEP, "name": idep.name, "namespace": idep.namespace,
+            "uid": idep.uid}

@@ -1,0 +1,252 @@
+"""Each reconciler on a fake cluster: what it applies, deletes, writes and announces, and when it runs again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from edge_operator.controller.api import EventRecorder
+from edge_operator.controller.keys import DeploymentKey, DeviceKey, ModelKey, NodeKey
+from edge_operator.controller.reconcilers.deployment import DeploymentReconciler
+from edge_operator.controller.reconcilers.device import DeviceReconciler
+from edge_operator.controller.reconcilers.model import ModelReconciler
+from edge_operator.controller.reconcilers.node import NodeReconciler
+from edge_operator.controller.status_writer import StatusWriter
+from edge_operator.controller.workqueue import Requeue
+from edge_operator.core.status import ArtifactCheck, ModelCheck
+from edge_operator.core.views import ModelInfo
+from edge_operator.kube.errors import RetryableError
+
+from edgeai_api import constants as c
+from tests.unit.operator.controller.fakes import (
+    SRC,
+    Clock,
+    FakeApi,
+    FakeCluster,
+    device_body,
+    idep_body,
+    model_body,
+    node_body,
+    workload_body,
+)
+
+SITE_A = {"matchLabels": {"site": "a"}}
+KEY = DeploymentKey("ns", "d")
+
+
+class World:
+    def __init__(self) -> None:
+        self.k = FakeCluster()
+        self.api = FakeApi()
+        self.clock = Clock()
+        self.recorder = EventRecorder(self.api)
+        self.writer = StatusWriter(self.api, 20.0, clock=self.clock)
+        for n in ("edge-0", "edge-1"):
+            self.k.put("nodes", node_body(n, {"site": "a"}))
+            self.k.put("edgedevices", device_body(n))
+
+    def deployments(self) -> DeploymentReconciler:
+        return DeploymentReconciler(self.api, self.k.cache, self.k.catalog, self.writer, self.recorder, "img", 5.0)
+
+    def devices(self) -> DeviceReconciler:
+        return DeviceReconciler(self.k.cache, self.writer, self.recorder, 10.0, 300.0)
+
+    async def events(self) -> list[tuple[str, str, str]]:
+        await self.recorder.drain()
+        return self.api.events
+
+
+def run(main: Callable[[World], Awaitable[None]]) -> None:
+    asyncio.run(main(World()))
+
+
+def test_a_new_deployment_applies_one_workload_per_device_and_writes_status_once_ready() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        r = w.deployments()
+        # The first status of a rollout that simply started waits, to be written with what follows.
+        assert await r.reconcile(KEY) == Requeue(5.0)
+        assert sorted(m["metadata"]["annotations"][c.A_DEVICE] for m in w.api.applied.values()) == ["edge-0", "edge-1"]
+        assert w.api.status_writes == 0
+        # Again before the watch brought the workloads back: nothing is applied twice.
+        await r.reconcile(KEY)
+        assert w.api.apply_calls == 2
+        for m in w.api.applied.values():
+            w.k.put("deployments", workload_body(m, ready=True))
+        w.clock.now += 5
+        assert await r.reconcile(KEY) is None
+        st = w.api.status[("inferencedeployments", "ns", "d")]
+        assert st["ready"] == 2 and st["placed"] == 2
+        assert {x["type"]: x["status"] for x in st["conditions"]}["Ready"] == "True"
+        assert ("d", "Normal", "RolloutComplete") in await w.events()
+        assert r.counts[KEY] == (2, 2, 0)
+        # Converged, and the cache still shows the old status (our write not echoed): nothing to write.
+        await r.reconcile(KEY)
+        assert w.api.status_writes == 1 and w.api.apply_calls == 2
+
+    run(main)
+
+
+def test_a_second_workload_for_a_device_is_deleted_and_a_predecessors_is_left_to_the_gc() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        r = w.deployments()
+        await r.reconcile(KEY)
+        manifests = list(w.api.applied.values())
+        for m in manifests:
+            w.k.put("deployments", workload_body(m, ready=True))
+        dup = workload_body(manifests[0], ready=True)
+        dup["metadata"] = {**dup["metadata"], "name": "d-edge-0-dup", "uid": "uid-dup"}
+        w.k.put("deployments", dup)
+        old = workload_body(manifests[1])
+        old["metadata"] = {**old["metadata"], "name": "d-edge-1-old", "uid": "uid-old",
+                           "ownerReferences": [{**old["metadata"]["ownerReferences"][0], "uid": "uid-gone"}]}
+        w.k.put("deployments", old)
+        await r.reconcile(KEY)
+        assert w.api.deleted == [("deployments", "d-edge-0-dup", "uid-dup")]
+
+    run(main)
+
+
+def test_failed_workload_writes_are_retried_and_not_taken_as_applied() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        r = w.deployments()
+        w.api.fail_apply = 500
+        with pytest.raises(RetryableError):
+            await r.reconcile(KEY)
+        w.api.fail_apply = None
+        await r.reconcile(KEY)
+        assert len(w.api.applied) == 2
+
+    run(main)
+
+
+def test_a_deployment_being_deleted_is_left_to_the_garbage_collector() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A, deleting=True))
+        assert await w.deployments().reconcile(KEY) is None
+        assert w.api.apply_calls == 0 and w.api.status_writes == 0
+
+    run(main)
+
+
+def test_device_status_follows_its_node_and_says_when_it_goes_offline() -> None:
+    async def main(w: World) -> None:
+        r = w.devices()
+        key = DeviceKey("edge-0")
+        assert await r.reconcile(key) is None
+        st = w.api.status[("edgedevices", None, "edge-0")]
+        assert st["online"] is True and st["capabilities"]["arch"] == "amd64"
+        await r.reconcile(key)  # our write is not in the cache yet: nothing written again
+        w.k.put("edgedevices", device_body("edge-0", status=st, rv="2"))
+        await r.reconcile(key)
+        assert w.api.status_writes == 1
+        w.k.put("nodes", node_body("edge-0", {"site": "a"}, ready=False))
+        assert await r.reconcile(key) is None
+        assert w.api.status[("edgedevices", None, "edge-0")]["online"] is False
+        assert await w.events() == [("edge-0", "Warning", "DeviceOffline")]
+
+    run(main)
+
+
+def test_what_a_device_serves_is_held_with_progress() -> None:
+    async def main(w: World) -> None:
+        r = w.devices()
+        key = DeviceKey("edge-0")
+        await r.reconcile(key)
+        w.k.put("edgedevices", device_body("edge-0", status=w.api.status[("edgedevices", None, "edge-0")], rv="2"))
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        await w.deployments().reconcile(KEY)
+        for m in w.api.applied.values():
+            w.k.put("deployments", workload_body(m, ready=True))
+        writes = w.api.status_writes
+        assert await r.reconcile(key) == Requeue(10.0)
+        assert w.api.status_writes == writes
+        w.clock.now += 10
+        assert await r.reconcile(key) is None
+        assert w.api.status[("edgedevices", None, "edge-0")]["servingCount"] == 1
+
+    run(main)
+
+
+def test_edge_nodes_get_a_device_and_lose_the_discovered_one_when_no_longer_edge() -> None:
+    async def main(w: World) -> None:
+        r = NodeReconciler(w.api, w.k.cache)
+        w.k.put("nodes", node_body("edge-2"))
+        await r.reconcile(NodeKey("edge-2"))
+        assert [(o["metadata"]["name"], o["metadata"]["labels"][c.L_DISCOVERED]) for o in w.api.created] == [
+            ("edge-2", "true")]
+        await r.reconcile(NodeKey("edge-0"))  # has its device
+        assert len(w.api.created) == 1
+        plain = node_body("edge-0")
+        del plain["metadata"]["labels"][c.EDGE_NODE_LABEL]
+        w.k.put("nodes", plain)
+        await r.reconcile(NodeKey("edge-0"))
+        assert w.api.deleted == [("edgedevices", "edge-0", "dev-edge-0")]
+        w.k.put("edgedevices", device_body("edge-0", discovered=False))  # made by hand: kept
+        await r.reconcile(NodeKey("edge-0"))
+        assert len(w.api.deleted) == 1
+
+    run(main)
+
+
+class Checker:
+    def __init__(self, result: ModelCheck, during: Callable[[], None] = lambda: None) -> None:
+        self.result = result
+        self.during = during
+
+    async def check(self, m: ModelInfo) -> ModelCheck:
+        self.during()
+        return self.result
+
+
+OK = ModelCheck(ArtifactCheck("default", True, sha256=SRC, size=10))
+
+
+def models(w: World, checker: Checker) -> ModelReconciler:
+    return ModelReconciler(w.api, w.k.cache, checker, w.recorder)
+
+
+def test_a_model_is_marked_verifying_then_verified_once() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body(verified=False))
+        assert await models(w, Checker(OK)).reconcile(ModelKey("ns", "m")) is None
+        first, second = w.api.status_patches
+        assert first["phase"] == "Verifying"
+        verified = {x["type"]: x for x in second["conditions"]}["Verified"]
+        assert verified["status"] == "True" and second["sha256"] == SRC
+        assert await w.events() == [("m", "Normal", "Verified")]
+
+    run(main)
+
+
+def test_an_unreachable_source_is_retried_with_backoff() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body(verified=False))
+        down = ModelCheck(ArtifactCheck("default", False, reason="Unreachable", message="connection refused"))
+        assert await models(w, Checker(down)).reconcile(ModelKey("ns", "m")) == Requeue(None)
+        assert await w.events() == [("m", "Warning", "Unreachable")]
+
+    run(main)
+
+
+def test_a_spec_changed_during_the_check_is_checked_again_at_once() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body(verified=False))
+
+        def edit() -> None:
+            w.k.put("edgemodels", model_body(verified=False, generation=2))
+
+        assert await models(w, Checker(OK, during=edit)).reconcile(ModelKey("ns", "m")) == Requeue(0.0)
+        assert [p.get("phase") for p in w.api.status_patches] == ["Verifying"]
+
+    run(main)
+
+
