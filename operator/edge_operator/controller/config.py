@@ -65,7 +65,8 @@ def parse(argv: Sequence[str] | None = None) -> OperatorConfig:
     ap.add_argument("--metrics-bind", default=os.environ.get("EDGEAI_METRICS_BIND", "0.0.0.0:8080"),
                     help="HOST:PORT for /metrics, /healthz and /readyz")
     ap.add_argument("--workers", type=int, default=_env_int("EDGEAI_WORKERS", 64),
-                    help="concurrent reconciles (each mostly waits on the API server)")
+                    help="concurrent InferenceDeployment reconciles (each mostly waits on the API server); "
+                         "EdgeDevice status gets a quarter of this, Node discovery 2")
     ap.add_argument("--verify-workers", type=int, default=_env_int("EDGEAI_VERIFY_WORKERS", 2))
     ap.add_argument("--resync-seconds", type=float, default=_env_float("EDGEAI_RESYNC_SECONDS", 300.0))
     ap.add_argument("--heartbeat-resolution", type=float,

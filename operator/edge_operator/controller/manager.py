@@ -1,11 +1,14 @@
 """The controller's wiring: caches, queues, reconcilers and the status writer, and their lifecycle.
 
 kopf keeps the caches (cache.py); its event hooks call the `on_*` methods here, which ask the
-event mapper (events.py) which keys to queue. One queue runs the InferenceDeployment, EdgeDevice and
-Node reconcilers on one pool of workers (their concurrency against the API server is one budget);
-model verification, which downloads, has a queue and workers of its own. Nothing is reconciled
-before kopf has filled every index (kopf holds the event handlers until then), so a reconcile never
-acts on a half-known fleet, and only while this replica leads.
+event mapper (events.py) which keys to queue. Each reconciler has its own queue of its own typed
+keys and its own workers, as controller-runtime gives each controller: a storm of device heartbeats
+at fleet scale cannot starve the deployments' reconciles, and each queue's depth and retries are a
+metric of their own (label `queue`). InferenceDeployments get `--workers`; EdgeDevice status, which
+mostly holds and coalesces, a quarter of that; Node discovery two; model verification, which
+downloads, `--verify-workers`. Nothing is reconciled before kopf has filled every index (kopf holds
+the event handlers until then), so a reconcile never acts on a half-known fleet, and only while this
+replica leads.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Hashable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 from edge_operator.controller.api import EventRecorder
 from edge_operator.controller.cache import Cache, Catalog, Index
@@ -28,13 +31,15 @@ from edge_operator.controller.reconcilers.node import NodeReconciler
 from edge_operator.controller.status_writer import StatusWriter
 from edge_operator.controller.workqueue import Requeue, WorkQueue
 from edge_operator.core.status import needs_verification
-from edge_operator.core.views import child_info, pod_info
+from edge_operator.core.views import ModelState, child_info, pod_info
 from edge_operator.kube.kubeapi import KubeApi
 from edge_operator.kube.leader import LeaderElector
 from edge_operator.kube.verify import Verifier
 from edge_operator.telemetry import metrics
 
 log = logging.getLogger("edge_operator.controller")
+
+K = TypeVar("K", bound=Hashable)
 
 
 class Manager:
@@ -47,10 +52,6 @@ class Manager:
         self.elector = LeaderElector(api, cfg.namespace, cfg.lease_name, cfg.identity,
                                      on_change=self._leadership_changed)
         gate = self.elector.leading
-        self.reconcile_q = WorkQueue("reconcile", self._reconcile, workers=cfg.workers, base_delay=1.0,
-                                     max_delay=300.0, gate=gate)
-        self.verify_q = WorkQueue("verify", self._verify, workers=cfg.verify_workers, base_delay=5.0,
-                                  max_delay=300.0, gate=gate)
         self.verifier = Verifier(api, cfg.verify)
         self.events = EventMapper(self.cache, self.catalog, cfg.fanout_delay, cfg.status_delay)
         recorder = EventRecorder(api)
@@ -61,6 +62,19 @@ class Manager:
                                         cfg.heartbeat_resolution)
         self.nodes = NodeReconciler(api, self.cache)
         self.models = ModelReconciler(api, self.cache, self.verifier, recorder)
+        self.deployment_q: WorkQueue[DeploymentKey] = WorkQueue(
+            "deployment", _timed(self.deployments.metrics_label, self.deployments.reconcile),
+            workers=cfg.workers, base_delay=1.0, max_delay=300.0, gate=gate)
+        self.device_q: WorkQueue[DeviceKey] = WorkQueue(
+            "device", _timed(self.devices.metrics_label, self.devices.reconcile),
+            workers=max(1, cfg.workers // 4), base_delay=1.0, max_delay=300.0, gate=gate)
+        self.node_q: WorkQueue[NodeKey] = WorkQueue(
+            "node", _timed(self.nodes.metrics_label, self.nodes.reconcile),
+            workers=2, base_delay=1.0, max_delay=300.0, gate=gate)
+        self.verify_q: WorkQueue[ModelKey] = WorkQueue(
+            "verify", _timed(self.models.metrics_label, self.models.reconcile),
+            workers=cfg.verify_workers, base_delay=5.0, max_delay=300.0, gate=gate)
+        self._queues: tuple[WorkQueue[Any], ...] = (self.deployment_q, self.device_q, self.node_q, self.verify_q)
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -69,8 +83,8 @@ class Manager:
         self.cache.bind(indexes)
 
     def start(self) -> None:
-        self.reconcile_q.start()
-        self.verify_q.start()
+        for q in self._queues:
+            q.start()
         if self.cfg.leader_election:
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader-election"))
         else:
@@ -82,8 +96,8 @@ class Manager:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.reconcile_q.stop()
-        await self.verify_q.stop()
+        for q in self._queues:
+            await q.stop()
         if self.cfg.leader_election:
             await self.elector.release()
         await self.verifier.close()
@@ -106,11 +120,11 @@ class Manager:
     def enqueue_all(self) -> None:
         """Level-triggered safety net: look at everything again (periodically, and on becoming leader)."""
         for key in self.cache.deployment_keys():
-            self.reconcile_q.add(key)
+            self.deployment_q.add(key)
         for name in self.cache.device_names():
-            self.reconcile_q.add(DeviceKey(name))
+            self.device_q.add(DeviceKey(name))
         for name in self.cache.node_names():
-            self.reconcile_q.add(NodeKey(name))
+            self.node_q.add(NodeKey(name))
         for m in self.cache.models():
             if needs_verification(m):
                 self.verify_q.add(ModelKey(*m.key))
@@ -120,20 +134,20 @@ class Manager:
         detail = {
             "synced": self.synced.is_set(),
             "leader": self.elector.leading.is_set(),
-            "reconcileWorkers": self.reconcile_q.alive(),
+            "reconcileWorkers": all(q.alive() for q in self._queues if q is not self.verify_q),
             "verifyWorkers": self.verify_q.alive(),
             "backgroundTasks": tasks_ok,
             "leaseFresh": self.elector.healthy(),
-            "queued": {"reconcile": len(self.reconcile_q), "verify": len(self.verify_q)},
+            "queued": {q.name: len(q) for q in self._queues},
         }
-        ok = tasks_ok and self.reconcile_q.alive() and self.verify_q.alive() and self.elector.healthy()
+        ok = tasks_ok and all(q.alive() for q in self._queues) and self.elector.healthy()
         return ok, detail
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """For the fleet gauges, at scrape time."""
         if not self.cache.bound:
             return {}
-        models: dict[str, int] = {"Verified": 0, "Failed": 0, "Pending": 0}
+        models: dict[str, int] = {str(state): 0 for state in ModelState}
         for m in self.cache.models():
             models[m.state] = models.get(m.state, 0) + 1
         devices = {"true": 0, "false": 0}
@@ -148,7 +162,12 @@ class Manager:
 
     def _queue(self, work: Work) -> None:
         for key, delay in work.reconcile:
-            self.reconcile_q.add_after(key, delay)
+            if isinstance(key, DeploymentKey):
+                self.deployment_q.add_after(key, delay)
+            elif isinstance(key, DeviceKey):
+                self.device_q.add_after(key, delay)
+            else:
+                self.node_q.add_after(key, delay)
         for model in work.verify:
             self.verify_q.add(model)
         if work.gone is not None:
@@ -182,31 +201,20 @@ class Manager:
         metrics.WATCH_EVENTS.labels("Pod").inc()
         self._queue(self.events.pod(event_type, pod_info(body)))
 
-    # ------------------------------------------------------------------ reconcile
 
-    async def _reconcile(self, key: Hashable) -> Requeue | None:
-        if isinstance(key, DeploymentKey):
-            return await _timed(self.deployments.metrics_label, self.deployments.reconcile(key))
-        if isinstance(key, DeviceKey):
-            return await _timed(self.devices.metrics_label, self.devices.reconcile(key))
-        if isinstance(key, NodeKey):
-            return await _timed(self.nodes.metrics_label, self.nodes.reconcile(key))
-        raise TypeError(f"not a reconcile key: {key!r}")
+def _timed(label: str, run: Callable[[K], Awaitable[Requeue | None]]) -> Callable[[K], Awaitable[Requeue | None]]:
+    """`run`, counted and timed per kind (edgeai_operator_reconciles_total{kind}, ..._seconds{kind})."""
 
-    async def _verify(self, key: Hashable) -> Requeue | None:
-        if not isinstance(key, ModelKey):
-            raise TypeError(f"not a model key: {key!r}")
-        return await _timed(self.models.metrics_label, self.models.reconcile(key))
+    async def timed(key: K) -> Requeue | None:
+        start = time.monotonic()
+        outcome = "success"
+        try:
+            return await run(key)
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            metrics.RECONCILES.labels(label, outcome).inc()
+            metrics.RECONCILE_SECONDS.labels(label).observe(time.monotonic() - start)
 
-
-async def _timed(label: str, run: Awaitable[Requeue | None]) -> Requeue | None:
-    start = time.monotonic()
-    outcome = "success"
-    try:
-        return await run
-    except Exception:
-        outcome = "error"
-        raise
-    finally:
-        metrics.RECONCILES.labels(label, outcome).inc()
-        metrics.RECONCILE_SECONDS.labels(label).observe(time.monotonic() - start)
+    return timed

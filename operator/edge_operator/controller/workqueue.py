@@ -7,7 +7,8 @@
 - `add_after` coalesces: many fan-out events within the delay give one run.
 - Workers take keys only while `gate` is set (this replica is the leader).
 
-No Kubernetes here: keys are opaque tuples and the handler is any coroutine.
+No Kubernetes here: a queue is generic in its key type (each reconciler has its own queue of
+its own typed keys) and the handler is any coroutine.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from edge_operator.kube.errors import RetryableError
 from edge_operator.telemetry import metrics
 
 log = logging.getLogger("edge_operator.workqueue")
 
-Key = Hashable
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -36,34 +38,33 @@ class Requeue:
     after: float | None = None
 
 
-Handler = Callable[[Key], Awaitable[Requeue | None]]
 
 
 @dataclass
-class WorkQueue:
+class WorkQueue(Generic[K]):
     name: str
-    handler: Handler
+    handler: Callable[[K], Awaitable[Requeue | None]]
     workers: int = 4
     base_delay: float = 1.0
     max_delay: float = 300.0
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self._ready: deque[Key] = deque()  # FIFO of keys ready now
-        self._queued: set[Key] = set()
-        self._processing: set[Key] = set()
-        self._dirty: set[Key] = set()  # added while processing
-        self._delayed: list[tuple[float, int, Key]] = []  # heap of (due, seq, key)
-        self._due: dict[Key, float] = {}
+        self._ready: deque[K] = deque()  # FIFO of keys ready now
+        self._queued: set[K] = set()
+        self._processing: set[K] = set()
+        self._dirty: set[K] = set()  # added while processing
+        self._delayed: list[tuple[float, int, K]] = []  # heap of (due, seq, key)
+        self._due: dict[K, float] = {}
         self._seq = 0
-        self._failures: dict[Key, int] = {}
+        self._failures: dict[K, int] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.last_activity = time.monotonic()
 
     # --- producers --------------------------------------------------------------
 
-    def add(self, key: Key) -> None:
+    def add(self, key: K) -> None:
         if key in self._processing:
             self._dirty.add(key)
             return
@@ -75,7 +76,7 @@ class WorkQueue:
         self._wake.set()
         metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queued))
 
-    def add_after(self, key: Key, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         if delay <= 0:
             self.add(key)
             return
@@ -89,12 +90,12 @@ class WorkQueue:
         heapq.heappush(self._delayed, (due, self._seq, key))
         self._wake.set()
 
-    def backoff(self, key: Key) -> float:
+    def backoff(self, key: K) -> float:
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
         return float(min(self.max_delay, self.base_delay * (2**n)))
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key: K) -> None:
         self._failures.pop(key, None)
 
     def __len__(self) -> int:
@@ -111,7 +112,7 @@ class WorkQueue:
                 self.add(key)
         return (self._delayed[0][0] - now) if self._delayed else None
 
-    async def _next(self) -> Key:
+    async def _next(self) -> K:
         while True:
             await self.gate.wait()
             wait = self._promote_due()
@@ -153,7 +154,7 @@ class WorkQueue:
                 self.forget(key)
                 self._finish(key)
 
-    def _finish(self, key: Key) -> None:
+    def _finish(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)

@@ -27,6 +27,7 @@ from edge_operator.kube.errors import ApiError, RetryableError
 from edge_operator.kube.kubeapi import Ref
 from edge_operator.telemetry import metrics
 from edgeai_api import constants as c
+from edgeai_api.enums import ConditionStatus, ConditionType, DeploymentReason
 
 # One logger name for every reconciler: log queries and the documented log lines use it.
 log = logging.getLogger("edge_operator.controller")
@@ -37,7 +38,8 @@ APPLY_CONCURRENCY = 16
 URGENT_IDEP_KEYS = ("placed", "selected", "revision", "currentRevision", "rollout", "revisions")
 
 # Ready reasons of a normal rollout in progress: not worth an Event (one per object each time).
-_QUIET_REASONS = frozenset({"DevicesNotReady", "ModelVerifying", "DevicesReady"})
+_QUIET_REASONS = frozenset({DeploymentReason.DEVICES_NOT_READY, DeploymentReason.MODEL_VERIFYING,
+                            DeploymentReason.DEVICES_READY})
 
 
 @dataclass
@@ -187,13 +189,13 @@ class DeploymentReconciler:
         """An Event when Ready changes to a reason a person must act on (the model failed, nothing
         suitable, all devices offline). Normal progress is in status only: one Event per object per
         rollout step is what floods clusters."""
-        old = cond.find(idep.status.get("conditions"), "Ready")
-        new = cond.find(new_status.get("conditions"), "Ready")
+        old = cond.find(idep.status.get("conditions"), ConditionType.READY)
+        new = cond.find(new_status.get("conditions"), ConditionType.READY)
         if new is None or (old is not None and old.get("reason") == new.get("reason")):
             return
         if new.get("reason") in _QUIET_REASONS:
             return
-        kind = "Normal" if new.get("status") == "True" else "Warning"
+        kind = "Normal" if new.get("status") == ConditionStatus.TRUE else "Warning"
         self.events.post(_involved(idep), kind, str(new.get("reason")), str(new.get("message", "")))
 
 

@@ -16,6 +16,7 @@ from edge_operator.core.views import ModelInfo
 from edge_operator.kube.errors import ApiError
 from edge_operator.kube.kubeapi import Ref
 from edgeai_api import constants as c
+from edgeai_api.enums import ConditionStatus, ConditionType, ModelPhase, ModelReason
 
 log = logging.getLogger("edge_operator.controller")
 
@@ -40,7 +41,7 @@ class ModelReconciler:
             return None
         ref = Ref(c.API_VERSION, c.PLURAL_MODEL, name, namespace)
         if m.status.get("observedGeneration") != m.generation or m.status.get("phase") not in (
-                "Verifying", "Retrying"):
+                ModelPhase.VERIFYING, ModelPhase.RETRYING):
             await self.api.patch_status(ref, verifying_status(m, cond.now_iso()))
         check = await self.checker.check(m)
         latest = self.cache.model(key)
@@ -59,9 +60,9 @@ class ModelReconciler:
         involved = {"apiVersion": c.API_VERSION, "kind": c.KIND_MODEL, "name": name, "namespace": namespace,
                     "uid": m.uid}
         src = check.source
-        was = cond.find(latest.status.get("conditions"), "Verified")
-        if src.ok and (was is None or was.get("status") != "True"):
-            self.events.post(involved, "Normal", "Verified", f"sha256 {src.sha256} verified ({src.size} bytes)")
+        was = cond.find(latest.status.get("conditions"), ConditionType.VERIFIED)
+        if src.ok and (was is None or was.get("status") != ConditionStatus.TRUE):
+            self.events.post(involved, "Normal", ModelReason.VERIFIED, f"sha256 {src.sha256} verified ({src.size} bytes)")
         elif not src.ok and (was is None or was.get("reason") != src.reason):
             self.events.post(involved, "Warning", src.reason, src.message)
         log.info("model checked", extra={"model": f"{namespace}/{name}", "ok": src.ok, "reason": src.reason,
