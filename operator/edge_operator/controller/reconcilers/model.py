@@ -62,7 +62,8 @@ class ModelReconciler:
         src = check.source
         was = cond.find(latest.status.get("conditions"), ConditionType.VERIFIED)
         if src.ok and (was is None or was.get("status") != ConditionStatus.TRUE):
-            self.events.post(involved, "Normal", ModelReason.VERIFIED, f"sha256 {src.sha256} verified ({src.size} bytes)")
+            self.events.post(involved, "Normal", ModelReason.VERIFIED,
+                             f"sha256 {src.sha256} verified ({src.size} bytes)")
         elif not src.ok and (was is None or was.get("reason") != src.reason):
             self.events.post(involved, "Warning", src.reason, src.message)
         log.info("model checked", extra={"model": f"{namespace}/{name}", "ok": src.ok, "reason": src.reason,
