@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 
 import plane as localplane  # type: ignore[import-not-found]  # noqa: E402  (hack/ is outside mypy_path)
+
 from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment  # noqa: E402
 from edge_operator.core.placement import Artifact  # noqa: E402
 from edge_operator.testing import ModelServer, OperatorProcess, parse_metrics  # noqa: E402
-
 from edge_runtime.artifacts.integrity import hash_file  # noqa: E402
 from edge_runtime.models_zoo import build_tabular  # noqa: E402
 from edgeai_api import constants as c  # noqa: E402

@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_operator.testing import ModelServer, OperatorProcess
-
 from benchmarks.common import ROOT, localplane, logger, text_table
+from edge_operator.testing import ModelServer, OperatorProcess
 from edge_runtime.artifacts.integrity import hash_file
 from edge_runtime.models_zoo import build_tabular
 

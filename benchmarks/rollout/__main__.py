@@ -44,10 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import ROOT, Api, Fleet, fleet, localplane, logger, operator_workload, text_table, wait
 from edge_operator.cli.plugin_view import rfc3339, undo_patch
 from edge_operator.core.placement import Artifact
-
-from benchmarks.common import ROOT, Api, Fleet, fleet, localplane, logger, operator_workload, text_table, wait
 from edgeai_api import constants as c
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_operator.testing import OperatorProcess
-
 from benchmarks.common import (
     ROOT,
     Api,
@@ -44,6 +42,7 @@ from benchmarks.common import (
     operator_workload,
     wait,
 )
+from edge_operator.testing import OperatorProcess
 from edgeai_api import constants as c
 
 RESULTS = ROOT / "benchmarks" / "results" / "scale.md"

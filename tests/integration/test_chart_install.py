@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-from edge_operator.core import rbac
 
+from edge_operator.core import rbac
 from tests.conftest import KubeHandle
 from tests.unit.deploy.test_chart import CHART, KUBE_VERSION, _selectors, helm_bin, set_args
 
@@ -307,7 +307,6 @@ def test_a_real_token_is_refused_destructive_calls(kube: KubeHandle, release: di
 def test_operator_does_all_its_work_as_the_chart_service_account(kube: KubeHandle, release: dict[str, str],
                                                                   tmp_path: Path) -> None:
     from edge_operator.testing import ModelServer, OperatorProcess
-
     from edge_runtime.artifacts import integrity
     from edge_runtime.models_zoo import build_tabular
 

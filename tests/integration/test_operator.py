@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from edge_operator.core import rbac
 from edge_operator.testing import ModelServer, OperatorProcess
-
 from edge_runtime.artifacts import integrity
 from edge_runtime.models_zoo import build_cnn, build_tabular
 from tests.conftest import KubeHandle

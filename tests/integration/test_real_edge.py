@@ -31,8 +31,8 @@ import numpy as np
 import onnxruntime as ort
 import plane as localplane
 import pytest
-from edge_operator.testing import ModelServer, free_port
 
+from edge_operator.testing import ModelServer, free_port
 from edge_runtime.artifacts import integrity
 from edge_runtime.models_zoo import OUTPUT, TABULAR_INPUT, build_tabular
 from tests.conftest import KubeHandle

@@ -5,54 +5,36 @@ controller applies it and nothing else. Running it twice on the same inputs
 gives the same plan, and a plan for a cluster already in the desired state is
 empty, which is what makes the reconcile level-triggered and idempotent.
 
-The steps are separate functions on purpose: `placement` says what each
-device *should* serve, `targets` says what each device serves *now* (the
-place where a wave-by-wave rollout decides which devices already get the new
-revision), `manifests` turns targets into child workloads, `fold_status`
-reports.
-
-Longer than most modules: those steps, and the status they fold, are one
-reconcile read top to bottom; each is a separate, separately tested function.
+`plan` reads as its steps, each a function of its own: `_resolve` (the rollout policy and the
+revision to roll out, or why nothing new may be placed), placement (what each device *should*
+serve), `_step_rollout` (which revision each device serves *now*: the waves), `_workloads` (the
+child workloads and each device's phase, from device_phase.py) and the status
+(deployment_status.py folds it).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_operator.core import conditions as cond
 from edge_operator.core import revisions as rev
 from edge_operator.core import rollout as ro
 from edge_operator.core.catalog import DeviceCatalog
+from edge_operator.core.deployment_status import fold_status, rollout_conditions, rollout_events
+from edge_operator.core.device_phase import DevicePhase, device_phase, device_rollout, row
 from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment
-from edge_operator.core.placement import DeviceView, Placement, Rejection, place
+from edge_operator.core.placement import DeviceView, Placement, place
 from edge_operator.core.quantity import QuantityError, quantity_bytes
-from edge_operator.core.selectors import SelectorError, describe, validate_selector
+from edge_operator.core.selectors import SelectorError, validate_selector
 from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, ModelState, PodInfo
 from edgeai_api import constants as c
-from edgeai_api.enums import ConditionStatus, ConditionType, DeploymentReason, UnplacedReason, WorkloadPhase
-from edgeai_api.exit_codes import EXIT_REASONS
-from edgeai_api.inferencedeployment import RuntimeSpec
+from edgeai_api.enums import DeploymentReason, WorkloadPhase
+from edgeai_api.inferencedeployment import InferenceDeploymentSpec, RuntimeSpec
 
-MAX_LISTED_UNPLACED = 100
-FAILED_PHASES = frozenset({WorkloadPhase.FAILED, WorkloadPhase.FETCH_FAILED})
 R = DeploymentReason
-C = ConditionType
-# Container states that will not get better by waiting.
-STUCK_REASONS = frozenset({
-    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
-    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
-})
-
-
-@dataclass(frozen=True)
-class DevicePhase:
-    phase: WorkloadPhase
-    ready: bool
-    updated: bool
-    message: str = ""
+# Why nothing new may be placed: (reason, message, progressing, degraded).
+Blocked = tuple[str, str, bool, bool]
 
 
 @dataclass(frozen=True)
@@ -102,158 +84,7 @@ def workload_inputs(
     }
 
 
-def _newest_pod(pods: Sequence[PodInfo], sha256: str | None) -> PodInfo | None:
-    live = [p for p in pods if not p.deleting and (sha256 is None or p.sha256 == sha256)]
-    return max(live, key=lambda p: p.created) if live else None
-
-
-def device_phase(
-    child: ChildInfo | None,
-    pods: Sequence[PodInfo],
-    online: bool,
-    desired_hash: str | None,
-    desired_sha: str | None,
-) -> DevicePhase:
-    """Where one device stands, from what the cloud can see: Deployment and Pod status only."""
-    if child is None:
-        return DevicePhase(WorkloadPhase.PENDING, False, False, "creating the workload")
-    updated = desired_hash is None or child.spec_hash == desired_hash
-    if not online:
-        return DevicePhase(WorkloadPhase.OFFLINE, False, updated, "node is not Ready; the workload stays and resumes")
-    if not updated:
-        return DevicePhase(WorkloadPhase.UPDATING, False, False, "applying the new workload spec")
-    if child.rolled_out and child.ready >= 1:
-        return DevicePhase(WorkloadPhase.READY, True, True)
-    pod = _newest_pod(pods, desired_sha)
-    if pod is not None and pod.init_exit_code is not None:
-        # Exit codes name a reason only for fetch (the runtime's CLI contract); cache-dirs is coreutils.
-        codes = EXIT_REASONS if pod.init_name == "fetch" else {}
-        why = codes.get(pod.init_exit_code, pod.reason or "Error")
-        detail = f": {pod.message}" if pod.message else ""
-        return DevicePhase(WorkloadPhase.FETCH_FAILED, False, True,
-                           f"{why}: {pod.init_name} exited with code {pod.init_exit_code}{detail}")
-    if pod is not None and pod.reason in STUCK_REASONS:
-        return DevicePhase(WorkloadPhase.FAILED, False, True, f"{pod.reason}: {pod.message}".rstrip(": "))
-    if child.progress_failed:
-        return DevicePhase(WorkloadPhase.FAILED, False, True, child.message)
-    if pod is None:
-        return DevicePhase(WorkloadPhase.PENDING, False, True, "waiting for the pod to be created")
-    if pod.reason == "Unschedulable":
-        return DevicePhase(WorkloadPhase.SCHEDULING, False, True, pod.message)
-    if pod.init_running:
-        return DevicePhase(WorkloadPhase.FETCHING, False, True, "fetching and verifying the model into the node cache")
-    if pod.phase == "Running":
-        return DevicePhase(WorkloadPhase.STARTING, False, True, "loading the model; waiting for /v2/health/ready")
-    return DevicePhase(WorkloadPhase.PENDING, False, True, pod.reason)
-
-
-def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int]:
-    """Selected-but-rejected devices, listed with their reason (capped), and the count not listed.
-    Devices outside the selector are counted (`notSelected`), not listed: in a fleet of
-    thousands, one deployment's status must not name every other device."""
-    actionable = [r for r in rejections if r.reason != UnplacedReason.NOT_SELECTED]
-    listed = [{"device": r.device, "reason": r.reason, "message": r.message}
-              for r in actionable[:MAX_LISTED_UNPLACED]]
-    return listed, max(0, len(actionable) - MAX_LISTED_UNPLACED)
-
-
-def _reason_summary(rejections: Iterable[Rejection]) -> str:
-    counts = Counter(r.reason for r in rejections if r.reason != UnplacedReason.NOT_SELECTED)
-    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
-
-
-def fold_status(
-    idep: IdepInfo,
-    model: ModelInfo | None,
-    placement: Placement | None,
-    phases: Mapping[str, DevicePhase],
-    device_rows: Sequence[dict[str, Any]],
-    blocked: tuple[str, str, bool, bool] | None,
-    now: str,
-) -> dict[str, Any]:
-    """The InferenceDeployment's status: counts, per-device rows, unplaced reasons, conditions.
-
-    Every device gets accounted for: placed ones in `devices`, selected but unsuitable ones in
-    `unplaced` with a reason, the rest in `notSelected` (the selector does not match them).
-
-    `blocked` is (reason, message, progressing, degraded) when nothing new may be placed.
-    """
-    gen = idep.generation
-    ready = sum(1 for p in phases.values() if p.ready)
-    updated = sum(1 for p in phases.values() if p.updated)
-    offline = sum(1 for p in phases.values() if p.phase == WorkloadPhase.OFFLINE)
-    failing = sum(1 for p in phases.values() if p.phase in FAILED_PHASES)
-    placed = len(phases)
-    status: dict[str, Any] = {
-        "observedGeneration": gen,
-        "placed": placed,
-        "ready": ready,
-        "updated": updated,
-        "offline": offline,
-        "devices": list(device_rows),
-    }
-    if model is not None and model.verified:
-        status["modelSha256"] = model.source.sha256
-        status["shortDigest"] = model.source.sha256[:12]
-    if placement is not None:
-        unplaced, more = _unplaced(placement.rejections)
-        status["selected"] = placement.selected
-        status["notSelected"] = placement.not_selected
-        status["unplaced"] = unplaced
-        if more:
-            status["unplacedNotListed"] = more
-    else:
-        prev_selected = idep.status.get("selected")
-        status["selected"] = prev_selected if isinstance(prev_selected, int) else 0
-        prev_ns = idep.status.get("notSelected")
-        status["notSelected"] = prev_ns if isinstance(prev_ns, int) else 0
-        status["unplaced"] = []
-
-    def conds(r: tuple[bool, str, str], p: tuple[bool, str, str], d: tuple[bool, str, str]) -> list[Any]:
-        return [cond.make(C.READY, r[0], r[1], r[2], gen), cond.make(C.PROGRESSING, p[0], p[1], p[2], gen),
-                cond.make(C.DEGRADED, d[0], d[1], d[2], gen)]
-
-    summary = f"{ready}/{placed} devices ready"
-    if offline:
-        summary += f", {offline} offline"
-    if failing:
-        summary += f", {failing} failing"
-    if blocked is not None:
-        reason, message, progressing, degraded = blocked
-        if placed:
-            message += f"; existing workloads are kept ({summary})"
-        new = conds((False, reason, message), (progressing, reason, message), (degraded, reason, message))
-    elif placement is not None and placement.selected == 0:
-        msg = f"no EdgeDevice matches {describe(idep.selector)} ({placement.not_selected} devices known)"
-        new = conds((False, R.NO_MATCHING_DEVICES, msg), (False, R.NO_MATCHING_DEVICES, msg),
-                    (False, R.NO_MATCHING_DEVICES, msg))
-    elif placed == 0:
-        msg = f"{placement.selected if placement else 0} devices selected, none suitable: "
-        msg += _reason_summary(placement.rejections if placement else ())
-        new = conds((False, R.NO_SUITABLE_DEVICES, msg), (False, R.NO_SUITABLE_DEVICES, msg),
-                    (True, R.NO_SUITABLE_DEVICES, msg))
-    else:
-        online = placed - offline
-        pending = online - ready - failing
-        if online == 0:
-            r = (False, R.ALL_DEVICES_OFFLINE, summary)
-        elif ready == online:
-            r = (True, R.DEVICES_READY, summary)
-        else:
-            r = (False, R.DEVICES_NOT_READY, summary)
-        p = (True, R.ROLLING_OUT, summary) if pending > 0 else (False, R.COMPLETE, summary)
-        if failing:
-            d = (True, R.DEVICES_FAILING, summary)
-        elif offline:
-            d = (True, R.DEVICES_OFFLINE, summary)
-        else:
-            d = (False, R.HEALTHY, summary)
-        new = conds(r, p, d)
-    status["conditions"] = cond.merge(idep.status.get("conditions"), new, now)
-    return status
-
-
-def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> tuple[str, str, bool, bool] | None:
+def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> Blocked | None:
     try:
         validate_selector(idep.selector)
     except SelectorError as e:
@@ -280,6 +111,51 @@ def compute_placement(idep: IdepInfo, model: ModelInfo, devices: Mapping[str, De
                  memory_request(idep.spec.runtime if idep.spec else None), fleet_size=len(devices))
 
 
+@dataclass(frozen=True)
+class _Resolved:
+    """A deployment whose spec, model and revisions all make sense: what a rollout starts from."""
+
+    spec: InferenceDeploymentSpec
+    model: ModelInfo
+    policy: ro.Policy
+    resolution: rev.Resolution
+    spec_hash: str  # the template the spec asks for now
+
+
+def _resolve(idep: IdepInfo, model: ModelInfo | None, image: str, now: str) -> _Resolved | Blocked:
+    """The rollout policy and the revision to roll out, or why nothing new may be placed."""
+    blocked = _blocked_reason(idep, model)
+    if blocked is not None:
+        return blocked
+    assert model is not None and idep.spec is not None  # _blocked_reason said so
+    try:
+        pol = ro.parse_policy(idep.spec.rollout)
+    except ro.RolloutSpecError as e:
+        return (R.INVALID_SPEC, str(e), False, True)
+    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, image)
+    resolution = rev.resolve(rev.history_from_status(idep.status), template,
+                             _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
+                             _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),
+                             now)
+    if resolution.error:
+        return (R.INVALID_SPEC, resolution.error, False, True)
+    return _Resolved(idep.spec, model, pol, resolution, template.hash())
+
+
+def _keep_what_runs(idep: IdepInfo, model: ModelInfo | None, children: Mapping[str, ChildInfo],
+                    pods: Mapping[str, Sequence[PodInfo]], online: Callable[[str], bool], blocked: Blocked,
+                    now: str) -> IdepPlan:
+    """Never tear down a serving fleet because the model is missing or being re-verified: keep
+    what runs, place nothing new, and say why."""
+    phases = {}
+    rows = []
+    for dev, existing in sorted(children.items()):
+        ph = device_phase(existing, pods.get(dev, ()), online(dev), None, existing.sha256)
+        phases[dev] = ph
+        rows.append(row(dev, existing.variant, existing.sha256, ph, revision=existing.revision))
+    return IdepPlan((), (), fold_status(idep, model, None, phases, rows, blocked, now))
+
+
 def plan(
     idep: IdepInfo,
     model: ModelInfo | None,
@@ -293,7 +169,8 @@ def plan(
     placement: Placement | None = None,
     placement_for: Callable[[ModelInfo], Placement] | None = None,
 ) -> IdepPlan:
-    """Decide everything for one InferenceDeployment.
+    """Decide everything for one InferenceDeployment: resolve, place, step the rollout, build the
+    workloads, fold the status.
 
     `devices` is the catalogue by name; `children` and `pods` are keyed by device. A caller
     that cached the placement for unchanged inputs passes it, and the cost is then
@@ -305,54 +182,65 @@ def plan(
         d = devices.get(dev)
         return d is not None and d.online
 
-    blocked = _blocked_reason(idep, model)
-    pol: ro.Policy | None = None
-    spec = idep.spec
-    if blocked is None and spec is not None:
-        try:
-            pol = ro.parse_policy(spec.rollout)
-        except ro.RolloutSpecError as e:
-            blocked = (R.INVALID_SPEC, str(e), False, True)
-    resolution: rev.Resolution | None = None
-    if blocked is None and model is not None and pol is not None and spec is not None:
-        spec_template = rev.template_for(model, spec.runtime, spec.fallback, image)
-        resolution = rev.resolve(rev.history_from_status(idep.status), spec_template,
-                                 _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
-                                 _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),
-                                 now)
-        if resolution.error:
-            blocked = (R.INVALID_SPEC, resolution.error, False, True)
-    if blocked is not None or model is None or pol is None or resolution is None or spec is None:
-        # Never tear down a serving fleet because the model is missing or being re-verified:
-        # keep what runs, place nothing new, and say why.
-        phases = {}
-        rows = []
-        for dev, existing in sorted(children.items()):
-            ph = device_phase(existing, pods.get(dev, ()), online(dev), None, existing.sha256)
-            phases[dev] = ph
-            rows.append(_row(dev, existing.variant, existing.sha256, ph, revision=existing.revision))
-        return IdepPlan((), (), fold_status(idep, model, None, phases, rows, blocked, now))
-
-    ts = now_ts if now_ts is not None else (ro.parse_time(now) or 0.0)
-    history = resolution.history
-    target = resolution.target
+    resolved = _resolve(idep, model, image, now)
+    if not isinstance(resolved, _Resolved):
+        return _keep_what_runs(idep, model, children, pods, online, resolved, now)
+    model = resolved.model
+    history = resolved.resolution.history
+    target = resolved.resolution.target
     target_rev = rev.find(history, target)
     assert target_rev is not None
     stable = _int(idep.status.get("currentRevision"))
     if rev.find(history, stable) is None:
         stable = None
 
+    # Placement per revision: the spec's own builds are placed once (and cached by the caller);
+    # another revision's builds (a rollback target) are placed for that revision's model view.
+    own = placement if placement is not None else compute_placement(idep, model, devices)
     place_for = placement_for or (lambda m: compute_placement(idep, m, devices))
-    if placement is None:
-        placement = compute_placement(idep, model, devices)
-    spec_hash = rev.template_for(model, spec.runtime, spec.fallback, image).hash()
 
     def placement_of(r: rev.Revision) -> Placement:
-        assert model is not None and placement is not None
-        return placement if r.hash == spec_hash else place_for(r.template.model_view(model))
+        return own if r.hash == resolved.spec_hash else place_for(r.template.model_view(resolved.model))
 
-    # Inputs per device for every revision a device may be asked to serve: the target, the
-    # stable one, and whatever an unfinished earlier rollout left on some devices.
+    target_placement = placement_of(target_rev)
+    placed = {a.device: a for a in target_placement.assignments}
+    inputs = _inputs_by_revision(idep, history, target, stable, children, placement_of)
+    st = _step_rollout(idep, resolved.policy, history, target_rev, stable, placed, devices, children, pods,
+                       online, now_ts if now_ts is not None else (ro.parse_time(now) or 0.0))
+    if st.failure:
+        history = rev.with_outcome(history, target, rev.FAILED, st.failure)
+    if st.succeeded:
+        history = rev.with_outcome(history, target, rev.SUCCEEDED)
+        stable = target
+
+    apply, phases, rows, updated_to_target = _workloads(placed, children, pods, online, st.targets, inputs, target)
+    delete = tuple(ch for dev, ch in sorted(children.items()) if dev not in placed and not ch.deleting)
+
+    status = fold_status(idep, model, target_placement, phases, rows, None, now)
+    status["updated"] = updated_to_target
+    keep = {target} | ({stable} if stable is not None else set()) | {
+        ch.revision for ch in children.values() if ch.revision is not None}
+    history = rev.prune(history, keep, resolved.policy.history_limit)
+    status["revision"] = target
+    if stable is not None:
+        status["currentRevision"] = stable
+    rollout_status = st.state.to_dict()
+    if resolved.resolution.pin:
+        rollout_status["pin"] = resolved.resolution.pin
+    if resolved.resolution.observed_rollback:
+        rollout_status["observedRollbackTo"] = resolved.resolution.observed_rollback
+    status["rollout"] = rollout_status
+    status["revisions"] = [r.to_dict() for r in history]
+    rollout_conditions(idep, status, st, target, stable, now)
+    return IdepPlan(tuple(apply), delete, status, target_placement, requeue_after=st.requeue_after,
+                    events=rollout_events(st, target, stable))
+
+
+def _inputs_by_revision(idep: IdepInfo, history: Sequence[rev.Revision], target: int, stable: int | None,
+                        children: Mapping[str, ChildInfo],
+                        placement_of: Callable[[rev.Revision], Placement]) -> dict[int, dict[str, WorkloadInputs]]:
+    """Inputs per device for every revision a device may be asked to serve: the target, the
+    stable one, and whatever an unfinished earlier rollout left on some devices."""
     wanted = {target} | ({stable} if stable is not None else set())
     wanted |= {ch.revision for ch in children.values() if ch.revision is not None}
     inputs: dict[int, dict[str, WorkloadInputs]] = {}
@@ -360,42 +248,49 @@ def plan(
         r = rev.find(history, n)
         if r is not None:
             inputs[n] = workload_inputs(idep, r.template, placement_of(r), n)
-    target_placement = placement_of(target_rev)
-    placed = {a.device: a for a in target_placement.assignments}
+    return inputs
+
+
+def _step_rollout(idep: IdepInfo, pol: ro.Policy, history: Sequence[rev.Revision], target_rev: rev.Revision,
+                  stable: int | None, placed: Mapping[str, Any], devices: Mapping[str, DeviceView],
+                  children: Mapping[str, ChildInfo], pods: Mapping[str, Sequence[PodInfo]],
+                  online: Callable[[str], bool], ts: float) -> ro.Step:
+    """One step of the wave-by-wave rollout: which revision each placed device serves now."""
     labels = {d: (devices[d].labels if d in devices else {}) for d in placed}
     order = ro.order_devices(labels, pol.order_by)
     bounds = ro.wave_bounds(pol, order, labels)
     if target_rev.reason.startswith("rollback to"):
         bounds = [len(order)]  # an undo by hand goes everywhere at once, as a rollback does
-    states = {d: _device_rollout(children[d], pods.get(d, ()), online(d)) for d in order if d in children}
+    states = {d: device_rollout(children[d], pods.get(d, ()), online(d)) for d in order if d in children}
     usable = frozenset(r.number for r in history if r.outcome not in rev.FINAL_BAD)
     prev = ro.RolloutState.from_dict(idep.status.get("rollout"))
     target_failed = target_rev.outcome in rev.FINAL_BAD
-    st = ro.step(pol, prev, target, stable, target_failed, order, bounds, states, usable, ts)
+    return ro.step(pol, prev, target_rev.number, stable, target_failed, order, bounds, states, usable, ts)
 
-    if st.failure:
-        history = rev.with_outcome(history, target, rev.FAILED, st.failure)
-    if st.succeeded:
-        history = rev.with_outcome(history, target, rev.SUCCEEDED)
-        stable = target
 
+def _workloads(placed: Mapping[str, Any], children: Mapping[str, ChildInfo], pods: Mapping[str, Sequence[PodInfo]],
+               online: Callable[[str], bool], targets: Mapping[str, int],
+               inputs: Mapping[int, Mapping[str, WorkloadInputs]], target: int,
+               ) -> tuple[list[dict[str, Any]], dict[str, DevicePhase], list[dict[str, Any]], int]:
+    """The workloads to apply for each placed device's revision, with its phase and status row, and
+    how many devices already run the target."""
     apply: list[dict[str, Any]] = []
-    phases = {}
-    rows = []
+    phases: dict[str, DevicePhase] = {}
+    rows: list[dict[str, Any]] = []
     updated_to_target = 0
     for dev in sorted(placed):
         ch = children.get(dev)
-        trev = st.targets.get(dev)
+        trev = targets.get(dev)
         inp = inputs.get(trev, {}).get(dev) if trev is not None else None
         if inp is None:
             # Not admitted yet and nothing older to serve (or its build does not fit here): a
             # workload already there is left as it is, never torn down for a wave to come.
             if ch is not None:
                 ph = device_phase(ch, pods.get(dev, ()), online(dev), ch.spec_hash, ch.sha256)
-                rows.append(_row(dev, ch.variant, ch.sha256, ph, node=placed[dev].node, revision=ch.revision))
+                rows.append(row(dev, ch.variant, ch.sha256, ph, node=placed[dev].node, revision=ch.revision))
             else:
                 ph = DevicePhase(WorkloadPhase.WAITING, False, False, "waiting for its rollout wave")
-                rows.append(_row(dev, None, None, ph, node=placed[dev].node))
+                rows.append(row(dev, None, None, ph, node=placed[dev].node))
             phases[dev] = ph
             continue
         manifest = child_deployment(inp)
@@ -406,27 +301,9 @@ def plan(
         if trev == target and ch is not None and ch.spec_hash == want_hash:
             updated_to_target += 1
         phases[dev] = ph
-        rows.append(_row(dev, inp.artifact.name, inp.artifact.sha256, ph,
-                         precision=inp.artifact.precision, node=inp.node, revision=trev))
-    delete = tuple(ch for dev, ch in sorted(children.items()) if dev not in placed and not ch.deleting)
-    status = fold_status(idep, model, target_placement, phases, rows, None, now)
-    status["updated"] = updated_to_target
-    keep = {target} | ({stable} if stable is not None else set()) | {
-        ch.revision for ch in children.values() if ch.revision is not None}
-    history = rev.prune(history, keep, pol.history_limit)
-    status["revision"] = target
-    if stable is not None:
-        status["currentRevision"] = stable
-    rollout_status = st.state.to_dict()
-    if resolution.pin:
-        rollout_status["pin"] = resolution.pin
-    if resolution.observed_rollback:
-        rollout_status["observedRollbackTo"] = resolution.observed_rollback
-    status["rollout"] = rollout_status
-    status["revisions"] = [r.to_dict() for r in history]
-    _rollout_conditions(idep, status, st, target, stable, now)
-    events = _rollout_events(st, target, stable)
-    return IdepPlan(tuple(apply), delete, status, target_placement, requeue_after=st.requeue_after, events=events)
+        rows.append(row(dev, inp.artifact.name, inp.artifact.sha256, ph,
+                        precision=inp.artifact.precision, node=inp.node, revision=trev))
+    return apply, phases, rows, updated_to_target
 
 
 def _int(v: Any) -> int | None:
@@ -439,65 +316,3 @@ def _rollout_get(idep: IdepInfo, key: str) -> Mapping[str, Any] | None:
     return v if isinstance(v, Mapping) else None
 
 
-def _device_rollout(ch: ChildInfo, pods: Sequence[PodInfo], online: bool) -> ro.DeviceRollout:
-    """A device as the rollout sees it: judged against the template its workload has now."""
-    ph = device_phase(ch, pods, online, ch.spec_hash, ch.sha256)
-    pod = _newest_pod(pods, ch.sha256)
-    failed = (ph.message or ph.phase) if ph.phase in FAILED_PHASES else ""
-    return ro.DeviceRollout(revision=ch.revision, ready=ph.ready, online=online, failed=failed,
-                            restarts=pod.restarts if pod is not None else 0)
-
-
-def _rollout_conditions(idep: IdepInfo, status: dict[str, Any], st: ro.Step, target: int, stable: int | None,
-                        now: str) -> None:
-    """Progressing and Degraded say where the rollout stands; Ready stays about the devices."""
-    phase = st.state.phase
-    gen = idep.generation
-    msg = st.state.message
-    new: list[dict[str, Any]] = []
-    if phase == ro.PAUSED:
-        new.append(cond.make(C.PROGRESSING, False, R.ROLLOUT_PAUSED, msg, gen))
-    elif phase == ro.ROLLING_BACK:
-        new.append(cond.make(C.PROGRESSING, True, R.ROLLING_BACK, msg, gen))
-        new.append(cond.make(C.DEGRADED, True, R.ROLLOUT_FAILED, msg, gen))
-    elif phase == ro.ROLLED_BACK:
-        text = msg or f"revision {target} failed; the fleet serves revision {stable}"
-        new.append(cond.make(C.PROGRESSING, False, R.ROLLED_BACK, text, gen))
-        new.append(cond.make(C.DEGRADED, True, R.ROLLOUT_FAILED, text, gen))
-    elif phase == ro.HALTED:
-        new.append(cond.make(C.PROGRESSING, False, R.ROLLOUT_HALTED, msg, gen))
-        new.append(cond.make(C.DEGRADED, True, R.ROLLOUT_FAILED, msg, gen))
-    elif phase == ro.PROGRESSING:
-        current = cond.find(status.get("conditions"), C.PROGRESSING)
-        if current is None or current.get("status") != ConditionStatus.TRUE:
-            new.append(cond.make(C.PROGRESSING, True, R.ROLLING_OUT, msg, gen))
-    if new:
-        status["conditions"] = cond.merge(status.get("conditions"), new, now)
-
-
-def _rollout_events(st: ro.Step, target: int, stable: int | None) -> tuple[tuple[str, str, str], ...]:
-    if st.failure:
-        return (("Warning", R.ROLLOUT_FAILED, st.state.message),)
-    if st.rolled_back:
-        return (("Normal", R.ROLLED_BACK, f"the fleet serves revision {stable} again; revision {target} failed"),)
-    if st.succeeded:
-        return (("Normal", "RolloutComplete", f"revision {target} serves on every device it was placed on"),)
-    return ()
-
-
-def _row(device: str, variant: str | None, sha256: str | None, ph: DevicePhase, *,
-         precision: str | None = None, node: str | None = None, revision: int | None = None) -> dict[str, Any]:
-    row: dict[str, Any] = {"device": device, "phase": ph.phase, "ready": ph.ready}
-    if revision is not None:
-        row["revision"] = revision
-    if node:
-        row["node"] = node
-    if variant:
-        row["variant"] = variant
-    if precision:
-        row["precision"] = precision
-    if sha256:
-        row["sha256"] = sha256
-    if ph.message:
-        row["message"] = ph.message[:300]
-    return row

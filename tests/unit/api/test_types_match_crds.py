@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+
 from edge_operator.core import planner
 from edge_operator.core.status import ArtifactCheck, ModelCheck, device_status, model_status
 from edge_operator.core.views import child_info, device_info, idep_info, model_info, node_info
-
 from edgeai_api import edgedevice, edgemodel, inferencedeployment, serde
 from edgeai_api.serde import ApiTypeError
 from tests.unit.operator.core import test_planner as tp

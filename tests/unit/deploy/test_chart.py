@@ -364,8 +364,9 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
 
 def _exported_metrics() -> dict[str, set[str]]:
     """Metric family name -> label names, from the operator's own registry (and fleet collector)."""
-    from edge_operator.telemetry import metrics
     from prometheus_client import CollectorRegistry
+
+    from edge_operator.telemetry import metrics
 
     out: dict[str, set[str]] = {}
     for fam in metrics.REGISTRY.collect():

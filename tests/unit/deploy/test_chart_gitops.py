@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from edge_operator.core.conditions import make
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from edge_operator.cli import plugin
 from kubernetes.client.exceptions import ApiException
+
+from edge_operator.cli import plugin
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from edge_operator.cli import plugin_view as v
 
 SHA_A = "a" * 64

@@ -12,7 +12,6 @@ from edge_operator.controller.cache import Cache, Catalog
 from edge_operator.core import patches
 from edge_operator.kube.errors import ApiError
 from edge_operator.kube.kubeapi import Ref
-
 from edgeai_api import constants as c
 
 SRC = "a" * 64

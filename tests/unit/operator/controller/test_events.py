@@ -5,7 +5,6 @@ from __future__ import annotations
 from edge_operator.controller.events import EventMapper, Work
 from edge_operator.controller.keys import DeploymentKey, DeviceKey, ModelKey, NodeKey
 from edge_operator.core.views import child_info, pod_info
-
 from tests.unit.operator.controller.fakes import (
     FakeCluster,
     device_body,

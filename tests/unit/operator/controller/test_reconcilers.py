@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+
 from edge_operator.controller.api import EventRecorder
 from edge_operator.controller.keys import DeploymentKey, DeviceKey, ModelKey, NodeKey
 from edge_operator.controller.reconcilers.deployment import DeploymentReconciler
@@ -17,7 +18,6 @@ from edge_operator.controller.workqueue import Requeue
 from edge_operator.core.status import ArtifactCheck, ModelCheck
 from edge_operator.core.views import ModelInfo
 from edge_operator.kube.errors import RetryableError
-
 from edgeai_api import constants as c
 from tests.unit.operator.controller.fakes import (
     SRC,

@@ -7,13 +7,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 import pytest
+
 from edge_operator.controller.keys import DeploymentKey
 from edge_operator.controller.status_writer import StatusPolicy, StatusWriter, Write
 from edge_operator.controller.workqueue import Requeue
 from edge_operator.core import patches
 from edge_operator.kube.errors import ApiError
 from edge_operator.kube.kubeapi import Ref
-
 from tests.unit.operator.controller.fakes import Clock, FakeApi
 
 POLICY = StatusPolicy(patches.status_patch, ("placed",), interval=5.0)

@@ -6,10 +6,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from edge_operator.core.capabilities import from_node, node_health, with_overrides
 from edge_operator.core.quantity import QuantityError, format_bytes, parse_quantity, quantity_bytes, quantity_millis
 from edge_operator.core.selectors import SelectorError, describe, matches, validate_selector
-
 from edgeai_api.edgedevice import CapabilityOverrides
 from edgeai_api.enums import Accelerator
 

@@ -15,7 +15,6 @@ from edge_operator.core.manifests import (
     label_value,
 )
 from edge_operator.core.placement import Artifact
-
 from edgeai_api import constants as c
 from edgeai_api.inferencedeployment import FallbackSpec, RuntimeSpec
 from edgeai_api.serde import parse

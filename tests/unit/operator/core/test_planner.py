@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from edge_operator.core import patches, planner
+from edge_operator.core import deployment_status, patches, planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
 from edge_operator.core.views import ChildInfo, PodInfo, child_info, idep_info, model_info, pod_info
-
 from edgeai_api import constants as c
 
 SRC = "a" * 64
@@ -168,7 +167,7 @@ def test_unplaced_list_is_capped_with_a_count_and_unselected_are_counted() -> No
     m = model_body()
     m["spec"]["requirements"] = {"arch": ["amd64"]}
     p = run(idep_body({"matchLabels": {"x": "1"}}), m, devices=fleet)
-    assert len(p.status["unplaced"]) == planner.MAX_LISTED_UNPLACED
+    assert len(p.status["unplaced"]) == deployment_status.MAX_LISTED_UNPLACED
     assert {u["reason"] for u in p.status["unplaced"]} == {"ArchMismatch"}
     assert p.status["unplacedNotListed"] == 50 and p.status["notSelected"] == 30
 

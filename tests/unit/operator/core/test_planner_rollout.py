@@ -8,7 +8,6 @@ from edge_operator.core import planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
 from edge_operator.core.views import ChildInfo, child_info, idep_info, model_info
-
 from edgeai_api import constants as c
 from tests.unit.operator.core.test_planner import SRC, model_body
 

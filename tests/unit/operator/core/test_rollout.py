@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+
 from edge_operator.core import rollout as ro
 from edge_operator.core.rollout import DeviceRollout, Policy, RolloutSpecError, RolloutState, parse_policy
 

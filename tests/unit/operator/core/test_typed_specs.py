@@ -10,7 +10,6 @@ from typing import Any
 from edge_operator.core import revisions as rev
 from edge_operator.core.status import device_status, invalid_spec_check, model_status, needs_verification
 from edge_operator.core.views import ModelState, device_info, idep_info, model_info, node_info
-
 from edgeai_api.serde import serialize
 from tests.unit.operator.core.test_planner import NOW, model_body, run
 
