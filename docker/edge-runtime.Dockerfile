@@ -37,7 +37,7 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
  && install -d -o 65532 -g 65532 /var/lib/edgeai/models /var/lib/edgeai/fallback-queue
 USER 65532:65532
 WORKDIR /tmp
-# The content-addressed model cache and the fallback queue (edge_operator.constants
+# The content-addressed model cache and the fallback queue (edgeai_api.constants
 # CACHE_DIR / FALLBACK_QUEUE_DIR): the operator mounts node-local volumes here; for a
 # plain `docker run` on a device they must survive restarts too.
 VOLUME ["/var/lib/edgeai"]

@@ -2,7 +2,7 @@
 """Copy the CRDs from crds/ (the one source of truth) into the Helm chart.
 
     python hack/sync-chart-crds.py          # copy; removes chart CRDs that crds/ no longer has
-    python hack/sync-chart-crds.py --check  # exit 1 and name every difference (tests/unit/test_chart.py runs it)
+    python hack/sync-chart-crds.py --check  # exit 1 and name every difference (tests/unit/deploy/test_chart.py runs it)
 
 Helm installs what is in a chart's crds/ directory, and a chart cannot reach
 outside its own directory, so the files are copied, byte for byte.

@@ -71,7 +71,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-The operator's command line: edgeai-operator (operator/edge_operator/config.py).
+The operator's command line: edgeai-operator (operator/edge_operator/controller/config.py).
 */}}
 {{- define "edgeai-operator.args" -}}
 - --metrics-bind=0.0.0.0:{{ .Values.port }}
