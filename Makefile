@@ -36,8 +36,10 @@ unit: deps
 integration: binaries
 	$(VENV)/bin/pytest -m integration
 
+# Two workers, one test file each at a time (--dist loadfile keeps a file's fixtures, planes
+# included, in one process); each worker brings up its own local plane.
 test: binaries lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 bench: binaries
 	$(VENV)/bin/python -m benchmarks

@@ -12,9 +12,12 @@ The chain, each link cached under $EDGEAI_CACHE/images/ by a hash of its inputs:
    Debian mirror apt already uses; key = the recipe (packages, suite, RECIPE);
 2. a Python base image made from it with buildah (a stand-in for python:3.11-slim:
    `python`, pip usable for a system install); key = the rootfs key;
-3. each image, `buildah bud` of its Dockerfile with PYTHON_IMAGE = that base;
+3. that base with the project's dependencies pip-installed (so a code change does not
+   download onnxruntime and the rest again); key = the base's id and pyproject's
+   dependency list;
+4. each image, `buildah bud` of its Dockerfile with PYTHON_IMAGE = that image;
    key = the Dockerfile, its .dockerignore-filtered build context, the build args
-   and the base image's id (its config digest).
+   and the id (config digest) of the image it is built FROM.
 
 Images are kept in containers/image's `dir:` layout (manifest and blobs as files,
 Docker schema 2 so HEALTHCHECK survives): a wipe of buildah's storage costs nothing,
@@ -111,7 +114,7 @@ class Image:
 
 @dataclass(frozen=True)
 class Images:
-    base: Image
+    base: Image  # what the Dockerfiles were built FROM: the Python base with the dependencies
     operator: Image
     runtime: Image
 
@@ -361,24 +364,76 @@ def ensure_base() -> Image:
         buildah("config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "--env", "LANG=C.UTF-8", "--cmd", "python", "--label", f"io.edgeai.base.key={key}",
                 "--os", "linux", ctr)
-        name = f"localhost/edgeai/python-base:{tag}"
-        # Reproducible: a fixed timestamp (layer mtimes, `created`) and OCI format (Docker's
-        # config records the random container id), so the same rootfs gives the same image id
-        # and losing this cache entry does not force a rebuild of the images on top of it.
-        buildah("commit", "--format", "oci", "--timestamp", "0", "--identity-label=false", "--rm", ctr, name)
-        ctr = ""
+        ctr = _commit(ctr, "base", "edgeai/python-base", tag, path)
     finally:
         if ctr:
             subprocess.run(["buildah", *_storage(), "rm", ctr], capture_output=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".python-base.", dir=_cache()))
-    try:
-        _skopeo_copy(_cs(name), f"dir:{tmp}", "--dest-compress")
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     img = _image_at("base", "edgeai/python-base", tag, path)
     assert img is not None
     log(f"base image {img.image_id[:19]} ({img.size() / 2**20:.0f} MiB) in {time.monotonic() - start:.0f}s")
+    return img
+
+
+def _commit(ctr: str, name: str, repo: str, tag: str, path: Path) -> str:
+    """Commit working container `ctr` (removing it) and keep the image in the cache at `path`; returns ""
+    (the container is gone) for the caller's cleanup."""
+    local = f"localhost/{repo}:{tag}"
+    # Reproducible: a fixed timestamp (layer mtimes, `created`) and OCI format (Docker's config
+    # records the random container id), so the same inputs give the same image id and losing
+    # this cache entry does not force a rebuild of the images on top of it.
+    buildah("commit", "--format", "oci", "--timestamp", "0", "--identity-label=false", "--rm", ctr, local)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_cache()))
+    try:
+        _skopeo_copy(_cs(local), f"dir:{tmp}", "--dest-compress")
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ""
+
+
+def _dependencies() -> list[str]:
+    return [str(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+
+
+def _deps_plan(base: Image) -> tuple[str, Path]:
+    key = _hash(RECIPE, base.image_id, *_dependencies())
+    return f"3.11-{SUITE}-{key}", _cache() / f"python-deps-{key}"
+
+
+def _deps_at(base: Image) -> Image | None:
+    """The dependency image for `base` as pyproject is now, if it is cached."""
+    return _image_at("deps", "edgeai/python-deps", *_deps_plan(base))
+
+
+def ensure_deps(base: Image) -> Image:
+    """The base with the project's dependencies installed by pip: what the Dockerfiles build FROM here.
+
+    Any change to the code rebuilds both images, and their `pip install` of the wheel used to download
+    and install onnxruntime, numpy, grpcio, kopf... every time (most of a 2.5 min rebuild). Keyed by
+    the base and pyproject's dependency list, this layer is made once; the Dockerfiles are unchanged
+    and still build FROM a plain python image elsewhere: their `pip install` finds the requirements
+    satisfied and installs only the project's wheel."""
+    cached = _deps_at(base)
+    if cached is not None:
+        return cached
+    deps = _dependencies()
+    tag, path = _deps_plan(base)
+    _load(base)
+    log(f"installing the project's {len(deps)} dependencies on the base image (edgeai/python-deps:{tag})")
+    start = time.monotonic()
+    ctr = buildah("from", "--pull=never", base.local_name)
+    try:
+        ca = ["--volume", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro"] if HOST_CA_BUNDLE.exists() else []
+        _run_logged(["buildah", *_storage(), "run", "--network", "host", *ca, ctr, "--",
+                     "pip", "install", "--no-cache-dir", "--disable-pip-version-check", *deps],
+                    _cache() / "deps.build.log", "dependencies", _BUD_PROGRESS)
+        ctr = _commit(ctr, "deps", "edgeai/python-deps", tag, path)
+    finally:
+        if ctr:
+            subprocess.run(["buildah", *_storage(), "rm", ctr], capture_output=True)
+    img = _image_at("deps", "edgeai/python-deps", tag, path)
+    assert img is not None
+    log(f"dependency image {img.image_id[:19]} ({img.size() / 2**20:.0f} MiB) in {time.monotonic() - start:.0f}s")
     return img
 
 
@@ -538,7 +593,7 @@ def _ensure_image(spec: Spec, base: Image) -> Image:
 
 def _prune(keep: set[Path]) -> None:
     """Drop cached artifacts whose inputs are gone (older sources, recipes): only the current ones stay."""
-    for pattern in ("rootfs-*.tar", "python-base-*", *(f"{s.repo.split('/')[-1]}-*" for s in SPECS)):
+    for pattern in ("rootfs-*.tar", "python-base-*", "python-deps-*", *(f"{s.repo.split('/')[-1]}-*" for s in SPECS)):
         for p in _cache().glob(pattern):
             if p not in keep and not p.name.endswith(".log"):
                 log(f"removing stale {p.name}")
@@ -551,9 +606,10 @@ def build_all() -> Images:
     _cache().mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with plane._flock(_cache() / ".build.lock"):
-        base = ensure_base()
+        base = ensure_deps(ensure_base())
         op, rt = (_ensure_image(s, base) for s in SPECS)
-    _prune({base.path, op.path, rt.path, _cache() / f"rootfs-{SUITE}-{_rootfs_key()}.tar"})
+    _prune({base.path, op.path, rt.path, _cache() / f"python-base-{_base_key()}",
+            _cache() / f"rootfs-{SUITE}-{_rootfs_key()}.tar"})
     log(f"images ready in {time.monotonic() - start:.1f}s: {op.repo}:{op.tag}, {rt.repo}:{rt.tag}")
     return Images(base, op, rt)
 
@@ -671,6 +727,12 @@ def status() -> int:
         print("base\tmissing (images need it first)")
         return 1
     print(f"base\tcached\t{base.image_id[:19]}\t{base.size() / 2**20:.0f} MiB\t{base.path}")
+    deps = _deps_at(base)
+    if deps is None:
+        print("deps\tmissing (images need it first)")
+        return 1
+    print(f"deps\tcached\t{deps.image_id[:19]}\t{deps.size() / 2**20:.0f} MiB\t{deps.path}")
+    base = deps
     ok = True
     for spec in SPECS:
         tag, path, _, _ = _plan(spec, base)

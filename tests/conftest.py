@@ -3,7 +3,8 @@
 `kube`: a real Kubernetes API server for integration tests. With $KUBECONFIG set,
 the suite runs against that cluster (kind, or a real KubeEdge cluster) and leaves
 it as it found it; otherwise it brings up the local plane (hack/plane.py, plane
-name "test", 3 kwok edge nodes) once per session and tears it down at the end.
+name "test", 3 kwok edge nodes) once per session and tears it down at the end;
+under pytest-xdist (`make test`) each worker has its own plane, "test-gw0", ...
 Set EDGEAI_KEEP_PLANE=1 to keep the test plane up between runs (faster loops).
 """
 
@@ -64,6 +65,9 @@ def kube() -> Iterator[KubeHandle]:
         yield KubeHandle(external, kubectl, simulated=False)
         return
     name = os.environ.get("EDGEAI_TEST_PLANE", "test")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        name = f"{name}-{worker}"  # `make test` runs 2 workers: each its own plane, never a shared fleet
     p = localplane.up(name, nodes=3)
     try:
         yield KubeHandle(str(p.kubeconfig), str(localplane.binaries()["kubectl"]), simulated=True)
