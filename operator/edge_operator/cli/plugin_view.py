@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+from edge_operator.core.conditions import parse_time
 from edgeai_api.edgemodel import EdgeModelSpec
 from edgeai_api.enums import (
     ConditionStatus,
@@ -345,16 +346,6 @@ REVERIFY_ANNOTATION = "edgeai.io/reverify"
 
 def rfc3339(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(v: Any) -> dt.datetime | None:
-    if not isinstance(v, str) or not v:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def model_summary(em: Obj) -> str:

@@ -18,13 +18,16 @@ def now_iso(now: dt.datetime | None = None) -> str:
     return t.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
+def parse_time(value: Any) -> dt.datetime | None:
+    """An RFC 3339 timestamp as written in status (naive ones taken as UTC); None for anything else,
+    so a hand-edited status cannot break a reconcile or the plugin."""
+    if not isinstance(value, str) or not value:
         return None
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def make(

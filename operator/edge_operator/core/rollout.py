@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edge_operator.core import conditions as cond
 from edgeai_api.enums import FailurePolicy, OfflinePolicy, RollbackStrategy, RolloutPhase
 from edgeai_api.inferencedeployment import HealthGate, RolloutSpec, RolloutStatus
 from edgeai_api.serde import ApiTypeError, parse, serialize
@@ -195,13 +196,9 @@ def wave_of(index: int, bounds: Sequence[int]) -> int:
 
 
 def parse_time(v: Any) -> float | None:
-    if not isinstance(v, str) or not v:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    """A status timestamp as seconds since the epoch (the rollout's clock), or None."""
+    t = cond.parse_time(v)
+    return t.timestamp() if t is not None else None
 
 
 def iso(t: float) -> str:
