@@ -2,7 +2,9 @@
 
 This is the only module that imports the `pack` extra (onnx,
 onnxconverter-common) and onnxruntime's quantization tools; the runtime image
-never imports it.
+never imports it. That is also why it is longer than most: splitting it would
+spread those imports (and the import-linter contract that keeps them out of
+`pack`'s pure modules) over several files.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ What a load may read (the repository API is reachable over the network):
   slow load never stalls inference or the loads of other models.
 Failed loads of names that were never loaded leave nothing behind: no index
 entry, no per-name metric series.
+
+Longer than most modules: each of those limits is a few lines in the one load
+path, and they are reviewed together because together they are what a network
+caller can make the device read.
 """
 
 from __future__ import annotations
