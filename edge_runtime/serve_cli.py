@@ -32,6 +32,24 @@ def _fraction(text: str) -> float:
     return x
 
 
+def _providers_json(text: str) -> list[Any]:
+    from edge_runtime.core.providers import ProviderSpecError, parse_json
+
+    try:
+        return parse_json(text)
+    except ProviderSpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _provider_item(text: str) -> Any:
+    from edge_runtime.core.providers import ProviderSpecError, parse_item
+
+    try:
+        return parse_item(text)
+    except ProviderSpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a verified ONNX model over the Open Inference Protocol (KServe v2)")
     p.add_argument("--model", required=True, help="model file (as fetched into the cache)")
@@ -68,6 +86,24 @@ def register(sub: Any) -> None:
         type=float,
         default=0.0,
         help="wait up to this long for a batch to fill once the model is free (0: never wait)",
+    )
+    p.add_argument(
+        "--execution-providers", type=_providers_json, default=None, metavar="JSON",
+        help='onnxruntime execution providers to try in order, the CPU last: a JSON list such as '
+        '[{"name": "TensorRT", "options": {"device_id": "0"}}, {"name": "CUDA"}, "CPU"] '
+        "(names: TensorRT, CUDA, MIGraphX, ROCm, OpenVINO, QNN, CANN, CPU, or onnxruntime's own)",
+    )
+    p.add_argument(
+        "--execution-provider", type=_provider_item, action="append", default=None, metavar="NAME[:K=V,...]",
+        help="one provider to try, with its options (repeat it; after those of --execution-providers)",
+    )
+    p.add_argument(
+        "--require-accelerator", action="store_true",
+        help="refuse to serve (exit, never Ready) when no provider but the CPU starts",
+    )
+    p.add_argument(
+        "--provider-cache",
+        help="writable directory for TensorRT engines and OpenVINO blobs (one subdirectory per model digest)",
     )
     p.add_argument("--fallback-url", help="cloud v2 endpoint (base URL or full .../infer URL)")
     p.add_argument(
@@ -165,6 +201,9 @@ def build(args: argparse.Namespace) -> Any:
         model_cache=cache,
         max_model_bytes=args.max_model_bytes,
         load_timeout_s=args.load_timeout_s,
+        execution_providers=tuple([*(args.execution_providers or ()), *(args.execution_provider or ())]),
+        require_accelerator=args.require_accelerator,
+        provider_cache=Path(args.provider_cache) if args.provider_cache else None,
     )
     dp = DataPlane(
         settings,

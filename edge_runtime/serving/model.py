@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from edge_runtime.artifacts.integrity import IntegrityError
 from edge_runtime.core.protocol import DATATYPES, ONNX_TO_V2, InferenceRequest, InputRejected, ModelError, ProtocolError
+from edge_runtime.core.providers import CPU, ProviderRequest, ordered, unavailable, with_cache
 
 # A model whose batch-1 run takes less than this is run on the event loop
 # itself: handing it to a thread costs more (a context switch and GIL
@@ -76,6 +77,25 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return opts
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderOutcome:
+    """Which execution provider a session got, and why each one before it in the list was passed over."""
+
+    provider: str = CPU
+    requested: tuple[str, ...] = (CPU,)
+    passed_over: tuple[tuple[str, str], ...] = ()  # (provider, reason), in the order they were tried
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{name}: {why}" for name, why in self.passed_over)
+
+    def parameters(self) -> dict[str, str]:
+        out = {"execution_provider": self.provider, "execution_providers_requested": ",".join(self.requested)}
+        if self.passed_over:
+            out["execution_provider_fallback"] = self.reason
+        return out
+
+
 @dataclass(slots=True)
 class LoadedModel:
     name: str
@@ -90,6 +110,7 @@ class LoadedModel:
     warmup_seconds: float = 0.0
     run_seconds_p50: float = 0.0
     run_inline: bool = False
+    providers: ProviderOutcome = field(default_factory=ProviderOutcome)
     extra: dict[str, str] = field(default_factory=dict)
     _input_by_name: dict[str, TensorSpec] = field(default_factory=dict)
     _output_names: tuple[str, ...] = ()
@@ -104,6 +125,7 @@ class LoadedModel:
 
     def metadata(self, versions: Sequence[str]) -> dict[str, Any]:
         params: dict[str, Any] = {"sha256": self.sha256, "size": self.size}
+        params.update(self.providers.parameters())
         params.update(self.extra)
         return {
             "name": self.name,
@@ -163,6 +185,53 @@ class LoadedModel:
         return out
 
 
+def _ort_providers(req: ProviderRequest, cpu: ProviderRequest) -> list[Any]:
+    return [(r.name, dict(r.options)) if r.options else r.name for r in ((req, cpu) if req is not cpu else (cpu,))]
+
+
+def build_session(
+    data: bytes,
+    threads: int | None,
+    requests: Sequence[ProviderRequest] = (),
+    *,
+    require_accelerator: bool = False,
+    cache_dir: str | None = None,
+    sha256: str = "",
+    name: str = "",
+) -> tuple[ort.InferenceSession, ProviderOutcome]:
+    """A session on the first provider of `requests` that starts, the CPU last.
+
+    A provider the installed onnxruntime lacks is passed over without a try; one that fails to
+    start (no device, no driver), or that onnxruntime quietly replaced by the CPU, is passed over
+    with its error. With `require_accelerator`, ending on the CPU is an error (IntegrityError
+    NoAccelerator) naming each reason. Raises IntegrityError(InvalidModel) if even the CPU fails.
+    """
+    reqs = with_cache(ordered(requests), cache_dir, sha256)
+    cpu = reqs[-1]
+    passed: dict[str, str] = unavailable(reqs, ort.get_available_providers())
+    requested = tuple(r.name for r in reqs)
+    for r in reqs[:-1]:
+        if r.name in passed:
+            continue
+        try:
+            session = ort.InferenceSession(data, session_options(threads), providers=_ort_providers(r, cpu))
+        except Exception as e:
+            passed[r.name] = f"failed to start: {_ort_message(e)}"
+            continue
+        got = session.get_providers()
+        if got and got[0] == r.name:
+            return session, ProviderOutcome(r.name, requested, tuple(passed.items()))
+        passed[r.name] = f"onnxruntime did not register it (the session got {', '.join(got) or 'none'})"
+    if require_accelerator:
+        why = "; ".join(f"{n}: {w}" for n, w in passed.items()) or "the list names no accelerator provider"
+        raise IntegrityError("NoAccelerator", f"model '{name}': an accelerator is required and none loaded ({why})")
+    try:
+        session = ort.InferenceSession(data, session_options(threads), providers=_ort_providers(cpu, cpu))
+    except Exception as e:
+        raise IntegrityError("InvalidModel", f"onnxruntime cannot load model '{name}': {e}") from e
+    return session, ProviderOutcome(CPU, requested, tuple(passed.items()))
+
+
 def load_model(
     data: bytes,
     *,
@@ -170,13 +239,15 @@ def load_model(
     version: str,
     sha256: str,
     threads: int | None = None,
+    providers: Sequence[ProviderRequest] = (),
+    require_accelerator: bool = False,
+    provider_cache: str | None = None,
 ) -> LoadedModel:
-    """Build a session from verified bytes; raise IntegrityError(InvalidModel) if it is not a usable model."""
+    """Build a session from verified bytes; raise IntegrityError(InvalidModel) if it is not a usable model,
+    IntegrityError(NoAccelerator) if an accelerator is required and none of `providers` starts."""
     start = time.perf_counter()
-    try:
-        session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise IntegrityError("InvalidModel", f"onnxruntime cannot load model '{name}': {e}") from e
+    session, outcome = build_session(data, threads, providers, require_accelerator=require_accelerator,
+                                     cache_dir=provider_cache, sha256=sha256, name=name)
     inputs = tuple(_spec(a) for a in session.get_inputs())
     outputs = tuple(_spec(a) for a in session.get_outputs())
     # Batching concatenates requests on axis 0: only safe when every input and
@@ -192,6 +263,7 @@ def load_model(
         outputs=outputs,
         batchable=batchable,
         load_seconds=time.perf_counter() - start,
+        providers=outcome,
     )
 
 

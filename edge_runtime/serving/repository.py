@@ -42,6 +42,7 @@ from typing import Any
 
 from edge_runtime.artifacts.integrity import IntegrityError, check_sha256, verify_bytes
 from edge_runtime.core.protocol import LoadRefused, NotFound, ProtocolError
+from edge_runtime.core.providers import ProviderRequest
 from edge_runtime.serving.batching import Runner
 from edge_runtime.serving.model import LoadedModel, load_model, warm_up
 from edge_runtime.telemetry.metrics import RuntimeMetrics
@@ -75,6 +76,10 @@ class Settings:
     model_cache: Path | None = None
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S
+    # Tried in order, the CPU last; with require_accelerator a load that ends on the CPU is refused.
+    execution_providers: tuple[ProviderRequest, ...] = ()
+    require_accelerator: bool = False
+    provider_cache: Path | None = None  # where TensorRT engines and OpenVINO blobs are kept
 
 
 @dataclass(slots=True)
@@ -188,9 +193,17 @@ class Repository:
             self.metrics.verifications.labels(e.reason).inc()
             raise
         self.metrics.verifications.labels("ok").inc()
-        model = load_model(data, name=name, version=source.version, sha256=source.sha256, threads=self.settings.threads)
+        st = self.settings
+        model = load_model(data, name=name, version=source.version, sha256=source.sha256, threads=st.threads,
+                           providers=st.execution_providers, require_accelerator=st.require_accelerator,
+                           provider_cache=str(st.provider_cache) if st.provider_cache else None)
         del data  # plaintext of an encrypted model must not outlive the session build
         warm_up(model, self.settings.warmup_runs)
+        # Counted once the model is usable: a failed load of a new name leaves no series behind.
+        for provider, why in model.providers.passed_over:
+            self.metrics.provider_fallbacks.labels(name, provider).inc()
+            log.warning("execution provider passed over",
+                        extra={"model": name, "provider": provider, "reason": why})
         self.metrics.load_seconds.labels(name).observe(time.perf_counter() - start)
         return model
 
@@ -211,14 +224,21 @@ class Repository:
     def _publish_info(self, slot: Slot, evicted: Served | None) -> None:
         if evicted is not None and evicted is not slot.previous and evicted is not slot.current:
             m = evicted.model
-            with contextlib.suppress(KeyError):
-                self.metrics.model_info.remove(slot.name, m.version, m.sha256)
+            self._forget_info(slot.name, m)
         if slot.previous is not None:
             p = slot.previous.model
             self.metrics.model_info.labels(slot.name, p.version, p.sha256).set(0)
+            self.metrics.execution_provider.labels(slot.name, p.version, p.providers.provider).set(0)
         if slot.current is not None:
             c = slot.current.model
             self.metrics.model_info.labels(slot.name, c.version, c.sha256).set(1)
+            self.metrics.execution_provider.labels(slot.name, c.version, c.providers.provider).set(1)
+
+    def _forget_info(self, name: str, m: LoadedModel) -> None:
+        with contextlib.suppress(KeyError):
+            self.metrics.model_info.remove(name, m.version, m.sha256)
+        with contextlib.suppress(KeyError):
+            self.metrics.execution_provider.remove(name, m.version, m.providers.provider)
 
     def load_initial(self, name: str, source: ModelSource) -> LoadedModel:
         """Startup load: blocking, and any failure propagates so the server refuses to start."""
@@ -239,6 +259,8 @@ class Repository:
                 "batchable": model.batchable,
                 "run_inline": model.run_inline,
                 "warmup_p50_ms": round(model.run_seconds_p50 * 1000, 3),
+                "execution_provider": model.providers.provider,
+                **({"provider_fallback": model.providers.reason} if model.providers.passed_over else {}),
             },
         )
         return model
@@ -352,7 +374,8 @@ class Repository:
             served = Served(model, self._make_runner(model), source)
             evicted = self._install(slot, served)
             self.metrics.loads.labels(name, "ok").inc()
-            log.info("model swapped in", extra={"model": name, "version": model.version, "sha256": model.sha256})
+            log.info("model swapped in", extra={"model": name, "version": model.version, "sha256": model.sha256,
+                                                "execution_provider": model.providers.provider})
         if evicted is not None:
             await evicted.runner.close()
         return served
@@ -365,8 +388,7 @@ class Repository:
             gone = [s for s in (slot.current, slot.previous) if s is not None]
             slot.current = slot.previous = None
             for s in gone:
-                with contextlib.suppress(KeyError):
-                    self.metrics.model_info.remove(name, s.model.version, s.model.sha256)
+                self._forget_info(name, s.model)
             self.metrics.loads.labels(name, "unloaded").inc()
         for s in gone:
             await s.runner.close()

@@ -190,6 +190,20 @@ class RuntimeMetrics:
             ["model", "version", "sha256"],
             registry=r,
         )
+        self.execution_provider = Gauge(
+            "edgeai_model_execution_provider",
+            "The onnxruntime execution provider each loaded model version runs on (1 = serving, 0 = kept for "
+            "rollback)",
+            ["model", "version", "provider"],
+            registry=r,
+        )
+        self.provider_fallbacks = Counter(
+            "edgeai_execution_provider_fallbacks",
+            "Execution providers passed over at a model load (not in this onnxruntime, failed to start); "
+            "the reason is in the load's log line and the model's metadata",
+            ["model", "provider"],
+            registry=r,
+        )
         # Queue depth and readiness are read at scrape time (see `live`), so they are
         # right on every scrape, also when /metrics is served on its own port.
         self._queue_source: Callable[[], dict[str, int]] | None = None

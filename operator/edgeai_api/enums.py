@@ -35,6 +35,20 @@ class Accelerator(StrEnum):
     VPU = "vpu"
 
 
+class ExecutionProvider(StrEnum):
+    """spec.runtime.executionProviders[].name: an onnxruntime execution provider, by its short name
+    (onnxruntime's own name is `<name>ExecutionProvider`). CPU is the one every runtime has."""
+
+    TENSORRT = "TensorRT"
+    CUDA = "CUDA"
+    MIGRAPHX = "MIGraphX"
+    ROCM = "ROCm"
+    OPENVINO = "OpenVINO"
+    QNN = "QNN"
+    CANN = "CANN"
+    CPU = "CPU"
+
+
 class Arch(StrEnum):
     AMD64 = "amd64"
     ARM64 = "arm64"
@@ -209,3 +223,5 @@ class UnplacedReason(StrEnum):
     NO_ACCELERATOR = "NoAccelerator"
     UNKNOWN_MEMORY = "UnknownMemory"
     INSUFFICIENT_MEMORY = "InsufficientMemory"
+    # spec.runtime.requireAccelerator, and no accelerator of the device is run by an execution provider
+    NO_EXECUTION_PROVIDER = "NoExecutionProvider"
