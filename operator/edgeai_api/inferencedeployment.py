@@ -14,6 +14,7 @@ from typing import Any
 
 from edgeai_api import constants as c
 from edgeai_api.enums import (
+    ExecutionProvider,
     FailurePolicy,
     OfflinePolicy,
     RevisionOutcome,
@@ -46,6 +47,12 @@ class ResourceRequirements:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExecutionProviderSpec:
+    name: ExecutionProvider
+    options: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class RuntimeSpec:
     threads: int | None = None
     max_batch_size: int | None = None
@@ -55,6 +62,8 @@ class RuntimeSpec:
     grpc_port: int | None = None
     pod_annotations: Mapping[str, str] | None = None
     resources: ResourceRequirements | None = None
+    execution_providers: tuple[ExecutionProviderSpec, ...] | None = None
+    require_accelerator: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +143,8 @@ class DeviceRow:
     revision: int | None = None
     variant: str | None = None
     precision: str | None = None
+    execution_provider: str | None = None
+    acceleration: str | None = None
     sha256: str | None = None
     phase: str  # enums.WorkloadPhase's values; free text in the schema
     ready: bool | None = None
