@@ -61,6 +61,8 @@ ZONE_LABEL: Final = "topology.kubernetes.io/zone"
 # Where the edge runtime keeps its content-addressed cache on every node.
 CACHE_DIR: Final = "/var/lib/edgeai/models"
 FALLBACK_QUEUE_DIR: Final = "/var/lib/edgeai/fallback-queue"
+# Compiled engines and blobs of execution providers (TensorRT engines, OpenVINO blobs): writable, per node.
+PROVIDER_CACHE_DIR: Final = "/var/lib/edgeai/provider-cache"
 RUNTIME_PORT: Final = 8080
 RUNTIME_UID: Final = 65532
 

@@ -33,6 +33,23 @@ ACCELERATOR_RESOURCES: Mapping[str, str] = {
     "coral.ai/tpu": "tpu",
     "intel.com/vpu": "vpu",
     "intel.com/myriad": "vpu",
+    "qualcomm.com/npu": "npu",  # no upstream Qualcomm device plugin yet: the name a fleet's own plugin uses
+}
+# The vendor behind each of those resources: which execution provider can drive it (core/acceleration.py).
+RESOURCE_VENDORS: Mapping[str, str] = {
+    "nvidia.com/gpu": "nvidia",
+    "amd.com/gpu": "amd",
+    "gpu.intel.com/i915": "intel",
+    "gpu.intel.com/xe": "intel",
+    "huawei.com/Ascend310": "huawei",
+    "huawei.com/Ascend310P": "huawei",
+    "huawei.com/Ascend910": "huawei",
+    "rockchip.com/npu": "rockchip",
+    "google.com/tpu": "google",
+    "coral.ai/tpu": "google",
+    "intel.com/vpu": "intel",
+    "intel.com/myriad": "intel",
+    "qualcomm.com/npu": "qualcomm",
 }
 
 
@@ -44,6 +61,8 @@ class Capabilities:
     accelerators: tuple[str, ...] = ("cpu",)
     site: str | None = None
     zone: str | None = None
+    # The device-plugin resources of ACCELERATOR_RESOURCES the Node advertises (> 0), sorted: what a Pod asks for.
+    resources: tuple[str, ...] = ()
 
     @property
     def memory_bytes(self) -> int | None:
@@ -76,21 +95,26 @@ def _sort_accelerators(names: set[str]) -> tuple[str, ...]:
     return tuple(a for a in ACCELERATORS if a in names)
 
 
+def accelerator_resources(allocatable: Mapping[str, Any]) -> tuple[str, ...]:
+    out = []
+    for resource, value in allocatable.items():
+        if resource not in ACCELERATOR_RESOURCES:
+            continue
+        try:
+            if quantity_millis(value) > 0:
+                out.append(resource)
+        except QuantityError:
+            continue
+    return tuple(sorted(out))
+
+
 def accelerators_from(labels: Mapping[str, str], allocatable: Mapping[str, Any]) -> tuple[str, ...]:
     found = {"cpu"}
     for part in labels.get(c.ACCELERATOR_LABEL, "").split(","):
         part = part.strip().lower()
         if part in ACCELERATORS:
             found.add(part)
-    for resource, value in allocatable.items():
-        kind = ACCELERATOR_RESOURCES.get(resource)
-        if kind is None:
-            continue
-        try:
-            if quantity_millis(value) > 0:
-                found.add(kind)
-        except QuantityError:
-            continue
+    found.update(ACCELERATOR_RESOURCES[r] for r in accelerator_resources(allocatable))
     return _sort_accelerators(found)
 
 
@@ -108,6 +132,7 @@ def from_node(node: Mapping[str, Any]) -> Capabilities:
         accelerators=accelerators_from(labels, alloc),
         site=labels.get(c.SITE_LABEL) or None,
         zone=labels.get(c.ZONE_LABEL) or None,
+        resources=accelerator_resources(alloc),
     )
 
 
@@ -125,6 +150,7 @@ def with_overrides(caps: Capabilities, overrides: CapabilityOverrides | None) ->
                       else caps.accelerators),
         site=o.site if o.site is not None else caps.site,
         zone=o.zone if o.zone is not None else caps.zone,
+        resources=caps.resources,  # what the device plugins advertise stays what a Pod may ask for
     )
 
 

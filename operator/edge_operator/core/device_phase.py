@@ -86,7 +86,8 @@ def device_rollout(ch: ChildInfo, pods: Sequence[PodInfo], online: bool) -> ro.D
 
 
 def row(device: str, variant: str | None, sha256: str | None, ph: DevicePhase, *,
-         precision: str | None = None, node: str | None = None, revision: int | None = None) -> dict[str, Any]:
+         precision: str | None = None, node: str | None = None, revision: int | None = None,
+         provider: str | None = None, acceleration: str | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"device": device, "phase": ph.phase, "ready": ph.ready}
     if revision is not None:
         row["revision"] = revision
@@ -96,6 +97,10 @@ def row(device: str, variant: str | None, sha256: str | None, ph: DevicePhase, *
         row["variant"] = variant
     if precision:
         row["precision"] = precision
+    if provider:
+        row["executionProvider"] = provider
+    if acceleration:
+        row["acceleration"] = acceleration[:300]
     if sha256:
         row["sha256"] = sha256
     if ph.message:

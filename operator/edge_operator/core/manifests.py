@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_operator.core.acceleration import CPU_ONLY, Acceleration
 from edge_operator.core.placement import Artifact
 from edgeai_api import constants as c
 from edgeai_api.inferencedeployment import FallbackSpec, ResourceRequirements, RuntimeSpec
@@ -76,6 +77,7 @@ class WorkloadInputs:
     public_key: SecretRef | None = None
     decryption_key: SecretRef | None = None
     revision: int | None = None
+    acceleration: Acceleration = CPU_ONLY  # placement's choice of execution providers for this device
 
 
 def _short_hash(text: str, n: int = 8) -> str:
@@ -167,6 +169,14 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
         if fb.timeout_ms is not None:
             args += ["--fallback-timeout-ms", str(fb.timeout_ms)]
         args += ["--fallback-queue", c.FALLBACK_QUEUE_DIR]
+    acc = inp.acceleration
+    providers = acc.flag()
+    if providers is not None:
+        args += ["--execution-providers", providers]
+    if acc.require and acc.on_accelerator:
+        args += ["--require-accelerator"]
+    if acc.compiles:
+        args += ["--provider-cache", c.PROVIDER_CACHE_DIR]
     return args
 
 
@@ -177,11 +187,15 @@ def _ports(rt: RuntimeSpec) -> list[dict[str, Any]]:
     return ports
 
 
-def _resources(spec: ResourceRequirements | None) -> dict[str, Any]:
+def _resources(spec: ResourceRequirements | None, device_resource: str | None = None) -> dict[str, Any]:
+    """spec.runtime.resources, plus one of the device plugin's accelerator (a person's own limit wins)."""
     out: dict[str, Any] = {}
     for part, vals in (("requests", spec.requests if spec else None), ("limits", spec.limits if spec else None)):
         if vals:
             out[part] = {k: str(v) for k, v in sorted(vals.items())}
+    if device_resource is not None and device_resource not in out.get("limits", {}):
+        # Extended resources are limits only (the request defaults to the limit and may not differ).
+        out["limits"] = dict(sorted({**out.get("limits", {}), device_resource: "1"}.items()))
     return out
 
 
@@ -292,6 +306,11 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         qdir = f"{c.FALLBACK_QUEUE_DIR}/{inp.namespace}/{inp.owner.name}"
         volumes.append({"name": "fallback-queue", "hostPath": {"path": qdir, "type": "DirectoryOrCreate"}})
         main_mounts.append({"name": "fallback-queue", "mountPath": c.FALLBACK_QUEUE_DIR})
+    if inp.acceleration.compiles:
+        # TensorRT engines and OpenVINO blobs, compiled once per model and device, kept across restarts.
+        volumes.append({"name": "provider-cache",
+                        "hostPath": {"path": c.PROVIDER_CACHE_DIR, "type": "DirectoryOrCreate"}})
+        main_mounts.append({"name": "provider-cache", "mountPath": c.PROVIDER_CACHE_DIR})
 
     # A person's pod annotations first: ours (below) win on a clash, the CRD refuses our prefix anyway.
     template_annotations = dict(inp.runtime.pod_annotations or {})
@@ -351,7 +370,7 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "args": serve_args(inp),
                 "ports": _ports(inp.runtime),
                 "env": env,
-                "resources": _resources(inp.runtime.resources),
+                "resources": _resources(inp.runtime.resources, inp.acceleration.resource),
                 # Loading a large model can take minutes: the startup probe holds liveness off until then.
                 "startupProbe": _probe("/v2/health/live", 5, 120),
                 "livenessProbe": _probe("/v2/health/live", 10, 3),

@@ -13,11 +13,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_operator.core import acceleration
+from edge_operator.core.acceleration import CPU_ONLY, Acceleration
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.quantity import QuantityError, format_bytes, quantity_bytes
 from edge_operator.core.selectors import matches
 from edgeai_api.edgemodel import SOURCE_BUILD, ModelRequirements
 from edgeai_api.enums import Accelerator, Precision, UnplacedReason
+from edgeai_api.inferencedeployment import RuntimeSpec
 
 PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 # The build each accelerator runs best: NPUs and TPUs are integer engines, GPUs and VPUs do fp16.
@@ -78,6 +81,7 @@ class Assignment:
     node: str
     artifact: Artifact
     why: str
+    acceleration: Acceleration = CPU_ONLY  # the execution providers and device-plugin resource it runs on
 
 
 @dataclass(frozen=True)
@@ -103,14 +107,19 @@ class Placement:
 class VariantChoice:
     artifact: Artifact
     why: str
+    accelerator: str = Accelerator.CPU  # what the build was chosen for
 
 
 def _rank(precision: str) -> int:
     return PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS)
 
 
-def choose_variant(caps: Capabilities, source: Artifact, variants: Iterable[Artifact]) -> VariantChoice:
+def choose_variant(caps: Capabilities, source: Artifact, variants: Iterable[Artifact],
+                   drivable: frozenset[str] | None = None) -> VariantChoice:
     """The best verified build for a device: int8 on an NPU, fp16 on a GPU, fp32 otherwise.
+
+    Only the accelerators in `drivable` (those an execution provider will run the build on; all of
+    the device's when None) are built for: the others get the CPU build.
 
     A variant whose verification failed is never chosen; the choice falls back
     to the next best build and says so, so one bad upload degrades a device
@@ -129,7 +138,7 @@ def choose_variant(caps: Capabilities, source: Artifact, variants: Iterable[Arti
         )
 
     for accel in ACCELERATOR_ORDER:
-        if accel not in caps.accelerators:
+        if accel not in caps.accelerators or (drivable is not None and accel not in drivable):
             continue
         suited = [v for v in usable if accel in v.accelerators]
         if not suited:
@@ -137,7 +146,7 @@ def choose_variant(caps: Capabilities, source: Artifact, variants: Iterable[Arti
         pref = PREFERRED_PRECISION[accel]
         suited.sort(key=lambda v: (v.precision != pref, _rank(v.precision), v.name))
         best = suited[0]
-        return VariantChoice(best, f"{best.precision} build {best.name!r} for {accel}{note(accel)}")
+        return VariantChoice(best, f"{best.precision} build {best.name!r} for {accel}{note(accel)}", accel)
     cpu = [v for v in usable
            if v.precision == Precision.FP32 and (Accelerator.CPU in v.accelerators or not v.accelerators)]
     extra = "".join(note(a) for a in ACCELERATOR_ORDER if a in caps.accelerators)
@@ -200,12 +209,14 @@ def place(
     devices: Iterable[DeviceView],
     memory_request: int | None = None,
     fleet_size: int | None = None,
+    runtime: RuntimeSpec | None = None,
 ) -> Placement:
     """Choose devices and builds; assignments and rejections sorted by device name.
 
     `devices` may be the whole fleet or only the candidates a label index found for the
     selector (then `fleet_size` is the whole fleet's size, for the not-selected count).
-    O(devices given)."""
+    `runtime` (spec.runtime) says which execution providers may run the builds: a device gets an
+    accelerator's build only when one of them drives it. O(devices given)."""
     variants = tuple(variants)
     assignments: list[Assignment] = []
     rejections: list[Rejection] = []
@@ -219,8 +230,15 @@ def place(
         if rej is not None:
             rejections.append(rej)
             continue
-        choice = choose_variant(d.capabilities, source, variants)
-        assignments.append(Assignment(d.name, d.node_name, choice.artifact, choice.why))
+        usable, notes = acceleration.usable(d.capabilities, runtime)
+        if runtime is not None and runtime.require_accelerator and not usable:
+            why = "; ".join(notes) or f"the device has no accelerator (it has {', '.join(d.capabilities.accelerators)})"
+            rejections.append(Rejection(d.name, UnplacedReason.NO_EXECUTION_PROVIDER,
+                                        f"spec.runtime.requireAccelerator: {why}"))
+            continue
+        choice = choose_variant(d.capabilities, source, variants, usable)
+        accel = acceleration.plan(d.capabilities, choice.accelerator, runtime, notes)
+        assignments.append(Assignment(d.name, d.node_name, choice.artifact, choice.why, accel))
     assignments.sort(key=lambda a: a.device)
     # Rejections a person can act on first (requirements), then the merely unselected.
     rejections.sort(key=lambda r: (r.reason == UnplacedReason.NOT_SELECTED, r.device))

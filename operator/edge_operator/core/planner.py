@@ -79,6 +79,7 @@ def workload_inputs(
             public_key=template.public_key,
             decryption_key=template.decryption_key,
             revision=revision,
+            acceleration=a.acceleration,
         )
         for a in placement.assignments
     }
@@ -103,12 +104,15 @@ def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> Blocked | None:
     return None
 
 
-def compute_placement(idep: IdepInfo, model: ModelInfo, devices: Mapping[str, DeviceView]) -> Placement:
+def compute_placement(idep: IdepInfo, model: ModelInfo, devices: Mapping[str, DeviceView],
+                      runtime: RuntimeSpec | None = None) -> Placement:
     """Placement over the catalogue; with a DeviceCatalog only the devices its label index finds
-    for the selector are looked at."""
+    for the selector are looked at. `runtime` is the revision's runtime settings (default: the
+    spec's): its execution providers decide which accelerators a build may be chosen for."""
     candidates = devices.candidates(idep.selector) if isinstance(devices, DeviceCatalog) else devices.values()
+    rt = runtime if runtime is not None else (idep.spec.runtime if idep.spec else None)
     return place(idep.selector, model.requirements, model.source, model.variants, candidates,
-                 memory_request(idep.spec.runtime if idep.spec else None), fleet_size=len(devices))
+                 memory_request(idep.spec.runtime if idep.spec else None), fleet_size=len(devices), runtime=rt)
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ def plan(
     now: str,
     now_ts: float | None = None,
     placement: Placement | None = None,
-    placement_for: Callable[[ModelInfo], Placement] | None = None,
+    placement_for: Callable[[ModelInfo, RuntimeSpec], Placement] | None = None,
 ) -> IdepPlan:
     """Decide everything for one InferenceDeployment: resolve, place, step the rollout, build the
     workloads, fold the status.
@@ -175,7 +179,8 @@ def plan(
     `devices` is the catalogue by name; `children` and `pods` are keyed by device. A caller
     that cached the placement for unchanged inputs passes it, and the cost is then
     proportional to the devices placed, not to the fleet. `placement_for` places another
-    revision's builds (a rollback target); it defaults to computing it.
+    revision's builds (a rollback target) under that revision's runtime settings; it defaults to
+    computing it.
     """
 
     def online(dev: str) -> bool:
@@ -197,10 +202,11 @@ def plan(
     # Placement per revision: the spec's own builds are placed once (and cached by the caller);
     # another revision's builds (a rollback target) are placed for that revision's model view.
     own = placement if placement is not None else compute_placement(idep, model, devices)
-    place_for = placement_for or (lambda m: compute_placement(idep, m, devices))
+    place_for = placement_for or (lambda m, rt: compute_placement(idep, m, devices, rt))
 
     def placement_of(r: rev.Revision) -> Placement:
-        return own if r.hash == resolved.spec_hash else place_for(r.template.model_view(resolved.model))
+        return own if r.hash == resolved.spec_hash else place_for(r.template.model_view(resolved.model),
+                                                                   r.template.runtime)
 
     target_placement = placement_of(target_rev)
     placed = {a.device: a for a in target_placement.assignments}
@@ -302,7 +308,8 @@ def _workloads(placed: Mapping[str, Any], children: Mapping[str, ChildInfo], pod
             updated_to_target += 1
         phases[dev] = ph
         rows.append(row(dev, inp.artifact.name, inp.artifact.sha256, ph,
-                        precision=inp.artifact.precision, node=inp.node, revision=trev))
+                        precision=inp.artifact.precision, node=inp.node, revision=trev,
+                        provider=inp.acceleration.provider, acceleration=inp.acceleration.reason))
     return apply, phases, rows, updated_to_target
 
 

@@ -18,8 +18,8 @@ from edge_operator.controller.cache import Cache, Catalog
 from edge_operator.controller.keys import DeploymentKey, ModelKey
 from edge_operator.controller.status_writer import StatusPolicy, StatusWriter
 from edge_operator.controller.workqueue import Requeue
+from edge_operator.core import acceleration, patches, planner
 from edge_operator.core import conditions as cond
-from edge_operator.core import patches, planner
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.placement import Placement
 from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
@@ -28,6 +28,7 @@ from edge_operator.kube.kubeapi import Ref
 from edge_operator.telemetry import metrics
 from edgeai_api import constants as c
 from edgeai_api.enums import ConditionStatus, ConditionType, DeploymentReason
+from edgeai_api.inferencedeployment import RuntimeSpec
 
 # One logger name for every reconciler: log queries and the documented log lines use it.
 log = logging.getLogger("edge_operator.controller")
@@ -79,15 +80,17 @@ class DeploymentReconciler:
         if deleted or self._applied.get(akey) == ch.spec_hash:
             self._applied.pop(akey, None)
 
-    def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog, cache: bool = True) -> Placement:
+    def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog, cache: bool = True,
+                   runtime: RuntimeSpec | None = None) -> Placement:
         """Placement of `model`'s builds, cached per deployment; another revision's builds (a rollback
         target, `cache=False`) are kept in a second slot so the two do not evict each other."""
-        key = (self.catalog.version, model.placement_key(), idep.uid, idep.generation)
+        key = (self.catalog.version, model.placement_key(), idep.uid, idep.generation,
+               acceleration.placement_key(runtime))
         slot = idep.key if cache else (*idep.key, "other")
         cached = self._placements.get(slot)
         if cached is not None and cached.key == key:
             return cached.placement
-        placement = planner.compute_placement(idep, model, catalog)
+        placement = planner.compute_placement(idep, model, catalog, runtime)
         self._placements[slot] = _PlacementCache(key, placement)
         return placement
 
@@ -117,7 +120,8 @@ class DeploymentReconciler:
             placement = self._placement(idep, model, catalog)
         plan = planner.plan(idep, model, catalog, children, pods, image=self.image, now=cond.now_iso(),
                             now_ts=time.time(), placement=placement,
-                            placement_for=lambda m: self._placement(idep, m, catalog, cache=False))
+                            placement_for=lambda m, rt: self._placement(idep, m, catalog, cache=False,
+                                                                           runtime=rt))
 
         errors = await self._converge(key, plan.apply, (*plan.delete, *extras))
 
