@@ -5,7 +5,8 @@ to the device's node by required node affinity on `metadata.name` (exactly
 how the DaemonSet controller pins its pods). Why a Deployment and not a bare
 Pod: a Deployment recreates a pod that is deleted or evicted without the
 operator, rolls a changed model with maxSurge=1/maxUnavailable=0 so a new
-build that never gets Ready never replaces the one that works, keeps old
+build that never gets Ready never replaces the one that works (except on a
+device whose accelerator the Pod holds: see `_strategy`), keeps old
 ReplicaSets for rollback, and reports progress (ProgressDeadlineExceeded)
 the operator folds into status. Why affinity and not `nodeName`: it goes
 through the scheduler, so resources and taints are honoured and a device
@@ -257,6 +258,17 @@ def tolerations() -> list[dict[str, Any]]:
     return [{"key": k, "operator": "Exists"} for k in keys]
 
 
+def _strategy(device_resource: str | None) -> dict[str, Any]:
+    """Surge (the new server Ready before the old one goes) unless the Pod holds a device-plugin
+    accelerator: an edge device has one GPU or NPU, a device plugin hands each unit to one Pod, and a
+    surge Pod would wait for the unit its predecessor holds, forever. There the old server goes
+    first; the swap is as short as a restart, because the new build is already in the node's cache
+    (the fetch is an init container of the new Pod only when it is not)."""
+    if device_resource is None:
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
 def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
     """The Deployment that serves `inp.artifact` on `inp.device`, with its spec hash annotated."""
     a = inp.artifact
@@ -400,7 +412,7 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
             "replicas": 1,
             "revisionHistoryLimit": 2,
             "progressDeadlineSeconds": 600,
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": _strategy(inp.acceleration.resource),
             "selector": {"matchLabels": sel},
             "template": {"metadata": {"labels": labels, "annotations": template_annotations}, "spec": pod_spec},
         },

@@ -66,6 +66,8 @@ def test_a_gpu_device_gets_the_fp16_build_cuda_and_one_gpu() -> None:
     assert json.loads(flag(ctr["args"], "--execution-providers") or "") == [{"name": "CUDA"}, {"name": "CPU"}]
     assert "--require-accelerator" not in ctr["args"]
     assert ctr["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    # One GPU, handed to one Pod: a surge Pod would wait forever for the unit its predecessor holds.
+    assert manifest(a)["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def test_other_vendors_get_their_provider_and_resource() -> None:
