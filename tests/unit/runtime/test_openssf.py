@@ -205,3 +205,16 @@ def test_importing_the_runtime_verification_does_not_import_sigstore() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sigstore', 'model_signing', 'tuf')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_loads_verify_a_bundle_like_a_digest_signature(tmp_path: Path) -> None:
+    """`serve` (and the repository API's loads) verify through integrity.verify_bytes: either format."""
+    from edge_runtime.artifacts.integrity import verify_bytes
+
+    model, sha = _model(tmp_path)
+    key = h.ec_key()
+    bundle = h.sign_key(model, h.private_pem(key), tmp_path / "model.sig").decode()
+    assert verify_bytes(model.read_bytes(), sha, public_key_pem_bytes=h.public_pem(key), signature=bundle)
+    with pytest.raises(IntegrityError) as e:
+        verify_bytes(model.read_bytes(), sha, public_key_pem_bytes=h.public_pem(h.ec_key()), signature=bundle)
+    assert e.value.reason == "BadSignature"
