@@ -572,12 +572,15 @@ def test_the_runtime_fetches_what_pack_wrote(
     out = tmp_path / "out"
     run_pack(models["tabular"], out, sign_key=key)
     cache = tmp_path / "cache"
+    bundle = load_manifest(out)["spec"]["signature"]["bundle"]  # OpenSSF: one bundle for every build
     for name, v in variants(load_manifest(out)).items():
         args = ["fetch", v["uri"], "--sha256", v["sha256"], "--cache", str(cache)]
-        args += ["--signature", v["signature"], "--public-key-file", str(out / "public.pem")]
+        args += ["--openssf-bundle", bundle, "--public-key-file", str(out / "public.pem")]
         assert cli_main(args) == 0, name
         assert capsys.readouterr().out.strip() == str(cache / "sha256" / v["sha256"])
-    # A signature of another build is refused by the runtime (BadSignature = 4).
+    # The digest format: a signature of another build is refused by the runtime (BadSignature = 4).
+    out = tmp_path / "legacy"
+    run_pack(models["tabular"], out, sign_key=key, legacy_signature=True)
     v = variants(load_manifest(out))
     args = ["fetch", v["int8"]["uri"], "--sha256", v["int8"]["sha256"], "--cache", str(tmp_path / "c2")]
     args += ["--signature", v["fp16"]["signature"], "--public-key-file", str(out / "public.pem")]
