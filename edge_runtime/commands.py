@@ -28,8 +28,9 @@ from edge_runtime.artifacts.integrity import (
     private_key_pem,
     public_key_pem,
     sign_digest,
-    verify_digest_signature,
+    verify_signature,
 )
+from edge_runtime.artifacts.openssf import MAX_BUNDLE_BYTES
 
 
 def _read(path: str, what: str) -> bytes:
@@ -41,11 +42,24 @@ def _read(path: str, what: str) -> bytes:
         ) from e
 
 
+def read_signature_file(path: str) -> str:
+    """A signature file: base64 text (format digest) or an OpenSSF bundle (model.sig), read within
+    the bundle size limit so that a huge file is refused without being read whole."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BUNDLE_BYTES + 1)
+    except OSError as e:
+        raise IntegrityError("NotFound", f"cannot read signature file {path}: {e.strerror}") from e
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise IntegrityError("TooLarge", f"signature file {path} is larger than {MAX_BUNDLE_BYTES} bytes")
+    return data.decode("utf-8", errors="replace").strip()
+
+
 def _signature_arg(args: argparse.Namespace) -> str | None:
     sig: str | None = getattr(args, "signature", None)
     sig_file = getattr(args, "signature_file", None)
     if sig_file:
-        sig = _read(sig_file, "signature file").decode("ascii", errors="replace").strip()
+        sig = read_signature_file(sig_file)
     return sig
 
 
@@ -92,7 +106,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if sig is not None or args.public_key_file:
         if sig is None or not args.public_key_file:
             raise IntegrityError("BadSignature", "a signature needs both --signature and --public-key-file")
-        verify_digest_signature(_read(args.public_key_file, "public key"), args.sha256, sig)
+        verify_signature(_read(args.public_key_file, "public key"), args.sha256, sig)
     if args.decryption_key_file:
         decrypt(Path(args.path).read_bytes(), _read(args.decryption_key_file, "decryption key"))
     print(f"ok sha256={digest.sha256} size={digest.size}" + (" signature=valid" if sig else ""))
@@ -157,11 +171,18 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 
 def _add_signature_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--signature", help="base64 signature over the sha256 digest")
-    p.add_argument("--signature-file", help="file holding the base64 signature")
+    add_signature_args(p)
     p.add_argument(
-        "--public-key-file", "--public-key", dest="public_key_file", help="PEM public key (Ed25519 or P-256)"
+        "--public-key-file", "--public-key", dest="public_key_file",
+        help="PEM public key (Ed25519 or P-256); for an OpenSSF bundle, an ECDSA key or PEM CA certificates",
     )
+
+
+def add_signature_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--signature", "--openssf-bundle", dest="signature",
+                   help="base64 signature over the sha256 digest, or an OpenSSF model signing bundle (JSON)")
+    p.add_argument("--signature-file", help="file holding either: base64 text, or the bundle `model_signing sign` "
+                                            "writes (model.sig)")
 
 
 def register(sub: Any) -> None:

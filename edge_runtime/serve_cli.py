@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.artifacts.integrity import IntegrityError, check_sha256
+from edge_runtime.commands import add_signature_args, read_signature_file
 
 log = logging.getLogger("edge_runtime.serve")
 
@@ -56,9 +57,9 @@ def register(sub: Any) -> None:
     p.add_argument("--sha256", required=True, help="expected sha256 of the file as stored")
     p.add_argument("--name", required=True, help="model name in the /v2/models/{name} API")
     p.add_argument("--model-version", help="version label (default: first 12 hex digits of the sha256)")
-    p.add_argument("--signature", help="base64 signature over the sha256")
-    p.add_argument("--signature-file", help="file holding the base64 signature")
-    p.add_argument("--public-key-file", help="PEM public key; when set, every load must carry a valid signature")
+    add_signature_args(p)
+    p.add_argument("--public-key-file", help="PEM public key (or, for OpenSSF bundles, CA certificates); when set, "
+                                             "every load must carry a valid signature")
     p.add_argument("--decryption-key-file", help="AES-256-GCM key for an encrypted artifact (decrypted in memory)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=_positive_int, default=8080)
@@ -162,7 +163,7 @@ def build(args: argparse.Namespace) -> Any:
     check_sha256(args.sha256)
     signature = args.signature
     if args.signature_file:
-        signature = Path(args.signature_file).read_text().strip()
+        signature = read_signature_file(args.signature_file)
     pub = Path(args.public_key_file).read_bytes() if args.public_key_file else None
     key = Path(args.decryption_key_file).read_bytes() if args.decryption_key_file else None
     if pub is not None and signature is None:

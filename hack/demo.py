@@ -128,9 +128,9 @@ def models(port: int, kube: localplane.Kube, host: str = "127.0.0.1") -> tuple[P
     serve_dir = STATE / "models"
     work = STATE / "work"
     work.mkdir(parents=True, exist_ok=True)
-    key = work / "signing.pem"
+    key = work / "signing-p256.pem"  # pack signs in the OpenSSF model signing format: ECDSA P-256
     if not key.exists():
-        key.write_bytes(integrity.private_key_pem(integrity.generate_private_key("ed25519")))
+        key.write_bytes(integrity.private_key_pem(integrity.generate_private_key("ecdsa-p256")))
     cnn = build_cnn(work / "defect-detector.onnx", num_classes=4, image=32, seed=7)
     base = f"http://{host}:{port}"
     packed = work / "packed-cnn"

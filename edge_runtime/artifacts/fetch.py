@@ -36,7 +36,7 @@ from edge_runtime.artifacts.integrity import (
     StreamHasher,
     check_sha256,
     hash_file,
-    verify_digest_signature,
+    verify_signature,
 )
 
 log = logging.getLogger("edge_runtime.fetch")
@@ -222,8 +222,8 @@ def fetch(
     if signature is not None or public_key_pem is not None:
         if signature is None or public_key_pem is None:
             raise IntegrityError("BadSignature", "a signature needs both --signature and --public-key-file")
-        # The signature covers the digest, so it is checked before any byte moves.
-        verify_digest_signature(public_key_pem, sha256, signature)
+        # Either format signs the digest, so it is checked before any byte moves.
+        verify_signature(public_key_pem, sha256, signature)
     cache = Path(cache_dir)
     final = cache_path(cache, sha256)
     partial = cache / "partial" / sha256

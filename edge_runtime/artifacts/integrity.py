@@ -229,6 +229,22 @@ def verify_digest_signature(public_key_pem_bytes: bytes, sha256: str, signature:
         ) from e
 
 
+def is_openssf_bundle(signature: str | bytes) -> bool:
+    """An OpenSSF model signing bundle is JSON; a digest signature is base64, which never starts with '{'."""
+    return signature.lstrip()[:1] in ("{", b"{")
+
+
+def verify_signature(public_key_pem_bytes: bytes, sha256: str, signature: str | bytes) -> None:
+    """Either format, told apart by its text: an OpenSSF bundle (JSON, see openssf.py; the PEM may
+    then also be trust roots) that lists `sha256`, or a base64 signature over it. Raises IntegrityError."""
+    if is_openssf_bundle(signature):
+        from edge_runtime.artifacts import openssf  # imports model_signing when called, never at import
+
+        openssf.verify_artifact(signature, sha256, public_key_pem_bytes)
+        return
+    verify_digest_signature(public_key_pem_bytes, sha256, signature)
+
+
 # --- encryption -------------------------------------------------------------
 
 
@@ -312,7 +328,7 @@ def verify_bytes(
     if signature is not None or public_key_pem_bytes is not None:
         if signature is None or public_key_pem_bytes is None:
             raise IntegrityError("BadSignature", "a signature needs both the signature and the public key")
-        verify_digest_signature(public_key_pem_bytes, sha256, signature)
+        verify_signature(public_key_pem_bytes, sha256, signature)
     if decryption_key is not None:
         return decrypt(data, decryption_key)
     if is_encrypted(data):

@@ -145,7 +145,13 @@ def register(subparsers: Any) -> None:
         "--sign-key",
         type=Path,
         metavar="PRIVATE.pem",
-        help="Ed25519 or ECDSA P-256 private key (PEM, unencrypted): sign every artifact's sha256",
+        help="ECDSA P-256 private key (PEM, unencrypted): sign every build in the OpenSSF model signing format "
+        "(model.sig, one bundle over all builds, as `model_signing sign key` makes it)",
+    )
+    g.add_argument(
+        "--legacy-signature",
+        action="store_true",
+        help="with --sign-key: sign each build's sha256 in the older digest format instead (Ed25519 or P-256)",
     )
     g.add_argument(
         "--public-key-secret",
@@ -202,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
             min_agreement=args.min_agreement or None,
             max_abs_error=args.max_abs_error,
             sign_key=args.sign_key,
+            legacy_signature=args.legacy_signature,
             public_key_secret=args.public_key_secret,
             encryption_key=args.encryption_key,
             encryption_secret=args.encryption_secret,

@@ -17,7 +17,7 @@ from edge_runtime.artifacts.integrity import check_sha256
 from edge_runtime.pack.errors import PackError
 from edgeai_api import constants as c
 from edgeai_api import edgemodel as em
-from edgeai_api.enums import Accelerator, EncryptionAlgorithm, ModelFormat
+from edgeai_api.enums import Accelerator, EncryptionAlgorithm, ModelFormat, SignatureFormat
 from edgeai_api.enums import Precision as ModelPrecision
 from edgeai_api.meta import ObjectMeta
 from edgeai_api.serde import serialize
@@ -140,11 +140,13 @@ def build_edgemodel(
     version: str | None = None,
     public_key_secret: SecretRef | None = None,
     encryption_secret: SecretRef | None = None,
+    bundle: str | None = None,
 ) -> dict[str, Any]:
     """The EdgeModel for `source` (the fp32 build) and the other builds that passed the report.
 
     Signatures travel with the artifacts: when any artifact is signed, all must
-    be, and `public_key_secret` names the Secret holding the public key.
+    be, and `public_key_secret` names the Secret holding the public key. Or one
+    OpenSSF `bundle` (model.sig JSON) covers every build, and no artifact carries its own.
     """
     check_name(name)
     for v in variants:
@@ -165,7 +167,9 @@ def build_edgemodel(
     signed = [a.signature is not None for a in (source, *variants)]
     if any(signed) and not all(signed):
         raise PackError("BadArgument", "either every artifact is signed or none is")
-    if all(signed) and public_key_secret is None:
+    if bundle is not None and any(signed):
+        raise PackError("BadArgument", "an OpenSSF bundle covers every build: artifacts carry no own signature")
+    if (all(signed) or bundle is not None) and public_key_secret is None:
         raise PackError("BadArgument", "signed artifacts need the name of the public key Secret")
 
     labels = {c.L_NAME: name}
@@ -175,7 +179,13 @@ def build_edgemodel(
         if label:
             labels[c.L_VERSION] = label
     signature = None
-    if source.signature is not None and public_key_secret is not None:
+    if bundle is not None and public_key_secret is not None:
+        signature = em.Signature(
+            format=SignatureFormat.OPENSSF,
+            public_key_secret_ref=em.SecretKeyRef(name=public_key_secret.name, key=public_key_secret.key),
+            bundle=bundle,
+        )
+    elif source.signature is not None and public_key_secret is not None:
         signature = em.Signature(
             public_key_secret_ref=em.SecretKeyRef(name=public_key_secret.name, key=public_key_secret.key),
             value=source.signature,

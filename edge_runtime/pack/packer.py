@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import yaml
 
-from edge_runtime.artifacts import integrity
+from edge_runtime.artifacts import integrity, openssf
 from edge_runtime.pack import report as rep
 from edge_runtime.pack import variants as var
 from edge_runtime.pack.errors import PackError
@@ -44,6 +44,7 @@ MANIFEST_FILE = "edgemodel.yaml"
 REPORT_FILE = "report.json"
 SUMS_FILE = "SHA256SUMS"
 PUBLIC_KEY_FILE = "public.pem"
+SIGNATURE_FILE = "model.sig"  # the OpenSSF bundle, where `model_signing sign` puts it by default
 # Timing is split into rounds that visit every variant in turn, so a burst of
 # load from elsewhere on the machine hits all variants alike instead of one.
 TIMING_ROUNDS = 5
@@ -74,6 +75,7 @@ class PackOptions:
     min_agreement: float | None = 0.9
     max_abs_error: float | None = None
     sign_key: Path | None = None
+    legacy_signature: bool = False  # sign each sha256 (format digest) instead of one OpenSSF bundle
     public_key_secret: str | None = None
     encryption_key: Path | None = None
     encryption_secret: str | None = None
@@ -162,8 +164,14 @@ def pack(o: PackOptions) -> PackResult:
 
     # Keys and names first: a bad key should fail in a second, not after quantizing.
     sign_key = None
+    sign_key_pem = b""
     if o.sign_key is not None:
-        sign_key = integrity.load_private_key(_read_key_file(o.sign_key, "signing key"))
+        sign_key_pem = _read_key_file(o.sign_key, "signing key")
+        sign_key = integrity.load_private_key(sign_key_pem)
+        if not o.legacy_signature and integrity.key_algorithm(sign_key) != "ecdsa-p256":
+            raise integrity.IntegrityError(
+                "BadKey", "the OpenSSF model signing format needs an ECDSA P-256 key (edge-runtime keygen "
+                          "--algorithm ecdsa-p256); an Ed25519 key signs only with --legacy-signature")
     enc_key = None
     if o.encryption_key is not None:
         enc_key = integrity.parse_encryption_key(_read_key_file(o.encryption_key, "encryption key"))
@@ -241,7 +249,7 @@ def pack(o: PackOptions) -> PackResult:
             (stage / r.filename).write_bytes(stored)
             d = integrity.hash_bytes(stored)
             r.sha256, r.size = d.sha256, d.size
-            if sign_key is not None:
+            if sign_key is not None and o.legacy_signature:
                 r.signature = integrity.sign_digest(sign_key, d.sha256)
             precision = cast(Precision, r.precision)
             artifacts[r.name] = Artifact(r.name, precision, r.filename, r.sha256, r.size, r.signature)
@@ -250,6 +258,11 @@ def pack(o: PackOptions) -> PackResult:
             if not b.report.size and b.data is not None:
                 b.report.size = len(b.data)
 
+        bundle = None
+        if sign_key is not None and not o.legacy_signature:
+            # One bundle over every build, as `model_signing sign key` makes it over a directory.
+            openssf.sign_files(stage, [a.filename for a in artifacts.values()], sign_key_pem, stage / SIGNATURE_FILE)
+            bundle = (stage / SIGNATURE_FILE).read_text()
         manifest = build_edgemodel(
             name=name,
             namespace=o.namespace,
@@ -259,6 +272,7 @@ def pack(o: PackOptions) -> PackResult:
             variants=[a for a in artifacts.values() if a.name != "fp32"],
             public_key_secret=pub_ref,
             encryption_secret=enc_ref,
+            bundle=bundle,
         )
         (stage / MANIFEST_FILE).write_text(yaml.safe_dump(manifest, sort_keys=False))
         (stage / SUMS_FILE).write_text(sha256sums(list(artifacts.values())))
@@ -287,6 +301,7 @@ def pack(o: PackOptions) -> PackResult:
                 "min_agreement": o.min_agreement,
                 "max_abs_error": o.max_abs_error,
                 "signed": sign_key is not None,
+                "signatureFormat": None if sign_key is None else ("digest" if o.legacy_signature else "openssf"),
                 "encrypted": enc_key is not None,
                 "onnxruntime": var.ort_version(),
             },

@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgeai_api import constants as c
-from edgeai_api.enums import Accelerator, Arch, EncryptionAlgorithm, ModelFormat, ModelPhase, Precision
+from edgeai_api.enums import Accelerator, Arch, EncryptionAlgorithm, ModelFormat, ModelPhase, Precision, SignatureFormat
 from edgeai_api.meta import Condition, ObjectMeta
 
 # The schema's defaults, applied by readers (the types keep "unset" distinct from "default").
 DEFAULT_PUBLIC_KEY_KEY = "public.pem"
+DEFAULT_CERTIFICATE_CHAIN_KEY = "ca.pem"
+DEFAULT_SIGNATURE_FORMAT = SignatureFormat.DIGEST
 DEFAULT_DECRYPTION_KEY_KEY = "key"
 SOURCE_BUILD = "default"  # the name spec.source goes by among the builds; no variant may take it
 
@@ -30,8 +32,11 @@ class ModelSource:
 
 @dataclass(frozen=True, kw_only=True)
 class Signature:
-    public_key_secret_ref: SecretKeyRef
-    value: str
+    format: SignatureFormat | None = None
+    public_key_secret_ref: SecretKeyRef | None = None  # key mode, both formats
+    certificate_chain_secret_ref: SecretKeyRef | None = None  # openssf certificate mode: PEM trust roots
+    value: str | None = None  # digest: base64 signature over source.sha256
+    bundle: str | None = None  # openssf: the Sigstore bundle JSON (model.sig), covering every build
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -55,6 +55,11 @@ class Arch(StrEnum):
     ARM = "arm"
 
 
+class SignatureFormat(StrEnum):
+    DIGEST = "digest"  # this project's Ed25519/ECDSA signature over the sha256
+    OPENSSF = "openssf"  # OpenSSF model signing: a Sigstore bundle over a manifest of files
+
+
 class EncryptionAlgorithm(StrEnum):
     AES_256_GCM = "AES-256-GCM"
 

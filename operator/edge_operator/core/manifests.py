@@ -136,11 +136,22 @@ PUBLIC_KEY_DIR = "/etc/edgeai/keys/public"
 DECRYPTION_KEY_DIR = "/etc/edgeai/keys/decryption"
 
 
+def _signature_args(inp: WorkloadInputs) -> list[str]:
+    # The Secret at PUBLIC_KEY_DIR/public.pem holds a public key or, for an OpenSSF bundle signed
+    # with a certificate, the trust roots: the runtime reads which from the PEM.
+    a = inp.artifact
+    if not inp.public_key:
+        return []
+    if a.bundle:
+        return ["--openssf-bundle", a.bundle, "--public-key-file", f"{PUBLIC_KEY_DIR}/public.pem"]
+    if a.signature:
+        return ["--signature", a.signature, "--public-key-file", f"{PUBLIC_KEY_DIR}/public.pem"]
+    return []
+
+
 def fetch_args(inp: WorkloadInputs) -> list[str]:
     a = inp.artifact
-    args = ["fetch", a.uri, "--sha256", a.sha256, "--cache", c.CACHE_DIR]
-    if a.signature and inp.public_key:
-        args += ["--signature", a.signature, "--public-key-file", f"{PUBLIC_KEY_DIR}/public.pem"]
+    args = ["fetch", a.uri, "--sha256", a.sha256, "--cache", c.CACHE_DIR, *_signature_args(inp)]
     if a.size:
         args += ["--max-size", str(a.size)]
     return args
@@ -151,8 +162,7 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
     args = ["serve", "--model", model_path(a.sha256), "--sha256", a.sha256, "--name", inp.model]
     if inp.model_version:
         args += ["--model-version", inp.model_version]
-    if a.signature and inp.public_key:
-        args += ["--signature", a.signature, "--public-key-file", f"{PUBLIC_KEY_DIR}/public.pem"]
+    args += _signature_args(inp)
     if inp.decryption_key:
         args += ["--decryption-key-file", f"{DECRYPTION_KEY_DIR}/key"]
     args += ["--host", "0.0.0.0", "--port", str(c.RUNTIME_PORT)]

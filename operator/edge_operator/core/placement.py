@@ -39,7 +39,8 @@ class Artifact:
     uri: str
     sha256: str
     size: int | None = None
-    signature: str | None = None
+    signature: str | None = None  # format digest: base64 signature over sha256
+    bundle: str | None = None  # format openssf: the bundle (JSON) whose manifest lists sha256
     accelerators: tuple[str, ...] = ()
     verified: bool = False
     reason: str = ""  # why it is not verified, when it is not

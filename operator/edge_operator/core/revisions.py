@@ -112,12 +112,15 @@ def _artifact_dict(a: Artifact) -> dict[str, Any]:
         d["size"] = a.size
     if a.signature:
         d["signature"] = a.signature
+    if a.bundle:
+        d["bundle"] = a.bundle
     return d
 
 
 def _artifact(d: Mapping[str, Any]) -> Artifact:
     return Artifact(name=str(d.get("name", "")), precision=str(d.get("precision", "")), uri=str(d.get("uri", "")),
                     sha256=str(d.get("sha256", "")), size=d.get("size"), signature=d.get("signature"),
+                    bundle=d.get("bundle"),
                     accelerators=tuple(d.get("accelerators") or ()), verified=bool(d.get("verified")))
 
 

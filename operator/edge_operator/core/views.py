@@ -24,7 +24,7 @@ from edge_operator.core.placement import Artifact, DeviceView, Requirements
 from edgeai_api import constants as c
 from edgeai_api import edgemodel as em
 from edgeai_api.edgedevice import CapabilityOverrides, EdgeDeviceSpec
-from edgeai_api.enums import ConditionStatus, ConditionType, ModelReason, Precision
+from edgeai_api.enums import ConditionStatus, ConditionType, ModelReason, Precision, SignatureFormat
 from edgeai_api.inferencedeployment import InferenceDeploymentSpec
 from edgeai_api.serde import ApiTypeError, parse
 
@@ -204,6 +204,9 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
 
     seen_variants = {v.get("name"): v for v in status.get("variants") or []} if current else {}
     src = spec.source if spec else em.ModelSource(uri="", sha256="")
+    sig = spec.signature if spec else None
+    openssf = sig is not None and sig.format == SignatureFormat.OPENSSF
+    bundle = sig.bundle if sig is not None and openssf else None
     source_ok = (
         spec is not None
         and verified_cond is not None
@@ -216,7 +219,8 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
         uri=src.uri,
         sha256=src.sha256,
         size=src.size,
-        signature=spec.signature.value if spec and spec.signature else None,
+        signature=sig.value if sig is not None and not openssf else None,
+        bundle=bundle,
         accelerators=("cpu",),
         verified=source_ok,
     )
@@ -231,7 +235,8 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
                 uri=v.uri,
                 sha256=v.sha256,
                 size=v.size,
-                signature=v.signature,
+                signature=None if openssf else v.signature,
+                bundle=bundle,
                 accelerators=tuple(a.value for a in v.accelerators),
                 verified=ok,
                 reason="" if ok else str(seen.get("reason") or "not verified yet"),
@@ -251,8 +256,11 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
     else:
         state, reason, message = (ModelState.PENDING, ModelReason.VERIFYING,
                                   "the operator has not verified this generation yet")
-    sig = spec.signature if spec else None
     enc = spec.encryption if spec else None
+    # The Secret mounted for verification: a public key, or (openssf certificate mode) trust roots;
+    # the runtime tells them apart by their PEM labels.
+    key_ref = (_secret_ref(sig.public_key_secret_ref, em.DEFAULT_PUBLIC_KEY_KEY)
+               or _secret_ref(sig.certificate_chain_secret_ref, em.DEFAULT_CERTIFICATE_CHAIN_KEY)) if sig else None
     return ModelInfo(
         namespace=meta.get("namespace", ""),
         name=meta["name"],
@@ -262,7 +270,7 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
         source=source,
         variants=tuple(variants),
         requirements=Requirements.from_spec(spec.requirements if spec else None),
-        public_key=_secret_ref(sig.public_key_secret_ref if sig else None, em.DEFAULT_PUBLIC_KEY_KEY),
+        public_key=key_ref,
         decryption_key=_secret_ref(enc.key_secret_ref if enc else None, em.DEFAULT_DECRYPTION_KEY_KEY),
         spec=spec,
         status=status,

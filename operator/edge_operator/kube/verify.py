@@ -6,6 +6,10 @@ kept to read the graph's inputs and outputs with onnxruntime (a core
 dependency, unlike onnx) once the digest has matched: the operator only ever
 parses bytes it has verified. Larger models are verified but not inspected.
 
+An OpenSSF model signature (spec.signature.format openssf) is checked with
+edge_runtime.artifacts.openssf, offline, for every build: the bundle must verify with the
+Secret's public key or trust roots and its manifest must list the build's sha256.
+
 Failures become an `ArtifactCheck` with a condition reason, never an
 exception: `Unreachable` (and a missing key Secret) are retried with
 backoff by the caller; `DigestMismatch`, `TooLarge`, `BadSignature`,
@@ -32,7 +36,7 @@ from edge_operator.core.views import ModelInfo
 from edge_operator.kube.errors import ApiError
 from edge_operator.kube.kubeapi import KubeApi
 from edge_operator.telemetry import metrics
-from edge_runtime.artifacts import integrity
+from edge_runtime.artifacts import integrity, openssf
 
 log = logging.getLogger("edge_operator.verify")
 
@@ -116,7 +120,9 @@ async def check_artifact(
         except integrity.DigestMismatch as e:
             metrics.DIGEST_MISMATCHES.inc()
             return ArtifactCheck(art.name, False, d.sha256, d.size, "DigestMismatch", e.message), None
-        if art.signature is not None:
+        if art.bundle is not None:
+            await verify_openssf(art, public_key)
+        elif art.signature is not None:
             if public_key is None:
                 raise _Fail("BadSignature", "a signature is given but no public key to check it")
             try:
@@ -126,6 +132,20 @@ async def check_artifact(
     except _Fail as e:
         return ArtifactCheck(art.name, False, None, hasher.size or None, e.reason, e.message), None
     return ArtifactCheck(art.name, True, d.sha256, d.size, "Verified", ""), (bytes(buf) if buf is not None else None)
+
+
+async def verify_openssf(art: Artifact, material: bytes | None) -> None:
+    """Check that the build's OpenSSF bundle verifies offline with `material` (a public key or trust
+    roots, from the Secret) and lists the build's sha256. Raises _Fail with the runtime's reasons."""
+    if art.bundle is None:
+        return
+    if material is None:
+        raise _Fail("BadSignature", "an OpenSSF signature bundle is given but no public key or trust roots to check it")
+    try:
+        # In a thread: the first call imports model_signing (seconds), and the checks are CPU work.
+        await asyncio.to_thread(openssf.verify_artifact, art.bundle, art.sha256, material, art.uri)
+    except integrity.IntegrityError as e:
+        raise _Fail(e.reason, e.message) from e
 
 
 async def inspect_onnx(data: bytes, timeout: float = 120.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -190,7 +210,9 @@ class Verifier:
         public_key = decryption_key = None
         try:
             if m.public_key is not None:
-                public_key = await self._secret(m, m.public_key.name, m.public_key.key, "public key")
+                what = ("trust roots" if m.spec is not None and m.spec.signature is not None
+                        and m.spec.signature.certificate_chain_secret_ref is not None else "public key")
+                public_key = await self._secret(m, m.public_key.name, m.public_key.key, what)
             if m.decryption_key is not None:
                 decryption_key = await self._secret(m, m.decryption_key.name, m.decryption_key.key, "decryption key")
         except _Fail as e:
@@ -233,8 +255,8 @@ class Verifier:
             variants.append(chk)
         for chk in (src, *variants):
             metrics.VERIFICATIONS.labels(chk.reason).inc()
-        return ModelCheck(src, tuple(variants), inputs, outputs, signed=m.source.signature is not None,
-                          notes=tuple(notes))
+        signed = m.source.signature is not None or m.source.bundle is not None
+        return ModelCheck(src, tuple(variants), inputs, outputs, signed=signed, notes=tuple(notes))
 
 
 def settings_from_env() -> VerifySettings:

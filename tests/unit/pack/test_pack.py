@@ -51,7 +51,7 @@ def variants(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
     # The CRD refuses a variant identical to the source: fp32 is never repeated in variants[].
     assert "fp32" not in others and all(v["sha256"] != spec["source"]["sha256"] for v in others.values())
     fp32 = dict(spec["source"])
-    if "signature" in spec:
+    if "value" in spec.get("signature", {}):
         fp32["signature"] = spec["signature"]["value"]
     return {"fp32": fp32, **others}
 
@@ -128,15 +128,48 @@ def test_default_base_uri_is_the_output_folder(models: dict[str, Path], tmp_path
     assert list(variants(m)) == ["fp32"]
 
 
+def test_sign_key_writes_one_openssf_bundle_the_upstream_verifier_and_the_runtime_accept(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    import model_signing
+
+    from edge_runtime.artifacts import openssf
+
+    key = integrity.generate_private_key("ecdsa-p256")
+    key_file = tmp_path / "private.pem"
+    key_file.write_bytes(integrity.private_key_pem(key))
+    out = tmp_path / "out"
+    run_pack(models["tabular"], out, sign_key=key_file, name="tab")
+    m = load_manifest(out)
+    sig = m["spec"]["signature"]
+    assert sig["format"] == "openssf" and "value" not in sig
+    assert sig["publicKeySecretRef"] == {"name": "tab-signing", "key": "public.pem"}
+    assert sig["bundle"] == (out / "model.sig").read_text()
+    pub = (out / "public.pem").read_bytes()
+    for name, v in variants(m).items():
+        assert "signature" not in v
+        integrity.read_verified(out / f"tabular.{name}.onnx", v["sha256"], public_key_pem_bytes=pub,
+                                signature=sig["bundle"])
+    assert set(openssf.verify_bundle(sig["bundle"], pub).files) == {f"tabular.{n}.onnx" for n in variants(m)}
+    # The upstream verifier accepts it as is (the builds; pack's other files are not signed).
+    model_signing.verifying.Config().use_elliptic_key_verifier(public_key=out / "public.pem").set_ignore_unsigned_files(
+        True).verify(out, out / "model.sig")
+    with pytest.raises(IntegrityError) as e:  # an Ed25519 key signs only in the legacy format
+        ed = tmp_path / "ed.pem"
+        ed.write_bytes(integrity.private_key_pem(integrity.generate_private_key("ed25519")))
+        run_pack(models["tabular"], tmp_path / "out2", sign_key=ed, name="tab")
+    assert e.value.reason == "BadKey" and "--legacy-signature" in e.value.message
+
+
 @pytest.mark.parametrize("algorithm", ["ed25519", "ecdsa-p256"])
-def test_signatures_verify_with_the_runtime_verifier(
+def test_legacy_signatures_verify_with_the_runtime_verifier(
     models: dict[str, Path], tmp_path: Path, algorithm: integrity.KeyAlgorithm
 ) -> None:
     key = integrity.generate_private_key(algorithm)
     key_file = tmp_path / "private.pem"
     key_file.write_bytes(integrity.private_key_pem(key))
     out = tmp_path / "out"
-    run_pack(models["tabular"], out, sign_key=key_file, name="tab")
+    run_pack(models["tabular"], out, sign_key=key_file, name="tab", legacy_signature=True)
     m = load_manifest(out)
     pub = (out / "public.pem").read_bytes()
     assert pub == integrity.public_key_pem(key)
@@ -165,7 +198,8 @@ def test_encrypted_artifacts_digest_the_ciphertext_and_decrypt_to_working_models
     sk = tmp_path / "p.pem"
     sk.write_bytes(integrity.private_key_pem(integrity.generate_private_key()))
     out = tmp_path / "out"
-    run_pack(models["cnn"], out, encryption_key=key_file, encryption_secret="cnn-aes", sign_key=sk)
+    run_pack(models["cnn"], out, encryption_key=key_file, encryption_secret="cnn-aes", sign_key=sk,
+             legacy_signature=True)
     m = load_manifest(out)
     assert m["spec"]["encryption"] == {"keySecretRef": {"name": "cnn-aes", "key": "key"}, "algorithm": "AES-256-GCM"}
     pub = (out / "public.pem").read_bytes()
@@ -469,7 +503,7 @@ def test_cli_pack_prints_the_table_and_next_steps(
     models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key = tmp_path / "k.pem"
-    key.write_bytes(integrity.private_key_pem(integrity.generate_private_key()))
+    key.write_bytes(integrity.private_key_pem(integrity.generate_private_key("ecdsa-p256")))
     out = tmp_path / "out"
     rc = cli_main(
         [
@@ -538,12 +572,15 @@ def test_the_runtime_fetches_what_pack_wrote(
     out = tmp_path / "out"
     run_pack(models["tabular"], out, sign_key=key)
     cache = tmp_path / "cache"
+    bundle = load_manifest(out)["spec"]["signature"]["bundle"]  # OpenSSF: one bundle for every build
     for name, v in variants(load_manifest(out)).items():
         args = ["fetch", v["uri"], "--sha256", v["sha256"], "--cache", str(cache)]
-        args += ["--signature", v["signature"], "--public-key-file", str(out / "public.pem")]
+        args += ["--openssf-bundle", bundle, "--public-key-file", str(out / "public.pem")]
         assert cli_main(args) == 0, name
         assert capsys.readouterr().out.strip() == str(cache / "sha256" / v["sha256"])
-    # A signature of another build is refused by the runtime (BadSignature = 4).
+    # The digest format: a signature of another build is refused by the runtime (BadSignature = 4).
+    out = tmp_path / "legacy"
+    run_pack(models["tabular"], out, sign_key=key, legacy_signature=True)
     v = variants(load_manifest(out))
     args = ["fetch", v["int8"]["uri"], "--sha256", v["int8"]["sha256"], "--cache", str(tmp_path / "c2")]
     args += ["--signature", v["fp16"]["signature"], "--public-key-file", str(out / "public.pem")]
