@@ -40,8 +40,9 @@ the thresholds themselves.
 The window is fixed memory: a ring of `buckets` buckets, each holding per-bin
 counts (and per-feature sums) of up to `window_rows / buckets` rows. When the
 current bucket is full the oldest one is cleared and reused, so the window
-always covers the last `window_rows` rows, give or take one bucket. Nothing
-is kept per request.
+covers the last `window_rows` rows, less the part of one bucket just cleared
+(at least `window_rows * (buckets - 1) / buckets`). Nothing is kept per
+request.
 """
 
 from __future__ import annotations
@@ -548,16 +549,28 @@ class Tracker:
     # --- updates ---------------------------------------------------------------------------------
 
     def observe(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
-        """Add a batch of answered rows: tensors by name, rows on axis 0 (missing names are skipped)."""
+        """Add a batch of answered rows: tensors by name, rows on axis 0 (missing names are skipped).
+
+        A batch larger than the room left in the current bucket is split at the bucket's end (one slice
+        per bucket, never per row), so the window holds at most `window_rows` rows."""
+        n = max((len(a) for a in (*inputs.values(), *outputs.values()) if a.ndim), default=0)
+        start = 0
+        while start < n:
+            take = min(n - start, self.bucket_rows - int(self._rows[self._cur]))
+            end = start + take
+            self._observe({k: v[start:end] for k, v in inputs.items()}, {k: v[start:end] for k, v in outputs.items()})
+            self._rows[self._cur] += take
+            if self._rows[self._cur] >= self.bucket_rows:
+                self._advance()
+            start = end
+
+    def _observe(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         b = self._cur
-        rows = 0
         for o in self.outputs:
             arr = outputs.get(o.name)
             if arr is None or arr.size == 0:
                 continue
-            probs = class_scores(arr)
-            rows = max(rows, len(probs))
-            conf, margin, top = confidence_margin_class(probs)
+            conf, margin, top = confidence_margin_class(class_scores(arr))
             o.conf_hist += np.bincount(np.searchsorted(o.conf_bounds, conf), minlength=len(o.conf_bounds) + 1)
             o.margin_hist += np.bincount(np.searchsorted(o.conf_bounds, margin), minlength=len(o.conf_bounds) + 1)
             o.conf_sum += float(conf.sum())
@@ -573,7 +586,6 @@ class Tracker:
             if arr is None or arr.size == 0:
                 continue
             x = np.asarray(arr, dtype=np.float64).reshape(-1, i.width)
-            rows = max(rows, len(x))
             i.sums[b] += x.sum(axis=0)
             i.sumsq[b] += np.square(x).sum(axis=0)
             if i.edges is not None and i.ring is not None:
@@ -581,9 +593,6 @@ class Tracker:
                 idx = (x[:, :, None] >= i.edges[None, :, :]).sum(axis=2)
                 flat = idx + np.arange(i.width)[None, :] * i.ring.shape[2]
                 i.ring[b] += np.bincount(flat.ravel(), minlength=i.width * i.ring.shape[2]).reshape(i.width, -1)
-        self._rows[b] += rows
-        if self._rows[b] >= self.bucket_rows:
-            self._advance()
 
     def record_request(self, fallback: bool | None) -> None:
         """One answered request; `fallback`: whether the fallback policy judged it low-confidence (None:

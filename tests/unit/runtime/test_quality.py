@@ -152,13 +152,14 @@ def test_the_window_forgets_old_rows_and_keeps_fixed_memory() -> None:
     t = q.Tracker(LAYOUT, _profile(), window_rows=1000, buckets=10, min_rows=100)
     before = t.inputs[0].ring.nbytes if t.inputs[0].ring is not None else 0
     x, p = _data(5000, seed=4, shift=1.0)
-    t.observe({"x": x}, {"p": p})  # one big batch lands in one bucket
-    assert t.snapshot().psi["feature", "x[0]"] > q.PSI_ALERT
-    x, p = _data(1000, seed=5)
-    for k in range(0, 1000, 10):
-        t.observe({"x": x[k : k + 10]}, {"p": p[k : k + 10]})
+    t.observe({"x": x}, {"p": p})  # one big batch: split across the buckets, the window keeps its last rows
     s = t.snapshot()
-    # The shifted batch has rotated out: the window is the last ~1000 rows of the reference distribution.
+    assert s.window_rows == 900 and s.psi["feature", "x[0]"] > q.PSI_ALERT
+    x, p = _data(1000, seed=5)
+    for k in range(0, 1000, 7):
+        t.observe({"x": x[k : k + 7]}, {"p": p[k : k + 7]})
+    s = t.snapshot()
+    # The shifted rows have rotated out: the window is the last 900-1000 rows of the reference distribution.
     assert 900 <= s.window_rows <= 1000
     assert s.psi["feature", "x[0]"] < q.PSI_WATCH
     assert (t.inputs[0].ring.nbytes if t.inputs[0].ring is not None else 0) == before
