@@ -450,6 +450,8 @@ class _Input:
     sumsq: np.ndarray
     profile: InputProfile | None = None
     edges: np.ndarray | None = None  # [width, max edges], padded with +inf
+    edges_by_rank: np.ndarray | None = None  # the same, transposed: [max edges, width]
+    offsets: np.ndarray | None = None  # feature j's bins start at j * bins in the flattened ring
     ring: np.ndarray | None = None  # [buckets, width, bins]
 
 
@@ -543,7 +545,9 @@ class Tracker:
                 for j, f in enumerate(ip.features):
                     edges[j, : len(f.hist.edges)] = f.hist.edges
                 i.edges = edges
+                i.edges_by_rank = np.ascontiguousarray(edges.T)
                 i.ring = np.zeros((buckets, width, edges.shape[1] + 1), dtype=np.int64)
+                i.offsets = np.arange(width, dtype=np.intp)[None, :] * (edges.shape[1] + 1)
             self.inputs.append(i)
 
     # --- updates ---------------------------------------------------------------------------------
@@ -588,20 +592,24 @@ class Tracker:
             x = np.asarray(arr, dtype=np.float64).reshape(-1, i.width)
             i.sums[b] += x.sum(axis=0)
             i.sumsq[b] += np.square(x).sum(axis=0)
-            if i.edges is not None and i.ring is not None:
-                # Bin of every value of every feature at once: count the edges at or below it.
-                idx = (x[:, :, None] >= i.edges[None, :, :]).sum(axis=2)
-                flat = idx + np.arange(i.width)[None, :] * i.ring.shape[2]
+            if i.edges_by_rank is not None and i.ring is not None and i.offsets is not None:
+                # Bin of every value of every feature at once: count the edges at or below it, one pass per
+                # edge rank over the whole [rows, width] block (at most MAX_BINS passes, never one per value).
+                idx = np.zeros(x.shape, dtype=np.uint8)  # bins <= MAX_BINS
+                above = np.empty(x.shape, dtype=bool)
+                for edge in i.edges_by_rank:
+                    np.greater_equal(x, edge, out=above)
+                    idx += above.view(np.uint8)
+                flat = idx + i.offsets
                 i.ring[b] += np.bincount(flat.ravel(), minlength=i.width * i.ring.shape[2]).reshape(i.width, -1)
 
-    def record_request(self, fallback: bool | None) -> None:
-        """One answered request; `fallback`: whether the fallback policy judged it low-confidence (None:
-        no fallback configured)."""
-        self._requests[self._cur] += 1
-        if fallback is not None:
+    def record_requests(self, requests: int, fallbacks: int | None) -> None:
+        """Answered requests; `fallbacks`: how many of them the fallback policy judged low-confidence
+        (None: no fallback configured)."""
+        self._requests[self._cur] += requests
+        if fallbacks is not None:
             self._fallback_on = True
-            if fallback:
-                self._fallbacks[self._cur] += 1
+            self._fallbacks[self._cur] += fallbacks
 
     def record_cloud(self, agreed: int, compared: int) -> None:
         self._agreed[self._cur] += agreed

@@ -330,6 +330,7 @@ class _QualityEntry:
         self._staged_out: list[list[np.ndarray]] = [[] for _ in self._out]
         self._rows = 0
         self._requests = 0
+        self._fallbacks: int | None = None
 
     def stage(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[np.ndarray], fallback: bool | None) -> None:
         with self.lock:
@@ -342,7 +343,8 @@ class _QualityEntry:
             for k, (_, i) in enumerate(self._out):
                 self._staged_out[k].append(outputs[i])
                 rows = len(outputs[i])
-            self.tracker.record_request(fallback)
+            if fallback is not None:
+                self._fallbacks = (self._fallbacks or 0) + fallback
             self._rows += rows
             self._requests += 1
             if self._rows >= QUALITY_FLUSH_ROWS or self._requests >= QUALITY_FLUSH_REQUESTS:
@@ -363,7 +365,9 @@ class _QualityEntry:
         outs = {n: cat(p) for (n, _), p in zip(self._out, self._staged_out, strict=True) if p}
         for p in (*self._staged_in, *self._staged_out):
             p.clear()
+        self.tracker.record_requests(self._requests, self._fallbacks)
         self._rows = self._requests = 0
+        self._fallbacks = None
         self.tracker.observe(ins, outs)
 
     def snapshot(self) -> quality.Snapshot:

@@ -192,14 +192,14 @@ def test_profile_tracks_the_reference_s_most_frequent_classes() -> None:
 
 def test_fallback_ratio_and_cloud_agreement() -> None:
     t = q.Tracker(LAYOUT)
+    t.record_requests(3, None)
     assert t.snapshot().fallback_ratio is None  # no fallback configured: no ratio
-    for hard in (True, False, False, False):
-        t.record_request(hard)
+    t.record_requests(4, 1)
     edge = np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
     cloud = np.array([[0.8, 0.2], [0.6, 0.4], [0.7, 0.3]])
     t.record_cloud(*q.agreement(edge, cloud))
     s = t.snapshot()
-    assert s.fallback_ratio == pytest.approx(0.25)
+    assert s.fallback_ratio == pytest.approx(1 / 7)
     assert (s.cloud_agreed, s.cloud_compared) == (2, 3) and s.cloud_agreement_ratio == pytest.approx(2 / 3)
     assert q.agreement(edge, cloud[:2]) == (0, 0)
 
