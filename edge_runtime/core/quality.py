@@ -555,21 +555,10 @@ class Tracker:
     def observe(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         """Add a batch of answered rows: tensors by name, rows on axis 0 (missing names are skipped).
 
-        A batch larger than the room left in the current bucket is split at the bucket's end (one slice
-        per bucket, never per row), so the window holds at most `window_rows` rows."""
-        n = max((len(a) for a in (*inputs.values(), *outputs.values()) if a.ndim), default=0)
-        start = 0
-        while start < n:
-            take = min(n - start, self.bucket_rows - int(self._rows[self._cur]))
-            end = start + take
-            self._observe({k: v[start:end] for k, v in inputs.items()}, {k: v[start:end] for k, v in outputs.items()})
-            self._rows[self._cur] += take
-            if self._rows[self._cur] >= self.bucket_rows:
-                self._advance()
-            start = end
-
-    def _observe(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
-        b = self._cur
+        The lifetime histograms and counters take the whole batch at once. The window takes its last
+        `window_rows` rows (earlier ones would be rotated out by the batch itself), split at the current
+        bucket's end: one slice per bucket, never one per row, so the window never exceeds its rows."""
+        per_out: list[tuple[_Output, np.ndarray, np.ndarray, np.ndarray]] = []
         for o in self.outputs:
             arr = outputs.get(o.name)
             if arr is None or arr.size == 0:
@@ -579,17 +568,40 @@ class Tracker:
             o.margin_hist += np.bincount(np.searchsorted(o.conf_bounds, margin), minlength=len(o.conf_bounds) + 1)
             o.conf_sum += float(conf.sum())
             o.margin_sum += float(margin.sum())
-            slots = np.bincount(o.slot_of[top], minlength=len(o.labels))
-            o.class_total += slots
-            if o.class_ring is not None and o.conf_ring is not None and o.margin_ring is not None:
-                o.class_ring[b] += slots
-                o.conf_ring.counts[b] += bin_counts(conf, o.conf_ring.edges)
-                o.margin_ring.counts[b] += bin_counts(margin, o.margin_ring.edges)
+            slot = o.slot_of[top]
+            o.class_total += np.bincount(slot, minlength=len(o.labels))
+            per_out.append((o, conf, margin, slot))
+        per_in: list[tuple[_Input, np.ndarray]] = []
         for i in self.inputs:
             arr = inputs.get(i.name)
-            if arr is None or arr.size == 0:
-                continue
-            x = np.asarray(arr, dtype=np.float64).reshape(-1, i.width)
+            if arr is not None and arr.size:
+                per_in.append((i, np.asarray(arr, dtype=np.float64).reshape(-1, i.width)))
+        n = max([len(c) for _, c, _, _ in per_out] + [len(x) for _, x in per_in], default=0)
+        start = max(0, n - self.bucket_rows * self.buckets)
+        while start < n:
+            end = start + min(n - start, self.bucket_rows - int(self._rows[self._cur]))
+            self._window(
+                self._cur,
+                [(o, c[start:end], m[start:end], k[start:end]) for o, c, m, k in per_out],
+                [(i, x[start:end]) for i, x in per_in],
+            )
+            self._rows[self._cur] += end - start
+            if self._rows[self._cur] >= self.bucket_rows:
+                self._advance()
+            start = end
+
+    @staticmethod
+    def _window(
+        b: int,
+        per_out: list[tuple[_Output, np.ndarray, np.ndarray, np.ndarray]],
+        per_in: list[tuple[_Input, np.ndarray]],
+    ) -> None:
+        for o, conf, margin, slot in per_out:
+            if o.class_ring is not None and o.conf_ring is not None and o.margin_ring is not None:
+                o.class_ring[b] += np.bincount(slot, minlength=len(o.labels))
+                o.conf_ring.counts[b] += bin_counts(conf, o.conf_ring.edges)
+                o.margin_ring.counts[b] += bin_counts(margin, o.margin_ring.edges)
+        for i, x in per_in:
             i.sums[b] += x.sum(axis=0)
             i.sumsq[b] += np.square(x).sum(axis=0)
             if i.edges_by_rank is not None and i.ring is not None and i.offsets is not None:
