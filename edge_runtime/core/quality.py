@@ -82,12 +82,17 @@ class ProfileError(ValueError):
 
 
 def class_scores(out: np.ndarray) -> np.ndarray:
-    """Rows of class probabilities, float64 [rows, classes]: as is if they already are, else softmaxed."""
-    s = np.asarray(out, dtype=np.float64).reshape(-1, out.shape[-1])
+    """Rows of class probabilities [rows, classes], in the output's float type: as is if they already
+    are probabilities, else softmaxed. Non-finite scores count as 0."""
+    s = np.asarray(out).reshape(-1, out.shape[-1])
+    if s.dtype.kind != "f":
+        s = s.astype(np.float64)
     if s.size == 0:
         return s
-    s = np.where(np.isfinite(s), s, 0.0)
     lo, hi = s.min(), s.max()
+    if not np.isfinite(lo + hi):  # NaN or inf somewhere: rare, so only then the extra pass
+        s = np.where(np.isfinite(s), s, 0.0)
+        lo, hi = s.min(), s.max()
     if lo >= -1e-6 and hi <= 1 + 1e-6 and float(np.abs(s.sum(axis=1) - 1.0).max()) <= 1e-3:
         return s
     e = np.exp(s - s.max(axis=1, keepdims=True))
