@@ -203,3 +203,38 @@ def test_fallback_ratio_and_cloud_agreement() -> None:
     assert (s.cloud_agreed, s.cloud_compared) == (2, 3) and s.cloud_agreement_ratio == pytest.approx(2 / 3)
     assert q.agreement(edge, cloud[:2]) == (0, 0)
 
+
+
+# --- the exporter (telemetry.metrics.QualityMetrics) ----------------------------------------------
+
+
+def test_exporter_stages_requests_flushes_on_scrape_and_keeps_three_versions() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from edge_runtime.telemetry.metrics import QUALITY_FLUSH_REQUESTS, QualityMetrics, RuntimeMetrics
+
+    qm = QualityMetrics(window_rows=1000, min_rows=10)
+    qm.profiles["m"] = _profile()
+    metrics = RuntimeMetrics(CollectorRegistry(), process=False, quality_metrics=qm)
+    entry = qm.track("m", "v1", LAYOUT, ("p",))
+    x, p = _data(QUALITY_FLUSH_REQUESTS - 1, seed=7)
+    for k in range(len(x)):
+        entry.stage({"x": x[k : k + 1]}, [p[k : k + 1]], fallback=k == 0)
+    assert entry.tracker.snapshot().window_rows == 0  # staged, not yet computed
+    text = generate_latest(metrics.registry).decode()  # a scrape flushes
+    assert f'edgeai_quality_window_rows{{model="m",version="v1"}} {float(len(x))}' in text
+    assert f'edgeai_quality_fallback_ratio{{model="m",version="v1"}} {1 / len(x)}' in text
+    assert 'edgeai_quality_psi{model="m",name="x[0]",signal="feature",version="v1"}' in text
+    assert 'edgeai_quality_predictions_total{class="other",model="m",output="p",version="v1"}' in text
+    for v in ("v2", "v3", "v4"):
+        qm.track("m", v, LAYOUT, ("p",))
+    assert [k for k in qm.entries] == [("m", "v2"), ("m", "v3"), ("m", "v4")]
+
+
+def test_exporter_off_registers_nothing() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from edge_runtime.telemetry.metrics import QualityMetrics, RuntimeMetrics
+
+    metrics = RuntimeMetrics(CollectorRegistry(), process=False, quality_metrics=QualityMetrics(enabled=False))
+    assert b"edgeai_quality" not in generate_latest(metrics.registry)
