@@ -123,6 +123,19 @@ def register(sub: Any) -> None:
         "--fallback-binary", action="store_true",
         help="send a REST cloud the binary tensor extension instead of JSON (only if it supports it)",
     )
+    p.add_argument(
+        "--quality-profile",
+        help="reference profile (quality-profile.json, written by `pack` beside the variants): export the population "
+        "stability index of the served model's answers and inputs against it",
+    )
+    p.add_argument(
+        "--quality-window-rows", type=int, default=10_000,
+        help="rows in the rolling window the quality signals and PSI are computed over",
+    )
+    p.add_argument(
+        "--no-quality", action="store_true",
+        help="do not track model quality signals (confidence, margin, classes, features, PSI)",
+    )
     p.add_argument("--metrics-port", type=_positive_int, help="serve /metrics on this port too (default: same port)")
     p.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger request bodies get 413")
     p.add_argument("--body-timeout-s", type=float, default=30.0, help="a body not received within this gets 408")
@@ -154,10 +167,11 @@ def build(args: argparse.Namespace) -> Any:
     """Everything but the socket: returns the ASGI app, model already verified and loaded."""
     from edge_runtime.core.access import RepositoryAccess
     from edge_runtime.core.health import ErrorWindow
+    from edge_runtime.core.quality import DEFAULT_MIN_ROWS, ProfileError
     from edge_runtime.serving.dataplane import DataPlane
     from edge_runtime.serving.offload import Decoder
     from edge_runtime.serving.repository import ModelSource, Settings, cache_of, default_version
-    from edge_runtime.telemetry.metrics import RuntimeMetrics
+    from edge_runtime.telemetry.metrics import QualityMetrics, RuntimeMetrics
     from edge_runtime.transport.server import App
 
     check_sha256(args.sha256)
@@ -168,7 +182,18 @@ def build(args: argparse.Namespace) -> Any:
     key = Path(args.decryption_key_file).read_bytes() if args.decryption_key_file else None
     if pub is not None and signature is None:
         raise IntegrityError("BadSignature", "--public-key-file is set but no --signature was given")
-    metrics = RuntimeMetrics()
+    profile = _read_profile(args.quality_profile) if args.quality_profile else None
+    if args.quality_window_rows < 100:
+        raise SystemExit("edge-runtime serve: --quality-window-rows must be >= 100")
+    if profile is not None and args.no_quality:
+        raise SystemExit("edge-runtime serve: --quality-profile and --no-quality contradict each other")
+    metrics = RuntimeMetrics(
+        quality_metrics=QualityMetrics(
+            enabled=not args.no_quality,
+            window_rows=args.quality_window_rows,
+            min_rows=min(DEFAULT_MIN_ROWS, args.quality_window_rows // 2),
+        )
+    )
     fallback = None
     if args.fallback_url:
         if not args.fallback_queue:
@@ -215,6 +240,13 @@ def build(args: argparse.Namespace) -> Any:
     )
     version = args.model_version or default_version(args.sha256)
     dp.load_initial(args.name, ModelSource(args.model, args.sha256, version, signature))
+    if profile is not None:
+        try:
+            dp.set_quality_profile(args.name, profile)
+        except ProfileError as e:
+            raise SystemExit(
+                f"edge-runtime serve: --quality-profile {args.quality_profile} does not fit the model: {e}"
+            ) from e
     separate_metrics = bool(args.metrics_port) and args.metrics_port != args.port
     decoder = Decoder()
     app = App(
@@ -228,6 +260,21 @@ def build(args: argparse.Namespace) -> Any:
     if args.grpc_port:
         _add_grpc(app, args, access, decoder)
     return app
+
+
+def _read_profile(path: str) -> Any:
+    """The reference profile at `path`, read at most MAX_PROFILE_BYTES + 1 bytes; SystemExit naming the problem."""
+    from edge_runtime.core.quality import MAX_PROFILE_BYTES, ProfileError, parse_profile
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as e:
+        raise SystemExit(f"edge-runtime serve: cannot read --quality-profile {path}: {e.strerror or e}") from e
+    try:
+        return parse_profile(data)
+    except ProfileError as e:
+        raise SystemExit(f"edge-runtime serve: --quality-profile {path}: {e}") from e
 
 
 def _add_grpc(app: Any, args: argparse.Namespace, access: Any, decoder: Any) -> None:

@@ -677,6 +677,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--peers", default="kserve,mlserver", help="comma list, or '' for none")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-grpc", action="store_true", help="REST rows only")
+    ap.add_argument(
+        "--quality", action="store_true",
+        help="also measure edge-runtime with --no-quality (JSON rows), to show what quality tracking costs",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     cfg = Config(
@@ -732,6 +736,13 @@ def main(argv: list[str]) -> int:
             ServerSpec("edge-runtime", "on", "binary", start_edge(["--max-batch-size", "32"]), bb),
             ServerSpec("edge-runtime", "on", "grpc", start_edge(["--max-batch-size", "32"]), gb, proto="grpc"),
         ]
+        if args.quality:
+            # The rows above track model quality (the default); these do not: the difference is its cost.
+            specs += [
+                ServerSpec("edge-runtime --no-quality", "off", "json", start_edge(["--no-quality"]), jb),
+                ServerSpec("edge-runtime --no-quality", "on", "json",
+                           start_edge(["--no-quality", "--max-batch-size", "32"]), jb),
+            ]
         if not cfg.grpc:
             specs = [sp for sp in specs if sp.proto != "grpc"]
         if "kserve" in cfg.peers:

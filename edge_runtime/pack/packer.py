@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from edge_runtime.artifacts import integrity, openssf
+from edge_runtime.core import quality
 from edge_runtime.pack import report as rep
 from edge_runtime.pack import variants as var
 from edge_runtime.pack.errors import PackError
@@ -45,6 +46,8 @@ REPORT_FILE = "report.json"
 SUMS_FILE = "SHA256SUMS"
 PUBLIC_KEY_FILE = "public.pem"
 SIGNATURE_FILE = "model.sig"  # the OpenSSF bundle, where `model_signing sign` puts it by default
+PROFILE_FILE = quality.PROFILE_FILE
+_V2_FLOATS = {np.dtype(np.float16): "FP16", np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64"}
 # Timing is split into rounds that visit every variant in turn, so a burst of
 # load from elsewhere on the machine hits all variants alike instead of one.
 TIMING_ROUNDS = 5
@@ -199,6 +202,7 @@ def pack(o: PackOptions) -> PackResult:
     else:
         feeds = var.random_feeds(model.inputs, samples=o.samples, seed=o.seed, dims=o.dims)
         sample_source = f"random (seed {o.seed})"
+    real_data = o.eval_data is not None or calibration is not None
     dynamic = var.batch_is_dynamic(model.inputs)
     timing_feed = var.batch_of(feeds[0], o.timing_batch, dynamic)
 
@@ -275,7 +279,14 @@ def pack(o: PackOptions) -> PackResult:
             bundle=bundle,
         )
         (stage / MANIFEST_FILE).write_text(yaml.safe_dump(manifest, sort_keys=False))
-        (stage / SUMS_FILE).write_text(sha256sums(list(artifacts.values())))
+        sums = sha256sums(list(artifacts.values()))
+        profile = _quality_profile(model, feeds, reference, sample_source) if real_data else None
+        if profile is not None:
+            # The reference the runtime compares its traffic with, listed in SHA256SUMS like the variants.
+            text = profile.dumps().encode()
+            (stage / PROFILE_FILE).write_bytes(text)
+            sums += f"{integrity.hash_bytes(text).sha256}  {PROFILE_FILE}\n"
+        (stage / SUMS_FILE).write_text(sums)
         if sign_key is not None:
             (stage / PUBLIC_KEY_FILE).write_bytes(integrity.public_key_pem(sign_key))
         report = rep.report_json(
@@ -304,6 +315,7 @@ def pack(o: PackOptions) -> PackResult:
                 "signatureFormat": None if sign_key is None else ("digest" if o.legacy_signature else "openssf"),
                 "encrypted": enc_key is not None,
                 "onnxruntime": var.ort_version(),
+                "quality_profile": PROFILE_FILE if profile is not None else None,
             },
             reports=reports,
             manifest_file=MANIFEST_FILE,
@@ -317,6 +329,28 @@ def pack(o: PackOptions) -> PackResult:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return PackResult(out, manifest, report, reports, task, rep.format_table(reports, task), pub_ref, enc_ref)
+
+
+def _quality_profile(
+    model: var.LoadedModel, feeds: Sequence[var.Feed], reference: Sequence[var.Outputs], source: str
+) -> quality.Profile | None:
+    """The fp32 model's quality profile on the user's data (core/quality.py): None when the model has no
+    classifier output and no tabular input, so nothing to compare."""
+
+    def specs(tensors: Sequence[var.TensorSpec]) -> list[tuple[str, str, tuple[int, ...]]]:
+        return [
+            (t.name, _V2_FLOATS.get(t.dtype, "OTHER"), tuple(d if isinstance(d, int) else -1 for d in t.shape))
+            for t in tensors
+        ]
+
+    layout = quality.layout_of(specs(model.inputs), specs(model.outputs))
+    if not layout.outputs and not layout.inputs:
+        return None
+    wanted_in = {n for n, _ in layout.inputs}
+    inputs = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in wanted_in}
+    index = {t.name: i for i, t in enumerate(model.outputs)}
+    outputs = {n: var.concat(reference, index[n]) for n, _ in layout.outputs}
+    return quality.build_profile(layout, inputs, outputs, source=source)
 
 
 def _build_variants(

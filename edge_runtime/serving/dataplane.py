@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_runtime import __version__
+from edge_runtime.core import quality
 from edge_runtime.core.fallback_policy import top_confidence
 from edge_runtime.core.health import ErrorWindow, Judgement, judge_readiness
 from edge_runtime.core.protocol import (
@@ -175,11 +176,18 @@ class DataPlane:
                 model.check_outputs([o.name for o in req.outputs])
             outputs = await served.runner.run(feeds)
             resp = self._response(model, req, outputs, None)
+            hard: bool | None = None
             if self.fallback is not None:
                 conf = top_confidence(outputs)
-                if conf is not None and conf < self.fallback.threshold:
-                    resp = await self._fallback(name, req, resp, conf)
-                    outcome = OK if resp.source == "edge" else CLOUD
+                hard = conf is not None and conf < self.fallback.threshold
+            if self.metrics.quality.enabled:
+                self._observe_quality(model, feeds, outputs, hard)
+            if hard:
+                assert conf is not None
+                resp = await self._fallback(name, req, resp, conf)
+                outcome = OK if resp.source == "edge" else CLOUD
+                if resp.source == "cloud" and self.metrics.quality.enabled:
+                    self._compare_with_cloud(model, outputs, resp)
             return resp
         except ProtocolError:
             outcome = BAD_REQUEST
@@ -199,6 +207,44 @@ class DataPlane:
             if outcome in (OK, CLOUD, ERROR):  # a client's mistake says nothing about the runtime's health
                 self.errors.record(self._clock(), outcome == ERROR, elapsed)
             self.metrics.observe_request(name, model.version, outcome, elapsed, protocol)
+
+    # --- quality signals (core/quality.py; exported by telemetry.metrics.QualityMetrics) ---------------
+
+    def set_quality_profile(self, name: str, profile: quality.Profile) -> None:
+        """Compare model `name`'s answers with `profile` from now on; ProfileError if they do not fit."""
+        served = self.served(name)
+        profile.check_layout(self._quality_layout(served.model))
+        self.metrics.quality.profiles[name] = profile
+
+    @staticmethod
+    def _quality_layout(model: LoadedModel) -> quality.Layout:
+        return quality.layout_of(
+            [(s.name, s.datatype, s.shape) for s in model.inputs],
+            [(s.name, s.datatype, s.shape) for s in model.outputs],
+        )
+
+    def _observe_quality(
+        self, model: LoadedModel, feeds: dict[str, np.ndarray], outputs: list[np.ndarray], hard: bool | None
+    ) -> None:
+        q = self.metrics.quality
+        entry = q.entries.get((model.name, model.version))
+        if entry is None:
+            entry = q.track(model.name, model.version, self._quality_layout(model), model.output_names)
+        entry.stage(feeds, outputs, hard)
+
+    def _compare_with_cloud(self, model: LoadedModel, outputs: list[np.ndarray], resp: InferenceResponse) -> None:
+        """Whether the cloud's top class matched the edge's, on the classifier outputs both gave."""
+        entry = self.metrics.quality.entries.get((model.name, model.version))
+        if entry is None:
+            return
+        edge = dict(zip(model.output_names, outputs, strict=True))
+        for name, _ in entry.tracker.layout.outputs:
+            cloud = next((o.data for o in resp.outputs if o.name == name), None)
+            if name in edge and isinstance(cloud, np.ndarray):
+                agreed, compared = quality.agreement(edge[name], cloud)
+                if compared:
+                    entry.record_cloud(agreed, compared)
+                return
 
     @staticmethod
     def _response(

@@ -12,10 +12,12 @@ from __future__ import annotations
 import bisect
 import glob
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -26,6 +28,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from edge_runtime.core import quality
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -132,7 +136,13 @@ class _LiveCollector(Collector):
 
 
 class RuntimeMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        process: bool = True,
+        quality_metrics: QualityMetrics | None = None,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         if process:
@@ -216,6 +226,9 @@ class RuntimeMetrics:
             ["reason"],
             registry=r,
         )
+        self.quality = quality_metrics if quality_metrics is not None else QualityMetrics()
+        if self.quality.enabled:
+            r.register(self.quality)
         self.started = time.time()
 
     def live(self, queue_depths: Callable[[], dict[str, int]], ready: Callable[[], bool]) -> None:
@@ -303,3 +316,185 @@ class _FamilyCollector(Collector):
     def collect(self) -> Iterator[Any]:
         for f in self._families:
             yield from f.collect()
+
+
+# --- model quality (signals defined in core/quality.py) ----------------------------------------------
+
+QUALITY_VERSIONS_PER_MODEL = 3  # current, previous (kept for rollback) and one being loaded
+QUALITY_FLUSH_ROWS = 256
+QUALITY_FLUSH_REQUESTS = 64
+
+
+class _QualityEntry:
+    """One model version's tracker, and the answers staged for it since the last flush.
+
+    Requests only append references to their (already computed) arrays here;
+    the numpy work runs once per `QUALITY_FLUSH_REQUESTS` requests (or
+    `QUALITY_FLUSH_ROWS` rows, or a scrape) over the concatenated batch, so its
+    fixed cost is shared. The staging list is bounded by those two limits.
+    """
+
+    def __init__(self, tracker: quality.Tracker, output_names: tuple[str, ...]) -> None:
+        self.tracker = tracker
+        self.lock = threading.Lock()
+        self._in_names = tuple(n for n, _ in tracker.layout.inputs)
+        index = {n: i for i, n in enumerate(output_names)}
+        self._out = tuple((n, index[n]) for n, _ in tracker.layout.outputs if n in index)
+        self._staged_in: list[list[np.ndarray]] = [[] for _ in self._in_names]
+        self._staged_out: list[list[np.ndarray]] = [[] for _ in self._out]
+        self._rows = 0
+        self._requests = 0
+        self._fallbacks: int | None = None
+
+    def stage(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[np.ndarray], fallback: bool | None) -> None:
+        with self.lock:
+            rows = 0
+            for k, name in enumerate(self._in_names):
+                a = feeds.get(name)
+                if a is not None:
+                    self._staged_in[k].append(a)
+                    rows = len(a)
+            for k, (_, i) in enumerate(self._out):
+                self._staged_out[k].append(outputs[i])
+                rows = len(outputs[i])
+            if fallback is not None:
+                self._fallbacks = (self._fallbacks or 0) + fallback
+            self._rows += rows
+            self._requests += 1
+            if self._rows >= QUALITY_FLUSH_ROWS or self._requests >= QUALITY_FLUSH_REQUESTS:
+                self._flush()
+
+    def record_cloud(self, agreed: int, compared: int) -> None:
+        with self.lock:
+            self.tracker.record_cloud(agreed, compared)
+
+    def _flush(self) -> None:
+        if not self._requests:
+            return
+
+        def cat(parts: list[np.ndarray]) -> np.ndarray:
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        ins = {n: cat(p) for n, p in zip(self._in_names, self._staged_in, strict=True) if p}
+        outs = {n: cat(p) for (n, _), p in zip(self._out, self._staged_out, strict=True) if p}
+        for p in (*self._staged_in, *self._staged_out):
+            p.clear()
+        self.tracker.record_requests(self._requests, self._fallbacks)
+        self._rows = self._requests = 0
+        self._fallbacks = None
+        self.tracker.observe(ins, outs)
+
+    def snapshot(self) -> quality.Snapshot:
+        with self.lock:
+            self._flush()
+            return self.tracker.snapshot()
+
+
+class QualityMetrics(Collector):
+    """Per model version: confidence and margin histograms, predicted classes, feature means and
+    variances over the window, PSI against the reference profile, fallback and cloud-agreement ratios.
+
+    Label cardinality is bounded: model x version (at most `QUALITY_VERSIONS_PER_MODEL` per model) x
+    output or feature (at most `quality.MAX_FEATURES` per input) x class (top N + "other")."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        window_rows: int = quality.DEFAULT_WINDOW_ROWS,
+        min_rows: int = quality.DEFAULT_MIN_ROWS,
+        top_classes: int = quality.DEFAULT_TOP_CLASSES,
+    ) -> None:
+        self.enabled = enabled
+        self.window_rows = window_rows
+        self.min_rows = min_rows
+        self.top_classes = top_classes
+        self.profiles: dict[str, quality.Profile] = {}
+        self.entries: dict[tuple[str, str], _QualityEntry] = {}
+        self._lock = threading.Lock()
+
+    def track(self, model: str, version: str, layout: quality.Layout, output_names: tuple[str, ...]) -> _QualityEntry:
+        """The entry of a model version, made on its first answer (its profile is the model's, if any)."""
+        tracker = quality.Tracker(
+            layout, self.profiles.get(model), window_rows=self.window_rows, min_rows=self.min_rows,
+            top_classes=self.top_classes,
+        )
+        entry = _QualityEntry(tracker, output_names)
+        with self._lock:
+            entries = dict(self.entries)
+            entries[model, version] = entry
+            mine = [k for k in entries if k[0] == model]
+            for k in mine[: max(0, len(mine) - QUALITY_VERSIONS_PER_MODEL)]:
+                del entries[k]
+            self.entries = entries  # replaced whole: a scrape iterates a dict nobody mutates
+        return entry
+
+    def collect(self) -> Iterator[Any]:
+        conf = HistogramMetricFamily(
+            "edgeai_quality_confidence", "Top-class probability of each answered row",
+            labels=["model", "version", "output"],
+        )
+        margin = HistogramMetricFamily(
+            "edgeai_quality_margin", "Top-1 minus top-2 class probability of each answered row",
+            labels=["model", "version", "output"],
+        )
+        preds = CounterMetricFamily(
+            "edgeai_quality_predictions", "Answered rows by predicted class (the top N classes, then other)",
+            labels=["model", "version", "output", "class"],
+        )
+        rows = GaugeMetricFamily(
+            "edgeai_quality_window_rows", "Rows in the rolling quality window", labels=["model", "version"]
+        )
+        fmean = GaugeMetricFamily(
+            "edgeai_quality_feature_mean", "Mean of a tabular input feature over the window",
+            labels=["model", "version", "feature"],
+        )
+        fvar = GaugeMetricFamily(
+            "edgeai_quality_feature_variance", "Variance of a tabular input feature over the window",
+            labels=["model", "version", "feature"],
+        )
+        psi = GaugeMetricFamily(
+            "edgeai_quality_psi",
+            "Population stability index of the window against the reference profile (0.1 watch, 0.25 alert)",
+            labels=["model", "version", "signal", "name"],
+        )
+        fallback = GaugeMetricFamily(
+            "edgeai_quality_fallback_ratio", "Share of the window's requests below the fallback threshold",
+            labels=["model", "version"],
+        )
+        cloud = CounterMetricFamily(
+            "edgeai_quality_cloud_comparisons", "Rows the cloud answered, by whether its top class matched the edge's",
+            labels=["model", "version", "agreement"],
+        )
+        cloud_ratio = GaugeMetricFamily(
+            "edgeai_quality_cloud_agreement_ratio", "Share of the window's cloud-answered rows whose top class "
+            "matched the edge's", labels=["model", "version"],
+        )
+        for (model, version), entry in list(self.entries.items()):
+            s = entry.snapshot()
+            mv = [model, version]
+            rows.add_metric(mv, s.window_rows)
+            for o in s.outputs:
+                for fam, counts, total in ((conf, o.confidence, o.confidence_sum), (margin, o.margin, o.margin_sum)):
+                    acc, buckets = 0, []
+                    for bound, n in zip(o.bounds, counts, strict=False):
+                        acc += n
+                        buckets.append((_fmt_bound(bound), acc))
+                    buckets.append(("+Inf", sum(counts)))
+                    fam.add_metric([*mv, o.name], buckets, total)
+                for label, n in o.classes.items():
+                    preds.add_metric([*mv, o.name, label], n)
+            for name, v in s.feature_mean.items():
+                fmean.add_metric([*mv, name], v)
+            for name, v in s.feature_variance.items():
+                fvar.add_metric([*mv, name], v)
+            for (signal, name), v in sorted(s.psi.items()):
+                psi.add_metric([*mv, signal, name], v)
+            if s.fallback_ratio is not None:
+                fallback.add_metric(mv, s.fallback_ratio)
+            if s.cloud_compared:
+                cloud.add_metric([*mv, "agree"], s.cloud_agreed)
+                cloud.add_metric([*mv, "disagree"], s.cloud_compared - s.cloud_agreed)
+            if s.cloud_agreement_ratio is not None:
+                cloud_ratio.add_metric(mv, s.cloud_agreement_ratio)
+        yield from (conf, margin, preds, rows, fmean, fvar, psi, fallback, cloud, cloud_ratio)

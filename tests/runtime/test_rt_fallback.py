@@ -71,6 +71,15 @@ def test_fallback_breaker_durable_queue_and_drain(serve: Serve, models: Models, 
     np.testing.assert_allclose(r.json()["outputs"][0]["data"], cloud_sess.run(None, {"input": hard})[0][0], rtol=1e-5)
     cloud_seen = metric_value(cloud.metrics(), "edgeai_requests_total", {"model": "c"})
     assert cloud_seen == 1
+    # The cloud answered a hard example: whether its top class matched the edge's is a label-less accuracy signal.
+    edge_top, cloud_top = (s.run(None, {"input": hard})[0].argmax() for s in (edge_sess, cloud_sess))
+    agreed = float(edge_top == cloud_top)
+    text = edge.metrics()
+    comparisons = "edgeai_quality_cloud_comparisons_total"
+    assert metric_value(text, comparisons, {"model": "c"}) == 1
+    assert metric_value(text, comparisons, {"model": "c", "agreement": "agree"}) == agreed
+    assert metric_value(text, "edgeai_quality_cloud_agreement_ratio", {"model": "c"}) == agreed
+    assert metric_value(text, "edgeai_quality_fallback_ratio", {"model": "c"}) == 0.5  # one easy, one hard
 
     # Cloud gone: edge answers, marked; after a few failures the breaker opens.
     cloud.stop()

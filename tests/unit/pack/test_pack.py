@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_runtime.artifacts import integrity
 from edge_runtime.artifacts.integrity import IntegrityError
 from edge_runtime.cli import main as cli_main
+from edge_runtime.core import quality
 from edge_runtime.models_zoo import build_cnn, build_tabular, sample_inputs
 from edge_runtime.pack.errors import PackError
 from edge_runtime.pack.packer import PackOptions, PackResult, pack
@@ -234,6 +235,34 @@ def test_static_int8_from_calibration_data(models: dict[str, Path], tmp_path: Pa
     ops = [n.op_type for n in onnx.load(str(out / "tabular.int8.onnx")).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ form
     assert list(variants(load_manifest(out))) == ["fp32", "int8"]
+
+
+def test_quality_profile_from_the_evaluation_data_is_written_and_listed_in_sha256sums(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    evaluation = tmp_path / "eval.npz"
+    x = sample_inputs("tabular", 300, seed=5)
+    np.savez(evaluation, features=x)
+    out = tmp_path / "out"
+    res = run_pack(models["tabular"], out, eval_data=evaluation, precisions=["fp32"])
+    assert res.report["settings"]["quality_profile"] == "quality-profile.json"
+    text = (out / "quality-profile.json").read_bytes()
+    sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert sums["quality-profile.json"] == integrity.hash_bytes(text).sha256
+    prof = quality.parse_profile(text)
+    assert prof.rows == 300 and prof.source == str(evaluation)
+    assert [(o.name, o.classes) for o in prof.outputs] == [("probabilities", 3)]
+    [inp] = prof.inputs
+    assert inp.name == "features" and len(inp.features) == 16
+    assert inp.features[0].mean == pytest.approx(float(x[:, 0].mean()), abs=1e-6)
+    # The fp32 model's own answers on the same rows: confidence counts cover every row.
+    assert sum(prof.outputs[0].confidence.counts) == 300
+
+
+def test_no_quality_profile_from_random_inputs(models: dict[str, Path], tmp_path: Path) -> None:
+    res = run_pack(models["tabular"], tmp_path / "out", precisions=["fp32"])
+    assert res.report["settings"]["quality_profile"] is None
+    assert not (tmp_path / "out" / "quality-profile.json").exists()
 
 
 def test_agreement_floor_leaves_a_variant_out_with_the_reason(models: dict[str, Path], tmp_path: Path) -> None:
