@@ -103,78 +103,127 @@ def describe(tp: Any) -> str:
 
 def parse(cls: type[T], data: object, path: str = "") -> T:
     """`data` (decoded JSON) as a `cls`; ApiTypeError naming the first field that does not fit."""
-    return cast(T, _value(cls, data, path, None))
+    return cast(T, _decoder(cast(Any, cls))(data, path, None))
 
 
-def _value(tp: Any, v: object, path: str, what: str | None) -> Any:
-    tp, optional = strip_optional(tp)
-    if v is None:
-        if optional:
-            return None
-        raise ApiTypeError(path, what or describe(tp), v)
+# A decoder reads one JSON value as one type: (value, path, what) -> the typed value.
+Decoder = typing.Callable[[object, str, "str | None"], Any]
+
+
+@functools.cache
+def _decoder(tp: Any) -> Decoder:
+    """The decoder of `tp`, built once per type: the type hints are read and the shape decided here,
+    not on every value (the operator parses every watched object's spec on every event)."""
+    inner, optional = strip_optional(tp)
+    shape = _shape(inner)
+    if not optional:
+        def required(v: object, path: str, what: str | None) -> Any:
+            if v is None:
+                raise ApiTypeError(path, what or describe(inner), v)
+            return shape(v, path, what)
+        return required
+
+    def maybe(v: object, path: str, what: str | None) -> Any:
+        return None if v is None else shape(v, path, what)
+    return maybe
+
+
+def _shape(tp: Any) -> Decoder:
     args = union_args(tp)
     if args is not None:
-        for arm in args:
-            try:
-                return _value(arm, v, path, what)
-            except ApiTypeError:
-                continue
-        raise ApiTypeError(path, what or describe(tp), v)
+        arms = tuple(_decoder(a) for a in args)
+
+        def union(v: object, path: str, what: str | None) -> Any:
+            for arm in arms:
+                try:
+                    return arm(v, path, what)
+                except ApiTypeError:
+                    continue
+            raise ApiTypeError(path, what or describe(tp), v)
+        return union
     origin = typing.get_origin(tp)
     if origin is tuple:
-        if not isinstance(v, list | tuple):
-            raise ApiTypeError(path, what or "array", v)
-        item = typing.get_args(tp)[0]
-        return tuple(_value(item, x, f"{path}[{i}]", what) for i, x in enumerate(v))
+        item = _decoder(typing.get_args(tp)[0])
+
+        def array(v: object, path: str, what: str | None) -> Any:
+            if not isinstance(v, list | tuple):
+                raise ApiTypeError(path, what or "array", v)
+            return tuple(item(x, f"{path}[{i}]", what) for i, x in enumerate(v))
+        return array
     if origin is not None and issubclass(origin, Mapping):
-        if not isinstance(v, Mapping):
-            raise ApiTypeError(path, "object", v)
-        _, item = typing.get_args(tp)
-        if item is Any:
-            return dict(v)
-        return {str(k): _value(item, x, f"{path}.{k}", what) for k, x in v.items()}
+        value_tp = typing.get_args(tp)[1]
+        value = None if value_tp is Any else _decoder(value_tp)
+
+        def mapping(v: object, path: str, what: str | None) -> Any:
+            if not isinstance(v, Mapping):
+                raise ApiTypeError(path, "object", v)
+            if value is None:
+                return dict(v)
+            return {str(k): value(x, f"{path}.{k}", what) for k, x in v.items()}
+        return mapping
     if dataclasses.is_dataclass(tp):
-        return _object(cast(type, tp), v, path)
+        return _object_decoder(cast(type, tp))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(v)
-        except ValueError:
-            raise ApiTypeError(path, what or describe(tp), v) from None
+        enum_tp = tp
+
+        def member(v: object, path: str, what: str | None) -> Any:
+            try:
+                return enum_tp(v)
+            except ValueError:
+                raise ApiTypeError(path, what or describe(enum_tp), v) from None
+        return member
     if tp is Any:
-        return v
+        return lambda v, path, what: v
     if tp is float:
-        ok = isinstance(v, int | float) and not isinstance(v, bool)
-    elif tp is int:
-        ok = isinstance(v, int) and not isinstance(v, bool)
-    else:
-        ok = isinstance(v, tp)
-    if not ok:
-        raise ApiTypeError(path, what or describe(tp), v)
-    return v
+        def number(v: object, path: str, what: str | None) -> Any:
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                raise ApiTypeError(path, what or "number", v)
+            return v
+        return number
+    if tp is int:
+        def integer(v: object, path: str, what: str | None) -> Any:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ApiTypeError(path, what or "integer", v)
+            return v
+        return integer
+    plain = tp
+
+    def scalar(v: object, path: str, what: str | None) -> Any:
+        if not isinstance(v, plain):
+            raise ApiTypeError(path, what or describe(plain), v)
+        return v
+    return scalar
 
 
-def _object(cls: type, v: object, path: str) -> Any:
-    if not isinstance(v, Mapping):
-        raise ApiTypeError(path, "object", v)
-    kw: dict[str, Any] = {}
-    known: set[str] = set()
-    extra_field = None
+def _object_decoder(cls: type) -> Decoder:
     types_ = hints(cls)
+    # (attribute, JSON name, its decoder, required, the field's own description of what it takes, the
+    # type described for a missing-field error)
+    plan = []
+    extra_field: str | None = None
     for f in fields(cls):
         if is_extra(f):
-            extra_field = f
+            extra_field = f.name
             continue
-        name = json_name(f)
-        known.add(name)
-        sub = f"{path}.{name}" if path else name
-        if v.get(name) is None:
-            if is_required(f):
-                raise ApiTypeError(sub, describe(types_[f.name]), missing=True)
-            continue
-        kw[f.name] = _value(types_[f.name], v[name], sub, f.metadata.get("what"))
-    if extra_field is not None:
-        kw[extra_field.name] = {str(k): x for k, x in v.items() if k not in known}
-    return cls(**kw)
+        plan.append((f.name, json_name(f), _decoder(types_[f.name]), is_required(f), f.metadata.get("what"),
+                     types_[f.name]))
+    known = frozenset(p[1] for p in plan)
+
+    def obj(v: object, path: str, what: str | None) -> Any:
+        if not isinstance(v, Mapping):
+            raise ApiTypeError(path, "object", v)
+        kw: dict[str, Any] = {}
+        for attr, name, decode, req, field_what, field_tp in plan:
+            x = v.get(name)
+            if x is None:
+                if req:
+                    raise ApiTypeError(f"{path}.{name}" if path else name, describe(field_tp), missing=True)
+                continue
+            kw[attr] = decode(x, f"{path}.{name}" if path else name, field_what)
+        if extra_field is not None:
+            kw[extra_field] = {str(k): x for k, x in v.items() if k not in known}
+        return cls(**kw)
+    return obj
 
 
 def serialize(obj: object) -> JsonObject:
@@ -185,22 +234,36 @@ def serialize(obj: object) -> JsonObject:
     return out
 
 
+@functools.cache
+def _json_plan(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    """(attribute, JSON name, keeps unknown properties) per field, once per class."""
+    return tuple((f.name, json_name(f), is_extra(f)) for f in fields(cls))
+
+
+_PLAIN = frozenset({str, bool, int, float})
+
+
 def _json(v: object) -> JsonValue:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+    # Cheapest tests first: most values in a status are strings and numbers.
+    if v is None or type(v) in _PLAIN:
+        return cast(JsonValue, v)  # exact types: a StrEnum member is a str too, and goes out as its value below
+    cls: Any = type(v)
+    plan = _json_plan(cls) if hasattr(cls, "__dataclass_fields__") else None
+    if plan is not None:
         out: JsonObject = {}
-        for f in fields(type(v)):
-            x = getattr(v, f.name)
-            if is_extra(f):
+        for attr, name, extra in plan:
+            x = getattr(v, attr)
+            if extra:
                 out.update({str(k): _json(y) for k, y in x.items()})
             elif x is not None:
-                out[json_name(f)] = _json(x)
+                out[name] = _json(x)
         return out
-    if isinstance(v, enum.Enum):
-        return cast(JsonValue, v.value)
     if isinstance(v, list | tuple):
         return [_json(x) for x in v]
     if isinstance(v, Mapping):
         return {str(k): _json(x) for k, x in v.items()}
-    if v is None or isinstance(v, str | int | float | bool):
-        return v
+    if isinstance(v, enum.Enum):
+        return cast(JsonValue, v.value)
+    if isinstance(v, str | int | float):  # a subclass of a plain type that is not an Enum
+        return cast(JsonValue, v)
     raise TypeError(f"cannot serialize {type(v).__name__}")

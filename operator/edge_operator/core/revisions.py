@@ -14,6 +14,8 @@ it changed, or a copy of an older one when a person asked for `spec.rollout.roll
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -52,6 +54,13 @@ class Template:
     image: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The template as JSON (a fresh copy: the caller may keep or change it)."""
+        return copy.deepcopy(self._json)
+
+    @functools.cached_property
+    def _json(self) -> dict[str, Any]:
+        # Made once per template: a reconcile asks a template for its hash several times, and a
+        # frozen template's JSON cannot change.
         # The JSON of runtime and fallback is the spec's own, so a template's hash is the same
         # whether the spec was read as dicts (before the typed API) or as types.
         d: dict[str, Any] = {
@@ -89,7 +98,11 @@ class Template:
         )
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> str:
+        return hashlib.sha256(json.dumps(self._json, sort_keys=True, separators=(",", ":")).encode()
                               ).hexdigest()[:16]
 
     def digests(self) -> dict[str, str]:
