@@ -162,7 +162,7 @@ class Revision:
             revision=self.number, hash=self.hash or self.template.hash(), digests=self.template.digests(),
             model_version=self.template.model_version or None, created_at=self.created, reason=self.reason,
             outcome=self.outcome, message=self.message[:500] or None,
-            extra={"template": self.template.to_dict()})))
+            extra={"template": self.template._json})))  # serialize copies it: no need to copy twice
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Revision | None:
