@@ -137,7 +137,12 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
              "accelerators": ["npu"]}]), "'default' names spec.source"),
         (edge_model("m5", namespace, "https://x/m.onnx", sha, variants=[
             {"name": "i8", "precision": "int8", "uri": "https://x/i", "sha256": "b" * 64, "accelerators": ["npu"],
-             "signature": "c2ln"}]), "needs spec.signature.publicKeySecretRef"),
+             "signature": "c2ln"}]), "spec.variants[].signature needs spec.signature (format digest)"),
+        (edge_model("m7", namespace, "https://x/m.onnx", sha, signature={"format": "openssf", "bundle": "{}"}),
+         "format openssf needs bundle and exactly one of publicKeySecretRef or certificateChainSecretRef"),
+        (edge_model("m8", namespace, "https://x/m.onnx", sha, signature={
+            "format": "digest", "value": "c2ln", "publicKeySecretRef": {"name": "k"}, "bundle": "{}"}),
+         "format digest needs publicKeySecretRef and value"),
         (edge_model("m6", namespace, "https://x/m.onnx", sha, variants=[
             {"name": "i8", "precision": "int4", "uri": "https://x/i", "sha256": "b" * 64,
              "accelerators": ["npu"]}]), "spec.variants[0].precision"),
@@ -152,6 +157,10 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
         (idep("d5", namespace, "Not_A_Name"), "spec.model"),
         (idep("d6", namespace, "m", runtime={"grpcPort": 8080}), "grpcPort must differ from the REST port 8080"),
         (idep("d7", namespace, "m", runtime={"grpcPort": 80}), "spec.runtime.grpcPort"),
+        (idep("d8", namespace, "m", runtime={"executionProviders": [{"name": "CUDA"}, {"name": "CUDA"}]}),
+         "each provider may be named once"),
+        (idep("d9", namespace, "m", runtime={"executionProviders": [{"name": "Vulkan"}]}),
+         "spec.runtime.executionProviders[0].name"),
     ]
     for obj, expect in bad:
         p = env.kube.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
@@ -159,7 +168,12 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
         assert expect in p.stderr, f"{obj['metadata']['name']}: {p.stderr}"
     # A good one of each passes, and `kubectl get edgeai` lists all three kinds by category.
     env.apply(edge_model("ok", namespace, "https://x/m.onnx", sha, requirements={"minMemory": "512Mi"}),
-              idep("ok", namespace, "ok", runtime={"maxBatchSize": 8, "maxBatchDelayMs": 5}))
+              idep("ok", namespace, "ok", runtime={"maxBatchSize": 8, "maxBatchDelayMs": 5}),
+              edge_model("ok-openssf", namespace, "https://x/m.onnx", sha, signature={
+                  "format": "openssf", "bundle": "{}", "certificateChainSecretRef": {"name": "roots"}}),
+              idep("ok-providers", namespace, "ok", runtime={
+                  "executionProviders": [{"name": "TensorRT", "options": {"trt_fp16_enable": "true"}},
+                                         {"name": "CUDA"}], "requireAccelerator": True}))
     out = env.kube.kubectl("get", "edgeai", "-n", namespace).stdout
     assert "edgemodel.edgeai.io/ok" in out and "inferencedeployment.edgeai.io/ok" in out
     assert "edgedevice.edgeai.io/edge-0" in out
