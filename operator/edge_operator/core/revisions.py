@@ -175,8 +175,30 @@ class Revision:
             return None  # a hand-edited entry we cannot read is dropped, never guessed at
 
 
+# Revisions parsed last, by number and template hash: every reconcile reads the history from status, and an entry
+# changes only when its outcome does. A hit is an equal entry (a dict comparison, in C, ~10x cheaper
+# than parsing it again). Bounded: the oldest entries go.
+_PARSED: dict[tuple[Any, Any], tuple[Mapping[str, Any], Revision]] = {}
+_PARSED_MAX = 20_000
+
+
+def _revision(d: Mapping[str, Any]) -> Revision | None:
+    # (number, template hash): an undo makes a new revision of an old template, same hash.
+    key = (d.get("revision"), d.get("hash"))
+    hashable = isinstance(key[0], int) and isinstance(key[1], str)
+    hit = _PARSED.get(key) if hashable else None
+    if hit is not None and hit[0] == d:
+        return hit[1]
+    r = Revision.from_dict(d)
+    if r is not None and hashable:
+        if len(_PARSED) >= _PARSED_MAX:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[key] = (copy.deepcopy(d), r)
+    return r
+
+
 def history_from_status(status: Mapping[str, Any]) -> list[Revision]:
-    out = [r for r in (Revision.from_dict(x) for x in status.get("revisions") or [] if isinstance(x, Mapping))
+    out = [r for r in (_revision(x) for x in status.get("revisions") or [] if isinstance(x, Mapping))
            if r is not None]
     return sorted(out, key=lambda r: r.number)
 
