@@ -70,3 +70,29 @@ def test_a_revision_template_keeps_the_specs_own_json() -> None:
     assert t.hash() == hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert json.dumps(d["runtime"], sort_keys=True) == json.dumps(runtime, sort_keys=True)  # 1 stays 1, not 1.0
     assert rev.Template.from_dict(d) == t
+
+
+def test_a_spec_is_parsed_again_whenever_it_changes_and_never_from_a_stale_copy() -> None:
+    # The views reuse the last parse of an object's spec while it is equal; the same object (uid)
+    # with another spec, or its old dict changed in place afterwards, must never be served stale.
+    body = {"metadata": {"name": "d", "namespace": "ns", "uid": "memo-1", "generation": 1},
+            "spec": {"model": "a", "runtime": {"threads": 2}}}
+    first = idep_info(body)
+    assert first.spec is not None and first.spec.model == "a"
+    body["spec"]["runtime"]["threads"] = 3  # type: ignore[index]  # in place: the memo kept its own copy
+    again = idep_info(body)
+    assert again.spec is not None and again.spec.runtime is not None and again.spec.runtime.threads == 3
+    bad = idep_info({**body, "spec": {"model": "a", "runtime": {"threads": "x"}}})
+    assert bad.spec is None and "spec.runtime.threads" in bad.spec_error
+    good = idep_info({**body, "spec": {"model": "b"}})
+    assert good.spec is not None and good.spec.model == "b" and good.spec_error == ""
+
+
+def test_a_revision_entry_is_read_again_when_its_outcome_changes() -> None:
+    p = run({"metadata": {"name": "d", "namespace": "ns", "uid": "memo-2", "generation": 1},
+             "spec": {"model": "m"}}, model_body())
+    entry = dict(p.status["revisions"][0])
+    assert [r.outcome for r in rev.history_from_status({"revisions": [entry]})] == [entry["outcome"]]
+    changed = {**entry, "outcome": "Failed", "message": "gate"}
+    [r] = rev.history_from_status({"revisions": [changed]})
+    assert r.outcome == "Failed" and r.message == "gate" and r.number == entry["revision"]
