@@ -203,14 +203,22 @@ class Fleet:
     log: Log
     op: OperatorProcess | None = field(default=None)
 
-    def start_operator(self) -> OperatorProcess:
-        """The operator as its own process, ready and knowing every device online."""
+    def start_operator(self, source: Path | None = None, log_name: str = "operator.log") -> OperatorProcess:
+        """The operator as its own process, ready and knowing every device online.
+
+        `source`: another checkout of the project (e.g. a git worktree at an earlier commit) whose
+        operator runs instead of this one, for a before/after comparison in the same run."""
+        env = {"EDGEAI_RESYNC_SECONDS": "3600"}
+        if source is not None:
+            # Ahead of the editable install's path entries: that checkout's packages win.
+            env["PYTHONPATH"] = os.pathsep.join([str(source / "operator"), str(source)])
         self.op = OperatorProcess(
             str(self.plane.kubeconfig),
-            self.tmp / "operator.log",
+            self.tmp / log_name,
             namespace="default",
             identity="bench",
-            env={"EDGEAI_RESYNC_SECONDS": "3600"},
+            env=env,
+            cwd=str(source) if source is not None else None,
         ).start()
         self.op.wait_ready(120)
 

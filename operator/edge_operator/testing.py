@@ -84,6 +84,7 @@ class OperatorProcess:
     identity: str = "operator-0"
     env: Mapping[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    cwd: str | None = None  # `python -m` puts it first on sys.path: another checkout's packages win there
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -103,7 +104,7 @@ class OperatorProcess:
         env.update(self.env)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "edge_operator"], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env)
+                                     stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
         return self
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
