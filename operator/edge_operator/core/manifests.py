@@ -435,6 +435,33 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
     return manifest
 
 
+class WorkloadHashes:
+    """The spec hash `child_deployment(inp)` would annotate, without building it while `inp` is unchanged.
+
+    Pure and bounded. A reconcile compares every placed device's wanted hash with what runs there;
+    building each manifest and hashing its JSON for that was most of a converged reconcile's cost.
+    Kept per workload slot (namespace, deployment, device) and reused while the inputs are equal
+    (frozen dataclasses: equal inputs give byte-equal manifests, see WorkloadInputs)."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._last: dict[tuple[str, str, str], tuple[WorkloadInputs, str]] = {}
+
+    def get(self, inp: WorkloadInputs) -> str:
+        slot = (inp.namespace, inp.owner.name, inp.device)
+        hit = self._last.get(slot)
+        if hit is not None and hit[0] == inp:
+            return hit[1]
+        h: str = child_deployment(inp)["metadata"]["annotations"][c.A_SPEC_HASH]
+        if len(self._last) >= self.limit:
+            del self._last[next(iter(self._last))]
+        self._last[slot] = (inp, h)
+        return h
+
+
+WORKLOAD_HASHES = WorkloadHashes()
+
+
 def edge_device_for_node(node_name: str, node_uid: str) -> dict[str, Any]:
     """The EdgeDevice discovered for an edge Node. Owned by the Node: deleting the Node
     deletes the device through the garbage collector, with no finalizer."""

@@ -23,7 +23,7 @@ from edge_operator.core import rollout as ro
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.deployment_status import fold_status, rollout_conditions, rollout_events
 from edge_operator.core.device_phase import DevicePhase, device_phase, device_rollout, row
-from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment
+from edge_operator.core.manifests import WORKLOAD_HASHES, Owner, WorkloadInputs, child_deployment
 from edge_operator.core.placement import DeviceView, Placement, place
 from edge_operator.core.quantity import QuantityError, quantity_bytes
 from edge_operator.core.selectors import SelectorError, validate_selector
@@ -299,10 +299,9 @@ def _workloads(placed: Mapping[str, Any], children: Mapping[str, ChildInfo], pod
                 rows.append(row(dev, None, None, ph, node=placed[dev].node))
             phases[dev] = ph
             continue
-        manifest = child_deployment(inp)
-        want_hash = manifest["metadata"]["annotations"][c.A_SPEC_HASH]
+        want_hash = WORKLOAD_HASHES.get(inp)
         if ch is None or (ch.spec_hash != want_hash and not ch.deleting):
-            apply.append(manifest)
+            apply.append(child_deployment(inp))
         ph = device_phase(ch, pods.get(dev, ()), online(dev), want_hash, inp.artifact.sha256)
         if trev == target and ch is not None and ch.spec_hash == want_hash:
             updated_to_target += 1
