@@ -78,6 +78,13 @@ class HealthGate:
     ready_seconds: int | None = None
     max_restarts: int | None = None
     progress_deadline_seconds: int | None = None
+    max_failures: int | str | None = field(default=None, metadata={"what": _COUNT_OR_PERCENT})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ramp:
+    initial: int | str | None = field(default=None, metadata={"what": _COUNT_OR_PERCENT})
+    factor: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +97,7 @@ class RollbackTo:
 class RolloutSpec:
     canary: int | None = None
     waves: tuple[int | str, ...] | None = field(default=None, metadata={"what": _COUNT_OR_PERCENT})
+    ramp: Ramp | None = None
     order_by: str | None = None
     pause_seconds: int | None = None
     max_unavailable: int | str | None = field(default=None, metadata={"what": _COUNT_OR_PERCENT})

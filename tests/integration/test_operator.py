@@ -161,6 +161,11 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
          "each provider may be named once"),
         (idep("d9", namespace, "m", runtime={"executionProviders": [{"name": "Vulkan"}]}),
          "spec.runtime.executionProviders[0].name"),
+        (idep("d10", namespace, "m", rollout={"waves": [2], "ramp": {"factor": 2}}),
+         "waves and ramp are two ways to size the waves: set one of them"),
+        (idep("d11", namespace, "m", rollout={"ramp": {"factor": 1}}), "spec.rollout.ramp.factor"),
+        (idep("d12", namespace, "m", rollout={"healthGate": {"maxFailures": "50"}}),
+         "spec.rollout.healthGate.maxFailures"),
     ]
     for obj, expect in bad:
         p = env.kube.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)

@@ -305,6 +305,9 @@ def rollout_details(idep: Obj) -> str:
     if isinstance(ro, Mapping) and ro.get("phase"):
         lines.append(f"rollout: revision {ro.get('revision')} {ro.get('phase')}, wave "
                      f"{int(ro.get('wave') or 0) + 1}/{ro.get('waves') or 1}")
+        failed = ro.get("failedDevices")
+        if isinstance(failed, list) and failed:
+            lines.append(f"failed the gate alone, rolled back (healthGate.maxFailures): {', '.join(map(str, failed))}")
     conds = [c for c in _list(st, "conditions") if isinstance(c, Mapping)]
     if conds:
         lines.append(table(("CONDITION", "STATUS", "REASON", "MESSAGE"),

@@ -54,12 +54,14 @@ class Policy:
     gated: bool = False  # spec.rollout describes waves or gates; without, one wave and no gate
     canary: int = 0
     waves: tuple[int | str, ...] = ()
+    ramp: tuple[int | str, int] | None = None  # (initial, factor): waves that grow by a factor
     order_by: str | None = None
     pause_seconds: int = 0
     max_unavailable: int | str | None = None  # None: no limit
     ready_seconds: int = 0
     max_restarts: int = 0
     deadline_seconds: int = 600
+    max_failures: int | str = 0  # devices of a wave (or a percentage of it) that may fail the gate alone
     on_failure: FailurePolicy = FailurePolicy.ROLLBACK
     rollback_strategy: RollbackStrategy = RollbackStrategy.ALL_AT_ONCE
     offline: OfflinePolicy = OfflinePolicy.SKIP
@@ -75,14 +77,15 @@ def _int(v: int | None, key: str, path: str, lo: int, hi: int, default: int) -> 
     return v
 
 
-def _count_or_percent(v: int | str, path: str) -> int | str:
-    if isinstance(v, int) and v >= 1:
+def _count_or_percent(v: int | str, path: str, lo: int = 1) -> int | str:
+    if isinstance(v, int) and not isinstance(v, bool) and v >= lo:
         return v
     if isinstance(v, str):
         m = _PERCENT.match(v.strip())
-        if m and 1 <= int(m.group(1)) <= 100:
+        if m and lo <= int(m.group(1)) <= 100:
             return f"{int(m.group(1))}%"
-    raise RolloutSpecError(f"{path} must be a device count >= 1 or a percentage like \"25%\" (1-100%), got {v!r}")
+    raise RolloutSpecError(f"{path} must be a device count >= {lo} or a percentage like \"25%\" ({lo}-100%), "
+                           f"got {v!r}")
 
 
 def _typed(spec: RolloutSpec | Mapping[str, Any] | None) -> RolloutSpec:
@@ -110,6 +113,12 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
         a, b = waves[i - 1], waves[i]
         if type(a) is type(b) and (_pct(a) if isinstance(a, str) else a) >= (_pct(b) if isinstance(b, str) else b):
             raise RolloutSpecError(f"{p}.waves must grow from one wave to the next: {a} then {b}")
+    ramp = None
+    if spec.ramp is not None:
+        if spec.waves is not None:
+            raise RolloutSpecError(f"{p}.waves and {p}.ramp are two ways to size the waves: set one of them")
+        ramp = (_count_or_percent(1 if spec.ramp.initial is None else spec.ramp.initial, f"{p}.ramp.initial"),
+                _int(spec.ramp.factor, "factor", f"{p}.ramp", 2, 10, 2))
     order_by = spec.order_by
     if order_by is not None and not _LABEL_KEY.match(order_by):
         raise RolloutSpecError(f"{p}.orderBy must be a label key like edgeai.io/site, got {order_by!r}")
@@ -122,6 +131,7 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
         gated=gated,
         canary=_int(spec.canary, "canary", p, 0, 100_000, 0),
         waves=waves,
+        ramp=ramp,
         order_by=order_by,
         pause_seconds=_int(spec.pause_seconds, "pauseSeconds", p, 0, 7 * 86400, 0),
         max_unavailable=None if mu is None else _count_or_percent(mu, f"{p}.maxUnavailable"),
@@ -129,6 +139,8 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
         max_restarts=_int(gate.max_restarts, "maxRestarts", f"{p}.healthGate", 0, 1000, 0),
         deadline_seconds=_int(gate.progress_deadline_seconds, "progressDeadlineSeconds", f"{p}.healthGate", 1,
                               7 * 86400, 600),
+        max_failures=0 if gate.max_failures is None else _count_or_percent(
+            gate.max_failures, f"{p}.healthGate.maxFailures", lo=0),
         on_failure=spec.on_failure or FailurePolicy.ROLLBACK,
         rollback_strategy=spec.rollback_strategy or RollbackStrategy.ALL_AT_ONCE,
         offline=spec.offline_devices or OfflinePolicy.SKIP,
@@ -147,6 +159,18 @@ def resolve_count(v: int | str, n: int) -> int:
     if isinstance(v, str):
         return min(n, max(1, math.ceil(n * _pct(v) / 100))) if n else 0
     return min(n, v)
+
+
+def tolerated(v: int | str, n: int) -> int:
+    """Failures tolerated among `n` devices: a count, or a percentage of `n` rounded down (10% of
+    5 devices tolerates none), so a percentage never lets a small wave fail more than it says."""
+    if isinstance(v, str):
+        return n * _pct(v) // 100
+    return min(n, v)
+
+
+# Waves of a ramp: enough to cover any fleet this operator is built for (2**30 devices at factor 2).
+_MAX_RAMP_WAVES = 30
 
 
 # --------------------------------------------------------------------------- waves
@@ -172,6 +196,13 @@ def wave_bounds(policy: Policy, order: Sequence[str], labels: Mapping[str, Mappi
         bounds.append(min(policy.canary, n))
     if policy.gated and policy.waves:
         bounds.extend(resolve_count(w, n) for w in policy.waves)
+    elif policy.gated and policy.ramp is not None:
+        size, factor = resolve_count(policy.ramp[0], n), policy.ramp[1]
+        for _ in range(_MAX_RAMP_WAVES):
+            if size >= n:
+                break
+            bounds.append(size)
+            size *= factor
     elif policy.gated and policy.order_by:
         key = policy.order_by
         for i in range(1, n):
@@ -222,12 +253,17 @@ class RolloutState:
     # seen healthy so far, and when that number last grew. Changes once per batch, not per event.
     healthy: int = 0
     progress_at: float | None = None
+    # Devices that failed the gate within healthGate.maxFailures: rolled back on their own and left
+    # there until the next revision, so the rollout never sends them the failed build again.
+    failed: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        # healthy/progressAt are the operator's own: the schema preserves unknown fields there.
+        # healthy/progressAt/failedDevices are the operator's own: the schema preserves unknown fields there.
         extra: dict[str, Any] = {}
         if self.progress_at is not None:
             extra = {"healthy": self.healthy, "progressAt": iso(self.progress_at)}
+        if self.failed:
+            extra["failedDevices"] = list(self.failed)
         return dict(serialize(RolloutStatus(
             revision=self.revision, phase=self.phase, wave=self.wave, waves=self.waves,
             wave_started_at=iso(self.wave_started) if self.wave_started is not None else None,
@@ -244,9 +280,11 @@ class RolloutState:
             return None
         x = st.extra
         healthy = x.get("healthy")
+        failed = x.get("failedDevices")
         return RolloutState(st.revision, st.phase, st.wave or 0, st.waves or 1, parse_time(st.wave_started_at),
                             parse_time(st.wave_ready_at), st.message or "",
-                            healthy if isinstance(healthy, int) else 0, parse_time(x.get("progressAt")))
+                            healthy if isinstance(healthy, int) else 0, parse_time(x.get("progressAt")),
+                            tuple(sorted(str(d) for d in failed)) if isinstance(failed, list) else ())
 
 
 @dataclass(frozen=True)
@@ -301,7 +339,7 @@ def step(
     if stable == target:
         done = prev is not None and prev.revision == target and prev.phase == COMPLETE
         st = prev if done and prev is not None else RolloutState(target, COMPLETE, last, len(bounds))
-        return Step(all_to(target), st)
+        return Step(_except_failed(all_to(target), st.failed, devices, None), st)
 
     if target_failed:
         if prev is not None and prev.revision == target and prev.phase == ROLLING_BACK and stable is not None:
@@ -317,29 +355,40 @@ def step(
 
     if prev is None or prev.revision != target or prev.phase in (COMPLETE, ROLLED_BACK, HALTED, ROLLING_BACK):
         prev = RolloutState(target, PROGRESSING, 0, len(bounds), now, None)
+    failed = set(prev.failed)
     w = min(prev.wave, last)
     started = prev.wave_started if prev.wave_started is not None else now
     index = {d: i for i, d in enumerate(order)}
     admitted = [d for d in order if wave_of(index[d], bounds) <= w]
     skip_offline = policy.offline == OfflinePolicy.SKIP
-    gating = [d for d in admitted if d in devices and (devices[d].online or not skip_offline)]
-    gating += [d for d in admitted if d not in devices]  # no workload yet: not healthy
     notes: list[str] = []
 
     # The gate of wave w, on what the wave's devices show now.
     failure = ""
     if policy.gated:
+        newly: list[tuple[str, str]] = []
         for d in admitted:
             s = devices.get(d)
-            if s is None or s.revision != target or not s.online:
+            if s is None or s.revision != target or not s.online or d in failed:
                 continue
             if s.failed:
-                failure = f"device {d}: {s.failed}"
-                break
-            if s.restarts > policy.max_restarts:
-                failure = f"device {d}: {s.restarts} container restarts on revision {target} " \
-                          f"(healthGate.maxRestarts {policy.max_restarts})"
-                break
+                newly.append((d, f"device {d}: {s.failed}"))
+            elif s.restarts > policy.max_restarts:
+                newly.append((d, f"device {d}: {s.restarts} container restarts on revision {target} "
+                                 f"(healthGate.maxRestarts {policy.max_restarts})"))
+        if newly:
+            over = _over_tolerance(policy, failed | {d for d, _ in newly}, index, bounds, w)
+            if over:
+                failure = newly[0][1] + over
+            else:
+                failed |= {d for d, _ in newly}
+    if failed:
+        names = sorted(failed)
+        notes.append(f"{len(names)} device(s) failed the gate and were rolled back on their own "
+                     f"(healthGate.maxFailures {policy.max_failures}): {', '.join(names[:5])}"
+                     f"{' ...' if len(names) > 5 else ''}")
+    gating = [d for d in admitted if d in devices and d not in failed and (devices[d].online or not skip_offline)]
+    gating += [d for d in admitted if d not in devices]  # no workload yet: not healthy
     unhealthy = [d for d in gating if not (devices.get(d) and devices[d].revision == target and devices[d].ready
                                            and devices[d].online)]
     healthy = not unhealthy
@@ -360,6 +409,7 @@ def step(
             notes.append(f"waiting for {len(unhealthy)} offline device(s) (offlineDevices: Wait)")
     if failure:
         return _fail(policy, prev, target, stable, order, bounds, devices, keep, failure, w, now)
+    held = tuple(sorted(failed))
 
     ready_at = (prev.wave_ready if prev.wave_ready is not None else now) if healthy else None
     requeue: float | None = None
@@ -368,8 +418,8 @@ def step(
         passed_at = ready_at + policy.ready_seconds
         if now >= passed_at:
             if w == last:
-                st = RolloutState(target, COMPLETE, w, len(bounds), started, ready_at)
-                return Step(all_to(target), st, succeeded=True)
+                st = RolloutState(target, COMPLETE, w, len(bounds), started, ready_at, failed=held)
+                return Step(_except_failed(all_to(target), held, devices, stable), st, succeeded=True)
             if not policy.paused:
                 if now >= passed_at + policy.pause_seconds:
                     w, started, ready_at, progress_at = w + 1, now, None, now
@@ -382,12 +432,42 @@ def step(
     elif policy.gated:
         requeue = max(1.0, progress_at + policy.deadline_seconds - now + 0.5)
     mu = None if policy.max_unavailable is None else resolve_count(policy.max_unavailable, len(order))
-    targets = _assign(order, admitted, devices, target, keep, mu)
+    targets = _assign(order, admitted, devices, target, keep, mu, failed, stable)
     msg = f"wave {w + 1}/{len(bounds)}: {len(admitted)} of {len(order)} devices admitted to revision {target}"
     if policy.paused:
         msg += "; paused (spec.rollout.paused)"
-    st = RolloutState(target, phase, w, len(bounds), started, ready_at, "; ".join([msg, *notes]), best, progress_at)
+    st = RolloutState(target, phase, w, len(bounds), started, ready_at, "; ".join([msg, *notes]), best, progress_at,
+                      held)
     return Step(targets, st, requeue_after=requeue, notes=tuple(notes))
+
+
+def _over_tolerance(policy: Policy, failed: set[str], index: Mapping[str, int], bounds: Sequence[int],
+                    w: int) -> str:
+    """Why the failures of some wave up to `w` are more than healthGate.maxFailures allows ("" if not)."""
+    per_wave: dict[int, int] = {}
+    for d in failed:
+        if d in index:
+            k = wave_of(index[d], bounds)
+            per_wave[k] = per_wave.get(k, 0) + 1
+    for k in range(w + 1):
+        size = bounds[k] - (bounds[k - 1] if k else 0)
+        allowed = tolerated(policy.max_failures, size)
+        if per_wave.get(k, 0) > allowed:
+            return (f" ({per_wave[k]} of the {size} device(s) of wave {k + 1} failed; healthGate.maxFailures "
+                    f"{policy.max_failures} tolerates {allowed})")
+    return ""
+
+
+def _except_failed(targets: dict[str, int], failed: Sequence[str], devices: Mapping[str, DeviceRollout],
+                   back_to: int | None) -> dict[str, int]:
+    """Devices that failed the gate alone go back to `back_to` (the stable revision the rollout
+    started from) or, with None, keep what they were rolled back to: after the rollout too."""
+    for d in failed:
+        cur = devices[d].revision if d in devices else None
+        rev = back_to if back_to is not None else cur
+        if rev is not None:
+            targets[d] = rev
+    return targets
 
 
 def _drop_none(d: Mapping[str, int | None]) -> dict[str, int]:
@@ -395,17 +475,20 @@ def _drop_none(d: Mapping[str, int | None]) -> dict[str, int]:
 
 
 def _assign(order: Sequence[str], admitted: Sequence[str], devices: Mapping[str, DeviceRollout], target: int,
-            keep: Any, max_unavailable: int | None) -> dict[str, int]:
+            keep: Any, max_unavailable: int | None, failed: set[str], stable: int | None) -> dict[str, int]:
     """Admitted devices move to `target`, at most `max_unavailable` of them not Ready at once;
-    the others keep what they serve."""
+    the others keep what they serve. A device that failed the gate alone goes back to `stable`
+    (with no stable revision, it keeps what it has)."""
     adm = set(admitted)
     busy = sum(1 for d in admitted if d in devices and devices[d].revision == target and not devices[d].ready
-               and devices[d].online)
+               and devices[d].online and d not in failed)
     out: dict[str, int | None] = {}
     for d in order:
         s = devices.get(d)
         cur = s.revision if s else None
-        if cur == target:
+        if d in failed:
+            out[d] = stable if stable is not None else cur
+        elif cur == target:
             out[d] = target  # never rolled twice: on the target it stays
         elif d in adm and (max_unavailable is None or busy < max_unavailable):
             out[d] = target

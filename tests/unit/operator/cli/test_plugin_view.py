@@ -254,3 +254,10 @@ def test_revision_history_marks_serving_and_target() -> None:
     assert v.revision_history(idep("det")) == "no revisions recorded yet"
     details = v.rollout_details(idep("det", rollout={"phase": "Progressing", "revision": 2, "wave": 1, "waves": 3}))
     assert "rollout: revision 2 Progressing, wave 2/3" in details
+
+
+def test_rollout_details_name_the_devices_that_failed_alone() -> None:
+    details = v.rollout_details(idep("det", rollout={"phase": "Complete", "revision": 2, "wave": 2, "waves": 3,
+                                                     "failedDevices": ["cam-7", "cam-9"]}))
+    assert "failed the gate alone, rolled back (healthGate.maxFailures): cam-7, cam-9" in details
+    assert "failed the gate alone" not in v.rollout_details(idep("det", rollout={"phase": "Complete", "revision": 2}))

@@ -28,6 +28,11 @@ from edge_operator.core.rollout import DeviceRollout, Policy, RolloutSpecError, 
     ({"healthGate": {"readySeconds": "10"}}, "spec.rollout.healthGate.readySeconds"),
     ({"rollbackTo": {"revision": 0}}, "spec.rollout.rollbackTo.revision"),
     ({"paused": "yes"}, "spec.rollout.paused"),
+    ({"waves": [2], "ramp": {}}, "spec.rollout.waves and spec.rollout.ramp are two ways"),
+    ({"ramp": {"factor": 1}}, "spec.rollout.ramp.factor must be an integer from 2 to 10"),
+    ({"ramp": {"initial": "0%"}}, "spec.rollout.ramp.initial"),
+    ({"healthGate": {"maxFailures": -1}}, "spec.rollout.healthGate.maxFailures must be a device count >= 0"),
+    ({"healthGate": {"maxFailures": "101%"}}, "spec.rollout.healthGate.maxFailures"),
 ])
 def test_bad_rollout_fields_are_named(spec: dict[str, object], field_named: str) -> None:
     with pytest.raises(RolloutSpecError) as e:
@@ -54,6 +59,21 @@ def test_wave_bounds_canary_then_percentages() -> None:
     assert ro.wave_bounds(parse_policy({}), order, labels) == [10]
 
 
+def test_a_ramp_grows_each_wave_by_its_factor_until_the_fleet_is_covered() -> None:
+    order = [f"d{i:03d}" for i in range(100)]
+    labels: dict[str, dict[str, str]] = {d: {} for d in order}
+    assert ro.wave_bounds(parse_policy({"ramp": {}}), order[:20], labels) == [1, 2, 4, 8, 16, 20]
+    assert ro.wave_bounds(parse_policy({"canary": 1, "ramp": {"initial": "10%", "factor": 3}}), order, labels) == [
+        1, 10, 30, 90, 100]
+    # The canary already covers the first ramp waves: they are dropped, never repeated.
+    assert ro.wave_bounds(parse_policy({"canary": 5, "ramp": {"initial": 2}}), order[:40], labels) == [5, 8, 16, 32,
+                                                                                                      40]
+    # A ramp over a huge fleet stays a bounded number of waves.
+    big = [f"d{i}" for i in range(10_000)]
+    bounds = ro.wave_bounds(parse_policy({"ramp": {}}), big, {d: {} for d in big})
+    assert bounds[-1] == 10_000 and len(bounds) == 15
+
+
 def test_order_by_site_makes_one_wave_per_site_after_the_canary() -> None:
     labels = {"a1": {"site": "a"}, "b1": {"site": "b"}, "a2": {"site": "a"}, "c1": {"site": "c"},
               "x": {}, "b2": {"site": "b"}}
@@ -73,6 +93,7 @@ class World:
     devices: dict[str, DeviceRollout]
     bad: set[int] = field(default_factory=set)
     crash: set[int] = field(default_factory=set)
+    crash_on: dict[str, int] = field(default_factory=dict)  # device -> the revision it alone crashes on
     ever: dict[int, set[str]] = field(default_factory=dict)
 
     def apply(self, targets: dict[str, int]) -> None:
@@ -80,12 +101,14 @@ class World:
             cur = self.devices.get(d)
             if cur is not None and cur.revision == rev:
                 # Already there: a good revision becomes Ready one turn after it was applied.
-                if not cur.ready and rev not in self.bad and rev not in self.crash and cur.online:
+                if (not cur.ready and rev not in self.bad and rev not in self.crash and cur.online
+                        and self.crash_on.get(d) != rev):
                     self.devices[d] = DeviceRollout(rev, True, cur.online)
                 continue
             self.ever.setdefault(rev, set()).add(d)
             online = cur.online if cur else True
-            self.devices[d] = DeviceRollout(rev, False, online, restarts=3 if rev in self.crash else 0)
+            crashes = rev in self.crash or self.crash_on.get(d) == rev
+            self.devices[d] = DeviceRollout(rev, False, online, restarts=3 if crashes else 0)
 
 
 def fleet(n: int, rev: int = 1) -> World:
@@ -278,3 +301,46 @@ def test_a_long_wave_that_keeps_progressing_is_not_failed_by_the_deadline() -> N
     steps, final = drive(pol, world, target=2, stable=1, turns=200)
     assert not any(s.failure for s in steps) and final.phase == ro.COMPLETE
     assert len(steps) > 20
+
+
+# --------------------------------------------------------------------------- tolerated failures
+
+TOLERANT = parse_policy({"canary": 1, "waves": ["50%"], "healthGate": {"maxFailures": 1, "readySeconds": 1}})
+
+
+def test_a_failure_within_max_failures_rolls_back_that_device_alone_and_the_rest_go_on() -> None:
+    world = fleet(10)
+    world.crash_on["d03"] = 2  # in the second wave
+    steps, final = drive(TOLERANT, world, target=2, stable=1)
+    assert steps[-1].succeeded and not any(s.failure for s in steps)
+    assert final.phase == ro.COMPLETE and final.failed == ("d03",)
+    assert world.devices["d03"].revision == 1
+    assert all(d.revision == 2 and d.ready for name, d in world.devices.items() if name != "d03")
+    assert any("1 device(s) failed the gate and were rolled back on their own" in s.state.message for s in steps)
+    # Once revision 2 is the stable one, the device that failed on it is still not sent it again.
+    order = sorted(world.devices)
+    bounds = ro.wave_bounds(TOLERANT, order, {d: {} for d in order})
+    after = ro.step(TOLERANT, final, 2, 2, False, order, bounds, world.devices, frozenset({1, 2}), 5000.0)
+    assert after.targets["d03"] == 1 and after.state.failed == ("d03",)
+    # A new revision gives it another chance.
+    nxt = ro.step(TOLERANT, final, 3, 2, False, order, bounds, world.devices, frozenset({1, 2, 3}), 5001.0)
+    assert nxt.state.failed == ()
+
+
+def test_more_failures_than_tolerated_in_one_wave_fail_the_rollout() -> None:
+    world = fleet(10)
+    world.crash_on.update({"d02": 2, "d04": 2})  # both in the second wave (devices 1-4)
+    steps, final = drive(TOLERANT, world, target=2, stable=1)
+    failure = next(s.failure for s in steps if s.failure)
+    assert "2 of the 4 device(s) of wave 2 failed; healthGate.maxFailures 1 tolerates 1" in failure
+    assert final.phase == ro.ROLLED_BACK
+    assert all(d.revision == 1 for d in world.devices.values())
+
+
+def test_a_percentage_of_a_small_wave_rounds_down() -> None:
+    pol = parse_policy({"waves": ["100%"], "healthGate": {"maxFailures": "10%"}})
+    assert ro.tolerated(pol.max_failures, 5) == 0 and ro.tolerated(pol.max_failures, 20) == 2
+    world = fleet(5)
+    world.crash_on["d01"] = 2
+    steps, final = drive(pol, world, target=2, stable=1)
+    assert any(s.failure for s in steps) and final.phase == ro.ROLLED_BACK
