@@ -67,6 +67,25 @@ class RuntimeSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RuntimeOverrideSettings:
+    """What a group override may change: settings that do not decide placement (no providers,
+    resources or ports, so a group's devices are placed as the rest are)."""
+
+    threads: int | None = None
+    max_batch_size: int | None = None
+    max_batch_delay_ms: int | None = None
+    max_latency_ms: int | None = None
+    max_error_rate: float | None = None
+    pod_annotations: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeOverride:
+    device_selector: LabelSelector
+    runtime: RuntimeOverrideSettings
+
+
+@dataclass(frozen=True, kw_only=True)
 class FallbackSpec:
     url: str
     confidence_threshold: float
@@ -115,6 +134,7 @@ class InferenceDeploymentSpec:
     model: str
     device_selector: LabelSelector | None = None
     runtime: RuntimeSpec | None = None
+    runtime_overrides: tuple[RuntimeOverride, ...] | None = None
     fallback: FallbackSpec | None = None
     rollout: RolloutSpec | None = None
 

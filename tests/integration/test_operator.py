@@ -166,6 +166,10 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
         (idep("d11", namespace, "m", rollout={"ramp": {"factor": 1}}), "spec.rollout.ramp.factor"),
         (idep("d12", namespace, "m", rollout={"healthGate": {"maxFailures": "50"}}),
          "spec.rollout.healthGate.maxFailures"),
+        (idep("d13", namespace, "m", runtimeOverrides=[{"deviceSelector": {}, "runtime": {"grpcPort": 9000}}]),
+         "spec.runtimeOverrides[0].runtime.grpcPort"),
+        (idep("d14", namespace, "m", runtimeOverrides=[{"runtime": {"threads": 2}}]),
+         "spec.runtimeOverrides[0].deviceSelector"),
     ]
     for obj, expect in bad:
         p = env.kube.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
@@ -178,7 +182,11 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
                   "format": "openssf", "bundle": "{}", "certificateChainSecretRef": {"name": "roots"}}),
               idep("ok-providers", namespace, "ok", runtime={
                   "executionProviders": [{"name": "TensorRT", "options": {"trt_fp16_enable": "true"}},
-                                         {"name": "CUDA"}], "requireAccelerator": True}))
+                                         {"name": "CUDA"}], "requireAccelerator": True}),
+              idep("ok-policies", namespace, "ok", rollout={"canary": 1, "ramp": {"initial": "5%", "factor": 3},
+                                                            "healthGate": {"maxFailures": "10%"}},
+                   runtimeOverrides=[{"deviceSelector": {"matchLabels": {"edgeai.io/site": "slow"}},
+                                      "runtime": {"maxLatencyMs": 400, "podAnnotations": {"a": "b"}}}]))
     out = env.kube.kubectl("get", "edgeai", "-n", namespace).stdout
     assert "edgemodel.edgeai.io/ok" in out and "inferencedeployment.edgeai.io/ok" in out
     assert "edgedevice.edgeai.io/edge-0" in out

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edge_operator.core import overrides as ov
 from edge_operator.core import revisions as rev
 from edge_operator.core import rollout as ro
 from edge_operator.core.catalog import DeviceCatalog
@@ -60,9 +61,11 @@ def memory_request(runtime: RuntimeSpec | None) -> int | None:
 
 
 def workload_inputs(
-    idep: IdepInfo, template: rev.Template, placement: Placement, revision: int | None = None
+    idep: IdepInfo, template: rev.Template, placement: Placement, revision: int | None = None,
+    labels_of: Callable[[str], Mapping[str, str]] = lambda _: {},
 ) -> dict[str, WorkloadInputs]:
-    """What every placed device would serve under one revision."""
+    """What every placed device would serve under one revision (`labels_of`: a device's labels,
+    which the template's group overrides select on)."""
     owner = Owner(c.API_VERSION, c.KIND_IDEP, idep.name, idep.uid)
     return {
         a.device: WorkloadInputs(
@@ -74,7 +77,7 @@ def workload_inputs(
             node=a.node,
             artifact=a.artifact,
             image=template.image,
-            runtime=template.runtime,
+            runtime=template.runtime_for(labels_of(a.device)),
             fallback=template.fallback,
             public_key=template.public_key,
             decryption_key=template.decryption_key,
@@ -136,7 +139,12 @@ def _resolve(idep: IdepInfo, model: ModelInfo | None, image: str, now: str) -> _
         pol = ro.parse_policy(idep.spec.rollout)
     except ro.RolloutSpecError as e:
         return (R.INVALID_SPEC, str(e), False, True)
-    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, image)
+    overrides = idep.spec.runtime_overrides or ()
+    try:
+        ov.compile_overrides(overrides)
+    except ValueError as e:
+        return (R.INVALID_SPEC, str(e), False, True)
+    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, image, overrides)
     resolution = rev.resolve(rev.history_from_status(idep.status), template,
                              _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
                              _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),
@@ -210,7 +218,11 @@ def plan(
 
     target_placement = placement_of(target_rev)
     placed = {a.device: a for a in target_placement.assignments}
-    inputs = _inputs_by_revision(idep, history, target, stable, children, placement_of)
+    def labels_of(dev: str) -> Mapping[str, str]:
+        d = devices.get(dev)
+        return d.labels if d is not None else {}
+
+    inputs = _inputs_by_revision(idep, history, target, stable, children, placement_of, labels_of)
     st = _step_rollout(idep, resolved.policy, history, target_rev, stable, placed, devices, children, pods,
                        online, now_ts if now_ts is not None else (ro.parse_time(now) or 0.0))
     if st.failure:
@@ -243,8 +255,8 @@ def plan(
 
 
 def _inputs_by_revision(idep: IdepInfo, history: Sequence[rev.Revision], target: int, stable: int | None,
-                        children: Mapping[str, ChildInfo],
-                        placement_of: Callable[[rev.Revision], Placement]) -> dict[int, dict[str, WorkloadInputs]]:
+                        children: Mapping[str, ChildInfo], placement_of: Callable[[rev.Revision], Placement],
+                        labels_of: Callable[[str], Mapping[str, str]]) -> dict[int, dict[str, WorkloadInputs]]:
     """Inputs per device for every revision a device may be asked to serve: the target, the
     stable one, and whatever an unfinished earlier rollout left on some devices."""
     wanted = {target} | ({stable} if stable is not None else set())
@@ -253,7 +265,7 @@ def _inputs_by_revision(idep: IdepInfo, history: Sequence[rev.Revision], target:
     for n in sorted(wanted):
         r = rev.find(history, n)
         if r is not None:
-            inputs[n] = workload_inputs(idep, r.template, placement_of(r), n)
+            inputs[n] = workload_inputs(idep, r.template, placement_of(r), n, labels_of)
     return inputs
 
 

@@ -22,12 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
+from edge_operator.core import overrides as ov
 from edge_operator.core.manifests import SecretRef
 from edge_operator.core.parse_memo import ParseMemo
 from edge_operator.core.placement import Artifact
 from edge_operator.core.views import ModelInfo
 from edgeai_api.enums import RevisionOutcome
-from edgeai_api.inferencedeployment import FallbackSpec, RevisionRecord, RuntimeSpec
+from edgeai_api.inferencedeployment import FallbackSpec, RevisionRecord, RuntimeOverride, RuntimeSpec
 from edgeai_api.serde import parse, serialize
 
 DEFAULT_HISTORY_LIMIT = 10
@@ -53,6 +54,7 @@ class Template:
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     fallback: FallbackSpec | None = None
     image: str = ""
+    overrides: tuple[RuntimeOverride, ...] = ()  # spec.runtimeOverrides: per-group runtime settings
 
     def to_dict(self) -> dict[str, Any]:
         """The template as JSON (a fresh copy: the caller may keep or change it)."""
@@ -79,7 +81,20 @@ class Template:
             d["decryptionKey"] = {"name": self.decryption_key.name, "key": self.decryption_key.key}
         if self.fallback is not None:
             d["fallback"] = serialize(self.fallback)
+        if self.overrides:  # only when set: the hash of every template without overrides is unchanged
+            d["runtimeOverrides"] = [serialize(o) for o in self.overrides]
         return d
+
+    @functools.cached_property
+    def _compiled(self) -> tuple[ov.CompiledOverride, ...]:
+        try:
+            return ov.compile_overrides(self.overrides)
+        except ValueError:
+            return ()  # checked when the spec made this template (planner); never guessed at later
+
+    def runtime_for(self, labels: Mapping[str, str]) -> RuntimeSpec:
+        """The runtime settings of a device with these labels (spec.runtime, then the overrides)."""
+        return ov.runtime_for(self.runtime, self._compiled, labels) if self.overrides else self.runtime
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Template:
@@ -96,6 +111,8 @@ class Template:
             runtime=parse(RuntimeSpec, d.get("runtime") or {}, "template.runtime"),
             fallback=parse(FallbackSpec, d["fallback"], "template.fallback") if d.get("fallback") else None,
             image=str(d.get("image", "")),
+            overrides=tuple(parse(RuntimeOverride, x, f"template.runtimeOverrides[{i}]")
+                            for i, x in enumerate(d.get("runtimeOverrides") or [])),
         )
 
     def hash(self) -> str:
@@ -139,12 +156,12 @@ def _artifact(d: Mapping[str, Any]) -> Artifact:
 
 
 def template_for(model: ModelInfo, runtime: RuntimeSpec | None, fallback: FallbackSpec | None,
-                 image: str) -> Template:
+                 image: str, overrides: Sequence[RuntimeOverride] = ()) -> Template:
     """The template the spec asks for: only verified builds count (an unverified variant is never placed)."""
     return Template(model=model.name, model_version=model.version, source=model.source,
                     variants=tuple(v for v in model.variants if v.verified), public_key=model.public_key,
                     decryption_key=model.decryption_key, runtime=runtime or RuntimeSpec(),
-                    fallback=fallback, image=image)
+                    fallback=fallback, image=image, overrides=tuple(overrides))
 
 
 @dataclass(frozen=True)
