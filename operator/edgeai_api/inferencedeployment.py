@@ -113,6 +113,19 @@ class RollbackTo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MaintenanceWindow:
+    schedule: str  # 5-field cron: when the window opens
+    duration_minutes: int
+    time_zone: str | None = None  # IANA name; default UTC
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaintenanceWindows:
+    label: str | None = None  # the device label whose value picks the window (default edgeai.io/site)
+    windows: Mapping[str, MaintenanceWindow] | None = None  # by label value; "*": every other value
+
+
+@dataclass(frozen=True, kw_only=True)
 class RolloutSpec:
     canary: int | None = None
     waves: tuple[int | str, ...] | None = field(default=None, metadata={"what": _COUNT_OR_PERCENT})
@@ -124,6 +137,7 @@ class RolloutSpec:
     on_failure: FailurePolicy | None = None
     rollback_strategy: RollbackStrategy | None = None
     offline_devices: OfflinePolicy | None = None
+    maintenance_windows: MaintenanceWindows | None = None
     paused: bool | None = None
     rollback_to: RollbackTo | None = None
     revision_history_limit: int | None = None

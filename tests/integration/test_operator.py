@@ -170,6 +170,8 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
          "spec.runtimeOverrides[0].runtime.grpcPort"),
         (idep("d14", namespace, "m", runtimeOverrides=[{"runtime": {"threads": 2}}]),
          "spec.runtimeOverrides[0].deviceSelector"),
+        (idep("d15", namespace, "m", rollout={"maintenanceWindows": {"windows": {"a": {"schedule": "0 2 * * *"}}}}),
+         "spec.rollout.maintenanceWindows.windows.a.durationMinutes"),
     ]
     for obj, expect in bad:
         p = env.kube.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
@@ -184,7 +186,10 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
                   "executionProviders": [{"name": "TensorRT", "options": {"trt_fp16_enable": "true"}},
                                          {"name": "CUDA"}], "requireAccelerator": True}),
               idep("ok-policies", namespace, "ok", rollout={"canary": 1, "ramp": {"initial": "5%", "factor": 3},
-                                                            "healthGate": {"maxFailures": "10%"}},
+                                                            "healthGate": {"maxFailures": "10%"},
+                                                            "maintenanceWindows": {"windows": {"*": {
+                                                                "schedule": "0 2 * * *", "durationMinutes": 60,
+                                                                "timeZone": "Europe/Berlin"}}}},
                    runtimeOverrides=[{"deviceSelector": {"matchLabels": {"edgeai.io/site": "slow"}},
                                       "runtime": {"maxLatencyMs": 400, "podAnnotations": {"a": "b"}}}]))
     out = env.kube.kubectl("get", "edgeai", "-n", namespace).stdout

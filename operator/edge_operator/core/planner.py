@@ -15,12 +15,13 @@ child workloads and each device's phase, from device_phase.py) and the status
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edge_operator.core import overrides as ov
 from edge_operator.core import revisions as rev
 from edge_operator.core import rollout as ro
+from edge_operator.core import windows
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.deployment_status import fold_status, rollout_conditions, rollout_events
 from edge_operator.core.device_phase import DevicePhase, device_phase, device_rollout, row
@@ -275,6 +276,7 @@ def _step_rollout(idep: IdepInfo, pol: ro.Policy, history: Sequence[rev.Revision
                   online: Callable[[str], bool], ts: float) -> ro.Step:
     """One step of the wave-by-wave rollout: which revision each placed device serves now."""
     labels = {d: (devices[d].labels if d in devices else {}) for d in placed}
+    closed, opens_in = windows.closed_to(pol.windows, labels, ts)
     order = ro.order_devices(labels, pol.order_by)
     bounds = ro.wave_bounds(pol, order, labels)
     if target_rev.reason.startswith("rollback to"):
@@ -283,7 +285,12 @@ def _step_rollout(idep: IdepInfo, pol: ro.Policy, history: Sequence[rev.Revision
     usable = frozenset(r.number for r in history if r.outcome not in rev.FINAL_BAD)
     prev = ro.RolloutState.from_dict(idep.status.get("rollout"))
     target_failed = target_rev.outcome in rev.FINAL_BAD
-    return ro.step(pol, prev, target_rev.number, stable, target_failed, order, bounds, states, usable, ts)
+    st = ro.step(pol, prev, target_rev.number, stable, target_failed, order, bounds, states, usable, ts, closed)
+    if opens_in is not None:
+        # Nothing else wakes the rollout when a window opens: look again then.
+        at = opens_in + 1.0
+        st = replace(st, requeue_after=at if st.requeue_after is None else min(st.requeue_after, at))
+    return st
 
 
 def _workloads(placed: Mapping[str, Any], children: Mapping[str, ChildInfo], pods: Mapping[str, Sequence[PodInfo]],

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_operator.core import conditions as cond
+from edge_operator.core.windows import WindowError, Windows, parse_windows
 from edgeai_api.enums import FailurePolicy, OfflinePolicy, RollbackStrategy, RolloutPhase
 from edgeai_api.inferencedeployment import HealthGate, RolloutSpec, RolloutStatus
 from edgeai_api.serde import ApiTypeError, parse, serialize
@@ -65,6 +66,7 @@ class Policy:
     on_failure: FailurePolicy = FailurePolicy.ROLLBACK
     rollback_strategy: RollbackStrategy = RollbackStrategy.ALL_AT_ONCE
     offline: OfflinePolicy = OfflinePolicy.SKIP
+    windows: Windows | None = None  # maintenance windows by device label value
     paused: bool = False
     rollback_to: dict[str, Any] | None = None  # as JSON: compared with status.rollout.observedRollbackTo
     history_limit: int = 10
@@ -127,6 +129,14 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
     if rb is not None and rb.revision < 1:
         raise RolloutSpecError(f"{p}.rollbackTo.revision must be a revision number >= 1, got {serialize(rb)!r}")
     gated = any(getattr(spec, f.name) is not None for f in dataclasses.fields(spec) if f.name not in _STEERING)
+    try:
+        windows = parse_windows(spec.maintenance_windows, f"{p}.maintenanceWindows")
+    except WindowError as e:
+        raise RolloutSpecError(str(e)) from e
+    if spec.maintenance_windows is not None and spec.maintenance_windows.label is not None \
+            and not _LABEL_KEY.match(spec.maintenance_windows.label):
+        raise RolloutSpecError(f"{p}.maintenanceWindows.label must be a label key like edgeai.io/site, "
+                               f"got {spec.maintenance_windows.label!r}")
     return Policy(
         gated=gated,
         canary=_int(spec.canary, "canary", p, 0, 100_000, 0),
@@ -144,6 +154,7 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
         on_failure=spec.on_failure or FailurePolicy.ROLLBACK,
         rollback_strategy=spec.rollback_strategy or RollbackStrategy.ALL_AT_ONCE,
         offline=spec.offline_devices or OfflinePolicy.SKIP,
+        windows=windows,
         paused=bool(spec.paused),
         rollback_to=dict(serialize(rb)) if rb is not None else None,
         history_limit=_int(spec.revision_history_limit, "revisionHistoryLimit", p, 1, 50, 10),
@@ -320,11 +331,13 @@ def step(
     devices: Mapping[str, DeviceRollout],
     usable: frozenset[int],
     now: float,
+    closed: frozenset[str] = frozenset(),
 ) -> Step:
     """One turn of the rollout of revision `target` over the stable revision `stable`.
 
     `order` is every placed device in rollout order, `bounds` its waves (`wave_bounds`),
-    `usable` the revisions a device may keep serving (in the history and not failed)."""
+    `usable` the revisions a device may keep serving (in the history and not failed), `closed`
+    the devices whose maintenance window is closed now (`windows.closed_to`)."""
     last = len(bounds) - 1
 
     def keep(dev: str) -> int | None:
@@ -339,7 +352,8 @@ def step(
     if stable == target:
         done = prev is not None and prev.revision == target and prev.phase == COMPLETE
         st = prev if done and prev is not None else RolloutState(target, COMPLETE, last, len(bounds))
-        return Step(_except_failed(all_to(target), st.failed, devices, None), st)
+        return Step(_in_windows(_except_failed(all_to(target), st.failed, devices, None), closed, devices, target),
+                    st)
 
     if target_failed:
         if prev is not None and prev.revision == target and prev.phase == ROLLING_BACK and stable is not None:
@@ -387,7 +401,11 @@ def step(
         notes.append(f"{len(names)} device(s) failed the gate and were rolled back on their own "
                      f"(healthGate.maxFailures {policy.max_failures}): {', '.join(names[:5])}"
                      f"{' ...' if len(names) > 5 else ''}")
-    gating = [d for d in admitted if d in devices and d not in failed and (devices[d].online or not skip_offline)]
+    waiting = {d for d in closed if d in devices and devices[d].revision is not None and devices[d].revision != target}
+    if waiting & set(admitted):
+        notes.append(f"{len(waiting & set(admitted))} device(s) wait for their maintenance window")
+    gating = [d for d in admitted if d in devices and d not in failed and d not in waiting
+              and (devices[d].online or not skip_offline)]
     gating += [d for d in admitted if d not in devices]  # no workload yet: not healthy
     unhealthy = [d for d in gating if not (devices.get(d) and devices[d].revision == target and devices[d].ready
                                            and devices[d].online)]
@@ -419,7 +437,8 @@ def step(
         if now >= passed_at:
             if w == last:
                 st = RolloutState(target, COMPLETE, w, len(bounds), started, ready_at, failed=held)
-                return Step(_except_failed(all_to(target), held, devices, stable), st, succeeded=True)
+                return Step(_in_windows(_except_failed(all_to(target), held, devices, stable), closed, devices,
+                                        target), st, succeeded=True)
             if not policy.paused:
                 if now >= passed_at + policy.pause_seconds:
                     w, started, ready_at, progress_at = w + 1, now, None, now
@@ -432,7 +451,8 @@ def step(
     elif policy.gated:
         requeue = max(1.0, progress_at + policy.deadline_seconds - now + 0.5)
     mu = None if policy.max_unavailable is None else resolve_count(policy.max_unavailable, len(order))
-    targets = _assign(order, admitted, devices, target, keep, mu, failed, stable)
+    targets = _in_windows(_assign(order, admitted, devices, target, keep, mu, failed, stable), closed, devices,
+                          target)
     msg = f"wave {w + 1}/{len(bounds)}: {len(admitted)} of {len(order)} devices admitted to revision {target}"
     if policy.paused:
         msg += "; paused (spec.rollout.paused)"
@@ -456,6 +476,17 @@ def _over_tolerance(policy: Policy, failed: set[str], index: Mapping[str, int], 
             return (f" ({per_wave[k]} of the {size} device(s) of wave {k + 1} failed; healthGate.maxFailures "
                     f"{policy.max_failures} tolerates {allowed})")
     return ""
+
+
+def _in_windows(targets: dict[str, int], closed: frozenset[str], devices: Mapping[str, DeviceRollout],
+                target: int) -> dict[str, int]:
+    """A device whose maintenance window is closed keeps serving what it has until it opens (one
+    with no workload yet gets one: nothing running is disturbed)."""
+    for d in closed:
+        cur = devices[d].revision if d in devices else None
+        if cur is not None and targets.get(d) == target and cur != target:
+            targets[d] = cur
+    return targets
 
 
 def _except_failed(targets: dict[str, int], failed: Sequence[str], devices: Mapping[str, DeviceRollout],
