@@ -266,3 +266,43 @@ def test_restarting_canary_fails_the_gate_without_waiting_for_the_deadline(env: 
         env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
         for n in nodes:
             env.kube.delete_node(n)
+
+
+def test_one_device_failing_within_max_failures_is_rolled_back_alone_on_a_ramp(env: Env, namespace: str) -> None:
+    """Fleet policies together on the real plane: a ramp sizes the waves (1, then 2, 4, all), a group
+    override gives one device a crashing Pod on revision 2 only, and healthGate.maxFailures 1 lets
+    that device fail alone: it goes back to revision 1 and the rest of the fleet goes on."""
+    nodes, sel = fleet(env, namespace, 6)
+    bad = sorted(nodes)[3]  # in the third wave (devices 3 and 4: one failure of two is tolerated)
+    rollout = {"canary": 1, "ramp": {"initial": 2, "factor": 2}, "maxUnavailable": 2,
+               "healthGate": {"readySeconds": 1, "maxRestarts": 1, "progressDeadlineSeconds": 60, "maxFailures": 1}}
+    try:
+        start(env, namespace, sel, nodes, rollout)
+        env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {
+            "runtimeOverrides": [{"deviceSelector": {"matchLabels": {"kubernetes.io/hostname": bad}},
+                                  "runtime": {"podAnnotations": {"sim.edgeai.io/crash": "true"}}}]}}))
+        st = wait_phase(env, namespace, "Complete", 2, timeout=180)
+        assert st["rollout"]["waves"] == 4, st["rollout"]
+        assert st["rollout"].get("failedDevices") == [bad], st["rollout"]
+        assert st["currentRevision"] == 2
+        hist = {r["revision"]: r for r in st["revisions"]}
+        assert hist[2]["outcome"] == "Succeeded"
+
+        def settled() -> bool:
+            revs = revisions_of_children(env, namespace)
+            return revs == {d: (1 if d == bad else 2) for d in nodes}
+
+        wait_for("the failed device on revision 1, the rest on 2", settled, 60, env.op)
+        # Only the overridden device's Pod template carries the annotation, on the revision it failed.
+        kids = env.children(namespace, "d")
+        assert all("sim.edgeai.io/crash" not in (ch["spec"]["template"]["metadata"].get("annotations") or {})
+                   for ch in kids.values())
+        rs = edgeai(env.kube, "rollout", "status", "d", "-n", namespace, "--no-watch")
+        assert f"failed the gate alone, rolled back (healthGate.maxFailures): {bad}" in rs.stdout, rs.stdout
+        # The rollout is over and stays so: the failed device is not sent revision 2 again.
+        time.sleep(4)
+        assert revisions_of_children(env, namespace)[bad] == 1
+    finally:
+        env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
+        for n in nodes:
+            env.kube.delete_node(n)
