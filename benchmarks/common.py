@@ -59,6 +59,12 @@ def logger(suite: str) -> Log:
     return log
 
 
+class ApiHTTPError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Api:
     """The benchmark's own client: raw JSON, a pooled connection, N threads."""
 
@@ -89,7 +95,7 @@ class Api:
         resp = self.client.call_api(*args, _request_timeout=60)
         data: bytes = resp.read()  # type: ignore[no-untyped-call]
         if resp.status >= 400:
-            raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {data[:300]!r}")
+            raise ApiHTTPError(resp.status, f"{method} {path}: HTTP {resp.status}: {data[:300]!r}")
         return data
 
     def list(self, path: str) -> builtins.list[dict[str, Any]]:
@@ -144,11 +150,24 @@ def relax_node_monitor(plane: localplane.Plane, log: Log) -> None:
 
 
 def wait(what: str, pred: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.5) -> float:
-    """Poll `pred` until it says done; the monotonic time it did."""
+    """Poll `pred` until it says done; the monotonic time it did.
+
+    A look that fails on the wire (a list cut off mid-body by a busy API server, a reset connection)
+    is a look that saw nothing, not the end of a half-hour benchmark: it counts as "not yet" and is
+    named in the timeout message if it keeps failing."""
+    import urllib3
+
     start = time.monotonic()
     last = ""
     while time.monotonic() - start < timeout:
-        ok, last = pred()
+        try:
+            ok, last = pred()
+        except ApiHTTPError as e:
+            if e.status < 500 and e.status != 429:
+                raise  # the benchmark asked for something wrong: waiting will not mend it
+            ok, last = False, f"last look failed: {e}"
+        except (OSError, urllib3.exceptions.HTTPError) as e:
+            ok, last = False, f"last look failed: {type(e).__name__}: {e}"
         if ok:
             return time.monotonic()
         time.sleep(interval)
