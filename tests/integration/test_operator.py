@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ["edge-0", "edge-1", "edge-2"]  # amd64/none, arm64/npu, amd64/gpu (hack/plane.py profiles)
+CPU_IMAGE, CUDA_IMAGE = "registry.test/edge-runtime:1", "registry.test/edge-runtime-cuda:1"
 BY_HOST = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": FLEET}]}
 
 
@@ -112,7 +113,11 @@ def env(kube: KubeHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     tmp = tmp_path_factory.mktemp("operator")
     with ModelServer(tmp / "models") as server:
         op = OperatorProcess(kube.kubeconfig, tmp / "operator.log", namespace=lease_ns, identity="op-a",
-                             env={"EDGEAI_RESYNC_SECONDS": "15", "EDGEAI_HEARTBEAT_RESOLUTION_SECONDS": "30"})
+                             env={"EDGEAI_RESYNC_SECONDS": "15", "EDGEAI_HEARTBEAT_RESOLUTION_SECONDS": "30",
+                                  # GPU devices get the fp16 build only with a cuda-family image (kwok never
+                                  # pulls it); openvino, rocm, qnn and cann have none: their devices get the
+                                  # CPU build in the cpu image.
+                                  "EDGEAI_RUNTIME_IMAGE": CPU_IMAGE, "EDGEAI_RUNTIME_IMAGE_CUDA": CUDA_IMAGE})
         op.start()
         try:
             op.wait_ready()

@@ -180,4 +180,4 @@ def test_documented_image_names_are_the_chart_and_operator_defaults() -> None:
     tags = {name: re.search(r"-t (\S+)", dockerfile(name).read_text()) for name in IMAGES}
     assert tags["operator"] and tags["operator"].group(1) == f"{values['image']['repository']}:{version}"
     assert tags["edge-runtime"] and tags["edge-runtime"].group(1) == constants.DEFAULT_RUNTIME_IMAGE
-    assert f"{values['runtimeImage']['repository']}:{version}" == constants.DEFAULT_RUNTIME_IMAGE
+    assert f"{values['runtime']['images']['cpu']['repository']}:{version}" == constants.DEFAULT_RUNTIME_IMAGE

@@ -8,6 +8,7 @@ from typing import Any
 from edge_operator.core import deployment_status, patches, planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ChildInfo, PodInfo, child_info, idep_info, model_info, pod_info
 from edgeai_api import constants as c
 
@@ -55,7 +56,7 @@ def run(idep: dict[str, Any], model: dict[str, Any] | None, devices: list[Device
         now: str = NOW) -> planner.IdepPlan:
     return planner.plan(idep_info(idep), model_info(model) if model else None, {d.name: d for d in devices},
                         children or {},
-                        pods or {}, image="img", now=now)
+                        pods or {}, images=RuntimeImages("img"), now=now)
 
 
 def cond(status: dict[str, Any], t: str) -> dict[str, Any]:
