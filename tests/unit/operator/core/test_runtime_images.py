@@ -123,10 +123,11 @@ def _model() -> dict[str, Any]:
                        "variants": [{"name": "fp16", "verified": True, "sha256": FP16.sha256}]}}
 
 
-def _plan(images: RuntimeImages, status: dict[str, Any] | None = None) -> planner.IdepPlan:
+def _plan(images: RuntimeImages, status: dict[str, Any] | None = None, rt: dict[str, Any] | None = None,
+          devices: tuple[Any, ...] = (GPU, IGPU, CPU_DEV)) -> planner.IdepPlan:
     idep = {"metadata": {"name": "d", "namespace": "ns", "uid": "du", "generation": 1},
-            "spec": {"model": "m"}, "status": status or {}}
-    return planner.plan(idep_info(idep), model_info(_model()), {d.name: d for d in (GPU, IGPU, CPU_DEV)}, {}, {},
+            "spec": {"model": "m", **({"runtime": rt} if rt else {})}, "status": status or {}}
+    return planner.plan(idep_info(idep), model_info(_model()), {d.name: d for d in devices}, {}, {},
                         images=images, now="2026-01-01T00:00:00Z")
 
 
@@ -147,6 +148,16 @@ def test_each_device_gets_the_image_of_its_providers_family() -> None:
     assert json.loads(flag(gpu["args"], "--execution-providers") or "") == [{"name": "CUDA"}, {"name": "CPU"}]
     rows = {r["device"]: r for r in p.status["devices"]}
     assert rows["gpu-0"]["executionProvider"] == "CUDA" and rows["cpu-0"]["executionProvider"] == "CPU"
+
+
+def test_an_npu_no_listed_provider_drives_gets_the_cpu_build_in_the_cpu_image_and_why() -> None:
+    p = _plan(IMAGES, rt={"executionProviders": [{"name": "CUDA"}, {"name": "CPU"}]}, devices=(GPU, ASCEND))
+    by = {m["metadata"]["annotations"][c.A_DEVICE]: m for m in p.apply}
+    assert _images_of(by["npu-0"]) == {"reg/rt:1"} and _images_of(by["gpu-0"]) == {"reg/rt-cuda:1"}
+    assert by["npu-0"]["metadata"]["annotations"][c.A_VARIANT] == "default"
+    row = next(r for r in p.status["devices"] if r["device"] == "npu-0")
+    assert row["executionProvider"] == "CPU"
+    assert "no entry of spec.runtime.executionProviders drives it (CANN would)" in row["acceleration"]
 
 
 def test_a_cpu_only_operator_runs_every_device_on_the_cpu_image_with_the_reason_in_status() -> None:
