@@ -771,7 +771,8 @@ def status() -> int:
         tag, path, _, _ = _plan(spec, base)
         img = _image_at(spec.key, spec.repo, tag, path)
         if img is None:
-            ok = ok and spec not in FAMILY_SPECS.values()  # a family runtime is built on request only
+            if spec in SPECS:  # a family runtime is built on request only: not missing
+                ok = False
             print(f"{spec.key}\tto build{'' if spec in SPECS else ' (--family)'}\t{spec.repo}:{tag}")
         else:
             print(f"{spec.key}\tcached\t{img.repo}:{img.tag}\t{img.size() / 2**20:.0f} MiB\t{img.path}")
