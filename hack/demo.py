@@ -383,7 +383,9 @@ def up() -> None:
     kube = localplane.Kube(p.kubeconfig)
     real_state = (p.state() or {}).get("real_edge") or {}
     host = "127.0.0.1"
-    op_env: dict[str, str] = {}
+    # The simulated GPU nodes run the fp16 build on CUDA, which needs a cuda-family runtime image (one
+    # image per onnxruntime build); kwok never pulls it. Without it they would get the CPU build.
+    op_env: dict[str, str] = {"EDGEAI_RUNTIME_IMAGE_CUDA": "ghcr.io/edgeai/edge-runtime-cuda:0.1.0"}
     if real_state:
         import edgenodes
 

@@ -2,6 +2,7 @@
 """The operator and edge-runtime images, built from docker/*.Dockerfile with no Docker engine.
 
     python hack/images.py build             # base rootfs, base image, both images (cached)
+    python hack/images.py build --family openvino   # and the runtime of another provider family
     python hack/images.py push REGISTRY     # e.g. 127.0.0.1:5000 (plain HTTP)
     python hack/images.py status
     python hack/images.py clean-storage     # buildah's storage only; the cached images stay
@@ -18,6 +19,11 @@ The chain, each link cached under $EDGEAI_CACHE/images/ by a hash of its inputs:
 4. each image, `buildah bud` of its Dockerfile with PYTHON_IMAGE = that image;
    key = the Dockerfile, its .dockerignore-filtered build context, the build args
    and the id (config digest) of the image it is built FROM.
+
+The runtime of another onnxruntime provider family (edge-runtime-<family>: the same
+Dockerfile with ONNXRUNTIME=onnxruntime-openvino, onnxruntime-gpu...) is built only
+when asked for (`--family`): `make test` and the demo build the cpu one only. The cuda
+image (CUDA and cuDNN from pip, about 3 GB) is meant for a machine with room for it.
 
 Images are kept in containers/image's `dir:` layout (manifest and blobs as files,
 Docker schema 2 so HEALTHCHECK survives): a wipe of buildah's storage costs nothing,
@@ -70,15 +76,27 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 class Spec:
     """One image the project ships: which Dockerfile, and the name users pull."""
 
-    key: str  # "operator" | "runtime": the keys of push()'s answer
+    key: str  # "operator" | "runtime" | "runtime-<family>": the keys of push()'s answer
     dockerfile: str
     repo: str  # repository path inside a registry
+    build_args: tuple[tuple[str, str], ...] = ()
 
 
 SPECS = (
     Spec("operator", "operator.Dockerfile", "edgeai/edgeai-operator"),
     Spec("runtime", "edge-runtime.Dockerfile", "edgeai/edge-runtime"),
 )
+# The runtime per onnxruntime provider family (the operator's EDGEAI_RUNTIME_IMAGE_<FAMILY>, the
+# chart's runtime.images.<family>): the cpu runtime's Dockerfile with that family's wheel. qnn is
+# left out: onnxruntime-qnn has no wheel for the amd64 hosts this script builds on.
+FAMILY_WHEELS = {
+    "cuda": "onnxruntime-gpu[cuda,cudnn]",
+    "openvino": "onnxruntime-openvino",
+    "rocm": "onnxruntime-rocm",
+    "cann": "onnxruntime-cann",
+}
+FAMILY_SPECS = {f: Spec(f"runtime-{f}", "edge-runtime.Dockerfile", f"edgeai/edge-runtime-{f}",
+                        (("ONNXRUNTIME", wheel),)) for f, wheel in FAMILY_WHEELS.items()}
 
 
 @dataclass(frozen=True)
@@ -117,9 +135,10 @@ class Images:
     base: Image  # what the Dockerfiles were built FROM: the Python base with the dependencies
     operator: Image
     runtime: Image
+    families: tuple[Image, ...] = ()  # runtimes of other provider families, when asked for
 
-    def all(self) -> tuple[Image, Image]:
-        return (self.operator, self.runtime)
+    def all(self) -> tuple[Image, ...]:
+        return (self.operator, self.runtime, *self.families)
 
 
 def log(msg: str) -> None:
@@ -556,7 +575,7 @@ def _bud(spec: Spec, base: Image, files: Sequence[str], build_args: dict[str, st
 def _plan(spec: Spec, base: Image) -> tuple[str, Path, list[str], dict[str, str]]:
     """(tag, cache path, context files, build args) of `spec` as the sources are now."""
     version = _version()
-    build_args = {"VERSION": version}
+    build_args = {"VERSION": version, **dict(spec.build_args)}
     files = context_files(DOCKER / spec.dockerfile)
     key = _image_key(spec, base, files, build_args)
     return f"{version}-{key}", _cache() / f"{spec.repo.split('/')[-1]}-{key}", files, build_args
@@ -591,27 +610,41 @@ def _ensure_image(spec: Spec, base: Image) -> Image:
     return img
 
 
-def _prune(keep: set[Path]) -> None:
-    """Drop cached artifacts whose inputs are gone (older sources, recipes): only the current ones stay."""
-    for pattern in ("rootfs-*.tar", "python-base-*", "python-deps-*", *(f"{s.repo.split('/')[-1]}-*" for s in SPECS)):
+def _prune(keep: set[Path], specs: Sequence[Spec]) -> None:
+    """Drop cached artifacts whose inputs are gone (older sources, recipes): only the current ones stay.
+    Images of `specs` only: a family runtime not built this time is left as it is."""
+    for pattern in ("rootfs-*.tar", "python-base-*", "python-deps-*", *(f"{s.repo.split('/')[-1]}-*" for s in specs)):
+        # edge-runtime-* must not take edge-runtime-openvino-<key>: a name is <repo>-<key>, the key 12 hex.
+        exact = re.compile(re.escape(pattern[:-1]) + r"[0-9a-f]{12}$") if pattern.startswith("edge") else None
         for p in _cache().glob(pattern):
-            if p not in keep and not p.name.endswith(".log"):
+            if p not in keep and not p.name.endswith(".log") and (exact is None or exact.match(p.name)):
                 log(f"removing stale {p.name}")
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def build_all() -> Images:
-    """Both images (and the base they stand on), built where their inputs changed."""
+def family_specs(families: Sequence[str]) -> list[Spec]:
+    unknown = [f for f in families if f not in FAMILY_SPECS]
+    if unknown:
+        raise SystemExit(f"unknown runtime family {', '.join(unknown)} (hack/images.py builds: "
+                         f"{', '.join(FAMILY_SPECS)}; cpu is the plain runtime image)")
+    return [FAMILY_SPECS[f] for f in dict.fromkeys(families)]
+
+
+def build_all(families: Sequence[str] = ()) -> Images:
+    """Both images (and the base they stand on), and the runtimes of `families`, built where their inputs changed."""
+    extra = family_specs(families)
     ensure_packages(HOST_PACKAGES)
     _cache().mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with plane._flock(_cache() / ".build.lock"):
         base = ensure_deps(ensure_base())
         op, rt = (_ensure_image(s, base) for s in SPECS)
-    _prune({base.path, op.path, rt.path, _cache() / f"python-base-{_base_key()}",
-            _cache() / f"rootfs-{SUITE}-{_rootfs_key()}.tar"})
-    log(f"images ready in {time.monotonic() - start:.1f}s: {op.repo}:{op.tag}, {rt.repo}:{rt.tag}")
-    return Images(base, op, rt)
+        fams = tuple(_ensure_image(s, base) for s in extra)
+    _prune({base.path, op.path, rt.path, *(f.path for f in fams), _cache() / f"python-base-{_base_key()}",
+            _cache() / f"rootfs-{SUITE}-{_rootfs_key()}.tar"}, [*SPECS, *extra])
+    log(f"images ready in {time.monotonic() - start:.1f}s: "
+        + ", ".join(f"{i.repo}:{i.tag}" for i in (op, rt, *fams)))
+    return Images(base, op, rt, fams)
 
 
 def push(images: Images, registry: str) -> dict[str, str]:
@@ -734,12 +767,13 @@ def status() -> int:
     print(f"deps\tcached\t{deps.image_id[:19]}\t{deps.size() / 2**20:.0f} MiB\t{deps.path}")
     base = deps
     ok = True
-    for spec in SPECS:
+    for spec in (*SPECS, *FAMILY_SPECS.values()):
         tag, path, _, _ = _plan(spec, base)
         img = _image_at(spec.key, spec.repo, tag, path)
         if img is None:
-            ok = False
-            print(f"{spec.key}\tto build\t{spec.repo}:{tag}")
+            if spec in SPECS:  # a family runtime is built on request only: not missing
+                ok = False
+            print(f"{spec.key}\tto build{'' if spec in SPECS else ' (--family)'}\t{spec.repo}:{tag}")
         else:
             print(f"{spec.key}\tcached\t{img.repo}:{img.tag}\t{img.size() / 2**20:.0f} MiB\t{img.path}")
     return 0 if ok else 1
@@ -749,18 +783,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="hack/images.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build", help="build what changed; print each image's cache ref and tag")
+    b = sub.add_parser("build", help="build what changed; print each image's cache ref and tag")
     p = sub.add_parser("push", help="build, then copy both images into REGISTRY over plain HTTP")
     p.add_argument("registry", help="host:port of a distribution registry, e.g. 127.0.0.1:5000")
+    for q in (b, p):
+        q.add_argument("--family", action="append", default=[], choices=sorted(FAMILY_SPECS),
+                       help="also the runtime image of this onnxruntime provider family (repeat it)")
     sub.add_parser("status", help="what is cached and what would be rebuilt")
     sub.add_parser("clean-storage", help="remove buildah's storage (the image cache stays)")
     a = ap.parse_args(argv)
     if a.cmd == "build":
-        imgs = build_all()
+        imgs = build_all(a.family)
         for img in imgs.all():
             print(f"{img.name}\t{img.repo}:{img.tag}\t{img.ref}")
     elif a.cmd == "push":
-        for name, ref in push(build_all(), a.registry).items():
+        for name, ref in push(build_all(a.family), a.registry).items():
             print(f"{name}\t{ref}")
     elif a.cmd == "status":
         return status()

@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
+import sidevenv  # type: ignore[import-not-found]
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("EDGEAI_CACHE", Path.home() / ".cache" / "edgeai"))
@@ -456,31 +459,8 @@ def grpc_body(model: dict[str, Any], workdir: Path, kind: str) -> Body:
 
 def ensure_venv(name: str) -> str | None:
     """Make the peer's venv on first use; returns why it is unusable, or None."""
-    venv = VENVS / name
-    marker = venv / ".edgeai-ok"
-    if marker.exists():
-        return None
-    VENVS.mkdir(parents=True, exist_ok=True)
-    logf = VENVS / f"{name}.install.log"
-    log(f"installing {name} into {venv} (first run only; log: {logf})")
-    with open(logf, "ab") as out:
-        try:
-            if not (venv / "bin" / "python").exists():
-                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, stdout=out, stderr=out)
-            subprocess.run(
-                [str(venv / "bin" / "pip"), "install", "-q", *PEERS[name]],
-                check=True,
-                stdout=out,
-                stderr=out,
-                timeout=1800,
-            )
-            probe = "import kserve" if name == "kserve" else "import mlserver"
-            subprocess.run([str(venv / "bin" / "python"), "-c", probe], check=True, stdout=out, stderr=out, timeout=120)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-            tail = logf.read_text(errors="replace").strip().splitlines()[-1:] if logf.exists() else []
-            return f"install failed ({e.__class__.__name__}): {' '.join(tail)[:160]}"
-    marker.write_text("ok\n")
-    return None
+    why: str | None = sidevenv.ensure(VENVS / name, PEERS[name], f"import {name}")
+    return why
 
 
 def peer_version(name: str) -> str:

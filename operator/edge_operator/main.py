@@ -59,7 +59,8 @@ async def run(cfg: config.OperatorConfig) -> None:
     handlers.register(registry, ctl, api.info)
     runner = await _serve_http(ctl, cfg.metrics_host, cfg.metrics_port)
     log.info("starting", extra={"identity": cfg.identity, "leaseNamespace": cfg.namespace,
-                                "leaderElection": cfg.leader_election, "image": cfg.image,
+                                "leaderElection": cfg.leader_election, "image": cfg.images.cpu,
+                                "images": dict(cfg.images.families),
                                 "metrics": f"{cfg.metrics_host}:{cfg.metrics_port}"})
     try:
         await kopf.operator(registry=registry, settings=settings, clusterwide=True, standalone=True)

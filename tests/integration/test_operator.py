@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ["edge-0", "edge-1", "edge-2"]  # amd64/none, arm64/npu, amd64/gpu (hack/plane.py profiles)
+CPU_IMAGE, CUDA_IMAGE = "registry.test/edge-runtime:1", "registry.test/edge-runtime-cuda:1"
 BY_HOST = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": FLEET}]}
 
 
@@ -112,7 +113,11 @@ def env(kube: KubeHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     tmp = tmp_path_factory.mktemp("operator")
     with ModelServer(tmp / "models") as server:
         op = OperatorProcess(kube.kubeconfig, tmp / "operator.log", namespace=lease_ns, identity="op-a",
-                             env={"EDGEAI_RESYNC_SECONDS": "15", "EDGEAI_HEARTBEAT_RESOLUTION_SECONDS": "30"})
+                             env={"EDGEAI_RESYNC_SECONDS": "15", "EDGEAI_HEARTBEAT_RESOLUTION_SECONDS": "30",
+                                  # GPU devices get the fp16 build only with a cuda-family image (kwok never
+                                  # pulls it); openvino, rocm, qnn and cann have none: their devices get the
+                                  # CPU build in the cpu image.
+                                  "EDGEAI_RUNTIME_IMAGE": CPU_IMAGE, "EDGEAI_RUNTIME_IMAGE_CUDA": CUDA_IMAGE})
         op.start()
         try:
             op.wait_ready()
@@ -300,6 +305,72 @@ def test_verified_model_placed_on_matching_devices_with_the_right_build(env: Env
 
     # What a device serves is written coalesced (every 10 s at most), after the deployment is Ready.
     wait_for("edge-1 lists what it serves", lambda: serving() == want, 30, env.op)
+
+
+def _containers(child: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """A workload's server container, and the images all of its containers run."""
+    pod = child["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    return server, {c["image"] for c in (*pod["initContainers"], *pod["containers"])}
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_accelerators_get_their_build_family_image_device_and_providers_or_the_cpu_and_why(
+        env: Env, namespace: str) -> None:
+    """A device-plugin GPU gets the fp16 build in the cuda image with one nvidia.com/gpu and the CUDA list;
+    an Ascend NPU that no listed provider drives gets the CPU build in the cpu image and the reason; so does an
+    Intel GPU whose provider (OpenVINO, the default) has no runtime image configured."""
+    tag = uuid.uuid4().hex[:5]
+    gpu, npu, igpu = f"acc-{tag}-gpu", f"acc-{tag}-npu", f"acc-{tag}-igpu"
+    labels = {"edgeai.io/test": namespace}
+    for node, resource in ((gpu, "nvidia.com/gpu"), (npu, "huawei.com/Ascend310"), (igpu, "gpu.intel.com/i915")):
+        env.kube.add_edge_nodes([node], labels=labels, allocatable={resource: "1"})
+    try:
+        url, sha, _ = env.model_file(f"{namespace}-base.onnx", seed=0)
+        url8, sha8, _ = env.model_file(f"{namespace}-int8.onnx", seed=1)
+        url16, sha16, _ = env.model_file(f"{namespace}-fp16.onnx", seed=2)
+        env.apply(edge_model("acc", namespace, url, sha, variants=[
+            {"name": "int8", "precision": "int8", "uri": url8, "sha256": sha8, "accelerators": ["npu"]},
+            {"name": "fp16", "precision": "fp16", "uri": url16, "sha256": sha16, "accelerators": ["gpu"]}]),
+            idep("listed", namespace, "acc", {"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [gpu, npu]}]},
+                runtime={"executionProviders": [{"name": "CUDA", "options": {"device_id": "0"}}, {"name": "CPU"}]}),
+            idep("defaults", namespace, "acc", {"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [igpu]}]}))
+        listed = env.wait_cond("idep", "listed", namespace, "Ready", "True", timeout=120)
+        defaults = env.wait_cond("idep", "defaults", namespace, "Ready", "True", timeout=120)
+        rows = {r["device"]: r for r in (*listed["status"]["devices"], *defaults["status"]["devices"])}
+        kids = {**env.children(namespace, "listed"), **env.children(namespace, "defaults")}
+
+        server, images = _containers(kids[gpu])
+        assert (rows[gpu]["variant"], rows[gpu]["executionProvider"]) == ("fp16", "CUDA")
+        assert rows[gpu]["acceleration"].startswith("CUDA on gpu through nvidia.com/gpu"), rows[gpu]
+        assert images == {CUDA_IMAGE}
+        assert server["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+        assert json.loads(_flag(server["args"], "--execution-providers") or "null") == [
+            {"name": "CUDA", "options": {"device_id": "0"}}, {"name": "CPU"}]
+        assert kids[gpu]["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+        assert server["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+        for dev, why in ((npu, "npu (huawei.com/Ascend310): no entry of spec.runtime.executionProviders drives it "
+                               "(CANN would)"),
+                         (igpu, "gpu (gpu.intel.com/i915): OpenVINO would drive it, but the operator has no runtime "
+                                "image for the openvino family (set EDGEAI_RUNTIME_IMAGE_OPENVINO")):
+            server, images = _containers(kids[dev])
+            assert (rows[dev]["variant"], rows[dev]["executionProvider"]) == ("default", "CPU"), rows[dev]
+            assert why in rows[dev]["acceleration"], rows[dev]
+            assert images == {CPU_IMAGE}
+            assert "limits" not in server["resources"] and "--execution-providers" not in server["args"]
+        # The scheduler saw the GPU Pod ask for the device plugin's unit, and placed it.
+        pods = env.items("pods", namespace, "edgeai.io/inference-deployment=listed")
+        gpu_pod = next(p for p in pods if p["spec"]["nodeName"] == gpu)
+        assert gpu_pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    finally:
+        for node in (gpu, npu, igpu):
+            env.kube.delete_node(node)
 
 
 def test_requirements_and_unplaced_reasons(env: Env, namespace: str) -> None:

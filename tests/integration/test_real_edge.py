@@ -238,7 +238,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeEnv]:
             helm("uninstall", RELEASE, "-n", OP_NS, check=False)
         helm("upgrade", "--install", RELEASE, str(CHART), "-n", OP_NS, "--create-namespace",
              "--set", f"image.repository={op_repo}", "--set", f"image.tag={op_tag}",
-             "--set", f"runtimeImage.repository={rt_repo}", "--set", f"runtimeImage.tag={rt_tag}",
+             "--set", f"runtime.images.cpu.repository={rt_repo}", "--set", f"runtime.images.cpu.tag={rt_tag}",
              "--set", "replicaCount=1", "--set", "operator.resyncSeconds=15",
              "--set", "operator.heartbeatResolutionSeconds=30")
         (tmp / "models").mkdir()

@@ -81,10 +81,13 @@ def json_infer_body(name: str, arr: np.ndarray, datatype: str = "FP32") -> dict[
 class Server:
     """One `edge-runtime serve` process."""
 
-    def __init__(self, args: list[str], port: int | None = None, log: Path | None = None) -> None:
+    def __init__(self, args: list[str], port: int | None = None, log: Path | None = None,
+                 python: str = sys.executable, env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.args = args
         self.log = log
+        self.python = python  # another venv's interpreter runs the same sources (another onnxruntime build)
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,9 +95,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True) -> Server:
-        cmd = [sys.executable, "-m", "edge_runtime.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [self.python, "-m", "edge_runtime.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        env = dict(os.environ, EDGEAI_LOG_LEVEL="warning")
+        env = dict(os.environ, EDGEAI_LOG_LEVEL="warning", **self.env)
         self.proc = subprocess.Popen([*cmd, *self.args], stdout=out, stderr=out, cwd=ROOT, env=env)
         if wait:
             self.wait_live()

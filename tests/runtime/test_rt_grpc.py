@@ -8,7 +8,6 @@ own; results are compared here with a direct onnxruntime run.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sidevenv  # hack/ (tests/conftest.py puts it on the path)
 
 from edge_runtime import models_zoo
 
@@ -182,24 +182,15 @@ def test_typed_contents_and_bounded_shapes_over_grpc(grpc_server: tuple[Server, 
     assert srv.get("/v2/health/ready").status == 200
 
 
-KSERVE_VENV = Path(os.environ.get("EDGEAI_CACHE", Path.home() / ".cache" / "edgeai")) / "client-venvs" / "kserve"
+KSERVE_VENV = sidevenv.CACHE / "client-venvs" / "kserve"
 
 
 def kserve_python() -> str:
     """KServe's own client pins conflicting dependencies: it lives in a venv of its own, made on first use."""
-    py = KSERVE_VENV / "bin" / "python"
-    marker = KSERVE_VENV / ".edgeai-ok"
-    if not marker.exists():
-        try:
-            if not py.exists():
-                subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True, timeout=300)
-            subprocess.run([str(py), "-m", "pip", "install", "-q", "kserve"], check=True, timeout=420,
-                           capture_output=True)
-            subprocess.run([str(py), "-c", "import kserve"], check=True, timeout=300, capture_output=True)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-            pytest.skip(f"KServe's client could not be installed into {KSERVE_VENV}: {e}")
-        marker.write_text("ok\n")
-    return str(py)
+    why = sidevenv.ensure(KSERVE_VENV, ["kserve"], "import kserve", timeout=420)
+    if why is not None:
+        pytest.skip(f"KServe's client could not be installed: {why}")
+    return str(sidevenv.python(KSERVE_VENV))
 
 
 KSERVE_CLIENT = """

@@ -67,7 +67,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{- define "edgeai-operator.runtimeImage" -}}
-{{- include "edgeai-operator.imageRef" (list .Values.runtimeImage .) -}}
+{{- include "edgeai-operator.imageRef" (list .Values.runtime.images.cpu .) -}}
 {{- end -}}
 
 {{/*
@@ -106,9 +106,15 @@ The operator's command line: edgeai-operator (operator/edge_operator/controller/
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
-# the image of every model-server Pod the operator creates on edge nodes
+# the image of the model-server Pods the operator creates on edge nodes, per provider family
 - name: EDGEAI_RUNTIME_IMAGE
   value: {{ include "edgeai-operator.runtimeImage" . | quote }}
+{{- range $family, $img := .Values.runtime.images }}
+{{- if ne $family "cpu" }}
+- name: EDGEAI_RUNTIME_IMAGE_{{ upper $family }}
+  value: {{ include "edgeai-operator.imageRef" (list $img $) | quote }}
+{{- end }}
+{{- end }}
 {{- with .Values.verification.maxModelBytes }}
 - name: EDGEAI_MAX_MODEL_BYTES
   value: {{ . | int64 | quote }}

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from edge_operator.core.runtime_images import RuntimeImages, RuntimeImagesError, from_env
 from edge_operator.kube.verify import VerifySettings, settings_from_env
 from edgeai_api import constants as c
 
@@ -24,7 +25,9 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    image: str = c.DEFAULT_RUNTIME_IMAGE
+    # The runtime image of every model-server Pod, per onnxruntime provider family (core/runtime_images.py):
+    # EDGEAI_RUNTIME_IMAGE (cpu), EDGEAI_RUNTIME_IMAGE_<FAMILY> (cuda, openvino, rocm, qnn, cann).
+    images: RuntimeImages = field(default_factory=lambda: RuntimeImages(c.DEFAULT_RUNTIME_IMAGE))
     namespace: str = "default"  # where the leader Lease lives (the operator's own namespace)
     identity: str = field(default_factory=socket.gethostname)
     leader_election: bool = True
@@ -75,9 +78,13 @@ def parse(argv: Sequence[str] | None = None) -> OperatorConfig:
                          "1,000 devices costs 1000/N status writes a second)")
     ap.add_argument("--log-level", default=os.environ.get("EDGEAI_LOG_LEVEL", "info"))
     a = ap.parse_args(argv)
+    try:
+        images = from_env(os.environ, c.DEFAULT_RUNTIME_IMAGE)
+    except RuntimeImagesError as e:
+        ap.error(str(e))
     host, _, port = a.metrics_bind.rpartition(":")
     return OperatorConfig(
-        image=os.environ.get("EDGEAI_RUNTIME_IMAGE") or c.DEFAULT_RUNTIME_IMAGE,
+        images=images,
         namespace=a.namespace,
         identity=a.identity,
         leader_election=not a.no_leader_election,

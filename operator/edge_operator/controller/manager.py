@@ -56,7 +56,7 @@ class Manager:
         self.events = EventMapper(self.cache, self.catalog, cfg.fanout_delay, cfg.status_delay)
         recorder = EventRecorder(api)
         writer = StatusWriter(api, cfg.progress_writes_per_second)
-        self.deployments = DeploymentReconciler(api, self.cache, self.catalog, writer, recorder, cfg.image,
+        self.deployments = DeploymentReconciler(api, self.cache, self.catalog, writer, recorder, cfg.images,
                                                 cfg.status_interval)
         self.devices = DeviceReconciler(self.cache, writer, recorder, cfg.device_status_interval,
                                         cfg.heartbeat_resolution)

@@ -7,7 +7,9 @@ or VPU, CANN an Ascend NPU... `usable` says which of a device's accelerators the
 provider list (or, when the spec gives none, the default list) can drive, so placement never
 picks an fp16/int8 build for hardware nothing will run it on; `plan` then gives the device its
 list (the entries that drive its hardware, the CPU last), the device-plugin resource its Pod
-asks for, and a sentence saying why.
+asks for, and a sentence saying why. `families` (the provider families the operator has a runtime
+image for, core/runtime_images.py) narrows both: a provider whose family has no image is never
+chosen, since the image a Pod runs carries one onnxruntime build only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from edge_operator.core.capabilities import ACCELERATOR_RESOURCES, RESOURCE_VENDORS, Capabilities
+from edge_operator.core.runtime_images import env_name, family
 from edgeai_api.enums import Accelerator, ExecutionProvider
 from edgeai_api.inferencedeployment import ExecutionProviderSpec, RuntimeSpec
 
@@ -107,13 +110,27 @@ def _listed(runtime: RuntimeSpec | None) -> tuple[ExecutionProviderSpec, ...] | 
     return runtime.execution_providers if runtime is not None and runtime.execution_providers else None
 
 
-def _candidates(hw: Hardware, listed: tuple[ExecutionProviderSpec, ...] | None) -> list[ExecutionProviderSpec]:
+def _drivers(hw: Hardware, listed: tuple[ExecutionProviderSpec, ...] | None) -> list[ExecutionProviderSpec]:
     if listed is not None:
         return [p for p in listed if drives(p.name, hw)]
     return [ExecutionProviderSpec(name=EP(n)) for n in DEFAULTS.get((hw.kind, hw.vendor), ())]
 
 
+def _candidates(hw: Hardware, listed: tuple[ExecutionProviderSpec, ...] | None,
+                families: frozenset[str] | None) -> list[ExecutionProviderSpec]:
+    """The providers that drive `hw` and have a runtime image, all of the first one's family: one image
+    holds one onnxruntime build, where another family's provider is never there to start."""
+    ok = [p for p in _drivers(hw, listed) if families is None or family(p.name) in families]
+    return [p for p in ok if family(p.name) == family(ok[0].name)] if ok else []
+
+
 def _why_not(hw: Hardware, listed: tuple[ExecutionProviderSpec, ...] | None) -> str:
+    drivers = _drivers(hw, listed)
+    if drivers:  # they drive it, but no family of theirs has an image
+        fams = list(dict.fromkeys(family(p.name) for p in drivers))
+        return (f"{hw.describe()}: {', '.join(str(p.name) for p in drivers)} would drive it, but the operator has "
+                f"no runtime image for the {' or '.join(fams)} family (set "
+                f"{' or '.join(env_name(f) for f in fams)}; chart: runtime.images.{fams[0]})")
     would = [str(p) for p, pairs in DRIVES.items() if any(k == hw.kind and (hw.vendor in (None, v))
                                                           for k, v in pairs)]
     if listed is not None and would:
@@ -124,36 +141,38 @@ def _why_not(hw: Hardware, listed: tuple[ExecutionProviderSpec, ...] | None) -> 
     return f"{hw.describe()}: no default execution provider drives it; name one in spec.runtime.executionProviders"
 
 
-def usable(caps: Capabilities, runtime: RuntimeSpec | None) -> tuple[frozenset[str], tuple[str, ...]]:
+def usable(caps: Capabilities, runtime: RuntimeSpec | None,
+           families: frozenset[str] | None = None) -> tuple[frozenset[str], tuple[str, ...]]:
     """The device's accelerator kinds a build may be chosen for, and why each kind no provider drives is not run
     on its hardware.
 
     With spec.runtime.executionProviders, only the kinds an entry drives: the others get the CPU build. Without
     it every kind, as before providers were chosen: a build for hardware no default provider drives (a Rockchip
-    NPU, a TPU) still runs, on the CPU, and the reason says so.
+    NPU, a TPU) still runs, on the CPU, and the reason says so. A kind whose providers' families have no
+    runtime image (`families`; None: every family has one) is never usable: the CPU build in the cpu image.
     """
     listed = _listed(runtime)
     ok: set[str] = set()
     notes: list[str] = []
     for kind, hws in hardware(caps).items():
-        if any(_candidates(hw, listed) for hw in hws):
+        if any(_candidates(hw, listed, families) for hw in hws):
             ok.add(kind)
             continue
         notes.append("; ".join(_why_not(hw, listed) for hw in hws))
-        if listed is None:
+        if listed is None and not any(_drivers(hw, listed) for hw in hws):
             ok.add(kind)
     return frozenset(ok), tuple(notes)
 
 
 def plan(caps: Capabilities, accelerator: str, runtime: RuntimeSpec | None,
-         notes: Sequence[str] = ()) -> Acceleration:
+         notes: Sequence[str] = (), families: frozenset[str] | None = None) -> Acceleration:
     """The providers, resource and reason of a device whose build was chosen for `accelerator`."""
     listed = _listed(runtime)
     require = bool(runtime is not None and runtime.require_accelerator)
     cpu = next((p for p in listed or () if p.name == EP.CPU), None)
     cpu_list = (cpu,) if cpu is not None and cpu.options else ()
     for hw in hardware(caps).get(accelerator, ()):
-        chosen = _candidates(hw, listed)
+        chosen = _candidates(hw, listed, families)
         if not chosen:
             continue
         first = chosen[0]

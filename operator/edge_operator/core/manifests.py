@@ -242,6 +242,8 @@ def _cache_dirs_container(image: str, mounts: list[dict[str, Any]]) -> dict[str,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["install", "-d", "-o", uid, "-g", uid, "-m", "0750", *(m["mountPath"] for m in mounts)],
+        # A failed chown (a read-only or foreign hostPath) reaches the Pod's status from its last log lines.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
         "securityContext": {
             "runAsUser": 0,
@@ -390,6 +392,10 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["edge-runtime"],
                 "args": serve_args(inp),
+                # Why the server exited (a model that does not load, --require-accelerator with no
+                # provider starting) reaches the Pod's status, and so the device's phase, from its last
+                # log lines: the runtime writes no termination message of its own.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 "ports": _ports(inp.runtime),
                 "env": env,
                 "resources": _resources(inp.runtime.resources, inp.acceleration.resource),

@@ -211,13 +211,15 @@ def place(
     memory_request: int | None = None,
     fleet_size: int | None = None,
     runtime: RuntimeSpec | None = None,
+    families: frozenset[str] | None = None,
 ) -> Placement:
     """Choose devices and builds; assignments and rejections sorted by device name.
 
     `devices` may be the whole fleet or only the candidates a label index found for the
     selector (then `fleet_size` is the whole fleet's size, for the not-selected count).
     `runtime` (spec.runtime) says which execution providers may run the builds: a device gets an
-    accelerator's build only when one of them drives it. O(devices given)."""
+    accelerator's build only when one of them drives it, and `families` (the provider families the
+    operator has a runtime image for; None: all) has that provider's family. O(devices given)."""
     variants = tuple(variants)
     assignments: list[Assignment] = []
     rejections: list[Rejection] = []
@@ -231,14 +233,14 @@ def place(
         if rej is not None:
             rejections.append(rej)
             continue
-        usable, notes = acceleration.usable(d.capabilities, runtime)
+        usable, notes = acceleration.usable(d.capabilities, runtime, families)
         if runtime is not None and runtime.require_accelerator and not usable:
             why = "; ".join(notes) or f"the device has no accelerator (it has {', '.join(d.capabilities.accelerators)})"
             rejections.append(Rejection(d.name, UnplacedReason.NO_EXECUTION_PROVIDER,
                                         f"spec.runtime.requireAccelerator: {why}"))
             continue
         choice = choose_variant(d.capabilities, source, variants, usable)
-        accel = acceleration.plan(d.capabilities, choice.accelerator, runtime, notes)
+        accel = acceleration.plan(d.capabilities, choice.accelerator, runtime, notes, families)
         assignments.append(Assignment(d.name, d.node_name, choice.artifact, choice.why, accel))
     assignments.sort(key=lambda a: a.device)
     # Rejections a person can act on first (requirements), then the merely unselected.

@@ -28,6 +28,7 @@ from edge_operator.core.device_phase import DevicePhase, device_phase, device_ro
 from edge_operator.core.manifests import WORKLOAD_HASHES, Owner, WorkloadInputs, child_deployment
 from edge_operator.core.placement import DeviceView, Placement, place
 from edge_operator.core.quantity import QuantityError, quantity_bytes
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.selectors import SelectorError, validate_selector
 from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, ModelState, PodInfo
 from edgeai_api import constants as c
@@ -77,7 +78,9 @@ def workload_inputs(
             device=a.device,
             node=a.node,
             artifact=a.artifact,
-            image=template.image,
+            # The image of the family of the provider the device was placed for: the cpu image when the
+            # device runs on the CPU (placement never picks a provider whose family has no image).
+            image=template.runtime_images().for_provider(a.acceleration.provider),
             runtime=template.runtime_for(labels_of(a.device)),
             fallback=template.fallback,
             public_key=template.public_key,
@@ -109,14 +112,16 @@ def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> Blocked | None:
 
 
 def compute_placement(idep: IdepInfo, model: ModelInfo, devices: Mapping[str, DeviceView],
-                      runtime: RuntimeSpec | None = None) -> Placement:
+                      runtime: RuntimeSpec | None = None, families: frozenset[str] | None = None) -> Placement:
     """Placement over the catalogue; with a DeviceCatalog only the devices its label index finds
     for the selector are looked at. `runtime` is the revision's runtime settings (default: the
-    spec's): its execution providers decide which accelerators a build may be chosen for."""
+    spec's): its execution providers decide which accelerators a build may be chosen for, among those
+    whose provider family has a runtime image (`families`, the revision's images; None: all)."""
     candidates = devices.candidates(idep.selector) if isinstance(devices, DeviceCatalog) else devices.values()
     rt = runtime if runtime is not None else (idep.spec.runtime if idep.spec else None)
     return place(idep.selector, model.requirements, model.source, model.variants, candidates,
-                 memory_request(idep.spec.runtime if idep.spec else None), fleet_size=len(devices), runtime=rt)
+                 memory_request(idep.spec.runtime if idep.spec else None), fleet_size=len(devices), runtime=rt,
+                 families=families)
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ class _Resolved:
     spec_hash: str  # the template the spec asks for now
 
 
-def _resolve(idep: IdepInfo, model: ModelInfo | None, image: str, now: str) -> _Resolved | Blocked:
+def _resolve(idep: IdepInfo, model: ModelInfo | None, images: RuntimeImages, now: str) -> _Resolved | Blocked:
     """The rollout policy and the revision to roll out, or why nothing new may be placed."""
     blocked = _blocked_reason(idep, model)
     if blocked is not None:
@@ -145,7 +150,7 @@ def _resolve(idep: IdepInfo, model: ModelInfo | None, image: str, now: str) -> _
         ov.compile_overrides(overrides)
     except ValueError as e:
         return (R.INVALID_SPEC, str(e), False, True)
-    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, image, overrides)
+    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, images, overrides)
     resolution = rev.resolve(rev.history_from_status(idep.status), template,
                              _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
                              _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),
@@ -176,11 +181,11 @@ def plan(
     children: Mapping[str, ChildInfo],
     pods: Mapping[str, Sequence[PodInfo]],
     *,
-    image: str,
+    images: RuntimeImages,
     now: str,
     now_ts: float | None = None,
     placement: Placement | None = None,
-    placement_for: Callable[[ModelInfo, RuntimeSpec], Placement] | None = None,
+    placement_for: Callable[[ModelInfo, RuntimeSpec, frozenset[str]], Placement] | None = None,
 ) -> IdepPlan:
     """Decide everything for one InferenceDeployment: resolve, place, step the rollout, build the
     workloads, fold the status.
@@ -189,14 +194,15 @@ def plan(
     that cached the placement for unchanged inputs passes it, and the cost is then
     proportional to the devices placed, not to the fleet. `placement_for` places another
     revision's builds (a rollback target) under that revision's runtime settings; it defaults to
-    computing it.
+    computing it. `images` is the runtime image per provider family the operator has now (the
+    spec's own placement, when passed, was made for its families).
     """
 
     def online(dev: str) -> bool:
         d = devices.get(dev)
         return d is not None and d.online
 
-    resolved = _resolve(idep, model, image, now)
+    resolved = _resolve(idep, model, images, now)
     if not isinstance(resolved, _Resolved):
         return _keep_what_runs(idep, model, children, pods, online, resolved, now)
     model = resolved.model
@@ -210,12 +216,14 @@ def plan(
 
     # Placement per revision: the spec's own builds are placed once (and cached by the caller);
     # another revision's builds (a rollback target) are placed for that revision's model view.
-    own = placement if placement is not None else compute_placement(idep, model, devices)
-    place_for = placement_for or (lambda m, rt: compute_placement(idep, m, devices, rt))
+    own = placement if placement is not None else compute_placement(idep, model, devices,
+                                                                    families=images.available)
+    place_for = placement_for or (lambda m, rt, fams: compute_placement(idep, m, devices, rt, fams))
 
     def placement_of(r: rev.Revision) -> Placement:
         return own if r.hash == resolved.spec_hash else place_for(r.template.model_view(resolved.model),
-                                                                   r.template.runtime)
+                                                                   r.template.runtime,
+                                                                   r.template.runtime_images().available)
 
     target_placement = placement_of(target_rev)
     placed = {a.device: a for a in target_placement.assignments}

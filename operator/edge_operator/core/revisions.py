@@ -1,7 +1,8 @@
 """Revisions of an InferenceDeployment: what the fleet should serve, numbered and remembered.
 
 Pure. A revision is a *template*: the model builds (digest per variant), the key
-references, the runtime settings and the image; placement then picks one build per
+references, the runtime settings and the images (the cpu one, and one per accelerator family the
+operator has: core/runtime_images.py); placement then picks one build per
 device. Every change of any of these makes a new revision, like a Deployment's pod
 template makes a new ReplicaSet, but the history lives in one place (`status.revisions`)
 and carries the whole template, so a rollback to revision 3 needs nothing but status
@@ -26,6 +27,7 @@ from edge_operator.core import overrides as ov
 from edge_operator.core.manifests import SecretRef
 from edge_operator.core.parse_memo import ParseMemo
 from edge_operator.core.placement import Artifact
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ModelInfo
 from edgeai_api.enums import RevisionOutcome
 from edgeai_api.inferencedeployment import FallbackSpec, RevisionRecord, RuntimeOverride, RuntimeSpec
@@ -53,8 +55,12 @@ class Template:
     decryption_key: SecretRef | None
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     fallback: FallbackSpec | None = None
-    image: str = ""
+    image: str = ""  # the cpu family's
+    images: tuple[tuple[str, str], ...] = ()  # (family, image) of the accelerator families, sorted
     overrides: tuple[RuntimeOverride, ...] = ()  # spec.runtimeOverrides: per-group runtime settings
+
+    def runtime_images(self) -> RuntimeImages:
+        return RuntimeImages(self.image, self.images)
 
     def to_dict(self) -> dict[str, Any]:
         """The template as JSON (a fresh copy: the caller may keep or change it)."""
@@ -73,6 +79,9 @@ class Template:
             "runtime": serialize(self.runtime),
             "image": self.image,
         }
+        if self.images:
+            # Only when set: a cpu-only operator's templates (and their hashes) stay as they were.
+            d["images"] = dict(self.images)
         if self.model_version:
             d["modelVersion"] = self.model_version
         if self.public_key:
@@ -111,6 +120,7 @@ class Template:
             runtime=parse(RuntimeSpec, d.get("runtime") or {}, "template.runtime"),
             fallback=parse(FallbackSpec, d["fallback"], "template.fallback") if d.get("fallback") else None,
             image=str(d.get("image", "")),
+            images=tuple(sorted((str(k), str(v)) for k, v in (d.get("images") or {}).items())),
             overrides=tuple(parse(RuntimeOverride, x, f"template.runtimeOverrides[{i}]")
                             for i, x in enumerate(d.get("runtimeOverrides") or [])),
         )
@@ -156,12 +166,13 @@ def _artifact(d: Mapping[str, Any]) -> Artifact:
 
 
 def template_for(model: ModelInfo, runtime: RuntimeSpec | None, fallback: FallbackSpec | None,
-                 image: str, overrides: Sequence[RuntimeOverride] = ()) -> Template:
+                 images: RuntimeImages, overrides: Sequence[RuntimeOverride] = ()) -> Template:
     """The template the spec asks for: only verified builds count (an unverified variant is never placed)."""
     return Template(model=model.name, model_version=model.version, source=model.source,
                     variants=tuple(v for v in model.variants if v.verified), public_key=model.public_key,
                     decryption_key=model.decryption_key, runtime=runtime or RuntimeSpec(),
-                    fallback=fallback, image=image, overrides=tuple(overrides))
+                    fallback=fallback,
+                    image=images.cpu, images=images.families, overrides=tuple(overrides))
 
 
 @dataclass(frozen=True)
@@ -321,6 +332,10 @@ def _why(prev: Revision | None, new: Template) -> str:
         parts.append("fallback changed")
     if old.image != new.image:
         parts.append(f"image {old.image} -> {new.image}")
+    for fam in sorted({f for f, _ in (*old.images, *new.images)}):
+        was, now = old.runtime_images().image(fam), new.runtime_images().image(fam)
+        if was != now:
+            parts.append(f"{fam} image {was or '-'} -> {now or '-'}")
     if (old.public_key, old.decryption_key) != (new.public_key, new.decryption_key):
         parts.append("key references changed")
     if old.model != new.model:

@@ -482,7 +482,9 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         restarts += int(cs.get("restartCount") or 0)
         w = (cs.get("state") or {}).get("waiting")
         if w and w.get("reason") not in (None, "ContainerCreating", "PodInitializing") and not reason:
-            reason, message = str(w.get("reason")), str(w.get("message") or "")
+            # Why it last exited (its last log lines: FallbackToLogsOnError) says more than "back-off 10s".
+            term = (cs.get("lastState") or {}).get("terminated") or {}
+            reason, message = str(w.get("reason")), str(term.get("message") or w.get("message") or "")
     if not reason:
         for x in st.get("conditions") or []:
             if x.get("type") == "PodScheduled" and x.get("status") == "False":

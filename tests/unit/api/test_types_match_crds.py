@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from edge_operator.core import planner
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.status import ArtifactCheck, ModelCheck, device_status, model_status
 from edge_operator.core.views import child_info, device_info, idep_info, model_info, node_info
 from edgeai_api import edgedevice, edgemodel, inferencedeployment, serde
@@ -173,7 +174,7 @@ def test_statuses_the_operator_writes_round_trip() -> None:
     parsed = serde.parse(inferencedeployment.InferenceDeploymentStatus, st)
     assert parsed.revisions is not None and "template" in parsed.revisions[0].extra
 
-    blocked = planner.plan(idep_info(tp.idep_body()), None, {}, {}, {}, image="img", now=tp.NOW).status
+    blocked = planner.plan(idep_info(tp.idep_body()), None, {}, {}, {}, images=RuntimeImages("img"), now=tp.NOW).status
     roundtrip(inferencedeployment.InferenceDeploymentStatus, blocked)
 
     m = model_info(tp.model_body())

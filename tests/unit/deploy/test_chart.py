@@ -251,9 +251,28 @@ def test_images_default_to_the_app_version_and_can_be_pinned() -> None:
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["EDGEAI_RUNTIME_IMAGE"] == constants.DEFAULT_RUNTIME_IMAGE, "chart and operator disagree"
     digest = "sha256:" + "ab" * 32
-    pinned = _container(render({"image.digest": digest, "runtimeImage.tag": "0.2.0"}))
+    assert not [k for k in env if k.startswith("EDGEAI_RUNTIME_IMAGE_")], "only the cpu image unless asked"
+    pinned = _container(render({"image.digest": digest, "runtime.images.cpu.tag": "0.2.0"}))
     assert pinned["image"].endswith(f":{version}@{digest}")
     assert {"name": "EDGEAI_RUNTIME_IMAGE", "value": "ghcr.io/edgeai/edge-runtime:0.2.0"} in pinned["env"]
+
+
+def test_runtime_images_per_family_reach_the_operator_as_it_reads_them() -> None:
+    from edge_operator.core.runtime_images import RuntimeImages, from_env
+    from edgeai_api import constants
+
+    version = constants.PACKAGE_VERSION
+    digest = "sha256:" + "cd" * 32
+    c = _container(render({"runtime.images.cuda.repository": "reg.example/edge-runtime-cuda",
+                           "runtime.images.openvino.repository": "reg.example/edge-runtime-openvino",
+                           "runtime.images.openvino.tag": "1.2.3", "runtime.images.openvino.digest": digest}))
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    assert env["EDGEAI_RUNTIME_IMAGE_CUDA"] == f"reg.example/edge-runtime-cuda:{version}"
+    assert env["EDGEAI_RUNTIME_IMAGE_OPENVINO"] == f"reg.example/edge-runtime-openvino:1.2.3@{digest}"
+    # The operator's own reader takes exactly what the chart wrote.
+    assert from_env(env, "unused") == RuntimeImages.of(constants.DEFAULT_RUNTIME_IMAGE, {
+        "cuda": f"reg.example/edge-runtime-cuda:{version}",
+        "openvino": f"reg.example/edge-runtime-openvino:1.2.3@{digest}"})
 
 
 def test_settings_reach_the_operator_as_its_own_flags_and_env() -> None:
@@ -302,6 +321,10 @@ def test_lease_access_is_limited_to_the_operators_own_lease() -> None:
     ({"podSecurityContext.runAsNonRoot": False}, "/podSecurityContext/runAsNonRoot"),
     ({"podSecurityContext.runAsUser": 0}, "/podSecurityContext/runAsUser"),
     ({"port": 70000}, "/port"),
+    ({"runtime.images.vulkan.repository": "r/v"}, "'vulkan' not allowed"),
+    ({"runtime.images.cuda.tag": "1.0"}, "/runtime/images/cuda"),  # a family needs its repository
+    ({"runtime.images.openvino.digest": "sha256:abc", "runtime.images.openvino.repository": "r/o"},
+     "/runtime/images/openvino/digest"),
     ({"port": 80}, "/port"),
     ({"operator.workers": 0}, "/operator/workers"),
     ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
@@ -318,7 +341,10 @@ def test_schema_rejects_bad_values_naming_the_path(values: dict[str, Any], says:
 @pytest.mark.parametrize(("values", "says"), [
     ({"leaderElection.enabled": False}, "replicaCount=2 needs leaderElection.enabled=true"),
     ({"image.tag": "latest"}, "image.tag=latest is refused"),
-    ({"runtimeImage.tag": "latest"}, "runtimeImage.tag=latest is refused"),
+    ({"runtime.images.cpu.tag": "latest"}, "runtime.images.cpu.tag=latest is refused"),
+    ({"runtime.images.cuda.repository": "r/cuda", "runtime.images.cuda.tag": "latest"},
+     "runtime.images.cuda.tag=latest is refused"),
+    ({"runtimeImage.tag": "0.1.0"}, "runtimeImage moved to runtime.images.cpu"),
     ({"serviceAccount.create": False}, "serviceAccount.name is required"),
     ({"serviceMonitor.enabled": True}, "no monitoring.coreos.com/v1 ServiceMonitor"),
     ({"prometheusRule.enabled": True}, "no monitoring.coreos.com/v1 PrometheusRule"),

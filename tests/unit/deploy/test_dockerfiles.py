@@ -180,4 +180,42 @@ def test_documented_image_names_are_the_chart_and_operator_defaults() -> None:
     tags = {name: re.search(r"-t (\S+)", dockerfile(name).read_text()) for name in IMAGES}
     assert tags["operator"] and tags["operator"].group(1) == f"{values['image']['repository']}:{version}"
     assert tags["edge-runtime"] and tags["edge-runtime"].group(1) == constants.DEFAULT_RUNTIME_IMAGE
-    assert f"{values['runtimeImage']['repository']}:{version}" == constants.DEFAULT_RUNTIME_IMAGE
+    assert f"{values['runtime']['images']['cpu']['repository']}:{version}" == constants.DEFAULT_RUNTIME_IMAGE
+
+
+def test_one_runtime_dockerfile_builds_every_provider_family() -> None:
+    import images  # hack/images.py (tests/conftest.py puts hack/ on the path)
+
+    from edge_operator.core.runtime_images import FAMILY_NAMES
+
+    path = dockerfile("edge-runtime")
+    args = dict(a.split("=", 1) for op, a in final_stage(path) if op == "ARG" and "=" in a)
+    assert args["ONNXRUNTIME"] == "onnxruntime", "without the build arg the image is the cpu family's"
+    text = path.read_text()
+    for fam in FAMILY_NAMES:  # the table at the top names each family the operator knows, with its wheel
+        assert re.search(rf"^#\s+{fam}\s+onnxruntime\S*\s", text, re.M), f"{fam} missing from the table"
+    for fam, wheel in images.FAMILY_WHEELS.items():
+        assert fam in FAMILY_NAMES
+        assert re.search(rf"^#\s+{fam}\s+{re.escape(wheel)}\s", text, re.M), f"{fam}: table and hack/images.py differ"
+        spec = images.FAMILY_SPECS[fam]
+        # The same Dockerfile (so the same ENTRYPOINT, user and HEALTHCHECK) under the family's own name.
+        assert (spec.dockerfile, spec.repo, dict(spec.build_args)) == (
+            "edge-runtime.Dockerfile", f"edgeai/edge-runtime-{fam}", {"ONNXRUNTIME": wheel})
+    assert all(s.build_args == () for s in images.SPECS), "the images make test builds stay as they were"
+
+
+def test_the_wheel_stage_sets_onnxruntime_apart_from_the_other_dependencies(tmp_path: Path) -> None:
+    ins = instructions(dockerfile("edge-runtime"))
+    wheel_stage = ins[:len(ins) - len(final_stage(dockerfile("edge-runtime")))]
+    (run,) = [a for op, a in wheel_stage if op == "RUN"]
+    code = re.search(r'python -c "(.*)"$', run)
+    assert code, run
+    p = subprocess.run([sys.executable, "-c", code.group(1).replace("/wheels/", f"{tmp_path}/")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    rest = (tmp_path / "requirements.txt").read_text().splitlines()
+    ort_range = (tmp_path / "onnxruntime.txt").read_text()
+    assert not [d for d in rest if d.startswith("onnxruntime")]
+    assert sorted([*rest, "onnxruntime" + ort_range]) == sorted(deps)
+    assert re.fullmatch(r"[<>=!~,.0-9]+", ort_range), ort_range  # a version range the family's wheel takes too

@@ -22,6 +22,7 @@ from edge_operator.core import acceleration, patches, planner
 from edge_operator.core import conditions as cond
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.placement import Placement
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
 from edge_operator.kube.errors import ApiError, RetryableError
 from edge_operator.kube.kubeapi import Ref
@@ -53,13 +54,13 @@ class DeploymentReconciler:
     metrics_label = "idep"
 
     def __init__(self, api: ControllerApi, cache: Cache, catalog: Catalog, writer: StatusWriter,
-                 events: EventRecorder, image: str, status_interval: float) -> None:
+                 events: EventRecorder, images: RuntimeImages, status_interval: float) -> None:
         self.api = api
         self.cache = cache
         self.catalog = catalog
         self.writer = writer
         self.events = events
-        self.image = image
+        self.images = images
         self.policy = StatusPolicy(patches.status_patch, URGENT_IDEP_KEYS, status_interval)
         self._placements: dict[tuple[str, ...], _PlacementCache] = {}
         # Workloads applied but not yet seen back through the watch: (namespace, name) -> spec hash.
@@ -81,16 +82,17 @@ class DeploymentReconciler:
             self._applied.pop(akey, None)
 
     def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog, cache: bool = True,
-                   runtime: RuntimeSpec | None = None) -> Placement:
+                   runtime: RuntimeSpec | None = None, families: frozenset[str] | None = None) -> Placement:
         """Placement of `model`'s builds, cached per deployment; another revision's builds (a rollback
         target, `cache=False`) are kept in a second slot so the two do not evict each other."""
+        fams = self.images.available if families is None else families
         key = (self.catalog.version, model.placement_key(), idep.uid, idep.generation,
-               acceleration.placement_key(runtime))
+               acceleration.placement_key(runtime), tuple(sorted(fams)))
         slot = idep.key if cache else (*idep.key, "other")
         cached = self._placements.get(slot)
         if cached is not None and cached.key == key:
             return cached.placement
-        placement = planner.compute_placement(idep, model, catalog, runtime)
+        placement = planner.compute_placement(idep, model, catalog, runtime, fams)
         self._placements[slot] = _PlacementCache(key, placement)
         return placement
 
@@ -118,10 +120,10 @@ class DeploymentReconciler:
         placement = None
         if model is not None and model.verified and not model.deleting:
             placement = self._placement(idep, model, catalog)
-        plan = planner.plan(idep, model, catalog, children, pods, image=self.image, now=cond.now_iso(),
+        plan = planner.plan(idep, model, catalog, children, pods, images=self.images, now=cond.now_iso(),
                             now_ts=time.time(), placement=placement,
-                            placement_for=lambda m, rt: self._placement(idep, m, catalog, cache=False,
-                                                                           runtime=rt))
+                            placement_for=lambda m, rt, fams: self._placement(idep, m, catalog, cache=False,
+                                                                                 runtime=rt, families=fams))
 
         errors = await self._converge(key, plan.apply, (*plan.delete, *extras))
 

@@ -15,6 +15,7 @@ from edge_operator.controller.reconcilers.model import ModelReconciler
 from edge_operator.controller.reconcilers.node import NodeReconciler
 from edge_operator.controller.status_writer import StatusWriter
 from edge_operator.controller.workqueue import Requeue
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.status import ArtifactCheck, ModelCheck
 from edge_operator.core.views import ModelInfo
 from edge_operator.kube.errors import RetryableError
@@ -47,7 +48,8 @@ class World:
             self.k.put("edgedevices", device_body(n))
 
     def deployments(self) -> DeploymentReconciler:
-        return DeploymentReconciler(self.api, self.k.cache, self.k.catalog, self.writer, self.recorder, "img", 5.0)
+        return DeploymentReconciler(self.api, self.k.cache, self.k.catalog, self.writer, self.recorder,
+                                    RuntimeImages("img"), 5.0)
 
     def devices(self) -> DeviceReconciler:
         return DeviceReconciler(self.k.cache, self.writer, self.recorder, 10.0, 300.0)

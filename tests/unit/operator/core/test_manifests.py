@@ -82,6 +82,14 @@ def test_init_fetch_and_serve_follow_the_cli_contract() -> None:
     assert main["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1073741824"}}
 
 
+def test_every_container_that_can_fail_leaves_its_last_log_lines_as_the_reason() -> None:
+    p = pod(child_deployment(INP))
+    # A server that exits (a model that does not load, no accelerator provider starting under
+    # --require-accelerator) or a cache-dirs chown that fails writes no termination message of its own.
+    for ctr in (*p["initContainers"], *p["containers"]):
+        assert ctr["terminationMessagePolicy"] == "FallbackToLogsOnError", ctr["name"]
+
+
 def test_cache_is_a_hostpath_shared_by_digest_and_read_only_for_the_server() -> None:
     p = pod(child_deployment(INP))
     vols = {v["name"]: v for v in p["volumes"]}

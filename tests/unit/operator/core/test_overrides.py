@@ -10,6 +10,7 @@ from edge_operator.core import overrides as ov
 from edge_operator.core import revisions
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import model_info
 from edgeai_api import constants as c
 from edgeai_api.inferencedeployment import RuntimeOverride, RuntimeSpec
@@ -77,9 +78,9 @@ def test_each_device_gets_its_groups_settings_and_placement_is_unchanged() -> No
 
 def test_overrides_are_part_of_the_revision_and_absent_ones_change_no_hash() -> None:
     m = model_info(model_body())
-    plain = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, "img")
-    empty = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, "img", ())
-    with_ov = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, "img",
+    plain = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, RuntimeImages("img"))
+    empty = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, RuntimeImages("img"), ())
+    with_ov = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, RuntimeImages("img"),
                                      [parse(RuntimeOverride, SLOW, "o")])
     assert plain.hash() == empty.hash() and "runtimeOverrides" not in plain.to_dict()
     assert with_ov.hash() != plain.hash()

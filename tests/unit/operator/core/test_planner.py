@@ -8,6 +8,7 @@ from typing import Any
 from edge_operator.core import deployment_status, patches, planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ChildInfo, PodInfo, child_info, idep_info, model_info, pod_info
 from edgeai_api import constants as c
 
@@ -55,7 +56,7 @@ def run(idep: dict[str, Any], model: dict[str, Any] | None, devices: list[Device
         now: str = NOW) -> planner.IdepPlan:
     return planner.plan(idep_info(idep), model_info(model) if model else None, {d.name: d for d in devices},
                         children or {},
-                        pods or {}, image="img", now=now)
+                        pods or {}, images=RuntimeImages("img"), now=now)
 
 
 def cond(status: dict[str, Any], t: str) -> dict[str, Any]:
@@ -154,6 +155,25 @@ def test_fetch_failure_on_the_node_is_named() -> None:
     assert row["phase"] == "FetchFailed" and row["message"].startswith("DigestMismatch")
     assert cond(p.status, "Degraded")["reason"] == "DevicesFailing"
     assert cond(p.status, "Ready")["status"] == "False"
+
+
+def test_a_crash_looping_server_shows_why_it_last_exited() -> None:
+    first = run(idep_body(), model_body())
+    children = {m["metadata"]["annotations"][c.A_DEVICE]: as_child(m, ready=False) for m in first.apply}
+    why = "IntegrityError(NoAccelerator): no execution provider but the CPU started"
+    bad_pod = pod_info({
+        "metadata": {"name": "p", "namespace": "ns", "creationTimestamp": NOW,
+                     "labels": {c.L_IDEP: "d", c.L_DEVICE: "edge-0"}, "annotations": {c.A_SHA256: SRC}},
+        "spec": {"nodeName": "edge-0"},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "server", "restartCount": 4, "state": {"waiting": {
+                "reason": "CrashLoopBackOff", "message": "back-off 1m20s restarting failed container=server"}},
+             "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": why}}}]},
+    })
+    assert (bad_pod.reason, bad_pod.message) == ("CrashLoopBackOff", why)
+    p = run(idep_body(), model_body(), children=children, pods={"edge-0": [bad_pod]})
+    row = next(r for r in p.status["devices"] if r["device"] == "edge-0")
+    assert why in row["message"], row
 
 
 def test_status_patch_removes_only_owned_keys() -> None:

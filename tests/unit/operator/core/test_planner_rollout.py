@@ -7,6 +7,7 @@ from typing import Any
 from edge_operator.core import planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ChildInfo, child_info, idep_info, model_info
 from edgeai_api import constants as c
 from tests.unit.operator.core.test_planner import SRC, model_body
@@ -56,7 +57,7 @@ class Cluster:
             if ch.ready == 0 and ch.sha256 != self.bad:
                 self.children[dev] = ChildInfo(**{**ch.__dict__, "ready": 1, "available": 1})
         p = planner.plan(idep_info(idep(self.status, rollout)), model_info(m), {d.name: d for d in FLEET},
-                         self.children, {}, image="img", now=_iso(self.now), now_ts=self.now)
+                         self.children, {}, images=RuntimeImages("img"), now=_iso(self.now), now_ts=self.now)
         for man in p.apply:
             dev = man["metadata"]["annotations"][c.A_DEVICE]
             rev = int(man["metadata"]["annotations"][c.A_REVISION])

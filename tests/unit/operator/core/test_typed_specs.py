@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from edge_operator.core import revisions as rev
+from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.status import device_status, invalid_spec_check, model_status, needs_verification
 from edge_operator.core.views import ModelState, device_info, idep_info, model_info, node_info
 from edgeai_api.serde import serialize
@@ -63,7 +64,7 @@ def test_a_revision_template_keeps_the_specs_own_json() -> None:
     spec = idep_info(body).spec
     assert spec is not None and spec.runtime is not None and spec.fallback is not None
     assert serialize(spec.runtime) == runtime and serialize(spec.fallback) == fallback
-    t = rev.template_for(model_info(model_body()), spec.runtime, spec.fallback, "img")
+    t = rev.template_for(model_info(model_body()), spec.runtime, spec.fallback, RuntimeImages("img"))
     d = t.to_dict()
     assert d["runtime"] == runtime and d["fallback"] == fallback
     # the hash the dict-reading operator computed for the same spec
