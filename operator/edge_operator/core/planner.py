@@ -80,6 +80,9 @@ def workload_inputs(
             decryption_key=template.decryption_key,
             revision=revision,
             acceleration=a.acceleration,
+            quality_profile=template.quality_profile,
+            quality_gate=template.quality_gate,
+            quality_window_seconds=template.quality_window_seconds,
         )
         for a in placement.assignments
     }
@@ -136,7 +139,12 @@ def _resolve(idep: IdepInfo, model: ModelInfo | None, image: str, now: str) -> _
         pol = ro.parse_policy(idep.spec.rollout)
     except ro.RolloutSpecError as e:
         return (R.INVALID_SPEC, str(e), False, True)
-    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, image)
+    gate = idep.spec.rollout.health_gate if idep.spec.rollout else None
+    qgate = gate.quality if gate else None
+    if qgate is not None and qgate.max_psi is not None and model.quality_profile is None:
+        return (R.INVALID_SPEC, f"spec.rollout.healthGate.quality.maxPSI needs a reference profile: EdgeModel "
+                f"{model.name!r} has no spec.qualityProfile (pack --eval-data writes one)", False, True)
+    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, image, qgate, pol.ready_seconds)
     resolution = rev.resolve(rev.history_from_status(idep.status), template,
                              _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
                              _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),

@@ -27,7 +27,7 @@ from edge_operator.core.parse_memo import ParseMemo
 from edge_operator.core.placement import Artifact
 from edge_operator.core.views import ModelInfo
 from edgeai_api.enums import RevisionOutcome
-from edgeai_api.inferencedeployment import FallbackSpec, RevisionRecord, RuntimeSpec
+from edgeai_api.inferencedeployment import FallbackSpec, QualityGate, RevisionRecord, RuntimeSpec
 from edgeai_api.serde import parse, serialize
 
 DEFAULT_HISTORY_LIMIT = 10
@@ -53,6 +53,11 @@ class Template:
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     fallback: FallbackSpec | None = None
     image: str = ""
+    # The EdgeModel's reference profile, and spec.rollout.healthGate.quality with the gate's window
+    # (readySeconds): both reach the Pod as runtime flags, so a change of either is a new revision.
+    quality_profile: Artifact | None = None
+    quality_gate: QualityGate | None = None
+    quality_window_seconds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The template as JSON (a fresh copy: the caller may keep or change it)."""
@@ -79,12 +84,23 @@ class Template:
             d["decryptionKey"] = {"name": self.decryption_key.name, "key": self.decryption_key.key}
         if self.fallback is not None:
             d["fallback"] = serialize(self.fallback)
+        # Only when set: the templates (and hashes) of revisions made before these fields existed stay equal.
+        if self.quality_profile is not None:
+            d["qualityProfile"] = _artifact_dict(self.quality_profile)
+        if self.quality_gate is not None:
+            d["qualityGate"] = {**serialize(self.quality_gate), "windowSeconds": self.quality_window_seconds}
         return d
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Template:
         def ref(x: Any) -> SecretRef | None:
             return SecretRef(str(x["name"]), str(x["key"])) if isinstance(x, Mapping) and x.get("name") else None
+
+        g = d.get("qualityGate")
+        window = g.get("windowSeconds") if isinstance(g, Mapping) else None
+        gate = None
+        if isinstance(g, Mapping):
+            gate = parse(QualityGate, {k: v for k, v in g.items() if k != "windowSeconds"}, "template.qualityGate")
 
         return Template(
             model=str(d.get("model", "")),
@@ -96,6 +112,9 @@ class Template:
             runtime=parse(RuntimeSpec, d.get("runtime") or {}, "template.runtime"),
             fallback=parse(FallbackSpec, d["fallback"], "template.fallback") if d.get("fallback") else None,
             image=str(d.get("image", "")),
+            quality_profile=_artifact(d["qualityProfile"]) if d.get("qualityProfile") else None,
+            quality_gate=gate,
+            quality_window_seconds=int(window) if isinstance(window, int) else 0,
         )
 
     def hash(self) -> str:
@@ -116,7 +135,8 @@ class Template:
     def model_view(self, model: ModelInfo) -> ModelInfo:
         """`model` with this template's builds and keys: what placement needs to place this revision."""
         return replace(model, version=self.model_version, source=self.source, variants=self.variants,
-                       public_key=self.public_key, decryption_key=self.decryption_key)
+                       public_key=self.public_key, decryption_key=self.decryption_key,
+                       quality_profile=self.quality_profile)
 
 
 def _artifact_dict(a: Artifact) -> dict[str, Any]:
@@ -139,12 +159,13 @@ def _artifact(d: Mapping[str, Any]) -> Artifact:
 
 
 def template_for(model: ModelInfo, runtime: RuntimeSpec | None, fallback: FallbackSpec | None,
-                 image: str) -> Template:
+                 image: str, quality_gate: QualityGate | None = None, quality_window_seconds: int = 0) -> Template:
     """The template the spec asks for: only verified builds count (an unverified variant is never placed)."""
     return Template(model=model.name, model_version=model.version, source=model.source,
                     variants=tuple(v for v in model.variants if v.verified), public_key=model.public_key,
                     decryption_key=model.decryption_key, runtime=runtime or RuntimeSpec(),
-                    fallback=fallback, image=image)
+                    fallback=fallback, image=image, quality_profile=model.quality_profile,
+                    quality_gate=quality_gate, quality_window_seconds=quality_window_seconds if quality_gate else 0)
 
 
 @dataclass(frozen=True)
