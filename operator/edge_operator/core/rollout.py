@@ -117,6 +117,7 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
     rb = spec.rollback_to
     if rb is not None and rb.revision < 1:
         raise RolloutSpecError(f"{p}.rollbackTo.revision must be a revision number >= 1, got {serialize(rb)!r}")
+    _check_quality(gate, f"{p}.healthGate.quality")
     gated = any(getattr(spec, f.name) is not None for f in dataclasses.fields(spec) if f.name not in _STEERING)
     return Policy(
         gated=gated,
@@ -136,6 +137,21 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
         rollback_to=dict(serialize(rb)) if rb is not None else None,
         history_limit=_int(spec.revision_history_limit, "revisionHistoryLimit", p, 1, 50, 10),
     )
+
+
+def _check_quality(gate: HealthGate, path: str) -> None:
+    """healthGate.quality's ranges (the schema's, for specs that did not come through it). The runtime
+    judges it; the operator only passes it on (core/manifests.quality_gate_args)."""
+    q = gate.quality
+    if q is None:
+        return
+    if q.max_psi is None and q.min_mean_confidence is None:
+        raise RolloutSpecError(f"{path} needs at least one threshold: maxPSI or minMeanConfidence")
+    if q.max_psi is not None and not 0 < q.max_psi <= 10:
+        raise RolloutSpecError(f"{path}.maxPSI must be a number above 0 and at most 10, got {q.max_psi!r}")
+    if q.min_mean_confidence is not None and not 0 <= q.min_mean_confidence <= 1:
+        raise RolloutSpecError(f"{path}.minMeanConfidence must be a number from 0 to 1, got {q.min_mean_confidence!r}")
+    _int(q.min_requests, "minRequests", path, 1, 1_000_000, 1)
 
 
 def _pct(v: str) -> int:

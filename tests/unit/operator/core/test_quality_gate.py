@@ -84,3 +84,17 @@ def test_canary_whose_outputs_collapse_is_rolled_back_like_a_crash() -> None:
     assert all(ch.sha256 != NEW for ch in k.children.values())
     assert k.status["revisions"][-1]["outcome"] == "Failed"
     assert "QualityGateFailed: quality gate: mean confidence 0.34 < 0.6" in k.status["revisions"][-1]["message"]
+
+
+def test_policy_names_the_wrong_quality_field() -> None:
+    import pytest
+
+    from edge_operator.core import rollout as ro
+
+    for q, words in (({}, "needs at least one threshold"), ({"maxPSI": 0}, "maxPSI must be"),
+                     ({"minMeanConfidence": 1.5}, "minMeanConfidence must be"),
+                     ({"maxPSI": 0.2, "minRequests": 0}, "minRequests must be")):
+        with pytest.raises(ro.RolloutSpecError, match=words) as e:
+            ro.parse_policy({"healthGate": {"quality": q}})
+        assert "spec.rollout.healthGate.quality" in str(e.value)
+    assert ro.parse_policy({"healthGate": {"quality": {"maxPSI": 0.25}}}).gated
