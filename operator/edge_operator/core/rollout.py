@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_operator.core import conditions as cond
-from edgeai_api.enums import FailurePolicy, OfflinePolicy, RollbackStrategy, RolloutPhase
+from edgeai_api.enums import FailurePolicy, InsufficientTrafficPolicy, OfflinePolicy, RollbackStrategy, RolloutPhase
 from edgeai_api.inferencedeployment import HealthGate, RolloutSpec, RolloutStatus
 from edgeai_api.serde import ApiTypeError, parse, serialize
 
@@ -66,6 +66,7 @@ class Policy:
     paused: bool = False
     rollback_to: dict[str, Any] | None = None  # as JSON: compared with status.rollout.observedRollbackTo
     history_limit: int = 10
+    quality_waits: bool = False  # healthGate.quality with onInsufficientTraffic Wait: a new Pod waits for traffic
 
 
 def _int(v: int | None, key: str, path: str, lo: int, hi: int, default: int) -> int:
@@ -136,6 +137,8 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
         paused=bool(spec.paused),
         rollback_to=dict(serialize(rb)) if rb is not None else None,
         history_limit=_int(spec.revision_history_limit, "revisionHistoryLimit", p, 1, 50, 10),
+        quality_waits=gate.quality is not None
+        and gate.quality.on_insufficient_traffic in (None, InsufficientTrafficPolicy.WAIT),
     )
 
 
@@ -372,6 +375,9 @@ def step(
             failure = (f"wave {w + 1}/{len(bounds)} made no progress for {policy.deadline_seconds}s "
                        f"(healthGate.progressDeadlineSeconds): {len(online_bad)} device(s) not Ready on revision "
                        f"{target}: {', '.join(online_bad[:5])}{' ...' if len(online_bad) > 5 else ''}")
+            if policy.quality_waits:
+                failure += ("; healthGate.quality (onInsufficientTraffic Wait) keeps a new Pod not Ready until it "
+                            "answered minRequests: was traffic sent to the new Pods?")
         else:
             notes.append(f"waiting for {len(unhealthy)} offline device(s) (offlineDevices: Wait)")
     if failure:

@@ -98,3 +98,16 @@ def test_policy_names_the_wrong_quality_field() -> None:
             ro.parse_policy({"healthGate": {"quality": q}})
         assert "spec.rollout.healthGate.quality" in str(e.value)
     assert ro.parse_policy({"healthGate": {"quality": {"maxPSI": 0.25}}}).gated
+
+
+def test_a_wave_that_never_saw_traffic_fails_at_its_deadline_and_says_the_quality_gate_waited() -> None:
+    k = Cluster()
+    k.until(profiled(), GATE, "Complete")
+    k.bad = NEW  # not Ready: waiting for traffic that never comes
+    k.until(profiled(NEW), GATE, "RolledBack", turns=60)
+    msg = k.status["revisions"][-1]["message"]
+    assert "made no progress" in msg and "onInsufficientTraffic Wait" in msg
+    passing = {**GATE, "healthGate": {**GATE["healthGate"], "quality": {"maxPSI": 0.25,
+                                                                         "onInsufficientTraffic": "Pass"}}}
+    from edge_operator.core import rollout as ro
+    assert not ro.parse_policy(passing).quality_waits and ro.parse_policy(GATE).quality_waits
