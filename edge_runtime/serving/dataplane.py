@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -86,6 +87,8 @@ class DataPlane:
         self.repository = Repository(settings, metrics, self._runner)
         self._last_judgement: Judgement | None = None
         self._gate: tuple[str, quality_gate.Gate, Callable[[quality_gate.Verdict], None]] | None = None
+        # readiness() runs on the event loop (probes) and, with --metrics-port, on the metrics thread too.
+        self._gate_lock = threading.Lock()
         metrics.live(self.queue_depths, lambda: self.readiness().ready)
 
     def _runner(self, model: LoadedModel) -> Runner:
@@ -224,6 +227,12 @@ class DataPlane:
     def _judge_quality(self, j: Judgement) -> Judgement:
         assert self._gate is not None
         name, gate, on_decided = self._gate
+        with self._gate_lock:
+            return self._judge_quality_locked(j, name, gate, on_decided)
+
+    def _judge_quality_locked(
+        self, j: Judgement, name: str, gate: quality_gate.Gate, on_decided: Callable[[quality_gate.Verdict], None]
+    ) -> Judgement:
         if gate.verdict is None:
             slot = self.repository.slots.get(name)
             served = slot.current if slot is not None else None
