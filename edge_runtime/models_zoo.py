@@ -108,11 +108,16 @@ def cnn_model(*, num_classes: int = 10, image: int = 32, seed: int = 0) -> onnx.
     return _finish(graph, "edgeai-models-zoo-cnn")
 
 
-def tabular_model(*, features: int = 16, classes: int = 3, seed: int = 0, hidden: int = 32) -> onnx.ModelProto:
+def tabular_model(
+    *, features: int = 16, classes: int = 3, seed: int = 0, hidden: int = 32, constant_class: int | None = None
+) -> onnx.ModelProto:
     """Tabular MLP: [N,features] float32 -> [N,classes] probabilities.
 
     Written as MatMul+Add (as many exporters emit Linear layers) so that
     dynamic int8 quantization, which handles MatMul but not Gemm, applies.
+    `constant_class`: a deliberately broken build of the same model (same inputs, outputs and
+    graph, loads and answers like it) whose last layer lost its weights, so it answers that class
+    for every row: what only a quality gate catches.
     """
     if classes < 2 or features < 1 or hidden < 1:
         raise ValueError("a classifier needs classes >= 2, features >= 1 and hidden >= 1")
@@ -124,13 +129,18 @@ def tabular_model(*, features: int = 16, classes: int = 3, seed: int = 0, hidden
     # Same reason as the CNN head: cancel the positive mean of ReLU features
     # so no class wins by default.
     w3 -= w3.mean(axis=0, keepdims=True)
+    b3 = (rng.standard_normal(classes) * 0.1).astype(np.float32)
+    if constant_class is not None:
+        w3 = np.zeros_like(w3)
+        b3 = np.zeros(classes, dtype=np.float32)
+        b3[constant_class] = 4.0
     inits = [
         _init("fc1.w", w1),
         _init("fc1.b", b1),
         _init("fc2.w", w2),
         _init("fc2.b", b2),
         _init("fc3.w", w3),
-        _init("fc3.b", (rng.standard_normal(classes) * 0.1).astype(np.float32)),
+        _init("fc3.b", b3),
     ]
     nodes = [
         helper.make_node("MatMul", [TABULAR_INPUT, "fc1.w"], ["m1"], name="fc1"),
@@ -158,12 +168,17 @@ def build_cnn(path: Path, *, num_classes: int = 10, image: int = 32, seed: int =
     return _save(cnn_model(num_classes=num_classes, image=image, seed=seed), path)
 
 
-def build_tabular(path: Path, *, features: int = 16, classes: int = 3, seed: int = 0, hidden: int = 32) -> Path:
+def build_tabular(
+    path: Path, *, features: int = 16, classes: int = 3, seed: int = 0, hidden: int = 32,
+    constant_class: int | None = None,
+) -> Path:
     """Write the tabular MLP classifier to `path` (parents created); returns the path.
 
-    `hidden` (width of both hidden layers) makes a bigger model for benchmarks.
+    `hidden` (width of both hidden layers) makes a bigger model for benchmarks; `constant_class` a
+    broken build that answers one class for every row (`tabular_model`).
     """
-    return _save(tabular_model(features=features, classes=classes, seed=seed, hidden=hidden), path)
+    return _save(tabular_model(features=features, classes=classes, seed=seed, hidden=hidden,
+                               constant_class=constant_class), path)
 
 
 def sample_inputs(kind: str, batch: int, *, image: int = 32, features: int = 16, seed: int = 0) -> np.ndarray:

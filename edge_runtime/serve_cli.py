@@ -136,6 +136,26 @@ def register(sub: Any) -> None:
         "--no-quality", action="store_true",
         help="do not track model quality signals (confidence, margin, classes, features, PSI)",
     )
+    g = p.add_argument_group(
+        "rollout quality gate",
+        "spec.rollout.healthGate.quality, passed by the operator to a new revision's Pod: judged into readiness "
+        "during the Pod's gate only; a failure exits with code 10 and the reason in --termination-log",
+    )
+    g.add_argument("--quality-gate-max-psi", type=float, help="fail above this PSI of any signal (needs a profile)")
+    g.add_argument("--quality-gate-min-mean-confidence", type=float, help="fail below this mean top-class probability")
+    g.add_argument("--quality-gate-min-requests", type=int, default=200, help="answered requests before judging")
+    g.add_argument(
+        "--quality-gate-on-insufficient-traffic", choices=["wait", "pass"], default="wait",
+        help="with fewer requests: wait (not ready) or pass (ready; unjudged after --quality-gate-window-s)",
+    )
+    g.add_argument("--quality-gate-window-s", type=float, default=0.0, help="how long pass waits for traffic")
+    g.add_argument(
+        "--quality-gate-state", help="file keeping the verdict across container restarts (in the Pod's emptyDir)"
+    )
+    g.add_argument(
+        "--termination-log", default="/dev/termination-log",
+        help="where a failed gate's reason is written before exiting (Kubernetes shows it in the Pod's status)",
+    )
     p.add_argument("--metrics-port", type=_positive_int, help="serve /metrics on this port too (default: same port)")
     p.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger request bodies get 413")
     p.add_argument("--body-timeout-s", type=float, default=30.0, help="a body not received within this gets 408")
@@ -187,11 +207,17 @@ def build(args: argparse.Namespace) -> Any:
         raise SystemExit("edge-runtime serve: --quality-window-rows must be >= 100")
     if profile is not None and args.no_quality:
         raise SystemExit("edge-runtime serve: --quality-profile and --no-quality contradict each other")
+    gate_config = _gate_config(args, profile is not None)
+    min_rows = min(DEFAULT_MIN_ROWS, args.quality_window_rows // 2)
+    if gate_config is not None:
+        # PSI is reported from min_rows rows on: a gate judging at minRequests needs it by then.
+        min_rows = max(1, min(min_rows, gate_config.min_requests))
     metrics = RuntimeMetrics(
         quality_metrics=QualityMetrics(
             enabled=not args.no_quality,
             window_rows=args.quality_window_rows,
-            min_rows=min(DEFAULT_MIN_ROWS, args.quality_window_rows // 2),
+            min_rows=min_rows,
+            breach=gate_config.thresholds if gate_config is not None else None,
         )
     )
     fallback = None
@@ -247,6 +273,8 @@ def build(args: argparse.Namespace) -> Any:
             raise SystemExit(
                 f"edge-runtime serve: --quality-profile {args.quality_profile} does not fit the model: {e}"
             ) from e
+    if gate_config is not None:
+        _install_gate(dp, args, gate_config)
     separate_metrics = bool(args.metrics_port) and args.metrics_port != args.port
     decoder = Decoder()
     app = App(
@@ -260,6 +288,67 @@ def build(args: argparse.Namespace) -> Any:
     if args.grpc_port:
         _add_grpc(app, args, access, decoder)
     return app
+
+
+def _gate_config(args: argparse.Namespace, has_profile: bool) -> Any:
+    """The quality gate the flags ask for, or None; SystemExit naming the flag that cannot work."""
+    from edge_runtime.core.quality_gate import GateConfig, GateError, Thresholds
+
+    if args.quality_gate_max_psi is None and args.quality_gate_min_mean_confidence is None:
+        return None
+    if args.no_quality:
+        raise SystemExit("edge-runtime serve: a quality gate needs the quality signals: drop --no-quality")
+    if args.quality_gate_max_psi is not None and not has_profile:
+        raise SystemExit("edge-runtime serve: --quality-gate-max-psi needs --quality-profile (the reference)")
+    cfg = GateConfig(
+        Thresholds(args.quality_gate_max_psi, args.quality_gate_min_mean_confidence),
+        args.quality_gate_min_requests, args.quality_gate_on_insufficient_traffic == "wait",
+        args.quality_gate_window_s,
+    )
+    try:
+        cfg.check()
+    except GateError as e:
+        raise SystemExit(f"edge-runtime serve: {e}") from e
+    return cfg
+
+
+def _install_gate(dp: Any, args: argparse.Namespace, cfg: Any) -> None:
+    """The Pod's gate: restored from --quality-gate-state when a container of this Pod already decided it
+    (so it is judged once per Pod, and never again outside its rollout); a new verdict is written there,
+    and a failure also to --termination-log before the process exits with EXIT_QUALITY_GATE."""
+    import time
+
+    from edge_runtime.core.quality_gate import FAILED, Gate, Verdict, load_verdict
+    from edgeai_api.exit_codes import EXIT_QUALITY_GATE
+
+    state = Path(args.quality_gate_state) if args.quality_gate_state else None
+    restored = None
+    if state is not None and state.is_file():
+        restored = load_verdict(state.read_text(errors="replace")[:4096])
+        if restored is not None:
+            log.info("quality gate already decided in this Pod", extra={"state": restored.state,
+                                                                         "reason": restored.reason})
+
+    def decided(v: Verdict) -> None:
+        if state is not None:
+            try:
+                state.write_text(v.dumps())
+            except OSError as e:
+                log.warning("cannot keep the quality gate's verdict", extra={"path": str(state), "error": str(e)})
+        if v.state != FAILED:
+            return
+        try:
+            with open(args.termination_log, "w") as f:
+                f.write(v.reason[:4000])
+        except OSError as e:
+            log.warning("cannot write the termination message", extra={"path": args.termination_log,
+                                                                        "error": str(e)})
+        for h in logging.getLogger().handlers:
+            h.flush()
+        # Abrupt on purpose: this build failed its gate; the operator rolls it back on seeing this exit.
+        os._exit(EXIT_QUALITY_GATE)
+
+    dp.set_quality_gate(args.name, Gate(cfg, time.monotonic(), restored), decided)
 
 
 def _read_profile(path: str) -> Any:

@@ -445,6 +445,7 @@ class _Output:
     conf_ring: _Ring | None = None
     margin_ring: _Ring | None = None
     class_ring: np.ndarray | None = None  # [buckets, slots]
+    conf_window: np.ndarray | None = None  # [buckets, 2]: sum of confidences, rows (the window's mean)
 
 
 @dataclass(slots=True)
@@ -469,6 +470,7 @@ class OutputSnapshot:
     margin: tuple[int, ...]
     margin_sum: float
     classes: dict[str, int]  # lifetime counts per label (tracked classes, then "other")
+    window_confidence_mean: float | None = None  # mean top-class probability over the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,6 +484,7 @@ class Snapshot:
     cloud_agreed: int  # lifetime rows where the cloud's top class matched the edge's
     cloud_compared: int
     cloud_agreement_ratio: float | None  # over the window
+    window_requests: int = 0  # answered requests in the window (the quality gate's minRequests counts them)
 
 
 CONFIDENCE_BOUNDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -532,6 +535,7 @@ class Tracker:
                 name, classes, slot_of, (*(str(c) for c in tracked), OTHER), bounds,
                 np.zeros(len(bounds) + 1, dtype=np.int64), np.zeros(len(bounds) + 1, dtype=np.int64),
                 class_total=np.zeros(len(tracked) + 1, dtype=np.int64),
+                conf_window=np.zeros((buckets, 2)),
             )
             if op is not None:
                 o.profile = op
@@ -602,6 +606,8 @@ class Tracker:
         per_in: list[tuple[_Input, np.ndarray]],
     ) -> None:
         for o, conf, margin, slot in per_out:
+            if o.conf_window is not None:
+                o.conf_window[b] += (float(conf.sum()), len(conf))
             if o.class_ring is not None and o.conf_ring is not None and o.margin_ring is not None:
                 o.class_ring[b] += np.bincount(slot, minlength=len(o.labels))
                 o.conf_ring.counts[b] += bin_counts(conf, o.conf_ring.edges)
@@ -639,6 +645,8 @@ class Tracker:
         for arr in (self._rows, self._requests, self._fallbacks, self._agreed, self._compared):
             arr[b] = 0
         for o in self.outputs:
+            if o.conf_window is not None:
+                o.conf_window[b] = 0
             if o.class_ring is not None and o.conf_ring is not None and o.margin_ring is not None:
                 o.class_ring[b] = 0
                 o.conf_ring.counts[b] = 0
@@ -657,11 +665,13 @@ class Tracker:
         judge = n >= self.min_rows
         outs = []
         for o in self.outputs:
+            wsum, wn = o.conf_window.sum(axis=0) if o.conf_window is not None else (0.0, 0.0)
             outs.append(
                 OutputSnapshot(
                     o.name, CONFIDENCE_BOUNDS, tuple(int(x) for x in o.conf_hist), o.conf_sum,
                     tuple(int(x) for x in o.margin_hist), o.margin_sum,
                     dict(zip(o.labels, (int(x) for x in o.class_total), strict=True)),
+                    float(wsum / wn) if wn else None,
                 )
             )
             if judge and o.profile is not None and o.conf_ring and o.margin_ring and o.class_ring is not None:
@@ -689,4 +699,5 @@ class Tracker:
             int(self._fallbacks.sum()) / req if self._fallback_on and req else None,
             self._agreed_total, self._compared_total,
             int(self._agreed.sum()) / compared if compared else None,
+            req,
         )

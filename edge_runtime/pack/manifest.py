@@ -64,6 +64,16 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class ProfileFile:
+    """The quality profile `pack` wrote beside the builds, as stored."""
+
+    filename: str
+    sha256: str
+    size: int
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
 class SecretRef:
     name: str
     key: str
@@ -141,12 +151,14 @@ def build_edgemodel(
     public_key_secret: SecretRef | None = None,
     encryption_secret: SecretRef | None = None,
     bundle: str | None = None,
+    quality_profile: ProfileFile | None = None,
 ) -> dict[str, Any]:
     """The EdgeModel for `source` (the fp32 build) and the other builds that passed the report.
 
     Signatures travel with the artifacts: when any artifact is signed, all must
     be, and `public_key_secret` names the Secret holding the public key. Or one
     OpenSSF `bundle` (model.sig JSON) covers every build, and no artifact carries its own.
+    The `quality_profile` is referenced by sha256 (spec.qualityProfile) and signed the same way.
     """
     check_name(name)
     for v in variants:
@@ -165,6 +177,8 @@ def build_edgemodel(
         if ref is not None:
             check_name(ref.name, what)
     signed = [a.signature is not None for a in (source, *variants)]
+    if quality_profile is not None:
+        signed.append(quality_profile.signature is not None)
     if any(signed) and not all(signed):
         raise PackError("BadArgument", "either every artifact is signed or none is")
     if bundle is not None and any(signed):
@@ -206,6 +220,12 @@ def build_edgemodel(
             signature=signature,
             encryption=encryption,
             variants=tuple(_variant(v, base_uri) for v in variants) or None,
+            quality_profile=None if quality_profile is None else em.QualityProfileRef(
+                uri=join_uri(base_uri, quality_profile.filename),
+                sha256=check_sha256(quality_profile.sha256, "quality profile sha256"),
+                size=quality_profile.size,
+                signature=quality_profile.signature,
+            ),
         ),
     )
     return serialize(model)

@@ -32,6 +32,7 @@ from edge_runtime.pack.manifest import (
     PRECISIONS,
     Artifact,
     Precision,
+    ProfileFile,
     SecretRef,
     build_edgemodel,
     check_base_uri,
@@ -262,10 +263,22 @@ def pack(o: PackOptions) -> PackResult:
             if not b.report.size and b.data is not None:
                 b.report.size = len(b.data)
 
+        profile = _quality_profile(model, feeds, reference, sample_source) if real_data else None
+        profile_file = None
+        if profile is not None:
+            # The reference the runtime compares its traffic with: listed in SHA256SUMS like the variants,
+            # referenced by sha256 in the manifest (spec.qualityProfile) and signed like them, because a
+            # rollout's quality gate trusts it.
+            text = profile.dumps().encode()
+            (stage / PROFILE_FILE).write_bytes(text)
+            pd = integrity.hash_bytes(text)
+            psig = integrity.sign_digest(sign_key, pd.sha256) if sign_key is not None and o.legacy_signature else None
+            profile_file = ProfileFile(PROFILE_FILE, pd.sha256, pd.size, psig)
         bundle = None
         if sign_key is not None and not o.legacy_signature:
-            # One bundle over every build, as `model_signing sign key` makes it over a directory.
-            openssf.sign_files(stage, [a.filename for a in artifacts.values()], sign_key_pem, stage / SIGNATURE_FILE)
+            # One bundle over every build (and the profile), as `model_signing sign key` makes it over a directory.
+            signed_files = [a.filename for a in artifacts.values()] + ([PROFILE_FILE] if profile_file else [])
+            openssf.sign_files(stage, signed_files, sign_key_pem, stage / SIGNATURE_FILE)
             bundle = (stage / SIGNATURE_FILE).read_text()
         manifest = build_edgemodel(
             name=name,
@@ -277,15 +290,12 @@ def pack(o: PackOptions) -> PackResult:
             public_key_secret=pub_ref,
             encryption_secret=enc_ref,
             bundle=bundle,
+            quality_profile=profile_file,
         )
         (stage / MANIFEST_FILE).write_text(yaml.safe_dump(manifest, sort_keys=False))
         sums = sha256sums(list(artifacts.values()))
-        profile = _quality_profile(model, feeds, reference, sample_source) if real_data else None
-        if profile is not None:
-            # The reference the runtime compares its traffic with, listed in SHA256SUMS like the variants.
-            text = profile.dumps().encode()
-            (stage / PROFILE_FILE).write_bytes(text)
-            sums += f"{integrity.hash_bytes(text).sha256}  {PROFILE_FILE}\n"
+        if profile_file is not None:
+            sums += f"{profile_file.sha256}  {PROFILE_FILE}\n"
         (stage / SUMS_FILE).write_text(sums)
         if sign_key is not None:
             (stage / PUBLIC_KEY_FILE).write_bytes(integrity.public_key_pem(sign_key))

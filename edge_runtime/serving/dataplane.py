@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_runtime import __version__
-from edge_runtime.core import quality
+from edge_runtime.core import quality, quality_gate
 from edge_runtime.core.fallback_policy import top_confidence
 from edge_runtime.core.health import ErrorWindow, Judgement, judge_readiness
 from edge_runtime.core.protocol import (
@@ -85,6 +86,9 @@ class DataPlane:
         self.run_executor: Executor = ThreadPoolExecutor(1, thread_name_prefix="edgeai-run")
         self.repository = Repository(settings, metrics, self._runner)
         self._last_judgement: Judgement | None = None
+        self._gate: tuple[str, quality_gate.Gate, Callable[[quality_gate.Verdict], None]] | None = None
+        # readiness() runs on the event loop (probes) and, with --metrics-port, on the metrics thread too.
+        self._gate_lock = threading.Lock()
         metrics.live(self.queue_depths, lambda: self.readiness().ready)
 
     def _runner(self, model: LoadedModel) -> Runner:
@@ -141,6 +145,8 @@ class DataPlane:
         # A deliberately unloaded model does not make the server unready; having none loaded does.
         models = {n: True for n, s in self.repository.slots.items() if s.current is not None}
         j = judge_readiness(models, self.errors.judge(self._clock()))
+        if self._gate is not None:
+            j = self._judge_quality(j)
         if self._last_judgement is None or j.ready != self._last_judgement.ready:
             (log.info if j.ready else log.warning)("readiness changed", extra={"ready": j.ready, "reason": j.reason})
         self._last_judgement = j
@@ -209,6 +215,38 @@ class DataPlane:
             self.metrics.observe_request(name, model.version, outcome, elapsed, protocol)
 
     # --- quality signals (core/quality.py; exported by telemetry.metrics.QualityMetrics) ---------------
+
+    def set_quality_gate(
+        self, name: str, gate: quality_gate.Gate, on_decided: Callable[[quality_gate.Verdict], None]
+    ) -> None:
+        """Judge model `name`'s answers with `gate` (core/quality_gate.py) into readiness while it judges;
+        `on_decided` gets the verdict once (the caller records it, and exits on a failure)."""
+        self._gate = (name, gate, on_decided)
+        self.metrics.quality.gate = (name, gate)
+
+    def _judge_quality(self, j: Judgement) -> Judgement:
+        assert self._gate is not None
+        name, gate, on_decided = self._gate
+        with self._gate_lock:
+            return self._judge_quality_locked(j, name, gate, on_decided)
+
+    def _judge_quality_locked(
+        self, j: Judgement, name: str, gate: quality_gate.Gate, on_decided: Callable[[quality_gate.Verdict], None]
+    ) -> Judgement:
+        if gate.verdict is None:
+            slot = self.repository.slots.get(name)
+            served = slot.current if slot is not None else None
+            entry = self.metrics.quality.entries.get((name, served.model.version)) if served is not None else None
+            s = quality_gate.signals_of(entry.snapshot()) if entry is not None else quality_gate.Signals(0, 0, None, {})
+            v = gate.judge(self._clock(), s)
+            if v.decided:
+                (log.info if v.ready else log.error)(v.reason, extra={"model": name, "quality_gate": v.state})
+                on_decided(v)
+        else:
+            v = gate.verdict
+        if not v.ready:
+            return Judgement(False, v.reason)
+        return j
 
     def set_quality_profile(self, name: str, profile: quality.Profile) -> None:
         """Compare model `name`'s answers with `profile` from now on; ProfileError if they do not fit."""

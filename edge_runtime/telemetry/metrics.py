@@ -29,7 +29,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from edge_runtime.core import quality
+from edge_runtime.core import quality, quality_gate
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -404,8 +404,13 @@ class QualityMetrics(Collector):
         window_rows: int = quality.DEFAULT_WINDOW_ROWS,
         min_rows: int = quality.DEFAULT_MIN_ROWS,
         top_classes: int = quality.DEFAULT_TOP_CLASSES,
+        breach: quality_gate.Thresholds | None = None,
     ) -> None:
         self.enabled = enabled
+        # What edgeai_quality_breach compares the window with: the rollout's gate thresholds when the Pod
+        # has a gate, else a PSI above the conventional "significant shift".
+        self.breach = breach or quality_gate.Thresholds(max_psi=quality.PSI_ALERT)
+        self.gate: tuple[str, quality_gate.Gate] | None = None  # (model, its Pod's gate), set by the dataplane
         self.window_rows = window_rows
         self.min_rows = min_rows
         self.top_classes = top_classes
@@ -470,6 +475,18 @@ class QualityMetrics(Collector):
             "edgeai_quality_cloud_agreement_ratio", "Share of the window's cloud-answered rows whose top class "
             "matched the edge's", labels=["model", "version"],
         )
+        breach = GaugeMetricFamily(
+            "edgeai_quality_breach",
+            "1 while the window crosses a quality threshold (check psi: maxPSI, check confidence: "
+            "minMeanConfidence); outside a rollout's gate it never makes the runtime unready",
+            labels=["model", "version", "check"],
+        )
+        gate = GaugeMetricFamily(
+            "edgeai_quality_gate_state", "This Pod's rollout quality gate: 0 judging, 1 passed, 2 failed",
+            labels=["model"],
+        )
+        if self.gate is not None:
+            gate.add_metric([self.gate[0]], quality_gate.STATE_VALUES[self.gate[1].state])
         for (model, version), entry in list(self.entries.items()):
             s = entry.snapshot()
             mv = [model, version]
@@ -497,4 +514,11 @@ class QualityMetrics(Collector):
                 cloud.add_metric([*mv, "disagree"], s.cloud_compared - s.cloud_agreed)
             if s.cloud_agreement_ratio is not None:
                 cloud_ratio.add_metric(mv, s.cloud_agreement_ratio)
-        yield from (conf, margin, preds, rows, fmean, fvar, psi, fallback, cloud, cloud_ratio)
+            crossed = {check for check, _ in quality_gate.breaches(self.breach, quality_gate.signals_of(s))}
+            if s.psi and self.breach.max_psi is not None:
+                breach.add_metric([*mv, "psi"], 1 if "psi" in crossed else 0)
+            if self.breach.min_mean_confidence is not None and any(
+                o.window_confidence_mean is not None for o in s.outputs
+            ):
+                breach.add_metric([*mv, "confidence"], 1 if "confidence" in crossed else 0)
+        yield from (conf, margin, preds, rows, fmean, fvar, psi, fallback, cloud, cloud_ratio, breach, gate)

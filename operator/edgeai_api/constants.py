@@ -64,6 +64,11 @@ FALLBACK_QUEUE_DIR: Final = "/var/lib/edgeai/fallback-queue"
 # Compiled engines and blobs of execution providers (TensorRT engines, OpenVINO blobs): writable, per node.
 PROVIDER_CACHE_DIR: Final = "/var/lib/edgeai/provider-cache"
 RUNTIME_PORT: Final = 8080
+MAX_QUALITY_PROFILE_BYTES: Final = 1 << 20  # as crds/edgemodel.yaml's spec.qualityProfile.size maximum
+DEFAULT_QUALITY_MIN_REQUESTS: Final = 200  # healthGate.quality.minRequests' default
+# Where a Pod's runtime keeps its quality gate's verdict: in the Pod's emptyDir, so a restarted container
+# does not judge (and fail) a Pod again that was already judged, and outside rollouts never gates at all.
+QUALITY_GATE_STATE: Final = "/tmp/edgeai-quality-gate.json"
 RUNTIME_UID: Final = 65532
 
 PACKAGE_VERSION: Final = "0.1.0"

@@ -15,6 +15,7 @@ DEFAULT_CERTIFICATE_CHAIN_KEY = "ca.pem"
 DEFAULT_SIGNATURE_FORMAT = SignatureFormat.DIGEST
 DEFAULT_DECRYPTION_KEY_KEY = "key"
 SOURCE_BUILD = "default"  # the name spec.source goes by among the builds; no variant may take it
+QUALITY_PROFILE_BUILD = "quality-profile"  # spec.qualityProfile, where it travels like a build (templates)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +58,18 @@ class ModelVariant:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QualityProfileRef:
+    """The reference profile (`pack`'s quality-profile.json) the runtime compares live traffic with:
+    fetched and digest-checked like a build, signed like one (its own `signature` with format digest,
+    listed in the one bundle with format openssf)."""
+
+    uri: str
+    sha256: str
+    size: int | None = None
+    signature: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelRequirements:
     arch: tuple[Arch, ...] | None = None
     min_memory: int | str | None = None  # a quantity
@@ -72,6 +85,7 @@ class EdgeModelSpec:
     encryption: Encryption | None = None
     variants: tuple[ModelVariant, ...] | None = None
     requirements: ModelRequirements | None = None
+    quality_profile: QualityProfileRef | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -90,6 +90,13 @@ class OfflinePolicy(StrEnum):
     WAIT = "Wait"
 
 
+class InsufficientTrafficPolicy(StrEnum):
+    """spec.rollout.healthGate.quality.onInsufficientTraffic: a new device that saw fewer than minRequests."""
+
+    WAIT = "Wait"  # it stays not Ready until it has seen enough (the wave waits, up to progressDeadlineSeconds)
+    PASS = "Pass"  # it is Ready without the quality check once its gate window (readySeconds) is over
+
+
 # --- status enums ---------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from edgeai_api import constants as c
 from edgeai_api.enums import (
     ExecutionProvider,
     FailurePolicy,
+    InsufficientTrafficPolicy,
     OfflinePolicy,
     RevisionOutcome,
     RollbackStrategy,
@@ -93,11 +94,22 @@ class FallbackSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QualityGate:
+    """Judged by each new device's runtime during its gate (core/quality_gate.py in the runtime)."""
+
+    max_psi: float | None = field(default=None, metadata={"json": "maxPSI"})
+    min_mean_confidence: float | None = None
+    min_requests: int | None = None
+    on_insufficient_traffic: InsufficientTrafficPolicy | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class HealthGate:
     ready_seconds: int | None = None
     max_restarts: int | None = None
     progress_deadline_seconds: int | None = None
     max_failures: int | str | None = field(default=None, metadata={"what": _COUNT_OR_PERCENT})
+    quality: QualityGate | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

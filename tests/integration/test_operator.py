@@ -177,6 +177,22 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
          "spec.runtimeOverrides[0].deviceSelector"),
         (idep("d15", namespace, "m", rollout={"maintenanceWindows": {"windows": {"a": {"schedule": "0 2 * * *"}}}}),
          "spec.rollout.maintenanceWindows.windows.a.durationMinutes"),
+        (edge_model("m9", namespace, "https://x/m.onnx", sha, qualityProfile={
+            "uri": "https://x/q.json", "sha256": "c" * 64, "signature": "c2ln"}),
+         "spec.qualityProfile.signature needs spec.signature (format digest)"),
+        (edge_model("m10", namespace, "https://x/m.onnx", sha, qualityProfile={"uri": "https://x/q.json",
+                                                                              "sha256": "c" * 64},
+                    signature={"value": "c2ln", "publicKeySecretRef": {"name": "k"}}),
+         "spec.qualityProfile.signature is required when the builds are signed with format digest"),
+        (edge_model("m11", namespace, "https://x/m.onnx", sha, qualityProfile={
+            "uri": "https://x/q.json", "sha256": "c" * 64, "size": 2 << 20}), "spec.qualityProfile.size"),
+        (idep("d20", namespace, "m", rollout={"healthGate": {"quality": {"minRequests": 10}}}),
+         "healthGate.quality needs at least one threshold"),
+        (idep("d21", namespace, "m", rollout={"healthGate": {"quality": {"maxPSI": 0}}}),
+         "spec.rollout.healthGate.quality.maxPSI"),
+        (idep("d22", namespace, "m", rollout={"healthGate": {"quality": {"minMeanConfidence": 0.5,
+                                                                         "onInsufficientTraffic": "Later"}}}),
+         "spec.rollout.healthGate.quality.onInsufficientTraffic"),
     ]
     for obj, expect in bad:
         p = env.kube.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)

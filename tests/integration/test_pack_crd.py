@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -75,6 +76,22 @@ def test_signed_encrypted_manifest_is_accepted(kube: Any, edgemodel_crd: None, n
     stored = json.loads(p.stdout)
     for field in ("signature", "encryption", "variants", "source"):
         assert stored["spec"][field] == m["spec"][field], field
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["openssf", "digest"])
+def test_manifest_with_its_signed_quality_profile_is_accepted(
+    kube: Any, edgemodel_crd: None, namespace: str, tmp_path: Path, legacy: bool
+) -> None:
+    key = tmp_path / "k.pem"
+    key.write_bytes(integrity.private_key_pem(integrity.generate_private_key("ecdsa-p256")))
+    model = build_tabular(tmp_path / "tabular.onnx")
+    np.savez(tmp_path / "eval.npz", features=np.random.default_rng(1).standard_normal((200, 16)).astype(np.float32))
+    m = packed(tmp_path, model=model, base_uri="https://models.example.com/t/", sign_key=key,
+               eval_data=tmp_path / "eval.npz", legacy_signature=legacy, precisions=["fp32"])
+    assert ("signature" in m["spec"]["qualityProfile"]) == legacy
+    p = dry_run(kube, m, namespace)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["spec"]["qualityProfile"] == m["spec"]["qualityProfile"]
 
 
 def test_schema_rejects_what_pack_would_never_write(

@@ -35,6 +35,7 @@ import pytest
 from edge_operator.testing import ModelServer, free_port
 from edge_runtime.artifacts import integrity
 from edge_runtime.models_zoo import OUTPUT, TABULAR_INPUT, build_tabular
+from edgeai_api.constants import A_SHA256
 from tests.conftest import KubeHandle
 from tests.integration.test_chart_install import Helm, token_kubeconfig
 from tests.integration.test_operator import wait_for  # its `op` only needs log_tail()
@@ -420,6 +421,105 @@ def test_rollout_across_real_and_simulated_devices_and_a_bad_build_rolled_back(e
     after = edge.real_pod(ns, "d")
     assert after["metadata"]["uid"] == good["metadata"]["uid"]  # the same Pod served throughout
     assert np.array_equal(infer_via(url, x), before)
+
+
+def _quality_profile(edge: EdgeEnv, good: Path) -> tuple[str, dict[str, Any]]:
+    """What `pack --eval-data` ships with a model: the good build's profile on its evaluation data,
+    beside the builds; returns its spec.qualityProfile."""
+    from edge_runtime.core import quality
+
+    x = np.random.default_rng(500).standard_normal((3000, 16)).astype(np.float32)
+    sess = ort.InferenceSession(str(good), providers=["CPUExecutionProvider"])
+    layout = quality.layout_of([(TABULAR_INPUT, "FP32", (-1, 16))], [(OUTPUT, "FP32", (-1, 3))])
+    text = quality.build_profile(layout, {TABULAR_INPUT: x}, {OUTPUT: sess.run([OUTPUT], {TABULAR_INPUT: x})[0]}
+                                 ).dumps().encode()
+    path = edge.models / f"{good.stem}.quality-profile.json"
+    path.write_bytes(text)
+    d = integrity.hash_bytes(text)
+    return d.sha256, {"uri": edge.server.url(path.name), "sha256": d.sha256, "size": d.size}
+
+
+def test_a_build_that_passes_every_check_but_quality_is_rolled_back_at_the_canary(edge: EdgeEnv, ns: str) -> None:
+    """The issue's test: a new revision whose build answers one constant class loads, warms up and
+    answers every request with 200, so readiness, errors, latency and restarts all pass; its runtime's
+    quality gate (healthGate.quality, against the profile shipped with the model) fails it while
+    traffic is sent to it, and the operator rolls it back from Pod status alone."""
+    good = build_tabular(edge.models / f"{ns}-q-good.onnx", seed=51)
+    broken = build_tabular(edge.models / f"{ns}-q-broken.onnx", seed=51, constant_class=0)
+    profile_sha, profile = _quality_profile(edge, good)
+
+    def model(path: Path) -> str:
+        d = integrity.hash_file(path)
+        edge.apply({"apiVersion": "edgeai.io/v1alpha1", "kind": "EdgeModel", "metadata": {"name": "q", "namespace": ns},
+                    "spec": {"source": {"uri": edge.server.url(path.name), "sha256": d.sha256},
+                             "qualityProfile": profile}})
+        return d.sha256
+
+    sha1 = model(good)
+    rollout = {"canary": 1, "healthGate": {"readySeconds": 3, "progressDeadlineSeconds": 240,
+                                           "quality": {"maxPSI": 0.25, "minRequests": 30}}}
+    edge.deployment(ns, "d", "q", [REAL], rollout=rollout)
+    rng = np.random.default_rng(7)
+    codes: dict[str, list[int]] = {}  # per build: HTTP status of every request sent to its Pod
+
+    def feed(sha: str) -> None:
+        """Traffic like the evaluation data to the newest Pod of build `sha`, at its Pod IP (no Service:
+        a not-Ready Pod still gets it), as the site's clients would send."""
+        pods = [p for p in edge.pods_on(ns, "d", REAL) if p["status"].get("podIP")
+                and p["metadata"]["annotations"].get(A_SHA256) == sha]
+        if not pods:
+            return
+        pod = max(pods, key=lambda p: p["metadata"]["creationTimestamp"])
+        for _ in range(5):
+            x = rng.standard_normal((10, 16)).astype(np.float32)
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://{pod['status']['podIP']}:8080/v2/models/q/infer", data=infer_body(x),
+                    headers={"Content-Type": "application/json"}), timeout=5).close()
+                codes.setdefault(sha, []).append(200)
+            except urllib.error.HTTPError as e:
+                codes.setdefault(sha, []).append(e.code)
+            except OSError:
+                return  # not listening (yet, or any more)
+
+    # Revision 1, the good build: its Pod is not Ready until it has been judged (Wait), then passes.
+    def ready_after_traffic() -> dict[str, Any] | None:
+        feed(sha1)
+        obj = edge.get("idep", "d", ns)
+        return obj if edge.cond(obj, "Ready").get("status") == "True" else None
+
+    edge.wait("revision 1 judged on its traffic and Ready", ready_after_traffic, 300)
+    assert integrity.hash_file(edge.cache_file(profile_sha)).sha256 == profile_sha  # fetched and checked
+    good_pod = edge.real_pod(ns, "d")
+    args = next(c for c in good_pod["spec"]["containers"] if c["name"] == "server")["args"]
+    assert args[args.index("--quality-profile") + 1] == f"/var/lib/edgeai/models/sha256/{profile_sha}"
+
+    # Revision 2, the broken build, while traffic is sent to it.
+    sha2 = model(broken)
+    exits: list[dict[str, Any]] = []
+
+    def rolled_back() -> dict[str, Any] | None:
+        feed(sha2)
+        for p in edge.pods_on(ns, "d", REAL):
+            for cs in p["status"].get("containerStatuses") or []:
+                term = (cs.get("lastState") or {}).get("terminated")  # a container that ended and was restarted
+                if cs["name"] == "server" and term:
+                    exits.append(term)
+        s = (edge.get("idep", "d", ns) or {}).get("status") or {}
+        return s if (s.get("rollout") or {}).get("phase") == "RolledBack" else None
+
+    st = edge.wait("the constant-class build rolled back at the canary", rolled_back, 300)
+    failed = next(r for r in st["revisions"] if r["revision"] == 2)
+    assert failed["outcome"] == "Failed", failed
+    assert "QualityGateFailed: quality gate failed after" in failed["message"] and "PSI of" in failed["message"]
+    assert st["currentRevision"] == 1
+    # It passed every other check: every request it got was answered, and it exited only on its gate.
+    assert codes.get(sha2) and set(codes[sha2]) == {200}, codes
+    # (QualityGateFailed above is what the operator makes of exit code 10; the Pod may be gone by now.)
+    assert all(t["exitCode"] == 10 for t in exits), exits
+    edge.wait("the device Ready on the good build again", lambda: all(
+        d["sha256"] == sha1 and d["phase"] == "Ready" for d in (edge.get("idep", "d", ns) or {})["status"]["devices"]))
+    assert edge.real_pod(ns, "d")["metadata"]["uid"] == good_pod["metadata"]["uid"]  # it served throughout
 
 
 # --------------------------------------------------------------------------- offline

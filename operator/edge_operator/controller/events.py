@@ -150,7 +150,8 @@ class EventMapper:
     def pod(self, event_type: str | None, p: PodInfo) -> Work:
         work = Work()
         key = (p.namespace, p.name)
-        cur = (p.phase, p.ready, p.reason, p.restarts, p.init_exit_code, p.init_running, p.deleting)
+        cur = (p.phase, p.ready, p.reason, p.restarts, p.init_exit_code, p.init_running, p.deleting,
+               p.server_exit_code)  # a quality gate's exit fails the device: the rollout must look again
         if event_type == "DELETED":
             self._pod_seen.pop(key, None)
         elif self._pod_seen.get(key) == cur:

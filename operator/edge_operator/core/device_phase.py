@@ -13,7 +13,7 @@ from typing import Any
 from edge_operator.core import rollout as ro
 from edge_operator.core.views import ChildInfo, PodInfo
 from edgeai_api.enums import WorkloadPhase
-from edgeai_api.exit_codes import EXIT_REASONS
+from edgeai_api.exit_codes import EXIT_QUALITY_GATE, EXIT_REASONS, QUALITY_GATE_FAILED
 
 FAILED_PHASES = frozenset({WorkloadPhase.FAILED, WorkloadPhase.FETCH_FAILED})
 # Container states that will not get better by waiting.
@@ -51,12 +51,17 @@ def device_phase(
         return DevicePhase(WorkloadPhase.OFFLINE, False, updated, "node is not Ready; the workload stays and resumes")
     if not updated:
         return DevicePhase(WorkloadPhase.UPDATING, False, False, "applying the new workload spec")
+    pod = newest_pod(pods, desired_sha)
+    if pod is not None and pod.server_exit_code == EXIT_QUALITY_GATE:
+        # Checked before readiness: a Pod whose build failed its quality gate is failed for good, even if an
+        # older Pod still answers (the runtime only ever exits so during its gate, never outside a rollout).
+        detail = f": {pod.server_message}" if pod.server_message else ""
+        return DevicePhase(WorkloadPhase.FAILED, False, True, f"{QUALITY_GATE_FAILED}{detail}")
     if child.rolled_out and child.ready >= 1:
         return DevicePhase(WorkloadPhase.READY, True, True)
-    pod = newest_pod(pods, desired_sha)
     if pod is not None and pod.init_exit_code is not None:
         # Exit codes name a reason only for fetch (the runtime's CLI contract); cache-dirs is coreutils.
-        codes = EXIT_REASONS if pod.init_name == "fetch" else {}
+        codes = EXIT_REASONS if pod.init_name in ("fetch", "fetch-profile") else {}
         why = codes.get(pod.init_exit_code, pod.reason or "Error")
         detail = f": {pod.message}" if pod.message else ""
         return DevicePhase(WorkloadPhase.FETCH_FAILED, False, True,

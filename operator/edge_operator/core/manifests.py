@@ -28,7 +28,8 @@ from typing import Any
 from edge_operator.core.acceleration import CPU_ONLY, Acceleration
 from edge_operator.core.placement import Artifact
 from edgeai_api import constants as c
-from edgeai_api.inferencedeployment import FallbackSpec, ResourceRequirements, RuntimeSpec
+from edgeai_api.enums import InsufficientTrafficPolicy
+from edgeai_api.inferencedeployment import FallbackSpec, QualityGate, ResourceRequirements, RuntimeSpec
 
 _LABEL_VALUE_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -79,6 +80,9 @@ class WorkloadInputs:
     decryption_key: SecretRef | None = None
     revision: int | None = None
     acceleration: Acceleration = CPU_ONLY  # placement's choice of execution providers for this device
+    quality_profile: Artifact | None = None  # the EdgeModel's spec.qualityProfile
+    quality_gate: QualityGate | None = None  # spec.rollout.healthGate.quality
+    quality_window_seconds: int = 0  # healthGate.readySeconds: how long an unjudged device may pass (Pass)
 
 
 def _short_hash(text: str, n: int = 8) -> str:
@@ -136,10 +140,10 @@ PUBLIC_KEY_DIR = "/etc/edgeai/keys/public"
 DECRYPTION_KEY_DIR = "/etc/edgeai/keys/decryption"
 
 
-def _signature_args(inp: WorkloadInputs) -> list[str]:
+def _signature_args(inp: WorkloadInputs, artifact: Artifact | None = None) -> list[str]:
     # The Secret at PUBLIC_KEY_DIR/public.pem holds a public key or, for an OpenSSF bundle signed
     # with a certificate, the trust roots: the runtime reads which from the PEM.
-    a = inp.artifact
+    a = artifact or inp.artifact
     if not inp.public_key:
         return []
     if a.bundle:
@@ -155,6 +159,28 @@ def fetch_args(inp: WorkloadInputs) -> list[str]:
     if a.size:
         args += ["--max-size", str(a.size)]
     return args
+
+
+def fetch_profile_args(inp: WorkloadInputs, profile: Artifact) -> list[str]:
+    """The reference profile goes the model's way: into the content-addressed cache, digest and signature
+    checked by the same `fetch` (a profile decides whether a rollout passes, so it is trusted like a build)."""
+    args = ["fetch", profile.uri, "--sha256", profile.sha256, "--cache", c.CACHE_DIR,
+            *_signature_args(inp, profile)]
+    return [*args, "--max-size", str(profile.size or c.MAX_QUALITY_PROFILE_BYTES)]
+
+
+def quality_gate_args(gate: QualityGate, window_seconds: int) -> list[str]:
+    """healthGate.quality as the runtime's flags (edge_runtime/core/quality_gate.py judges them)."""
+    args: list[str] = []
+    if gate.max_psi is not None:
+        args += ["--quality-gate-max-psi", str(gate.max_psi)]
+    if gate.min_mean_confidence is not None:
+        args += ["--quality-gate-min-mean-confidence", str(gate.min_mean_confidence)]
+    args += ["--quality-gate-min-requests", str(gate.min_requests or c.DEFAULT_QUALITY_MIN_REQUESTS)]
+    policy = gate.on_insufficient_traffic or InsufficientTrafficPolicy.WAIT
+    args += ["--quality-gate-on-insufficient-traffic", policy.value.lower()]
+    # The verdict survives a container restart in the Pod's emptyDir (/tmp): a Pod is judged once.
+    return [*args, "--quality-gate-window-s", str(window_seconds), "--quality-gate-state", c.QUALITY_GATE_STATE]
 
 
 def serve_args(inp: WorkloadInputs) -> list[str]:
@@ -188,6 +214,10 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
         args += ["--require-accelerator"]
     if acc.compiles:
         args += ["--provider-cache", c.PROVIDER_CACHE_DIR]
+    if inp.quality_profile is not None:
+        args += ["--quality-profile", model_path(inp.quality_profile.sha256)]
+    if inp.quality_gate is not None:
+        args += quality_gate_args(inp.quality_gate, inp.quality_window_seconds)
     return args
 
 
@@ -383,7 +413,18 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                 "securityContext": _container_security(),
                 "volumeMounts": init_mounts,
-            }
+            },
+            *([] if inp.quality_profile is None else [{
+                "name": "fetch-profile",
+                "image": inp.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["edge-runtime"],
+                "args": fetch_profile_args(inp, inp.quality_profile),
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                "securityContext": _container_security(),
+                "volumeMounts": init_mounts,
+            }]),
         ],
         "containers": [
             {
@@ -402,6 +443,8 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 # Loading a large model can take minutes: the startup probe holds liveness off until then.
                 "startupProbe": _probe("/v2/health/live", 5, 120),
                 "livenessProbe": _probe("/v2/health/live", 10, 3),
+                # A failed quality gate: the runtime writes why to /dev/termination-log (the default
+                # terminationMessagePolicy File) and exits with EXIT_QUALITY_GATE; the Pod's status carries both.
                 "readinessProbe": _probe("/v2/health/ready", 5, 2),
                 "securityContext": _container_security(),
                 "volumeMounts": main_mounts,

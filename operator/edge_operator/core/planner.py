@@ -87,6 +87,9 @@ def workload_inputs(
             decryption_key=template.decryption_key,
             revision=revision,
             acceleration=a.acceleration,
+            quality_profile=template.quality_profile,
+            quality_gate=template.quality_gate,
+            quality_window_seconds=template.quality_window_seconds,
         )
         for a in placement.assignments
     }
@@ -150,7 +153,13 @@ def _resolve(idep: IdepInfo, model: ModelInfo | None, images: RuntimeImages, now
         ov.compile_overrides(overrides)
     except ValueError as e:
         return (R.INVALID_SPEC, str(e), False, True)
-    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, images, overrides)
+    gate = idep.spec.rollout.health_gate if idep.spec.rollout else None
+    qgate = gate.quality if gate else None
+    if qgate is not None and qgate.max_psi is not None and model.quality_profile is None:
+        return (R.INVALID_SPEC, f"spec.rollout.healthGate.quality.maxPSI needs a reference profile: EdgeModel "
+                f"{model.name!r} has no spec.qualityProfile (pack --eval-data writes one)", False, True)
+    template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, images, qgate, pol.ready_seconds,
+                                overrides)
     resolution = rev.resolve(rev.history_from_status(idep.status), template,
                              _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
                              _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),

@@ -30,7 +30,7 @@ from edge_operator.core.placement import Artifact
 from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ModelInfo
 from edgeai_api.enums import RevisionOutcome
-from edgeai_api.inferencedeployment import FallbackSpec, RevisionRecord, RuntimeOverride, RuntimeSpec
+from edgeai_api.inferencedeployment import FallbackSpec, QualityGate, RevisionRecord, RuntimeOverride, RuntimeSpec
 from edgeai_api.serde import parse, serialize
 
 DEFAULT_HISTORY_LIMIT = 10
@@ -57,6 +57,11 @@ class Template:
     fallback: FallbackSpec | None = None
     image: str = ""  # the cpu family's
     images: tuple[tuple[str, str], ...] = ()  # (family, image) of the accelerator families, sorted
+    # The EdgeModel's reference profile, and spec.rollout.healthGate.quality with the gate's window
+    # (readySeconds): both reach the Pod as runtime flags, so a change of either is a new revision.
+    quality_profile: Artifact | None = None
+    quality_gate: QualityGate | None = None
+    quality_window_seconds: int = 0
     overrides: tuple[RuntimeOverride, ...] = ()  # spec.runtimeOverrides: per-group runtime settings
 
     def runtime_images(self) -> RuntimeImages:
@@ -90,7 +95,12 @@ class Template:
             d["decryptionKey"] = {"name": self.decryption_key.name, "key": self.decryption_key.key}
         if self.fallback is not None:
             d["fallback"] = serialize(self.fallback)
-        if self.overrides:  # only when set: the hash of every template without overrides is unchanged
+        # Only when set: the templates (and hashes) of revisions made before these fields existed stay equal.
+        if self.quality_profile is not None:
+            d["qualityProfile"] = _artifact_dict(self.quality_profile)
+        if self.quality_gate is not None:
+            d["qualityGate"] = {**serialize(self.quality_gate), "windowSeconds": self.quality_window_seconds}
+        if self.overrides:
             d["runtimeOverrides"] = [serialize(o) for o in self.overrides]
         return d
 
@@ -110,6 +120,12 @@ class Template:
         def ref(x: Any) -> SecretRef | None:
             return SecretRef(str(x["name"]), str(x["key"])) if isinstance(x, Mapping) and x.get("name") else None
 
+        g = d.get("qualityGate")
+        window = g.get("windowSeconds") if isinstance(g, Mapping) else None
+        gate = None
+        if isinstance(g, Mapping):
+            gate = parse(QualityGate, {k: v for k, v in g.items() if k != "windowSeconds"}, "template.qualityGate")
+
         return Template(
             model=str(d.get("model", "")),
             model_version=d.get("modelVersion"),
@@ -121,6 +137,9 @@ class Template:
             fallback=parse(FallbackSpec, d["fallback"], "template.fallback") if d.get("fallback") else None,
             image=str(d.get("image", "")),
             images=tuple(sorted((str(k), str(v)) for k, v in (d.get("images") or {}).items())),
+            quality_profile=_artifact(d["qualityProfile"]) if d.get("qualityProfile") else None,
+            quality_gate=gate,
+            quality_window_seconds=int(window) if isinstance(window, int) else 0,
             overrides=tuple(parse(RuntimeOverride, x, f"template.runtimeOverrides[{i}]")
                             for i, x in enumerate(d.get("runtimeOverrides") or [])),
         )
@@ -143,7 +162,8 @@ class Template:
     def model_view(self, model: ModelInfo) -> ModelInfo:
         """`model` with this template's builds and keys: what placement needs to place this revision."""
         return replace(model, version=self.model_version, source=self.source, variants=self.variants,
-                       public_key=self.public_key, decryption_key=self.decryption_key)
+                       public_key=self.public_key, decryption_key=self.decryption_key,
+                       quality_profile=self.quality_profile)
 
 
 def _artifact_dict(a: Artifact) -> dict[str, Any]:
@@ -166,13 +186,15 @@ def _artifact(d: Mapping[str, Any]) -> Artifact:
 
 
 def template_for(model: ModelInfo, runtime: RuntimeSpec | None, fallback: FallbackSpec | None,
-                 images: RuntimeImages, overrides: Sequence[RuntimeOverride] = ()) -> Template:
+                 images: RuntimeImages, quality_gate: QualityGate | None = None, quality_window_seconds: int = 0,
+                 overrides: Sequence[RuntimeOverride] = ()) -> Template:
     """The template the spec asks for: only verified builds count (an unverified variant is never placed)."""
     return Template(model=model.name, model_version=model.version, source=model.source,
                     variants=tuple(v for v in model.variants if v.verified), public_key=model.public_key,
                     decryption_key=model.decryption_key, runtime=runtime or RuntimeSpec(),
-                    fallback=fallback,
-                    image=images.cpu, images=images.families, overrides=tuple(overrides))
+                    fallback=fallback, image=images.cpu, images=images.families,
+                    quality_profile=model.quality_profile, quality_gate=quality_gate,
+                    quality_window_seconds=quality_window_seconds if quality_gate else 0, overrides=tuple(overrides))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 from edge_operator.core import conditions as cond
 from edge_operator.core.windows import WindowError, Windows, parse_windows
-from edgeai_api.enums import FailurePolicy, OfflinePolicy, RollbackStrategy, RolloutPhase
+from edgeai_api.enums import FailurePolicy, InsufficientTrafficPolicy, OfflinePolicy, RollbackStrategy, RolloutPhase
 from edgeai_api.inferencedeployment import HealthGate, RolloutSpec, RolloutStatus
 from edgeai_api.serde import ApiTypeError, parse, serialize
 
@@ -70,6 +70,7 @@ class Policy:
     paused: bool = False
     rollback_to: dict[str, Any] | None = None  # as JSON: compared with status.rollout.observedRollbackTo
     history_limit: int = 10
+    quality_waits: bool = False  # healthGate.quality with onInsufficientTraffic Wait: a new Pod waits for traffic
 
 
 def _int(v: int | None, key: str, path: str, lo: int, hi: int, default: int) -> int:
@@ -128,6 +129,7 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
     rb = spec.rollback_to
     if rb is not None and rb.revision < 1:
         raise RolloutSpecError(f"{p}.rollbackTo.revision must be a revision number >= 1, got {serialize(rb)!r}")
+    _check_quality(gate, f"{p}.healthGate.quality")
     gated = any(getattr(spec, f.name) is not None for f in dataclasses.fields(spec) if f.name not in _STEERING)
     try:
         windows = parse_windows(spec.maintenance_windows, f"{p}.maintenanceWindows")
@@ -158,7 +160,24 @@ def parse_policy(spec: RolloutSpec | Mapping[str, Any] | None) -> Policy:
         paused=bool(spec.paused),
         rollback_to=dict(serialize(rb)) if rb is not None else None,
         history_limit=_int(spec.revision_history_limit, "revisionHistoryLimit", p, 1, 50, 10),
+        quality_waits=gate.quality is not None
+        and gate.quality.on_insufficient_traffic in (None, InsufficientTrafficPolicy.WAIT),
     )
+
+
+def _check_quality(gate: HealthGate, path: str) -> None:
+    """healthGate.quality's ranges (the schema's, for specs that did not come through it). The runtime
+    judges it; the operator only passes it on (core/manifests.quality_gate_args)."""
+    q = gate.quality
+    if q is None:
+        return
+    if q.max_psi is None and q.min_mean_confidence is None:
+        raise RolloutSpecError(f"{path} needs at least one threshold: maxPSI or minMeanConfidence")
+    if q.max_psi is not None and not 0 < q.max_psi <= 10:
+        raise RolloutSpecError(f"{path}.maxPSI must be a number above 0 and at most 10, got {q.max_psi!r}")
+    if q.min_mean_confidence is not None and not 0 <= q.min_mean_confidence <= 1:
+        raise RolloutSpecError(f"{path}.minMeanConfidence must be a number from 0 to 1, got {q.min_mean_confidence!r}")
+    _int(q.min_requests, "minRequests", path, 1, 1_000_000, 1)
 
 
 def _pct(v: str) -> int:
@@ -423,6 +442,9 @@ def step(
             failure = (f"wave {w + 1}/{len(bounds)} made no progress for {policy.deadline_seconds}s "
                        f"(healthGate.progressDeadlineSeconds): {len(online_bad)} device(s) not Ready on revision "
                        f"{target}: {', '.join(online_bad[:5])}{' ...' if len(online_bad) > 5 else ''}")
+            if policy.quality_waits:
+                failure += ("; healthGate.quality (onInsufficientTraffic Wait) keeps a new Pod not Ready until it "
+                            "answered minRequests: was traffic sent to the new Pods?")
         else:
             notes.append(f"waiting for {len(unhealthy)} offline device(s) (offlineDevices: Wait)")
     if failure:

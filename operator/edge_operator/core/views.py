@@ -188,6 +188,8 @@ class ModelInfo:
     deleting: bool = False
     reverify: str | None = None  # the pending or last re-verification request (annotation value)
     spec_error: str = ""
+    # spec.qualityProfile as a build-like artifact: fetched, digest- and signature-checked on the device
+    quality_profile: Artifact | None = None
 
     @property
     def verified(self) -> bool:
@@ -199,7 +201,7 @@ class ModelInfo:
 
     def placement_key(self) -> tuple[Any, ...]:
         return (self.uid, self.generation, self.state, self.source, self.variants, self.requirements,
-                self.public_key, self.decryption_key, self.version, self.deleting)
+                self.public_key, self.decryption_key, self.version, self.deleting, self.quality_profile)
 
 
 def _secret_ref(ref: em.SecretKeyRef | None, default_key: str) -> SecretRef | None:
@@ -256,6 +258,11 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
                 reason="" if ok else str(seen.get("reason") or "not verified yet"),
             )
         )
+    qp = spec.quality_profile if spec else None
+    quality_profile = None if qp is None else Artifact(
+        name=em.QUALITY_PROFILE_BUILD, precision="", uri=qp.uri, sha256=qp.sha256, size=qp.size,
+        signature=None if openssf else qp.signature, bundle=bundle,
+    )
     state: ModelState
     reason: str
     if spec is None:
@@ -294,6 +301,7 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
         deleting=_deleting(body),
         reverify=(meta.get("annotations") or {}).get(c.A_REVERIFY) or None,
         spec_error=error,
+        quality_profile=quality_profile,
     )
 
 
@@ -449,6 +457,8 @@ class PodInfo:
     created: str
     deleting: bool = False
     init_name: str = "fetch"  # the init container that failed, when one did
+    server_exit_code: int | None = None  # the model server's last non-zero exit code, if any
+    server_message: str = ""  # and its termination message
 
 
 def pod_info(body: Mapping[str, Any]) -> PodInfo:
@@ -478,8 +488,13 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
             if w.get("reason") not in (None, "PodInitializing"):
                 reason, message = str(w.get("reason")), str(w.get("message") or "")
     restarts = 0
+    server_exit: int | None = None
+    server_message = ""
     for cs in st.get("containerStatuses") or []:
         restarts += int(cs.get("restartCount") or 0)
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term and term.get("exitCode", 0) != 0 and cs.get("name") == "server":
+            server_exit, server_message = int(term["exitCode"]), str(term.get("message") or "")
         w = (cs.get("state") or {}).get("waiting")
         if w and w.get("reason") not in (None, "ContainerCreating", "PodInitializing") and not reason:
             # Why it last exited (its last log lines: FallbackToLogsOnError) says more than "back-off 10s".
@@ -504,6 +519,8 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         init_exit_code=init_exit,
         init_running=init_running,
         init_name=init_name,
+        server_exit_code=server_exit,
+        server_message=server_message.strip()[:300],
         created=str(meta.get("creationTimestamp") or ""),
         deleting=_deleting(body),
     )

@@ -417,6 +417,48 @@ def _exported_metrics() -> dict[str, set[str]]:
     return out
 
 
+def _runtime_metrics() -> dict[str, set[str]]:
+    """Metric name -> label names, from a runtime's registry after it answered, compared with a reference
+    profile and judged a quality gate: every family the runtime exports, with its labels."""
+    import numpy as np
+
+    from edge_runtime.core import quality, quality_gate
+    from edge_runtime.telemetry.metrics import QualityMetrics, RuntimeMetrics
+
+    layout = quality.Layout(outputs=(("p", 3),), inputs=(("x", 2),))
+    rng = np.random.default_rng(0)
+    x, p = rng.standard_normal((600, 2)), rng.dirichlet(np.ones(3), 600)
+    q = QualityMetrics(min_rows=10, breach=quality_gate.Thresholds(max_psi=0.25, min_mean_confidence=0.5))
+    q.profiles["m"] = quality.build_profile(layout, {"x": x}, {"p": p})
+    m = RuntimeMetrics(quality_metrics=q)
+    m.live(lambda: {"m": 0}, lambda: True)
+    m.observe_request("m", "1", "ok", 0.01)
+    m.observe_batch("m", 1)
+    entry = q.track("m", "1", layout, ("p",))
+    entry.stage({"x": x}, [p], True)
+    entry.record_cloud(1, 2)
+    gate = quality_gate.Gate(quality_gate.GateConfig(quality_gate.Thresholds(max_psi=0.25)), 0.0)
+    q.gate = ("m", gate)
+    out: dict[str, set[str]] = {}
+    for fam in m.registry.collect():
+        out.setdefault(fam.name, set())
+        for s in fam.samples:
+            out.setdefault(s.name, set()).update(s.labels)
+    # Labelled counters without samples yet: their declared label names.
+    for obj in vars(m).values():
+        name, labels = getattr(obj, "_name", None), getattr(obj, "_labelnames", None)
+        if isinstance(name, str) and labels is not None:
+            kind = getattr(obj, "_type", "")
+            out.setdefault(f"{name}_total" if kind == "counter" else name, set()).update(labels)
+            out.setdefault(name, set()).update(labels)
+    return out
+
+
+# Labels a series gets from where it is scraped, not from the exporter: the runtime's `site` is the site
+# agent's external label (the cloud rarely reaches an edge Pod's port, README "Observability").
+SCRAPE_LABELS = frozenset({"site", "instance", "job", "namespace", "pod"})
+
+
 def _selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
     import promql_parser
 
@@ -433,20 +475,68 @@ def _selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
 
 def test_alerts_parse_and_query_metrics_the_operator_exports() -> None:
     rule = one(_monitoring(), "PrometheusRule")
-    exported = _exported_metrics()
-    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
-    names = {r["alert"] for r in alerts}
+    operator, runtime = _exported_metrics(), _runtime_metrics()
+    alerts = [(g["name"], r) for g in rule["spec"]["groups"] for r in g["rules"]]
+    names = {r["alert"] for _, r in alerts}
     assert {"EdgeAIDevicesOffline", "EdgeAIModelVerificationFailing", "EdgeAIRolloutFailed",
-            "EdgeAIRolloutRolledBack"} <= names
-    for r in alerts:
+            "EdgeAIRolloutRolledBack", "EdgeAIModelQualityBreach"} <= names
+    for group, r in alerts:
+        # The runtime's group queries the runtime's metrics, every other group the operator's.
+        exported, where = ((runtime, "edge_runtime.telemetry.metrics") if group.startswith("edgeai-runtime")
+                           else (operator, "edge_operator.telemetry.metrics"))
         sels = _selectors(r["expr"])  # raises on a PromQL syntax error
         assert sels, r["alert"]
         for metric, matchers in sels:
-            assert metric in exported, f"{r['alert']}: {metric} is not exported by edge_operator.telemetry.metrics"
+            assert metric in exported, f"{r['alert']}: {metric} is not exported by {where}"
             unknown = set(matchers) - exported[metric] - {"__name__"}
             assert not unknown, f"{r['alert']}: {metric} has no label(s) {unknown}"
         assert r["labels"]["severity"] in {"critical", "warning", "info"}
         assert r["annotations"]["summary"] and r["annotations"]["description"]
+
+
+def _dashboard(values: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    cm = one(render({"grafana.dashboards.enabled": True, **(values or {})}), "ConfigMap")
+    return cm, json.loads(cm["data"]["edgeai-fleet.json"])
+
+
+def _grafana_to_promql(expr: str) -> str:
+    """A panel's query as Prometheus receives it: Grafana's variables replaced by what they expand to."""
+    return expr.replace("$__rate_interval", "5m").replace("$site", ".*")
+
+
+def test_grafana_dashboard_is_off_by_default_and_a_sidecar_configmap_when_on() -> None:
+    assert not [d for d in by_kind(render(), "ConfigMap") if d["metadata"]["name"].endswith("-dashboards")]
+    cm, dash = _dashboard({"grafana.dashboards.annotations": {"grafana_folder": "EdgeAI"}})
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "EdgeAI"}
+    assert dash["uid"] == "edgeai-fleet" and dash["title"]
+    titles = [p["title"] for p in dash["panels"]]
+    assert {"Fleet", "Rollouts", "Model quality per site"} <= set(titles)
+
+
+def test_every_dashboard_panel_parses_and_names_only_metrics_the_components_export() -> None:
+    _, dash = _dashboard()
+    operator, runtime = _exported_metrics(), _runtime_metrics()
+    exported = {**runtime, **operator}
+    queries = [(p["title"], t["expr"]) for p in dash["panels"] if p["type"] != "row" for t in p["targets"]]
+    assert len(queries) >= 15
+    seen = set()
+    for title, expr in queries:
+        sels = _selectors(_grafana_to_promql(expr))  # raises on a PromQL syntax error
+        assert sels, title
+        for metric, matchers in sels:
+            assert metric in exported, f"panel {title!r}: {metric} is exported by neither the operator nor the runtime"
+            unknown = set(matchers) - exported[metric] - {"__name__"} - SCRAPE_LABELS
+            assert not unknown, f"panel {title!r}: {metric} has no label(s) {unknown}"
+            seen.add(metric)
+    # What the issue asks of it: fleet, rollouts, latency and errors, and the quality signals.
+    assert {"edgeai_operator_devices", "edgeai_operator_rollout_events_total", "edgeai_requests_total",
+            "edgeai_request_duration_seconds_bucket", "edgeai_quality_psi", "edgeai_quality_breach",
+            "edgeai_quality_gate_state", "edgeai_quality_confidence_sum"} <= seen
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":  # label_values(METRIC, LABEL): not PromQL, but its metric must exist
+            m = re.fullmatch(r"label_values\((\w+), (\w+)\)", var["query"]["query"])
+            assert m and m.group(1) in exported and m.group(2) in SCRAPE_LABELS | exported[m.group(1)], var
 
 
 def test_alerts_can_be_switched_off_one_by_one() -> None:

@@ -259,10 +259,42 @@ def test_quality_profile_from_the_evaluation_data_is_written_and_listed_in_sha25
     assert sum(prof.outputs[0].confidence.counts) == 300
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["openssf", "digest"])
+def test_quality_profile_is_referenced_by_sha256_in_the_manifest_and_signed_like_the_builds(
+    models: dict[str, Path], tmp_path: Path, legacy: bool
+) -> None:
+    from edge_runtime.artifacts import openssf
+
+    evaluation = tmp_path / "eval.npz"
+    np.savez(evaluation, features=sample_inputs("tabular", 200, seed=6))
+    key = integrity.generate_private_key("ecdsa-p256")
+    key_file = tmp_path / "private.pem"
+    key_file.write_bytes(integrity.private_key_pem(key))
+    out = tmp_path / "out"
+    run_pack(models["tabular"], out, eval_data=evaluation, precisions=["fp32"], sign_key=key_file, name="tab",
+             legacy_signature=legacy)
+    spec = load_manifest(out)["spec"]
+    qp = spec["qualityProfile"]
+    text = (out / "quality-profile.json").read_bytes()
+    assert qp["uri"] == (out / "quality-profile.json").as_uri()
+    assert qp["sha256"] == integrity.hash_bytes(text).sha256 and qp["size"] == len(text)
+    pub = (out / "public.pem").read_bytes()
+    if legacy:
+        # Its own signature over its digest, checked with the model's key (as the fetch init container does).
+        integrity.verify_signature(pub, qp["sha256"], qp["signature"])
+    else:
+        assert "signature" not in qp
+        # The one bundle lists it beside the builds: the same fetch verifies it with the same bundle.
+        assert "quality-profile.json" in openssf.verify_bundle(spec["signature"]["bundle"], pub).files
+        integrity.read_verified(out / "quality-profile.json", qp["sha256"], public_key_pem_bytes=pub,
+                                signature=spec["signature"]["bundle"])
+
+
 def test_no_quality_profile_from_random_inputs(models: dict[str, Path], tmp_path: Path) -> None:
     res = run_pack(models["tabular"], tmp_path / "out", precisions=["fp32"])
     assert res.report["settings"]["quality_profile"] is None
     assert not (tmp_path / "out" / "quality-profile.json").exists()
+    assert "qualityProfile" not in load_manifest(tmp_path / "out")["spec"]
 
 
 def test_agreement_floor_leaves_a_variant_out_with_the_reason(models: dict[str, Path], tmp_path: Path) -> None:

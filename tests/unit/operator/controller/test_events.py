@@ -135,6 +135,11 @@ def test_pod_events_queue_the_deployment_only_when_something_it_reads_changed() 
     ready = pod_info(pod_body("p", "da", "edge-0", ready=True))
     assert ev.pod("MODIFIED", ready).queued() == {DeploymentKey("ns", "da")}
     assert ev.pod("DELETED", ready).queued() == {DeploymentKey("ns", "da")}
+    # A quality gate's exit (code 10, a restarted container) is read by the rollout: it queues the deployment.
+    from dataclasses import replace
+
+    assert ev.pod("ADDED", pod).queued() == {DeploymentKey("ns", "da")}
+    assert ev.pod("MODIFIED", replace(pod, server_exit_code=10)).queued() == {DeploymentKey("ns", "da")}
 
 
 def test_a_workload_deleted_by_hand_is_brought_back_at_once() -> None:

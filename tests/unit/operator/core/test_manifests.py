@@ -184,3 +184,51 @@ def test_grpc_port_is_passed_and_named_only_when_asked() -> None:
     (main,) = grpc["containers"]
     assert main["args"][main["args"].index("--grpc-port") + 1] == "9000"
     assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"http": 8080, "grpc": 9000}
+
+
+PROFILE = Artifact("quality-profile", "", "https://models.example/quality-profile.json", "d" * 64, size=4096,
+                   signature="cHJvZmlsZQ==")
+
+
+def test_quality_profile_is_fetched_into_the_cache_like_a_build_and_passed_to_the_server() -> None:
+    p = pod(child_deployment(replace(INP, quality_profile=PROFILE)))
+    assert [x["name"] for x in p["initContainers"]] == ["cache-dirs", "fetch", "fetch-profile"]
+    fp = init(p, "fetch-profile")
+    assert fp["args"] == ["fetch", PROFILE.uri, "--sha256", "d" * 64, "--cache", "/var/lib/edgeai/models",
+                          "--signature", "cHJvZmlsZQ==", "--public-key-file", "/etc/edgeai/keys/public/public.pem",
+                          "--max-size", "4096"]
+    assert fp["volumeMounts"] == init(p)["volumeMounts"]  # the same cache, written the same way
+    a = p["containers"][0]["args"]
+    assert a[a.index("--quality-profile") + 1] == f"/var/lib/edgeai/models/sha256/{'d' * 64}"
+    # format openssf: the model's one bundle must list the profile; unsigned: digest only, size capped at 1 MiB.
+    bundled = replace(INP, artifact=replace(ART, signature=None, bundle="{}"),
+                      quality_profile=replace(PROFILE, signature=None, bundle="{}", size=None))
+    fp = init(pod(child_deployment(bundled)), "fetch-profile")
+    assert fp["args"][6:] == ["--openssf-bundle", "{}", "--public-key-file", "/etc/edgeai/keys/public/public.pem",
+                              "--max-size", str(1 << 20)]
+    unsigned = replace(INP, public_key=None, quality_profile=PROFILE)
+    assert init(pod(child_deployment(unsigned)), "fetch-profile")["args"][6:] == ["--max-size", "4096"]
+
+
+def test_quality_gate_becomes_runtime_flags_and_nothing_changes_without_it() -> None:
+    from edgeai_api.inferencedeployment import QualityGate
+
+    plain = child_deployment(INP)
+    assert "--quality-gate-min-requests" not in pod(plain)["containers"][0]["args"]
+    gate = QualityGate(max_psi=0.25, min_mean_confidence=0.6)
+    m = child_deployment(replace(INP, quality_profile=PROFILE, quality_gate=gate, quality_window_seconds=30))
+    a = pod(m)["containers"][0]["args"]
+
+    def flag(name: str) -> str:
+        return str(a[a.index(name) + 1])
+
+    assert flag("--quality-gate-max-psi") == "0.25" and flag("--quality-gate-min-mean-confidence") == "0.6"
+    assert flag("--quality-gate-min-requests") == "200"  # the schema's default, applied here
+    assert flag("--quality-gate-on-insufficient-traffic") == "wait" and flag("--quality-gate-window-s") == "30"
+    assert flag("--quality-gate-state") == "/tmp/edgeai-quality-gate.json"  # in the Pod's emptyDir
+    assert {"name": "tmp", "mountPath": "/tmp"} in pod(m)["containers"][0]["volumeMounts"]
+    # The verdict's reason reaches Pod status through the termination message file: with
+    # FallbackToLogsOnError the file wins whenever the runtime wrote it (the logs only fill in when empty).
+    assert pod(m)["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "terminationMessagePath" not in pod(m)["containers"][0]  # the default, /dev/termination-log
+    assert m["metadata"]["annotations"][c.A_SPEC_HASH] != plain["metadata"]["annotations"][c.A_SPEC_HASH]

@@ -79,9 +79,9 @@ def test_each_device_gets_its_groups_settings_and_placement_is_unchanged() -> No
 def test_overrides_are_part_of_the_revision_and_absent_ones_change_no_hash() -> None:
     m = model_info(model_body())
     plain = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, RuntimeImages("img"))
-    empty = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, RuntimeImages("img"), ())
+    empty = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, RuntimeImages("img"), overrides=())
     with_ov = revisions.template_for(m, RuntimeSpec(max_latency_ms=100), None, RuntimeImages("img"),
-                                     [parse(RuntimeOverride, SLOW, "o")])
+                                     overrides=[parse(RuntimeOverride, SLOW, "o")])
     assert plain.hash() == empty.hash() and "runtimeOverrides" not in plain.to_dict()
     assert with_ov.hash() != plain.hash()
     # A revision remembers its overrides: status alone rebuilds the same per-device settings.

@@ -50,6 +50,7 @@ class Cluster:
         self.bad = bad  # a digest whose pods never become Ready
         self.now = T0
         self.ever: dict[int, set[str]] = {}
+        self.pods: dict[str, list[Any]] = {}  # device -> PodInfo, for tests that show pod states
 
     def turn(self, m: dict[str, Any], rollout: dict[str, Any] | None = None) -> planner.IdepPlan:
         # Devices that were applied last turn become Ready now (unless their build is bad).
@@ -57,7 +58,7 @@ class Cluster:
             if ch.ready == 0 and ch.sha256 != self.bad:
                 self.children[dev] = ChildInfo(**{**ch.__dict__, "ready": 1, "available": 1})
         p = planner.plan(idep_info(idep(self.status, rollout)), model_info(m), {d.name: d for d in FLEET},
-                         self.children, {}, images=RuntimeImages("img"), now=_iso(self.now), now_ts=self.now)
+                         self.children, self.pods, images=RuntimeImages("img"), now=_iso(self.now), now_ts=self.now)
         for man in p.apply:
             dev = man["metadata"]["annotations"][c.A_DEVICE]
             rev = int(man["metadata"]["annotations"][c.A_REVISION])
