@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import io
 import logging
@@ -79,13 +78,7 @@ def _fsync_dir(path: Path) -> None:
 _Transient = oci.Transient
 
 
-@dataclasses.dataclass(frozen=True)
-class RegistryAccess:
-    """How to reach the registry of an oci:// URI: a docker config JSON with its credentials (the
-    `.dockerconfigjson` of a kubernetes.io/dockerconfigjson Secret), and whether it speaks plain HTTP."""
-
-    docker_config: bytes | None = None
-    plain_http: bool = False
+RegistryAccess = oci.RegistryAccess
 
 
 def _open_oci(uri: str, sha256: str, offset: int, timeout: float,
@@ -94,7 +87,7 @@ def _open_oci(uri: str, sha256: str, offset: int, timeout: float,
         ref = oci_ref.parse(uri)
     except oci_ref.OciRefError as e:
         raise IntegrityError("Unreachable", str(e)) from e
-    reg = oci.connect(ref, access.docker_config, plain_http=access.plain_http, timeout=timeout)
+    reg = oci.connect(ref, access, timeout=timeout)
     stream, start, total = reg.open_blob(ref.repository, f"sha256:{sha256}", offset)
     return stream, start, total
 

@@ -310,10 +310,19 @@ def _classify(e: urllib.error.HTTPError, what: str) -> Exception:
     return IntegrityError("Unreachable", f"{what}: HTTP {e.code} {e.reason}" + (f" ({detail})" if detail else ""))
 
 
-def connect(ref: api.OciRef, docker_config: bytes | None = None, *, plain_http: bool = False,
-            timeout: float = 30.0) -> Registry:
-    return Registry(ref.registry, credentials=credentials_for(docker_config, ref.registry),
-                    plain_http=plain_http, timeout=timeout)
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How to reach the registry of an oci:// URI: a docker config JSON with its credentials (the
+    `.dockerconfigjson` of a kubernetes.io/dockerconfigjson Secret), and whether it speaks plain HTTP."""
+
+    docker_config: bytes | None = None
+    plain_http: bool = False
+
+
+def connect(ref: api.OciRef, access: RegistryAccess | None = None, *, timeout: float = 30.0) -> Registry:
+    access = access or RegistryAccess()
+    return Registry(ref.registry, credentials=credentials_for(access.docker_config, ref.registry),
+                    plain_http=access.plain_http, timeout=timeout)
 
 
 @dataclass(frozen=True)
