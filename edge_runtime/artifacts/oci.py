@@ -97,6 +97,11 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """The bytes a manifest is pushed as (its digest is of exactly these)."""
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -278,7 +283,7 @@ class Registry:
 
     def push_manifest(self, repository: str, reference: str, manifest: Mapping[str, Any]) -> Descriptor:
         """PUT a manifest or index under `reference` (a tag, or its own digest); returns its descriptor."""
-        body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+        body = manifest_bytes(manifest)
         media_type = str(manifest["mediaType"])
         with self.request("PUT", f"/v2/{repository}/manifests/{reference}", scope=_push(repository), data=body,
                           headers={"Content-Type": media_type}):

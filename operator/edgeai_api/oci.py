@@ -74,8 +74,9 @@ def is_oci(uri: str) -> bool:
     return uri.startswith(SCHEME)
 
 
-def parse(uri: str) -> OciRef:
-    """Parse `oci://HOST[:PORT]/REPO[:TAG][@sha256:HEX]`; raises OciRefError naming what is wrong."""
+def parse(uri: str, *, need_reference: bool = True) -> OciRef:
+    """Parse `oci://HOST[:PORT]/REPO[:TAG][@sha256:HEX]`; raises OciRefError naming what is wrong.
+    `need_reference=False` accepts a bare repository (where to push, not what to pull)."""
     if not is_oci(uri):
         raise OciRefError(f"{uri!r} is not an oci:// URI ({FORM})")
     rest = uri[len(SCHEME):]
@@ -103,7 +104,7 @@ def parse(uri: str) -> OciRef:
                               "separated by '.', '_', '__' or dashes")
     if len(path) > 255:
         raise OciRefError(f"{uri!r}: the repository is longer than 255 characters")
-    if digest is None and tag is None:
+    if digest is None and tag is None and need_reference:
         raise OciRefError(f"{uri!r} has neither a digest nor a tag: add @sha256:<manifest digest> "
                           "(what `pack --push` prints), or a tag the operator resolves once")
     return OciRef(host, path, tag, digest)
