@@ -82,10 +82,12 @@ def credentials_for(docker_config: bytes | None, registry: str) -> Credentials |
             return Credentials(str(entry["username"]), str(entry.get("password", "")))
         if entry.get("auth"):
             try:
-                user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
-            except (ValueError, UnicodeDecodeError) as e:
+                user, colon, password = base64.b64decode(str(entry["auth"]), validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                colon = ""
+            if not colon:
                 raise IntegrityError("BadKey", f"the registry credentials for {registry}: \"auth\" is not "
-                                               "base64 of user:password") from e
+                                               "base64 of user:password")
             return Credentials(user, password)
     return None
 
@@ -339,10 +341,31 @@ class Resolved:
     layer: Descriptor
 
 
-def resolve_model(reg: Registry, ref: api.OciRef) -> Resolved:
-    """Fetch the manifest `ref` names (by digest, or a tag resolved now) and find its model layer."""
+MAX_INDEX_ENTRIES = 64
+
+
+def resolve_model(reg: Registry, ref: api.OciRef, sha256: str | None = None) -> Resolved:
+    """Fetch the manifest `ref` names (by digest, or a tag resolved now) and find its model layer.
+    An index (what `pack --push` tags) stands for its builds: the manifest whose model layer is
+    `sha256` is chosen, so one tag can name every build of a model."""
     doc, media_type, digest = reg.manifest(ref.repository, ref.reference)
-    if media_type in (api.INDEX_MEDIA_TYPE, api.DOCKER_LIST_MEDIA_TYPE) or "manifests" in doc:
-        raise IntegrityError("InvalidModel", f"{ref} is an index of {len(doc.get('manifests') or [])} manifests; "
-                                             "point each build at its own manifest (`pack --push` prints them)")
-    return Resolved(digest, model_layer(doc, str(ref)))
+    if media_type not in (api.INDEX_MEDIA_TYPE, api.DOCKER_LIST_MEDIA_TYPE) and "manifests" not in doc:
+        return Resolved(digest, model_layer(doc, str(ref)))
+    entries = [m for m in doc.get("manifests") or [] if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+    if not entries or len(entries) > MAX_INDEX_ENTRIES:
+        raise IntegrityError("InvalidModel", f"{ref} is an index of {len(entries)} manifests; a model's index "
+                                             f"lists 1 to {MAX_INDEX_ENTRIES}")
+    if sha256 is None:
+        raise IntegrityError("InvalidModel", f"{ref} is an index; name one build's manifest")
+    layers = []
+    for m in entries:
+        child = ref.pinned(str(m["digest"]))
+        sub, sub_type, sub_digest = reg.manifest(ref.repository, child.reference)
+        if sub_type in (api.INDEX_MEDIA_TYPE, api.DOCKER_LIST_MEDIA_TYPE) or "manifests" in sub:
+            continue  # an index of indexes is not a model's
+        layer = model_layer(sub, str(child))
+        if layer.digest == f"sha256:{sha256}":
+            return Resolved(sub_digest, layer)
+        layers.append(layer.digest)
+    raise IntegrityError("DigestMismatch", f"none of the {len(entries)} manifests of index {ref.pinned(digest)} "
+                                           f"has a model layer sha256:{sha256} (they have {', '.join(layers)})")

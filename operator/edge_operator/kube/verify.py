@@ -109,7 +109,7 @@ async def _resolve_oci(art: Artifact, limit: int, docker_config: bytes | None,
         raise _Fail(ModelReason.INVALID_SPEC, str(e)) from e
     reg = oci.connect(ref, oci.RegistryAccess(docker_config, art.plain_http), timeout=cfg.read_timeout)
     try:
-        resolved = await asyncio.to_thread(oci.resolve_model, reg, ref)
+        resolved = await asyncio.to_thread(oci.resolve_model, reg, ref, art.sha256)
     except oci.Transient as e:
         raise _Fail(ModelReason.UNREACHABLE, str(e)) from e
     except integrity.IntegrityError as e:
