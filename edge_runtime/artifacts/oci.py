@@ -128,8 +128,9 @@ def model_layer(manifest: Mapping[str, Any], where: str) -> Descriptor:
     return Descriptor(str(x.get("mediaType", "")), digest, size, dict(x.get("annotations") or {}))
 
 
-class _NoRedirectAuth(urllib.request.HTTPRedirectHandler):
-    """Follow redirects (a blob may live in object storage) for GET and HEAD only."""
+class _GetRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (a blob may live in object storage) for GET and HEAD only. Authorization is
+    added as an unredirected header: it is never sent along a redirect."""
 
     def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
                          newurl: str) -> urllib.request.Request | None:
@@ -148,7 +149,7 @@ class Registry:
         self.credentials = credentials
         self.timeout = timeout
         self._auth: dict[str, str] = {}  # scope -> Authorization header value
-        self._opener = urllib.request.build_opener(_NoRedirectAuth())
+        self._opener = urllib.request.build_opener(_GetRedirects())
 
     # -- auth
 
@@ -161,7 +162,9 @@ class Registry:
             return "Basic " + _basic(self.credentials)
         if scheme != "bearer" or not params.get("realm"):
             raise IntegrityError("Unreachable", f"registry {self.registry}: unsupported auth challenge {challenge!r}")
-        query = {"service": params.get("service", ""), "scope": params.get("scope") or scope}
+        # Our own scope, not the challenge's: a HEAD before a push is challenged for pull alone,
+        # and the token must also carry push for the upload that follows.
+        query = {"service": params.get("service", ""), "scope": scope or params.get("scope", "")}
         url = params["realm"] + ("&" if "?" in params["realm"] else "?") + urllib.parse.urlencode(
             {k: v for k, v in query.items() if v})
         req = urllib.request.Request(url, headers={"User-Agent": "edge-runtime"})
