@@ -30,7 +30,8 @@ from tests.runtime.oci_registry import REGISTRY_BIN, LocalRegistry, cutting_prox
 
 pytestmark = pytest.mark.skipif(REGISTRY_BIN is None, reason="needs Debian's docker-registry (make test installs it)")
 
-FAST: dict[str, Any] = {"samples": 16, "runs": 2, "warmup": 0, "precisions": ["fp32", "int8"]}
+# No agreement floor: which builds pass it is not what these tests are about.
+FAST: dict[str, Any] = {"samples": 16, "runs": 2, "warmup": 0, "precisions": ["fp32", "int8"], "min_agreement": None}
 USER, PASSWORD = "edge", "s3cret-pass"
 
 
