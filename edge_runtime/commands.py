@@ -75,9 +75,10 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from edge_runtime.artifacts.fetch import fetch
+    from edge_runtime.artifacts.fetch import RegistryAccess, fetch
 
     pub = _read(args.public_key_file, "public key") if args.public_key_file else None
+    auth = _read(args.registry_auth_file, "registry credentials") if args.registry_auth_file else None
     path = fetch(
         args.uri,
         args.sha256,
@@ -87,6 +88,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         max_size=args.max_size,
         timeout=args.timeout,
         retries=args.retries,
+        registry=RegistryAccess(auth, args.plain_http),
     )
     print(path)
     return 0
@@ -187,12 +189,16 @@ def add_signature_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("fetch", help="download an artifact into a content-addressed cache, verified")
-    p.add_argument("uri", help="http://, https:// or file:// URI")
+    p.add_argument("uri", help="http://, https://, file:// or oci://REGISTRY/REPO@sha256:... URI "
+                                "(oci: the blob --sha256 is pulled from REPO)")
     p.add_argument("--sha256", required=True, help="expected digest, 64 lowercase hex characters")
     p.add_argument("--cache", default=os.environ.get("EDGEAI_CACHE_DIR", "/var/cache/edgeai"), help="cache directory")
     p.add_argument("--max-size", type=int, help="refuse artifacts larger than this many bytes")
     p.add_argument("--timeout", type=float, default=30.0, help="network timeout per attempt, seconds")
     p.add_argument("--retries", type=int, default=4, help="retries (each resumes) before giving up")
+    p.add_argument("--registry-auth-file", help="oci: a docker config JSON with the registry's credentials "
+                                                "(the .dockerconfigjson of a kubernetes.io/dockerconfigjson Secret)")
+    p.add_argument("--plain-http", action="store_true", help="oci: the registry speaks HTTP, not HTTPS")
     _add_signature_args(p)
     p.set_defaults(func=cmd_fetch)
 

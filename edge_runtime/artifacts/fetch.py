@@ -10,7 +10,10 @@
 - a cached digest costs no network I/O (the cached file is re-hashed locally,
   so on-disk corruption is caught and repaired);
 - concurrent fetches of one digest on one node take an exclusive file lock,
-  so one downloads while the others wait and then find it cached.
+  so one downloads while the others wait and then find it cached;
+- oci://REGISTRY/REPO[...] pulls the blob `sha256` from REPO through the registry's HTTP API
+  (artifacts/oci.py), by that digest: the tag or manifest digest in the URI is what the operator
+  verified, and never decides which bytes arrive here.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import BinaryIO
 
+from edge_runtime.artifacts import oci
 from edge_runtime.artifacts.integrity import (
     CHUNK,
     DigestMismatch,
@@ -38,6 +42,7 @@ from edge_runtime.artifacts.integrity import (
     hash_file,
     verify_signature,
 )
+from edgeai_api import oci as oci_ref
 
 log = logging.getLogger("edge_runtime.fetch")
 
@@ -69,13 +74,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _Transient(Exception):
-    """A network failure worth retrying (the bytes received so far are kept)."""
+# A network failure worth retrying (the bytes received so far are kept); one class for both clients.
+_Transient = oci.Transient
 
 
-def _open(uri: str, offset: int, timeout: float) -> tuple[BinaryIO, int, int | None]:
+RegistryAccess = oci.RegistryAccess
+
+
+def _open_oci(uri: str, sha256: str, offset: int, timeout: float,
+              access: RegistryAccess) -> tuple[BinaryIO, int, int | None]:
+    try:
+        ref = oci_ref.parse(uri)
+    except oci_ref.OciRefError as e:
+        raise IntegrityError("Unreachable", str(e)) from e
+    reg = oci.connect(ref, access, timeout=timeout)
+    stream, start, total = reg.open_blob(ref.repository, f"sha256:{sha256}", offset)
+    return stream, start, total
+
+
+def _open(uri: str, offset: int, timeout: float, sha256: str = "",
+          access: RegistryAccess | None = None) -> tuple[BinaryIO, int, int | None]:
     """Open `uri` from byte `offset`; returns (stream, actual start offset, total size if known)."""
     scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme == "oci":
+        return _open_oci(uri, sha256, offset, timeout, access or RegistryAccess())
     if scheme == "file":
         path = urllib.request.url2pathname(urllib.parse.urlsplit(uri).path)
         try:
@@ -88,7 +110,8 @@ def _open(uri: str, offset: int, timeout: float) -> tuple[BinaryIO, int, int | N
         f.seek(min(offset, size))
         return f, min(offset, size), size
     if scheme not in ("http", "https"):
-        raise IntegrityError("Unreachable", f"unsupported URI scheme {scheme!r} in {uri}: use http, https or file")
+        raise IntegrityError("Unreachable",
+                             f"unsupported URI scheme {scheme!r} in {uri}: use http, https, file or oci")
     req = urllib.request.Request(uri, headers={"User-Agent": "edge-runtime-fetch"})
     if offset:
         req.add_header("Range", f"bytes={offset}-")
@@ -133,7 +156,8 @@ def _range_total(content_range: str) -> int | None:
     return int(total) if total.isdigit() else None
 
 
-def _download(uri: str, partial: Path, sha256: str, max_size: int | None, timeout: float, retries: int) -> None:
+def _download(uri: str, partial: Path, sha256: str, max_size: int | None, timeout: float, retries: int,
+              access: RegistryAccess | None = None) -> None:
     """Fill `partial` with the whole artifact, resuming and retrying; verify the digest."""
     attempt = 0
     while True:
@@ -142,7 +166,7 @@ def _download(uri: str, partial: Path, sha256: str, max_size: int | None, timeou
             partial.unlink()
             have = 0
         try:
-            stream, start, total = _open(uri, have, timeout)
+            stream, start, total = _open(uri, have, timeout, sha256, access)
         except _Transient as e:
             attempt += 1
             if attempt > retries:
@@ -216,6 +240,7 @@ def fetch(
     max_size: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = DEFAULT_RETRIES,
+    registry: RegistryAccess | None = None,
 ) -> Path:
     """Make DIR/sha256/<sha256> hold the verified artifact from `uri`; return its path."""
     check_sha256(sha256)
@@ -235,7 +260,7 @@ def fetch(
                 return final
             log.warning("cached artifact is corrupt; fetching it again", extra={"path": str(final)})
             final.unlink()
-        _download(uri, partial, sha256, max_size, timeout, retries)
+        _download(uri, partial, sha256, max_size, timeout, retries, registry)
         os.replace(partial, final)
         _fsync_dir(final.parent)
         with contextlib.suppress(OSError):

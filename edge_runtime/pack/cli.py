@@ -169,6 +169,18 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="Secret holding the key, referenced by the manifest (default: <name>-decryption)",
     )
+    g = p.add_argument_group("OCI registry")
+    g.add_argument(
+        "--push",
+        metavar="oci://REGISTRY/REPO[:TAG]",
+        help="push the builds as one OCI artifact (an index, one manifest per build annotated with its "
+        "precision and providers); the EdgeModel's URIs become oci://REGISTRY/REPO@sha256:<manifest>",
+    )
+    g.add_argument("--registry-auth", type=Path, metavar="CONFIG.json",
+                   help="docker config JSON with the registry's credentials (e.g. ~/.docker/config.json)")
+    g.add_argument("--plain-http", action="store_true", help="the registry speaks HTTP, not HTTPS")
+    g.add_argument("--pull-secret", metavar="NAME",
+                   help="the kubernetes.io/dockerconfigjson Secret the EdgeModel names (spec.registry.pullSecretRef)")
     p.set_defaults(func=run)
 
 
@@ -213,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
             encryption_key=args.encryption_key,
             encryption_secret=args.encryption_secret,
             force=args.force,
+            push=args.push,
+            registry_auth=args.registry_auth,
+            plain_http=args.plain_http,
+            pull_secret=args.pull_secret,
         )
     )
     if args.json:
@@ -223,6 +239,14 @@ def run(args: argparse.Namespace) -> int:
     for f in sorted(result.output.iterdir()):
         print(f"  {f.name}")
     ns = f" -n {args.namespace}" if args.namespace else ""
+    if result.pushed is not None:
+        print(f"\npushed {result.pushed.index}")
+        for build, uri in result.pushed.uris.items():
+            print(f"  {build}: {uri}")
+        if args.pull_secret:
+            host = result.pushed.index.removeprefix("oci://").split("/", 1)[0]
+            print(f"\nkubectl create secret docker-registry {args.pull_secret}{ns} --docker-server={host} "
+                  "--docker-username=... --docker-password=...")
     if result.public_key_secret is not None:
         s = result.public_key_secret
         print(f"\nkubectl create secret generic {s.name}{ns} --from-file={s.key}={result.output / 'public.pem'}")

@@ -8,7 +8,7 @@ contract (edgeai.io/v1alpha1 EdgeModel) so the result applies unchanged with
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -128,11 +128,15 @@ def join_uri(base_uri: str, filename: str) -> str:
     return check_base_uri(base_uri) + quote(filename)
 
 
-def _variant(a: Artifact, base_uri: str) -> em.ModelVariant:
+def _uri(a: Artifact, base_uri: str, uris: Mapping[str, str]) -> str:
+    return uris.get(a.name) or join_uri(base_uri, a.filename)
+
+
+def _variant(a: Artifact, base_uri: str, uris: Mapping[str, str]) -> em.ModelVariant:
     return em.ModelVariant(
         name=a.name,
         precision=ModelPrecision(a.precision),
-        uri=join_uri(base_uri, a.filename),
+        uri=_uri(a, base_uri, uris),
         sha256=check_sha256(a.sha256, f"variant {a.name} sha256"),
         size=a.size,
         signature=a.signature,
@@ -152,6 +156,8 @@ def build_edgemodel(
     encryption_secret: SecretRef | None = None,
     bundle: str | None = None,
     quality_profile: ProfileFile | None = None,
+    uris: Mapping[str, str] | None = None,
+    registry: em.RegistryAccess | None = None,
 ) -> dict[str, Any]:
     """The EdgeModel for `source` (the fp32 build) and the other builds that passed the report.
 
@@ -159,7 +165,10 @@ def build_edgemodel(
     be, and `public_key_secret` names the Secret holding the public key. Or one
     OpenSSF `bundle` (model.sig JSON) covers every build, and no artifact carries its own.
     The `quality_profile` is referenced by sha256 (spec.qualityProfile) and signed the same way.
+    `uris` (build name -> URI) replaces BASE_URI/<file> for the builds it names: `pack --push`'s
+    oci:// manifests, reached as `registry` says.
     """
+    uris = uris or {}
     check_name(name)
     for v in variants:
         if v.sha256 == source.sha256:
@@ -215,17 +224,18 @@ def build_edgemodel(
         spec=em.EdgeModelSpec(
             format=ModelFormat.ONNX,
             version=version or None,
-            source=em.ModelSource(uri=join_uri(base_uri, source.filename),
+            source=em.ModelSource(uri=_uri(source, base_uri, uris),
                                   sha256=check_sha256(source.sha256, "source sha256"), size=source.size),
             signature=signature,
             encryption=encryption,
-            variants=tuple(_variant(v, base_uri) for v in variants) or None,
+            variants=tuple(_variant(v, base_uri, uris) for v in variants) or None,
             quality_profile=None if quality_profile is None else em.QualityProfileRef(
                 uri=join_uri(base_uri, quality_profile.filename),
                 sha256=check_sha256(quality_profile.sha256, "quality profile sha256"),
                 size=quality_profile.size,
                 signature=quality_profile.signature,
             ),
+            registry=registry,
         ),
     )
     return serialize(model)

@@ -21,8 +21,9 @@ from typing import Any, Literal, cast
 import numpy as np
 import yaml
 
-from edge_runtime.artifacts import integrity, openssf
+from edge_runtime.artifacts import integrity, oci, openssf
 from edge_runtime.core import quality
+from edge_runtime.pack import push
 from edge_runtime.pack import report as rep
 from edge_runtime.pack import variants as var
 from edge_runtime.pack.errors import PackError
@@ -41,6 +42,7 @@ from edge_runtime.pack.manifest import (
     dns_name,
     sha256sums,
 )
+from edgeai_api import edgemodel as em
 
 MANIFEST_FILE = "edgemodel.yaml"
 REPORT_FILE = "report.json"
@@ -84,6 +86,10 @@ class PackOptions:
     encryption_key: Path | None = None
     encryption_secret: str | None = None
     force: bool = False
+    push: str | None = None  # oci://REGISTRY/REPO[:TAG]: push the builds there as one artifact
+    registry_auth: Path | None = None  # a docker config JSON with the registry's credentials
+    plain_http: bool = False
+    pull_secret: str | None = None  # the dockerconfigjson Secret the EdgeModel names for the cluster
 
 
 @dataclass
@@ -96,6 +102,7 @@ class PackResult:
     table: str
     public_key_secret: SecretRef | None
     encryption_secret: SecretRef | None
+    pushed: push.Pushed | None = None
 
 
 def _check_options(o: PackOptions) -> None:
@@ -188,6 +195,17 @@ def pack(o: PackOptions) -> PackResult:
         if secret is not None:
             check_name(secret, what)
     base_uri = check_base_uri(o.base_uri or out.as_uri())
+    access = None
+    if o.push is not None:
+        push.check_target(o.push)
+        if o.base_uri is not None:
+            raise PackError("BadArgument", "--push names where the builds are served from; drop --base-uri")
+        if o.pull_secret is not None:
+            check_name(o.pull_secret, "--pull-secret")
+        auth = _read_key_file(o.registry_auth, "registry credentials") if o.registry_auth else None
+        access = oci.RegistryAccess(auth, o.plain_http)
+    elif o.pull_secret is not None or o.registry_auth is not None or o.plain_http:
+        raise PackError("BadArgument", "--pull-secret, --registry-auth and --plain-http go with --push")
     pub_ref = SecretRef(o.public_key_secret or f"{name}-signing", DEFAULT_PUBLIC_KEY_KEY) if sign_key else None
     enc_ref = SecretRef(o.encryption_secret or f"{name}-decryption", DEFAULT_ENCRYPTION_KEY_KEY) if enc_key else None
 
@@ -280,6 +298,16 @@ def pack(o: PackOptions) -> PackResult:
             signed_files = [a.filename for a in artifacts.values()] + ([PROFILE_FILE] if profile_file else [])
             openssf.sign_files(stage, signed_files, sign_key_pem, stage / SIGNATURE_FILE)
             bundle = (stage / SIGNATURE_FILE).read_text()
+        pushed = None
+        registry = None
+        if o.push is not None and access is not None:
+            pushed = push.push(o.push, [(a, stage / a.filename) for a in artifacts.values()], access=access,
+                               name=name, version=o.version)
+            registry = em.RegistryAccess(
+                pull_secret_ref=em.LocalObjectRef(name=o.pull_secret) if o.pull_secret else None,
+                plain_http=True if o.plain_http else None)
+            if registry.pull_secret_ref is None and registry.plain_http is None:
+                registry = None
         manifest = build_edgemodel(
             name=name,
             namespace=o.namespace,
@@ -291,6 +319,8 @@ def pack(o: PackOptions) -> PackResult:
             encryption_secret=enc_ref,
             bundle=bundle,
             quality_profile=profile_file,
+            uris=pushed.uris if pushed else None,
+            registry=registry,
         )
         (stage / MANIFEST_FILE).write_text(yaml.safe_dump(manifest, sort_keys=False))
         sums = sha256sums(list(artifacts.values()))
@@ -338,7 +368,8 @@ def pack(o: PackOptions) -> PackResult:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return PackResult(out, manifest, report, reports, task, rep.format_table(reports, task), pub_ref, enc_ref)
+    return PackResult(out, manifest, report, reports, task, rep.format_table(reports, task), pub_ref, enc_ref,
+                      pushed)
 
 
 def _quality_profile(

@@ -25,6 +25,19 @@ class SecretKeyRef:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LocalObjectRef:
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryAccess:
+    """How the operator and the edge reach the registry of the oci:// builds."""
+
+    pull_secret_ref: LocalObjectRef | None = None  # a kubernetes.io/dockerconfigjson Secret
+    plain_http: bool | None = field(default=None, metadata={"json": "plainHTTP"})
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSource:
     uri: str
     sha256: str
@@ -86,6 +99,7 @@ class EdgeModelSpec:
     variants: tuple[ModelVariant, ...] | None = None
     requirements: ModelRequirements | None = None
     quality_profile: QualityProfileRef | None = None
+    registry: RegistryAccess | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +117,7 @@ class VariantStatus:
     size: int | None = None
     reason: str | None = None
     message: str | None = None
+    manifest_digest: str | None = None  # oci:// builds: the manifest verified, whatever a tag says later
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +127,7 @@ class EdgeModelStatus:
     sha256: str | None = None
     short_digest: str | None = None
     size: int | None = None
+    manifest_digest: str | None = None
     verified_at: str | None = None
     observed_reverify: str | None = None
     inputs: tuple[TensorInfo, ...] | None = None

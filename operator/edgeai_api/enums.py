@@ -12,6 +12,7 @@ an InferenceDeployment's devices) name values the schema leaves as free strings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 # --- spec enums (the schema's `enum` lists) -------------------------------------------------
@@ -47,6 +48,18 @@ class ExecutionProvider(StrEnum):
     QNN = "QNN"
     CANN = "CANN"
     CPU = "CPU"
+
+
+# What each provider drives: (accelerator kind, vendor). The CPU provider drives the CPU.
+PROVIDER_DRIVES: Mapping[str, tuple[tuple[str, str], ...]] = {
+    ExecutionProvider.TENSORRT: (("gpu", "nvidia"),),
+    ExecutionProvider.CUDA: (("gpu", "nvidia"),),
+    ExecutionProvider.MIGRAPHX: (("gpu", "amd"),),
+    ExecutionProvider.ROCM: (("gpu", "amd"),),
+    ExecutionProvider.OPENVINO: (("gpu", "intel"), ("vpu", "intel")),
+    ExecutionProvider.QNN: (("npu", "qualcomm"),),
+    ExecutionProvider.CANN: (("npu", "huawei"),),
+}
 
 
 class Arch(StrEnum):

@@ -651,3 +651,57 @@ def test_examples_apply_twice_unchanged_and_become_ready(env: Env) -> None:
     finally:
         env.kube.kubectl("delete", "namespace", "edgeai-examples", "--wait=false", check=False)
         env.kube.kubectl("delete", "edgedevice", "gateway-1", "--wait=false", check=False)
+
+
+# ------------------------------------------------------------------------------ oci:// sources
+
+
+def test_an_oci_source_behind_basic_auth_becomes_verified_and_its_fetch_gets_the_pull_secret(
+    env: Env, namespace: str, tmp_path: Path
+) -> None:
+    from edge_runtime.artifacts import oci
+    from edge_runtime.pack import push as pack_push
+    from edgeai_api import oci as api
+    from tests.runtime.oci_registry import REGISTRY_BIN, running_registry
+
+    if REGISTRY_BIN is None:
+        pytest.skip("needs Debian's docker-registry (make test installs it)")
+    # The schema names the form of an oci:// URI it refuses.
+    p = env.kube.kubectl("apply", "-f", "-", check=False, input=json.dumps(
+        edge_model("no-ref", namespace, "oci://127.0.0.1:5000/models/m", "a" * 64)))
+    assert p.returncode != 0 and "oci://HOST[:PORT]/REPOSITORY@sha256:<manifest digest>" in p.stderr
+
+    (tmp_path / "reg").mkdir()
+    with running_registry(tmp_path / "reg", "edge", "pw-123") as reg:
+        data = build_tabular(tmp_path / "m.onnx", seed=3).read_bytes()
+        sha = integrity.hash_bytes(data).sha256
+        client = oci.Registry(reg.addr, credentials=oci.Credentials("edge", "pw-123"), plain_http=True)
+        config = client.push_blob("models/tab", pack_push.EMPTY_CONFIG, api.EMPTY_CONFIG_MEDIA_TYPE)
+        layer = client.push_blob("models/tab", data, api.MODEL_LAYER_MEDIA_TYPE)
+        manifest = client.push_manifest("models/tab", "1.0", pack_push.image_manifest(layer, config, {})).digest
+        env.kube.kubectl("create", "secret", "docker-registry", "regcred", "-n", namespace,
+                         f"--docker-server={reg.addr}", "--docker-username=edge", "--docker-password=pw-123")
+        # By tag: the operator resolves it once and pins the manifest digest in status.
+        uri = f"oci://{reg.addr}/models/tab:1.0"
+        env.apply(edge_model("oci-model", namespace, uri, sha,
+                             registry={"pullSecretRef": {"name": "regcred"}, "plainHTTP": True}),
+                  idep("oci-model", namespace, "oci-model",
+                       {"matchLabels": {"kubernetes.io/hostname": "edge-0"}}))
+        m = env.wait_cond("em", "oci-model", namespace, "Verified", "True", timeout=90)
+        st = m["status"]
+        assert st["sha256"] == sha and st["manifestDigest"] == manifest and st["size"] == len(data)
+        assert st["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 16]}]
+
+        env.kube.kubectl("wait", "--for=condition=Ready", "idep/oci-model", "-n", namespace, "--timeout=90s")
+        tpl = env.children(namespace, "oci-model")["edge-0"]["spec"]["template"]["spec"]
+        fetch = next(x for x in tpl["initContainers"] if x["name"] == "fetch")
+        assert fetch["args"][:4] == ["fetch", uri, "--sha256", sha]
+        assert "--plain-http" in fetch["args"] and "--registry-auth-file" in fetch["args"]
+        vols = {v["name"]: v for v in tpl["volumes"]}
+        assert vols["registry-auth"]["secret"]["secretName"] == "regcred"
+
+        # A wrong digest for the same manifest: refused with the reason, from the manifest alone.
+        env.apply(edge_model("oci-wrong", namespace, uri, "b" * 64,
+                             registry={"pullSecretRef": {"name": "regcred"}, "plainHTTP": True}))
+        bad = env.wait_cond("em", "oci-wrong", namespace, "Verified", "False", "DigestMismatch", timeout=90)
+        assert f"is sha256:{sha}, not sha256:{'b' * 64}" in env.cond(bad, "Verified")["message"]

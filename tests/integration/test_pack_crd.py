@@ -113,3 +113,36 @@ def test_schema_rejects_what_pack_would_never_write(
     p = dry_run(kube, bad, namespace)
     assert p.returncode != 0
     assert "must differ from spec.source.sha256" in p.stderr
+
+
+def test_pushed_manifest_is_accepted_and_the_schema_names_the_oci_form(
+    kube: Any, edgemodel_crd: None, namespace: str, tmp_path: Path
+) -> None:
+    from tests.runtime.oci_registry import REGISTRY_BIN, running_registry
+
+    if REGISTRY_BIN is None:
+        pytest.skip("needs Debian's docker-registry (make test installs it)")
+    model = build_tabular(tmp_path / "tabular.onnx")
+    (tmp_path / "reg").mkdir()
+    with running_registry(tmp_path / "reg") as reg:
+        m = packed(tmp_path, model=model, push=f"oci://{reg.addr}/models/tabular:1.0", plain_http=True,
+                   pull_secret="regcred", precisions=["fp32", "int8"], min_agreement=None)
+    p = dry_run(kube, m, namespace)
+    assert p.returncode == 0, p.stderr
+    stored = json.loads(p.stdout)
+    for field in ("source", "variants", "registry"):
+        assert stored["spec"][field] == m["spec"][field], field
+    # What the schema refuses, each with the message naming the problem.
+    for uri, says in ((f"oci://{reg.addr}/models/tabular", "oci://HOST[:PORT]/REPOSITORY@sha256:<manifest digest>"),
+                      (f"oci://{reg.addr}/Models/t:1", "repository in lowercase"),
+                      (f"oci://{reg.addr}/m@sha256:abc", "oci://HOST[:PORT]/REPOSITORY@sha256")):
+        bad = json.loads(json.dumps(m))
+        bad["spec"]["source"]["uri"] = uri
+        p = dry_run(kube, bad, namespace)
+        assert p.returncode != 0 and says in p.stderr, (uri, p.stderr)
+    bad = json.loads(json.dumps(m))
+    bad["spec"]["source"]["uri"] = "https://models.example.com/t.onnx"
+    for v in bad["spec"]["variants"]:
+        v["uri"] = "https://models.example.com/v.onnx"
+    p = dry_run(kube, bad, namespace)
+    assert p.returncode != 0 and "spec.registry is for oci:// builds" in p.stderr

@@ -384,6 +384,45 @@ def test_digest_replaced_behind_the_uri_is_refused_at_the_edge(edge: EdgeEnv, ns
     assert not edge.cache_file(integrity.hash_file(path).sha256).exists()
 
 
+def test_an_oci_model_is_pulled_from_the_registry_by_a_real_pod_with_its_pull_secret(edge: EdgeEnv, ns: str) -> None:
+    from edge_runtime.artifacts import oci
+    from edge_runtime.pack import push as pack_push
+    from edgeai_api import oci as api
+
+    # The plane's own registry, on the cloud bridge, where the node pulls its images from.
+    addr, repo = edge.edge.net.registry, f"edgeai-tests/{ns}"
+    f = build_tabular(edge.models / f"{ns}-oci-41.onnx", seed=41)
+    data = f.read_bytes()
+    sha = integrity.hash_bytes(data).sha256
+    client = oci.Registry(addr, plain_http=True)
+    config = client.push_blob(repo, pack_push.EMPTY_CONFIG, api.EMPTY_CONFIG_MEDIA_TYPE)
+    layer = client.push_blob(repo, data, api.MODEL_LAYER_MEDIA_TYPE)
+    manifest = client.push_manifest(repo, "v1", pack_push.image_manifest(layer, config, {})).digest
+    # That registry asks for no credentials; the Secret still travels to the node's init container.
+    edge.kube.kubectl("create", "secret", "docker-registry", "regcred", "-n", ns, f"--docker-server={addr}",
+                      "--docker-username=edge", "--docker-password=unused")
+    edge.apply({"apiVersion": "edgeai.io/v1alpha1", "kind": "EdgeModel", "metadata": {"name": "ocim", "namespace": ns},
+                "spec": {"source": {"uri": f"oci://{addr}/{repo}:v1", "sha256": sha},
+                         "registry": {"pullSecretRef": {"name": "regcred"}, "plainHTTP": True}}})
+    m = edge.wait("the oci:// EdgeModel Verified", lambda: (lambda o: o if edge.cond(o, "Verified").get("status")
+                                                           == "True" else None)(edge.get("edgemodel", "ocim", ns)))
+    assert m["status"]["manifestDigest"] == manifest and m["status"]["sha256"] == sha
+    # The tag moves after verification: the Pod still gets the verified blob, by its digest.
+    other = build_tabular(edge.models / f"{ns}-oci-42.onnx", seed=42).read_bytes()
+    moved = client.push_blob(repo, other, api.MODEL_LAYER_MEDIA_TYPE)
+    client.push_manifest(repo, "v1", pack_push.image_manifest(moved, config, {}))
+    edge.deployment(ns, "d", "ocim", [REAL])
+    edge.ready(ns, "d")
+    pod = edge.real_pod(ns, "d")
+    inits = {c["name"]: c for c in pod["status"]["initContainerStatuses"]}
+    assert inits["fetch"]["state"]["terminated"]["exitCode"] == 0
+    assert edge.cache_file(sha).read_bytes() == data
+    x = np.random.default_rng(5).standard_normal((2, 16)).astype(np.float32)
+    got = infer_via(f"http://{pod['status']['podIP']}:8080/v2/models/ocim/infer", x)
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run([OUTPUT], {TABULAR_INPUT: x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- rollout
 
 

@@ -20,20 +20,12 @@ from dataclasses import dataclass
 
 from edge_operator.core.capabilities import ACCELERATOR_RESOURCES, RESOURCE_VENDORS, Capabilities
 from edge_operator.core.runtime_images import env_name, family
-from edgeai_api.enums import Accelerator, ExecutionProvider
+from edgeai_api.enums import PROVIDER_DRIVES, Accelerator, ExecutionProvider
 from edgeai_api.inferencedeployment import ExecutionProviderSpec, RuntimeSpec
 
 EP = ExecutionProvider
-# What each provider drives: (accelerator kind, vendor).
-DRIVES: Mapping[str, tuple[tuple[str, str], ...]] = {
-    EP.TENSORRT: (("gpu", "nvidia"),),
-    EP.CUDA: (("gpu", "nvidia"),),
-    EP.MIGRAPHX: (("gpu", "amd"),),
-    EP.ROCM: (("gpu", "amd"),),
-    EP.OPENVINO: (("gpu", "intel"), ("vpu", "intel")),
-    EP.QNN: (("npu", "qualcomm"),),
-    EP.CANN: (("npu", "huawei"),),
-}
+# What each provider drives: (accelerator kind, vendor); in the API, as `pack --push` annotates with it too.
+DRIVES = PROVIDER_DRIVES
 # The default list for hardware, when the spec names none (TensorRT only when asked for: it
 # compiles an engine per model and GPU, minutes on a small device).
 DEFAULTS: Mapping[tuple[str, str | None], tuple[str, ...]] = {

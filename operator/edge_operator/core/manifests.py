@@ -138,6 +138,7 @@ def model_path(sha256: str) -> str:
 
 PUBLIC_KEY_DIR = "/etc/edgeai/keys/public"
 DECRYPTION_KEY_DIR = "/etc/edgeai/keys/decryption"
+REGISTRY_AUTH_DIR = "/etc/edgeai/registry"
 
 
 def _signature_args(inp: WorkloadInputs, artifact: Artifact | None = None) -> list[str]:
@@ -158,6 +159,10 @@ def fetch_args(inp: WorkloadInputs) -> list[str]:
     args = ["fetch", a.uri, "--sha256", a.sha256, "--cache", c.CACHE_DIR, *_signature_args(inp)]
     if a.size:
         args += ["--max-size", str(a.size)]
+    if a.pull_secret:
+        args += ["--registry-auth-file", f"{REGISTRY_AUTH_DIR}/config.json"]
+    if a.plain_http:
+        args += ["--plain-http"]
     return args
 
 
@@ -345,6 +350,17 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         pk = {"name": "public-key", "mountPath": PUBLIC_KEY_DIR, "readOnly": True}
         init_mounts.append(pk)
         main_mounts.append(pk)
+    if a.pull_secret:
+        # The registry's credentials, for the fetch only: the server never talks to the registry.
+        volumes.append({
+            "name": "registry-auth",
+            "secret": {
+                "secretName": a.pull_secret,
+                "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                "defaultMode": 0o440,
+            },
+        })
+        init_mounts.append({"name": "registry-auth", "mountPath": REGISTRY_AUTH_DIR, "readOnly": True})
     if inp.decryption_key:
         volumes.append({
             "name": "decryption-key",

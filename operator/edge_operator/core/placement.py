@@ -44,6 +44,9 @@ class Artifact:
     accelerators: tuple[str, ...] = ()
     verified: bool = False
     reason: str = ""  # why it is not verified, when it is not
+    # oci:// builds: spec.registry, which the fetch init container needs to reach the registry
+    pull_secret: str | None = None  # a kubernetes.io/dockerconfigjson Secret
+    plain_http: bool = False
 
 
 @dataclass(frozen=True)

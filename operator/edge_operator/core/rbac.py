@@ -41,7 +41,7 @@ CLUSTER_RULES: tuple[Rule, ...] = (
          "one pinned workload per placed device (server-side apply creates and updates)"),
     Rule("", ("pods",), WATCH, "per-device phase: fetch failures, crash loops, readiness"),
     Rule("", ("nodes",), WATCH, "capabilities and online state of edge nodes"),
-    Rule("", ("secrets",), ("get",), "public keys and decryption keys named by EdgeModels"),
+    Rule("", ("secrets",), ("get",), "public keys, decryption keys and registry pull secrets named by EdgeModels"),
     Rule("", ("events",), ("create", "patch"), "Kubernetes events on the objects it handles (kopf)"),
     Rule("events.k8s.io", ("events",), ("create", "patch"), "Kubernetes events, events.k8s.io API"),
     Rule("apiextensions.k8s.io", ("customresourcedefinitions",), WATCH,

@@ -175,6 +175,11 @@ def _artifact_dict(a: Artifact) -> dict[str, Any]:
         d["signature"] = a.signature
     if a.bundle:
         d["bundle"] = a.bundle
+    # Only when set: the templates of http(s) builds, and so their hashes, stay as they were.
+    if a.pull_secret:
+        d["pullSecret"] = a.pull_secret
+    if a.plain_http:
+        d["plainHTTP"] = True
     return d
 
 
@@ -182,7 +187,8 @@ def _artifact(d: Mapping[str, Any]) -> Artifact:
     return Artifact(name=str(d.get("name", "")), precision=str(d.get("precision", "")), uri=str(d.get("uri", "")),
                     sha256=str(d.get("sha256", "")), size=d.get("size"), signature=d.get("signature"),
                     bundle=d.get("bundle"),
-                    accelerators=tuple(d.get("accelerators") or ()), verified=bool(d.get("verified")))
+                    accelerators=tuple(d.get("accelerators") or ()), verified=bool(d.get("verified")),
+                    pull_secret=d.get("pullSecret"), plain_http=bool(d.get("plainHTTP")))
 
 
 def template_for(model: ModelInfo, runtime: RuntimeSpec | None, fallback: FallbackSpec | None,

@@ -32,6 +32,7 @@ class ArtifactCheck:
     size: int | None = None
     reason: str = ModelReason.VERIFIED
     message: str = ""
+    manifest: str | None = None  # oci:// builds: the manifest digest the check resolved
 
     @property
     def transient(self) -> bool:
@@ -120,6 +121,8 @@ def model_status(m: ModelInfo, check: ModelCheck, now: str) -> dict[str, Any]:
         status["shortDigest"] = src.sha256[:12]
     if src.size is not None:
         status["size"] = src.size
+    if src.manifest:
+        status["manifestDigest"] = src.manifest
     if check.inputs is not None:
         status["inputs"] = [dict(x) for x in check.inputs]
     if check.outputs is not None:
@@ -127,7 +130,7 @@ def model_status(m: ModelInfo, check: ModelCheck, now: str) -> dict[str, Any]:
     status["variants"] = [
         {k: v for k, v in {
             "name": v.name, "verified": v.ok, "sha256": v.sha256, "size": v.size,
-            "reason": v.reason, "message": v.message or None,
+            "reason": v.reason, "message": v.message or None, "manifestDigest": v.manifest,
         }.items() if v is not None}
         for v in check.variants
     ]

@@ -24,6 +24,7 @@ from edge_operator.core.parse_memo import ParseMemo
 from edge_operator.core.placement import Artifact, DeviceView, Requirements
 from edgeai_api import constants as c
 from edgeai_api import edgemodel as em
+from edgeai_api import oci
 from edgeai_api.edgedevice import CapabilityOverrides, EdgeDeviceSpec
 from edgeai_api.enums import ConditionStatus, ConditionType, ModelReason, Precision, SignatureFormat
 from edgeai_api.inferencedeployment import InferenceDeploymentSpec
@@ -229,6 +230,14 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
         and verified_cond.get("status") == ConditionStatus.TRUE
         and status.get("sha256") == src.sha256
     )
+    reg = spec.registry if spec else None
+    pull_secret = reg.pull_secret_ref.name if reg is not None and reg.pull_secret_ref is not None else None
+    plain_http = bool(reg is not None and reg.plain_http)
+
+    def access(uri: str) -> dict[str, Any]:
+        # Only an oci:// build carries them: an https build's workload stays as it was.
+        return {"pull_secret": pull_secret, "plain_http": plain_http} if oci.is_oci(uri) else {}
+
     source = Artifact(
         name=em.SOURCE_BUILD,
         precision=Precision.FP32.value,
@@ -239,6 +248,7 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
         bundle=bundle,
         accelerators=("cpu",),
         verified=source_ok,
+        **access(src.uri),
     )
     variants = []
     for v in (spec.variants if spec else None) or ():
@@ -256,6 +266,7 @@ def model_info(body: Mapping[str, Any]) -> ModelInfo:
                 accelerators=tuple(a.value for a in v.accelerators),
                 verified=ok,
                 reason="" if ok else str(seen.get("reason") or "not verified yet"),
+                **access(v.uri),
             )
         )
     qp = spec.quality_profile if spec else None

@@ -10,6 +10,12 @@ An OpenSSF model signature (spec.signature.format openssf) is checked with
 edge_runtime.artifacts.openssf, offline, for every build: the bundle must verify with the
 Secret's public key or trust roots and its manifest must list the build's sha256.
 
+An oci:// build is resolved first (edge_runtime.artifacts.oci, in a thread): the manifest its URI
+names (a tag is resolved now; its digest goes to status, and nothing follows the tag later), its
+model layer, whose digest must be the build's sha256 before a byte of the blob moves; then the
+blob is streamed by that digest and hashed like any other source. The registry's credentials come
+from spec.registry.pullSecretRef, a kubernetes.io/dockerconfigjson Secret.
+
 Failures become an `ArtifactCheck` with a condition reason, never an
 exception: `Unreachable` (and a missing key Secret) are retried with
 backoff by the caller; `DigestMismatch`, `TooLarge`, `BadSignature`,
@@ -36,7 +42,9 @@ from edge_operator.core.views import ModelInfo
 from edge_operator.kube.errors import ApiError
 from edge_operator.kube.kubeapi import KubeApi
 from edge_operator.telemetry import metrics
-from edge_runtime.artifacts import integrity, openssf
+from edge_runtime.artifacts import integrity, oci, openssf
+from edgeai_api import oci as oci_ref
+from edgeai_api.enums import ModelReason
 
 log = logging.getLogger("edge_operator.verify")
 
@@ -88,7 +96,54 @@ async def _stream(uri: str, cfg: VerifySettings, session: aiohttp.ClientSession)
         finally:
             f.close()
     else:
-        raise _Fail("UnsupportedScheme", f"{uri}: scheme {parts.scheme!r} is not http, https or file")
+        raise _Fail("UnsupportedScheme", f"{uri}: scheme {parts.scheme!r} is not http, https, file or oci")
+
+
+async def _resolve_oci(art: Artifact, limit: int, docker_config: bytes | None,
+                       cfg: VerifySettings) -> tuple[oci.Registry, oci_ref.OciRef, oci.Resolved]:
+    """The manifest an oci:// build names and its model layer, checked against the spec before any
+    blob byte moves. Raises _Fail."""
+    try:
+        ref = oci_ref.parse(art.uri)
+    except oci_ref.OciRefError as e:
+        raise _Fail(ModelReason.INVALID_SPEC, str(e)) from e
+    reg = oci.connect(ref, oci.RegistryAccess(docker_config, art.plain_http), timeout=cfg.read_timeout)
+    try:
+        resolved = await asyncio.to_thread(oci.resolve_model, reg, ref, art.sha256)
+    except oci.Transient as e:
+        raise _Fail(ModelReason.UNREACHABLE, str(e)) from e
+    except integrity.IntegrityError as e:
+        raise _Fail(e.reason, e.message) from e
+    layer = resolved.layer
+    if layer.digest != f"sha256:{art.sha256}":
+        raise _Fail(ModelReason.DIGEST_MISMATCH,
+                    f"the model layer of {ref.pinned(resolved.manifest_digest)} is {layer.digest}, "
+                    f"not sha256:{art.sha256} as the spec says")
+    if layer.size > limit:
+        raise _Fail(ModelReason.TOO_LARGE, f"the model layer of {ref} is {layer.size} bytes, "
+                                           f"over the limit of {limit} bytes")
+    return reg, ref, resolved
+
+
+async def _stream_oci(reg: oci.Registry, ref: oci_ref.OciRef, digest: str) -> AsyncIterator[bytes]:
+    """Blob `digest` of the build's repository, read in a thread (urllib is blocking)."""
+    try:
+        resp, _, _ = await asyncio.to_thread(reg.open_blob, ref.repository, digest)
+    except oci.Transient as e:
+        raise _Fail(ModelReason.UNREACHABLE, str(e)) from e
+    except integrity.IntegrityError as e:
+        raise _Fail(e.reason, e.message) from e
+    try:
+        while True:
+            try:
+                chunk = await asyncio.to_thread(resp.read, CHUNK)
+            except (OSError, TimeoutError) as e:
+                raise _Fail(ModelReason.UNREACHABLE, f"reading {digest} from {ref}: {e or type(e).__name__}") from e
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        resp.close()
 
 
 async def check_artifact(
@@ -97,14 +152,23 @@ async def check_artifact(
     session: aiohttp.ClientSession,
     public_key: bytes | None,
     keep: int = 0,
+    docker_config: bytes | None = None,
 ) -> tuple[ArtifactCheck, bytes | None]:
     """Stream and check one build. Returns the check and, if asked (`keep` > 0) and the artifact
     is no larger than `keep`, its verified bytes."""
     limit = min(cfg.max_size, art.size) if art.size else cfg.max_size
     hasher = integrity.StreamHasher(max_size=limit)
     buf: bytearray | None = bytearray() if keep else None
+    manifest: str | None = None
     try:
-        async for chunk in _stream(art.uri, cfg, session):
+        chunks: AsyncIterator[bytes]
+        if oci_ref.is_oci(art.uri):
+            reg, ref, resolved = await _resolve_oci(art, limit, docker_config, cfg)
+            manifest = resolved.manifest_digest
+            chunks = _stream_oci(reg, ref, resolved.layer.digest)
+        else:
+            chunks = _stream(art.uri, cfg, session)
+        async for chunk in chunks:
             try:
                 hasher.update(chunk)
             except integrity.IntegrityError as e:
@@ -119,7 +183,7 @@ async def check_artifact(
             integrity.expect_digest(d.sha256, art.sha256, art.uri)
         except integrity.DigestMismatch as e:
             metrics.DIGEST_MISMATCHES.inc()
-            return ArtifactCheck(art.name, False, d.sha256, d.size, "DigestMismatch", e.message), None
+            return ArtifactCheck(art.name, False, d.sha256, d.size, "DigestMismatch", e.message, manifest), None
         if art.bundle is not None:
             await verify_openssf(art, public_key)
         elif art.signature is not None:
@@ -130,8 +194,9 @@ async def check_artifact(
             except integrity.IntegrityError as e:
                 raise _Fail(e.reason, e.message) from e
     except _Fail as e:
-        return ArtifactCheck(art.name, False, None, hasher.size or None, e.reason, e.message), None
-    return ArtifactCheck(art.name, True, d.sha256, d.size, "Verified", ""), (bytes(buf) if buf is not None else None)
+        return ArtifactCheck(art.name, False, None, hasher.size or None, e.reason, e.message, manifest), None
+    return (ArtifactCheck(art.name, True, d.sha256, d.size, "Verified", "", manifest),
+            bytes(buf) if buf is not None else None)
 
 
 async def verify_openssf(art: Artifact, material: bytes | None) -> None:
@@ -207,7 +272,7 @@ class Verifier:
         if invalid is not None:
             return invalid
         done = previously_verified(m)
-        public_key = decryption_key = None
+        public_key = decryption_key = docker_config = None
         try:
             if m.public_key is not None:
                 what = ("trust roots" if m.spec is not None and m.spec.signature is not None
@@ -215,19 +280,23 @@ class Verifier:
                 public_key = await self._secret(m, m.public_key.name, m.public_key.key, what)
             if m.decryption_key is not None:
                 decryption_key = await self._secret(m, m.decryption_key.name, m.decryption_key.key, "decryption key")
+            pull_secret = next((a.pull_secret for a in (m.source, *m.variants) if a.pull_secret), None)
+            if pull_secret is not None:
+                docker_config = await self._secret(m, pull_secret, ".dockerconfigjson", "registry pull")
         except _Fail as e:
             return ModelCheck(ArtifactCheck("default", False, None, None, e.reason, e.message))
 
         notes: list[str] = []
         inputs = outputs = None
         if done.get("default") == m.source.sha256:
-            src = ArtifactCheck("default", True, m.source.sha256, m.status.get("size"))
+            src = ArtifactCheck("default", True, m.source.sha256, m.status.get("size"),
+                                manifest=m.status.get("manifestDigest"))
             prev_in, prev_out = m.status.get("inputs"), m.status.get("outputs")
             inputs = tuple(prev_in) if prev_in is not None else None
             outputs = tuple(prev_out) if prev_out is not None else None
         else:
             src, data = await check_artifact(m.source, self.cfg, self.session(), public_key,
-                                             keep=self.cfg.inspect_limit)
+                                             keep=self.cfg.inspect_limit, docker_config=docker_config)
             if src.ok:
                 if data is None:
                     notes.append(f"larger than {self.cfg.inspect_limit} bytes: inputs/outputs not read")
@@ -249,9 +318,10 @@ class Verifier:
             if done.get(v.name) == v.sha256:
                 prev: dict[str, Any] = next(
                     (x for x in m.status.get("variants") or [] if x.get("name") == v.name), {})
-                variants.append(ArtifactCheck(v.name, True, v.sha256, prev.get("size")))
+                variants.append(ArtifactCheck(v.name, True, v.sha256, prev.get("size"),
+                                              manifest=prev.get("manifestDigest")))
                 continue
-            chk, _ = await check_artifact(v, self.cfg, self.session(), public_key)
+            chk, _ = await check_artifact(v, self.cfg, self.session(), public_key, docker_config=docker_config)
             variants.append(chk)
         for chk in (src, *variants):
             metrics.VERIFICATIONS.labels(chk.reason).inc()

@@ -232,3 +232,23 @@ def test_quality_gate_becomes_runtime_flags_and_nothing_changes_without_it() -> 
     assert pod(m)["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert "terminationMessagePath" not in pod(m)["containers"][0]  # the default, /dev/termination-log
     assert m["metadata"]["annotations"][c.A_SPEC_HASH] != plain["metadata"]["annotations"][c.A_SPEC_HASH]
+
+
+def test_an_oci_build_fetches_with_the_pull_secret_mounted_in_the_init_container_only() -> None:
+    art = replace(ART, uri=f"oci://registry.example:5000/models/yolo@sha256:{'d' * 64}", pull_secret="regcred",
+                  plain_http=True)
+    p = pod(child_deployment(replace(INP, artifact=art)))
+    args = init(p)["args"]
+    assert args[:2] == ["fetch", art.uri]
+    assert args[args.index("--registry-auth-file") + 1] == "/etc/edgeai/registry/config.json"
+    assert "--plain-http" in args
+    vols = {v["name"]: v for v in p["volumes"]}
+    assert vols["registry-auth"]["secret"] == {"secretName": "regcred", "defaultMode": 0o440,
+                                               "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}
+    assert {"name": "registry-auth", "mountPath": "/etc/edgeai/registry", "readOnly": True} in init(p)["volumeMounts"]
+    # The server never talks to the registry: it gets no credentials.
+    assert all(m["name"] != "registry-auth" for m in p["containers"][0]["volumeMounts"])
+    # An https build has neither flag nor volume.
+    plain = pod(child_deployment(INP))
+    assert "--registry-auth-file" not in init(plain)["args"] and "--plain-http" not in init(plain)["args"]
+    assert all(v["name"] != "registry-auth" for v in plain["volumes"])

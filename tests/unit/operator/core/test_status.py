@@ -110,3 +110,18 @@ def test_reverify_request_is_checked_afresh_and_echoed() -> None:
     answered = model(done)
     answered["metadata"]["annotations"] = body["metadata"]["annotations"]
     assert not needs_verification(model_info(answered))
+
+
+def test_oci_builds_carry_the_registry_access_and_status_records_the_manifest() -> None:
+    body = model()
+    body["spec"]["source"]["uri"] = "oci://reg.example/models/m:prod"
+    body["spec"]["registry"] = {"pullSecretRef": {"name": "regcred"}, "plainHTTP": True}
+    m = model_info(body)
+    assert (m.source.pull_secret, m.source.plain_http) == ("regcred", True)
+    # The https variant of the same model does not get them: its workload stays as it was.
+    assert (m.variants[0].pull_secret, m.variants[0].plain_http) == (None, False)
+    mdigest = "sha256:" + "e" * 64
+    check = ModelCheck(ArtifactCheck("default", True, SRC, 10, manifest=mdigest),
+                       (ArtifactCheck("int8", True, "b" * 64, 9),))
+    st = model_status(m, check, NOW)
+    assert st["manifestDigest"] == mdigest and "manifestDigest" not in st["variants"][0]

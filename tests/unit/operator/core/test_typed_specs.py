@@ -97,3 +97,15 @@ def test_a_revision_entry_is_read_again_when_its_outcome_changes() -> None:
     changed = {**entry, "outcome": "Failed", "message": "gate"}
     [r] = rev.history_from_status({"revisions": [changed]})
     assert r.outcome == "Failed" and r.message == "gate" and r.number == entry["revision"]
+
+
+def test_a_template_keeps_an_oci_builds_registry_access_and_leaves_https_templates_unchanged() -> None:
+    body = model_body()
+    before = rev.template_for(model_info(body), None, None, RuntimeImages("img"))
+    assert "pullSecret" not in json.dumps(before.to_dict()) and "plainHTTP" not in json.dumps(before.to_dict())
+    body["spec"]["source"]["uri"] = "oci://reg.example/models/m:v1"
+    body["spec"]["registry"] = {"pullSecretRef": {"name": "regcred"}, "plainHTTP": True}
+    t = rev.template_for(model_info(body), None, None, RuntimeImages("img"))
+    d = t.to_dict()
+    assert d["source"]["pullSecret"] == "regcred" and d["source"]["plainHTTP"] is True
+    assert rev.Template.from_dict(d) == t and t.hash() != before.hash()
