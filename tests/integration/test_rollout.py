@@ -306,3 +306,35 @@ def test_one_device_failing_within_max_failures_is_rolled_back_alone_on_a_ramp(e
         env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
         for n in nodes:
             env.kube.delete_node(n)
+
+
+def test_devices_outside_their_maintenance_window_keep_serving_until_it_opens(env: Env, namespace: str) -> None:
+    """maintenanceWindows on the real plane: the devices of a site whose window is closed keep revision 1
+    while the rest roll to 2 and the rollout completes; opening their window (a schedule that is open
+    now) moves them without a new revision."""
+    nodes, sel = fleet(env, namespace, 4)
+    closed_site = sorted(nodes)[:2]
+    for n in closed_site:
+        env.kube.kubectl("label", "node", n, "edgeai.io/site=night-shift", "--overwrite")
+    never = {"schedule": "0 0 1 1 *", "durationMinutes": 1}  # 1 January, 00:00 UTC: closed for this test
+    always = {"schedule": "* * * * *", "durationMinutes": 10080}  # opens every minute, open for a week
+    rollout = {"canary": 1, "healthGate": {"readySeconds": 1, "progressDeadlineSeconds": 60},
+               "maintenanceWindows": {"windows": {"night-shift": never}}}
+    try:
+        start(env, namespace, sel, nodes, rollout)  # new devices get their first workload at once
+        new_model(env, namespace, seed=2)
+        st = wait_phase(env, namespace, "Complete", 2, timeout=120)
+        assert st["currentRevision"] == 2
+        revs = revisions_of_children(env, namespace)
+        assert revs == {n: (1 if n in closed_site else 2) for n in nodes}, revs
+        time.sleep(4)  # and they stay there while the window is closed
+        assert revisions_of_children(env, namespace) == revs
+        # Their window opens: they move to revision 2, the rollout still Complete.
+        env.kube.kubectl("patch", "idep", "d", "-n", namespace, "--type=json", "-p", json.dumps([
+            {"op": "replace", "path": "/spec/rollout/maintenanceWindows/windows/night-shift", "value": always}]))
+        wait_for("the night shift on revision 2",
+                 lambda: set(revisions_of_children(env, namespace).values()) == {2}, 90, env.op)
+    finally:
+        env.kube.kubectl("delete", "idep", "d", "-n", namespace, "--wait=false", check=False)
+        for n in nodes:
+            env.kube.delete_node(n)
