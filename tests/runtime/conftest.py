@@ -117,6 +117,19 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"server not live within {timeout}s: {self.log_text()}")
 
+    def refused(self, timeout: float = 60.0) -> str:
+        """Start a server that must refuse to serve: it exits non-zero within `timeout`; its log."""
+        self.start(wait=False)
+        assert self.proc is not None
+        try:
+            assert self.proc.wait(timeout) != 0
+        except subprocess.TimeoutExpired:
+            self.stop(kill=True)
+            raise
+        finally:
+            self.stop()
+        return self.log_text()
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
 
