@@ -239,7 +239,8 @@ class Fleet:
             env=env,
             cwd=str(source) if source is not None else None,
         ).start()
-        self.op.wait_ready(120)
+        # A fresh operator lists the whole fleet (and whatever a previous round left terminating) first.
+        self.op.wait_ready(600)
 
         def fleet_known() -> tuple[bool, str]:
             devs = self.api.list(f"/apis/{c.API_VERSION}/{c.PLURAL_DEVICE}")
