@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,7 @@ def checkout(rev: str) -> Iterator[Path]:
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False, capture_output=True
         )
+        shutil.rmtree(where.parent, ignore_errors=True)
 
 
 def median_round(rounds: list[OperatorRound]) -> OperatorRound:
