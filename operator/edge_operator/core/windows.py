@@ -94,11 +94,18 @@ def closed_to(windows: Windows | None, labels: Mapping[str, Mapping[str, str]], 
         return frozenset(), None
     closed: set[str] = set()
     soonest: float | None = None
+    # Once per window, not per device: a site's 500 devices share one schedule, and this runs on
+    # every reconcile of the deployment.
+    opens_in: dict[Window, float | None] = {}  # None: open now
     for dev, lab in labels.items():
         w = windows.window_of(lab)
-        if w is None or w.is_open(now):
+        if w is None:
+            continue
+        if w not in opens_in:
+            opens_in[w] = None if w.is_open(now) else w.next_open(now) - now
+        wait = opens_in[w]
+        if wait is None:
             continue
         closed.add(dev)
-        wait = w.next_open(now) - now
         soonest = wait if soonest is None else min(soonest, wait)
     return frozenset(closed), soonest
