@@ -126,34 +126,7 @@ def _open(uri: str, offset: int, timeout: float, sha256: str = "",
         raise IntegrityError("Unreachable", f"HTTP {e.code} {e.reason} from {uri}") from e
     except (urllib.error.URLError, TimeoutError, OSError, HTTPException) as e:
         raise _Transient(f"{uri}: {getattr(e, 'reason', e)}") from e
-    length = resp.headers.get("Content-Length")
-    if offset and resp.status == 206:
-        content_range = resp.headers.get("Content-Range", "")
-        start = _range_start(content_range)
-        if start != offset:
-            resp.close()
-            raise _Transient(f"server answered Range {offset}- with Content-Range {content_range!r}")
-        total = _range_total(content_range)
-        return resp, offset, total
-    # 200: the server ignored the Range header; start again from byte 0.
-    return resp, 0, int(length) if length and length.isdigit() else None
-
-
-
-def _range_start(content_range: str) -> int | None:
-    # "bytes 100-199/200"
-    try:
-        return int(content_range.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def _range_total(content_range: str) -> int | None:
-    try:
-        total = content_range.rsplit("/", 1)[1]
-    except IndexError:
-        return None
-    return int(total) if total.isdigit() else None
+    return oci.ranged_stream(resp, offset, uri)
 
 
 def _download(uri: str, partial: Path, sha256: str, max_size: int | None, timeout: float, retries: int,

@@ -250,15 +250,7 @@ class Registry:
             # Nothing left to send: what we have is the whole blob (or garbage the digest will catch).
             resp.close()
             return io.BytesIO(b""), offset, offset
-        if offset and resp.status == 206:
-            cr = resp.headers.get("Content-Range", "")
-            m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", cr)
-            if not m or int(m.group(1)) != offset:
-                resp.close()
-                raise Transient(f"registry answered Range {offset}- with Content-Range {cr!r}")
-            return resp, offset, int(m.group(2)) if m.group(2).isdigit() else None
-        length = resp.headers.get("Content-Length")
-        return resp, 0, int(length) if length and length.isdigit() else None
+        return ranged_stream(resp, offset, "registry")
 
     # -- push
 
@@ -294,6 +286,21 @@ class Registry:
                           headers={"Content-Type": media_type}):
             pass
         return Descriptor(media_type, sha256_digest(body), len(body))
+
+
+def ranged_stream(resp: Any, offset: int, who: str) -> tuple[Any, int, int | None]:
+    """A GET's answer to `Range: bytes=offset-` as (stream, actual start, total size if known): a 206 must
+    start at `offset` (else Transient: try again), a 200 means the server ignored the Range and the
+    stream starts at 0. Shared by every source a fetch resumes (HTTP(S) and registries)."""
+    if offset and resp.status == 206:
+        cr = resp.headers.get("Content-Range", "")
+        m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", cr)
+        if not m or int(m.group(1)) != offset:
+            resp.close()
+            raise Transient(f"{who} answered Range {offset}- with Content-Range {cr!r}")
+        return resp, offset, int(m.group(2)) if m.group(2).isdigit() else None
+    length = resp.headers.get("Content-Length")
+    return resp, 0, int(length) if length and length.isdigit() else None
 
 
 def _basic(c: Credentials) -> str:
