@@ -16,6 +16,16 @@ from typing import Any
 PRECISION_CHOICES = ("fp32", "fp16", "int8")
 
 
+def _providers(text: str) -> list[str] | None:
+    """`auto` -> None (every provider the build has), `cpu` -> [] (the CPU only), else the names."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give auto, cpu, or provider names such as CUDA,TensorRT")
+    if names == ["auto"]:
+        return None
+    return [] if names == ["cpu"] else names
+
+
 def _csv(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -117,6 +127,15 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("--warmup", type=int, default=5, help="untimed runs before timing (default 5)")
     g.add_argument("--threads", type=_positive, default=1, help="onnxruntime intra-op threads (default 1)")
+    g.add_argument(
+        "--providers",
+        type=_providers,
+        default=None,
+        metavar="auto|cpu|NAME,...",
+        help="accelerator execution providers to measure every variant on besides the CPU, e.g. CUDA,TensorRT "
+        "(default auto: each one this onnxruntime build has; cpu: none). Figures only: the CPU's decide "
+        "which variants ship",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of the random sample inputs (default 0)")
     g.add_argument(
         "--dim",
@@ -214,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             timing_batch=args.timing_batch,
             threads=args.threads,
+            providers=args.providers,
             seed=args.seed,
             dims=dict(args.dim),
             task=args.task,

@@ -75,6 +75,9 @@ class PackOptions:
     warmup: int = 5
     timing_batch: int = 1
     threads: int = 1
+    # Accelerator providers to measure each variant on as well (onnxruntime's or the CRD's names); None:
+    # every one this onnxruntime build has. The CPU is always measured, and it alone decides inclusion.
+    providers: Sequence[str] | None = None
     seed: int = 0
     dims: Mapping[str, int] = field(default_factory=dict)
     task: Literal["auto", "classifier", "regressor"] = "auto"
@@ -160,12 +163,20 @@ def _rows(feed: var.Feed) -> int:
 
 
 @dataclass
-class _Built:
-    report: rep.VariantReport
-    data: bytes | None = None
+class _Run:
+    """A variant's session on one provider, what it answered and how long it took."""
+
     session: Any = None
     outputs: list[var.Outputs] | None = None
     timings: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Built(_Run):
+    report: rep.VariantReport = field(default_factory=lambda: rep.VariantReport("", ""))
+    data: bytes | None = None
+    # Accelerator provider -> the same build run there.
+    on: dict[str, _Run] = field(default_factory=dict)
 
 
 def pack(o: PackOptions) -> PackResult:
@@ -247,19 +258,17 @@ def pack(o: PackOptions) -> PackResult:
     except OSError as e:
         raise PackError("Unwritable", f"cannot create the output beside {out}: {e.strerror or e}") from e
     try:
+        accel, missing = var.accelerator_providers(o.providers)
         with tempfile.TemporaryDirectory(prefix="edgeai-pack-") as scratch:
             built = _build_variants(o, model, precisions, feeds, calibration, reference, fp32_sess, Path(scratch))
-        _time(built, timing_feed, o)
+            _on_providers(built, accel, missing, feeds, reference, o, Path(scratch) / "provider-cache")
+            _time(built, timing_feed, o)
         reports = [b.report for b in built]
         for b in built:
-            if b.timings:
-                b.report.latency = rep.latency_stats(b.timings)
-            if b.outputs is not None:
-                b.report.max_abs_error = rep.max_abs_error(
-                    var.flatten_outputs(reference), var.flatten_outputs(b.outputs)
-                )
-                if scores is not None:
-                    b.report.top1_agreement = rep.top1_agreement(scores, var.concat(b.outputs, 0))
+            _figures(b, reference, scores, b.report)
+            for f in b.report.providers:
+                if f.provider in b.on:
+                    _figures(b.on[f.provider], reference, scores, f)
         rep.apply_floor(reports, task=task, min_agreement=o.min_agreement, max_error=o.max_abs_error)
 
         artifacts: dict[str, Artifact] = {}
@@ -355,6 +364,7 @@ def pack(o: PackOptions) -> PackResult:
                 "signatureFormat": None if sign_key is None else ("digest" if o.legacy_signature else "openssf"),
                 "encrypted": enc_key is not None,
                 "onnxruntime": var.ort_version(),
+                "providers": {"measured": ["CPUExecutionProvider", *accel], "unavailable": missing},
                 "quality_profile": PROFILE_FILE if profile is not None else None,
             },
             reports=reports,
@@ -406,7 +416,7 @@ def _build_variants(
 ) -> list[_Built]:
     built: list[_Built] = []
     for p in precisions:
-        b = _Built(rep.VariantReport(name=p, precision=p))
+        b = _Built(report=rep.VariantReport(name=p, precision=p))
         built.append(b)
         if p == "fp32":
             b.data, b.session, b.outputs = model.data, fp32_sess, reference
@@ -448,8 +458,41 @@ def _build_variants(
     return built
 
 
+def _figures(run: _Run, reference: Sequence[var.Outputs], scores: np.ndarray | None,
+             into: rep.VariantReport | rep.ProviderFigures) -> None:
+    if run.timings:
+        into.latency = rep.latency_stats(run.timings)
+    if run.outputs is not None:
+        into.max_abs_error = rep.max_abs_error(var.flatten_outputs(reference), var.flatten_outputs(run.outputs))
+        if scores is not None:
+            into.top1_agreement = rep.top1_agreement(scores, var.concat(run.outputs, 0))
+
+
+def _on_providers(built: Sequence[_Built], accel: Sequence[str], missing: Mapping[str, str],
+                  feeds: Sequence[var.Feed], reference: Sequence[var.Outputs], o: PackOptions, cache: Path) -> None:
+    """Each build that runs on the CPU, run again on every accelerator provider: the same samples, compared
+    with the same fp32-on-CPU reference. A provider that cannot take a build says why in the report; it
+    never fails the pack (the CPU figures decide what ships)."""
+    for b in built:
+        if b.session is None or b.data is None:
+            continue
+        for name, why in missing.items():
+            b.report.providers.append(rep.ProviderFigures(name, error=why))
+        for name in accel:
+            fig = rep.ProviderFigures(name)
+            b.report.providers.append(fig)
+            try:
+                run = _Run(var.provider_session(b.data, name, threads=o.threads, cache_dir=cache))
+                run.outputs = var.run_all(run.session, feeds)
+                var.check_outputs(reference, run.outputs)
+            except Exception as e:
+                fig.error = var.short_error(e)
+                continue
+            b.on[name] = run
+
+
 def _time(built: Sequence[_Built], feed: var.Feed, o: PackOptions) -> None:
-    live = [b for b in built if b.session is not None]
+    live: list[_Run] = [r for b in built for r in (b, *b.on.values()) if r.session is not None]
     rounds = max(1, min(TIMING_ROUNDS, o.runs))
     for i in range(rounds):
         n = o.runs // rounds + (1 if i < o.runs % rounds else 0)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edge_runtime.core.providers import ProviderRequest
+
 Task = Literal["classifier", "regressor"]
 
 
@@ -22,6 +24,18 @@ class Latency:
     p50_ms: float
     p99_ms: float
     mean_ms: float
+
+
+@dataclass
+class ProviderFigures:
+    """One variant measured on one execution provider: the same samples, the same fp32 reference (fp32 on
+    the CPU), so the agreement says what running this build there changes."""
+
+    provider: str  # onnxruntime's name, e.g. CUDAExecutionProvider
+    latency: Latency | None = None
+    top1_agreement: float | None = None
+    max_abs_error: float | None = None
+    error: str = ""  # why there are no figures (the provider did not start, the build failed there)
 
 
 @dataclass
@@ -40,6 +54,8 @@ class VariantReport:
     included: bool = True
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    # The same figures on each accelerator provider pack measured (the CPU's are the ones above).
+    providers: list[ProviderFigures] = field(default_factory=list)
 
     def exclude(self, reason: str) -> None:
         self.included = False
@@ -152,6 +168,31 @@ def ratios(reports: Sequence[VariantReport]) -> dict[str, dict[str, float | None
     return out
 
 
+def provider_ratios(reports: Sequence[VariantReport]) -> dict[tuple[str, str], float | None]:
+    """p50 latency of each (variant, provider) relative to fp32 on the same provider."""
+    base = next((r for r in reports if r.precision == "fp32"), None)
+    fp32 = {f.provider: f.latency.p50_ms for f in (base.providers if base else []) if f.latency}
+    return {
+        (r.name, f.provider): _ratio(f.latency.p50_ms if f.latency else None, fp32.get(f.provider))
+        for r in reports
+        for f in r.providers
+    }
+
+
+def short_provider(name: str) -> str:
+    """The CRD's name of a provider (TensorRT, CUDA, OpenVINO...)."""
+    return ProviderRequest(name).short
+
+
+def _same_error(reports: Sequence[VariantReport]) -> dict[str, str]:
+    """Providers that failed every variant alike (not in this build, no device): said once, not per row."""
+    errors: dict[str, set[str]] = {}
+    for r in reports:
+        for f in r.providers:
+            errors.setdefault(f.provider, set()).add(f.error)
+    return {p: next(iter(e)) for p, e in errors.items() if len(e) == 1 and "" not in e}
+
+
 def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -195,7 +236,48 @@ def format_table(reports: Sequence[VariantReport], task: Task) -> str:
     for r in reports:
         for note in r.notes:
             lines.append(f"note {r.name}: {note}")
+    if any(r.providers for r in reports):
+        lines += ["", provider_table(reports, task)]
     return "\n".join(lines)
+
+
+def _provider_rows(reports: Sequence[VariantReport], task: Task) -> list[list[str]]:
+    rat = provider_ratios(reports)
+    skip = _same_error(reports)
+    rows = []
+    for r in reports:
+        for f in r.providers:
+            if f.provider in skip:
+                continue
+            rows.append([
+                r.name,
+                short_provider(f.provider),
+                _fmt(f.latency.p50_ms if f.latency else None, ".3f"),
+                _fmt(f.latency.p99_ms if f.latency else None, ".3f"),
+                _fmt(rat[(r.name, f.provider)], ".2f"),
+                (_fmt(f.top1_agreement, ".2%") if task == "classifier" else "n/a") if not f.error else "-",
+                _fmt(f.max_abs_error, ".3g"),
+                f.error,
+            ])
+    return rows
+
+
+def provider_table(reports: Sequence[VariantReport], task: Task) -> str:
+    """Each variant on each accelerator provider, latency relative to fp32 on that provider."""
+    header = ["variant", "provider", "p50 ms", "p99 ms", "x fp32", "top-1 agree", "max abs err", "note"]
+    rows = [header, *_provider_rows(reports, task)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i in (0, 1, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if len(rows) == 1:
+        lines = []
+    lines += [f"{short_provider(p)}: {why}" for p, why in _same_error(reports).items()]
+    return "on accelerator providers (agreement and error against fp32 on the CPU):\n" + "\n".join(lines)
 
 
 def markdown_table(title: str, reports: Sequence[VariantReport], task: Task) -> str:
@@ -217,6 +299,19 @@ def markdown_table(title: str, reports: Sequence[VariantReport], task: Task) -> 
     return "\n".join(out)
 
 
+def markdown_provider_table(title: str, reports: Sequence[VariantReport], task: Task) -> str:
+    """The README/doc form of `provider_table`."""
+    out = [
+        f"| {title} | provider | p50 latency | latency / fp32 there | top-1 agreement | max abs error | note |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row in _provider_rows(reports, task):
+        out.append(f"| {row[0]} | {row[1]} | {row[2]} ms | {row[4]} | {row[5]} | {row[6]} | {row[7]} |")
+    out += [f"| (every build) | {short_provider(p)} | - | - | - | - | {why} |"
+            for p, why in _same_error(reports).items()]
+    return "\n".join(out)
+
+
 def report_json(
     *,
     model: dict[str, Any],
@@ -226,12 +321,16 @@ def report_json(
     manifest_file: str,
 ) -> dict[str, Any]:
     rat = ratios(reports)
+    prat = provider_ratios(reports)
     variants = []
     for r in reports:
         d = asdict(r)
         d["ratio_to_fp32"] = rat[r.name]
-        if d["max_abs_error"] is not None and math.isinf(d["max_abs_error"]):
-            d["max_abs_error"] = "inf"  # JSON has no infinity
+        for one in (d, *d["providers"]):
+            if one["max_abs_error"] is not None and math.isinf(one["max_abs_error"]):
+                one["max_abs_error"] = "inf"  # JSON has no infinity
+        for f in d["providers"]:
+            f["latency_p50_to_fp32"] = prat[(r.name, f["provider"])]
         variants.append(d)
     return {
         "model": model,

@@ -33,7 +33,9 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
 
+from edge_runtime.core import providers as eps
 from edge_runtime.pack.errors import PackError
+from edge_runtime.serving.model import build_session
 
 Feed = dict[str, np.ndarray]
 Outputs = list[np.ndarray]
@@ -180,6 +182,36 @@ def session(model: bytes | Path, *, threads: int) -> ort.InferenceSession:
     opts.log_severity_level = 3
     src = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def accelerator_providers(wanted: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
+    """The accelerator providers to measure on, by onnxruntime's name, and those asked for that this
+    onnxruntime cannot run (with why). `wanted` None: every one this onnxruntime build has that the
+    runtime knows (the CPU is always measured; onnxruntime's Azure provider runs no model locally)."""
+    have = ort.get_available_providers()
+    if wanted is None:
+        known = set(eps.ORT_NAMES.values())
+        return [p for p in have if p in known and eps.is_accelerator(p)], {}
+    try:
+        names = [eps.ort_name(w, "--providers") for w in wanted]
+    except eps.ProviderSpecError as e:
+        raise PackError("BadArgument", str(e)) from e
+    accel = [n for n in dict.fromkeys(names) if eps.is_accelerator(n)]
+    missing = eps.unavailable([eps.ProviderRequest(n) for n in accel], have)
+    return [n for n in accel if n not in missing], missing
+
+
+def provider_session(model: bytes, provider: str, *, threads: int, cache_dir: Path) -> ort.InferenceSession:
+    """A session on `provider` alone (the CPU only for the ops it lacks), the way the runtime makes one;
+    raises RuntimeError naming why when the provider does not start or onnxruntime quietly put the model
+    on the CPU instead. Compiling providers (TensorRT, OpenVINO) write their caches under `cache_dir`."""
+    import hashlib
+
+    sess, got = build_session(model, threads, [eps.ProviderRequest(provider)], cache_dir=str(cache_dir),
+                              sha256=hashlib.sha256(model).hexdigest(), name="pack")
+    if got.provider != provider:
+        raise RuntimeError(dict(got.passed_over).get(provider, got.reason) or f"{provider} did not start")
+    return sess
 
 
 def _resolve(spec: TensorSpec, rows: int, dims: Mapping[str, int]) -> tuple[int, ...]:
