@@ -14,9 +14,13 @@
 #
 #   family    ONNXRUNTIME                     providers            platforms
 #   cpu       onnxruntime                     CPU                  amd64, arm64
-#   cuda      onnxruntime-gpu[cuda,cudnn]     CUDA, TensorRT, CPU  amd64 (CUDA 12 from pip;
-#                                                                  the node's driver via the
-#                                                                  NVIDIA container toolkit)
+#   cuda      onnxruntime-gpu[cuda,cudnn]     CUDA, TensorRT, CPU  amd64 (CUDA 13 and cuDNN 9
+#                                                                  from pip, preloaded by the
+#                                                                  runtime; the node's driver
+#                                                                  via the NVIDIA container
+#                                                                  toolkit; TensorRT needs its
+#                                                                  own libraries: without them
+#                                                                  TensorRT falls back to CUDA)
 #   openvino  onnxruntime-openvino            OpenVINO, CPU        amd64 (OpenVINO bundled)
 #   rocm      onnxruntime-rocm                ROCm, MIGraphX, CPU  amd64
 #   qnn       onnxruntime-qnn                 QNN, CPU             arm64 (Windows on Arm first)

@@ -7,6 +7,10 @@ artifact's plaintext lives only in memory.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import logging
 import os
 import statistics
 import time
@@ -185,6 +189,34 @@ class LoadedModel:
         return out
 
 
+log = logging.getLogger(__name__)
+
+# Providers that run on CUDA and cuDNN: onnxruntime-gpu from PyPI (the cuda image's, with its [cuda,cudnn]
+# extras) gets those libraries as nvidia-* wheels, outside the loader's search path.
+_NVIDIA = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+
+
+@functools.cache
+def _preload_nvidia_libraries() -> str:
+    """Load CUDA and cuDNN from the nvidia-* wheels before the first CUDA/TensorRT session, as
+    onnxruntime-gpu asks (`onnxruntime.preload_dlls`); where the libraries are on the loader's path
+    already (a CUDA base image, or torch imported first) it changes nothing. Once per process; what
+    onnxruntime prints about it goes to the log, and a failure is left for the session to report."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return ""
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):
+            preload()
+    except Exception as e:  # a missing library: the session's own error names it better
+        said.write(f"{e.__class__.__name__}: {e}")
+    text = said.getvalue().strip()
+    if text:
+        log.info("preloading CUDA/cuDNN for onnxruntime-gpu: %s", text)
+    return text
+
+
 def _ort_providers(req: ProviderRequest, cpu: ProviderRequest) -> list[Any]:
     return [(r.name, dict(r.options)) if r.options else r.name for r in ((req, cpu) if req is not cpu else (cpu,))]
 
@@ -213,6 +245,8 @@ def build_session(
     for r in reqs[:-1]:
         if r.name in passed:
             continue
+        if r.name in _NVIDIA:
+            _preload_nvidia_libraries()
         try:
             session = ort.InferenceSession(data, session_options(threads), providers=_ort_providers(r, cpu))
         except Exception as e:
