@@ -1,12 +1,15 @@
 """`pack` on a trained model with real data: size, latency, agreement and accuracy per build and provider.
 
     python -m benchmarks pack [--providers auto|cpu|CUDA,...] [--batches 1,32] [--runs 200]
+                              [--onnxruntime onnxruntime-openvino]
 
 Trains the digits CNN (benchmarks/pack/digits.py: scikit-learn's digits, 32x32, ~99% held-out accuracy;
 cached under $EDGEAI_CACHE/bench-pack by its settings), packs it with `pack` itself (static int8 calibrated
 on 256 training images, agreement measured on the 360 held-out ones) once per timing batch, and runs
 every build on every provider measured over the held-out images once more for its accuracy against the
-true labels. The baseline is the fp32 model on the same provider in the same run; the table ends with
+true labels. `--onnxruntime DIST` runs the same under another onnxruntime build (its providers: e.g.
+onnxruntime-openvino's OpenVINO on this CPU), in a virtualenv of its own made on first use. The
+baseline is the fp32 model on the same provider in the same run; the table ends with
 the seeds' claim ("int8: 4x smaller, 2x faster") beside what this machine measured.
 """
 
@@ -17,8 +20,10 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
+import tomllib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,6 +79,25 @@ def accuracies(out: Path, reports: list[Any], trained_model: digits.Trained, pro
     return acc
 
 
+def in_venv(dist: str, argv: list[str]) -> int:
+    """Run this benchmark again under a venv whose onnxruntime is `dist` (they all install the same
+    `onnxruntime` package, so each build needs an environment of its own)."""
+    sys.path.insert(0, str(ROOT / "hack"))
+    import sidevenv  # type: ignore[import-not-found]
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [*sidevenv.project_dependencies(without=["onnxruntime"]), dist,
+            *project["optional-dependencies"]["pack"], "scikit-learn>=1.4"]
+    venv = sidevenv.CACHE / "bench-venvs" / f"pack-{dist}"
+    why = sidevenv.ensure(venv, reqs, "import onnxruntime, onnx, onnxconverter_common, sklearn")
+    if why is not None:
+        print(f"cannot make the {dist} environment: {why}", file=sys.stderr)
+        return 1
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), str(ROOT)]))
+    return subprocess.run([str(sidevenv.python(venv)), "-m", "benchmarks", "pack", *argv], cwd=ROOT, env=env,
+                          check=False).returncode
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks pack", description=__doc__.split("\n")[0])
     ap.add_argument("--providers", default="auto", help="auto (every provider this onnxruntime has), cpu, or names")
@@ -81,8 +105,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runs", type=int, default=200, help="timed calls per build and provider")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (pack's default: 1)")
     ap.add_argument("--epochs", type=int, default=digits.Config.epochs)
+    ap.add_argument("--onnxruntime", metavar="DIST",
+                    help="another onnxruntime build to measure under, e.g. onnxruntime-openvino (own venv)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    if args.onnxruntime:
+        rest = [a for i, a in enumerate(argv) if a != "--onnxruntime" and (i == 0 or argv[i - 1] != "--onnxruntime")
+                and not a.startswith("--onnxruntime=")]
+        return in_venv(args.onnxruntime, rest)
     from edge_runtime.pack import report as rep
     from edge_runtime.pack.cli import _providers
     from edge_runtime.pack.packer import PackOptions, pack
