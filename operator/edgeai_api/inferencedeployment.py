@@ -227,6 +227,7 @@ class InferenceDeploymentStatus:
     rollout: RolloutStatus | None = None
     revisions: tuple[RevisionRecord, ...] | None = None
     devices: tuple[DeviceRow, ...] | None = None
+    devices_not_listed: int | None = None
     unplaced: tuple[UnplacedDevice, ...] | None = None
     unplaced_not_listed: int | None = None
     not_selected: int | None = None

@@ -21,6 +21,10 @@ from edgeai_api.enums import ConditionStatus, ConditionType, DeploymentReason, U
 R = DeploymentReason
 C = ConditionType
 MAX_LISTED_UNPLACED = 100
+# Rows of status.devices. A row is 150-400 bytes: uncapped, one deployment over 10,000 devices would
+# need a 2-4 MB status, over what etcd takes in one write (1.5 MiB by default), and every status
+# write would carry all of it. Every device has its own full view in its EdgeDevice's status.
+MAX_LISTED_DEVICES = 1000
 
 
 def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int]:
@@ -31,6 +35,17 @@ def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], in
     listed = [{"device": r.device, "reason": r.reason, "message": r.message}
               for r in actionable[:MAX_LISTED_UNPLACED]]
     return listed, max(0, len(actionable) - MAX_LISTED_UNPLACED)
+
+
+def _listed_devices(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Per-device rows, capped at MAX_LISTED_DEVICES, and the count not listed. When capped, the
+    devices that need a look come first (failing, then every other not-ready one), each group in
+    its given order, so what is listed is what someone reading the status is looking for."""
+    if len(rows) <= MAX_LISTED_DEVICES:
+        return list(rows), 0
+    failing = {p.value for p in FAILED_PHASES}
+    ordered = sorted(rows, key=lambda r: (r.get("ready") is True, r.get("phase") not in failing))
+    return ordered[:MAX_LISTED_DEVICES], len(rows) - MAX_LISTED_DEVICES
 
 
 def _reason_summary(rejections: Iterable[Rejection]) -> str:
@@ -66,8 +81,10 @@ def fold_status(
         "ready": ready,
         "updated": updated,
         "offline": offline,
-        "devices": list(device_rows),
     }
+    status["devices"], devices_more = _listed_devices(device_rows)
+    if devices_more:
+        status["devicesNotListed"] = devices_more
     if model is not None and model.verified:
         status["modelSha256"] = model.source.sha256
         status["shortDigest"] = model.source.sha256[:12]

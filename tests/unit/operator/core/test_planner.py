@@ -192,6 +192,23 @@ def test_unplaced_list_is_capped_with_a_count_and_unselected_are_counted() -> No
     assert p.status["unplacedNotListed"] == 50 and p.status["notSelected"] == 30
 
 
+def test_device_rows_are_capped_with_a_count_and_the_ones_needing_a_look_first() -> None:
+    # 10,000 rows would not fit in one etcd write: the status lists at most MAX_LISTED_DEVICES.
+    cap = deployment_status.MAX_LISTED_DEVICES
+    fleet = [DeviceView(f"n-{i:05}", f"n-{i:05}", {"x": "1"}, Capabilities(arch="amd64")) for i in range(cap + 5)]
+    p = run(idep_body({"matchLabels": {"x": "1"}}), model_body(), devices=fleet)
+    assert p.status["placed"] == cap + 5 and len(p.status["devices"]) == cap
+    assert p.status["devicesNotListed"] == 5
+    rows = [{"device": f"d{i}", "phase": "Ready", "ready": True} for i in range(cap)]
+    rows += [{"device": "late", "phase": "Starting", "ready": False},
+             {"device": "bad", "phase": "Failed", "ready": False}]
+    listed, more = deployment_status._listed_devices(rows)
+    assert more == 2 and [r["device"] for r in listed[:3]] == ["bad", "late", "d0"]
+    assert deployment_status._listed_devices(rows[:cap]) == (rows[:cap], 0)
+    # Once the fleet shrinks under the cap, the count goes away.
+    assert patches.status_patch({"devicesNotListed": 5}, {}) == {"devicesNotListed": None}
+
+
 def test_progress_is_not_urgent_but_condition_and_generation_changes_are() -> None:
     first = run(idep_body(), model_body()).status
     children = {m["metadata"]["annotations"][c.A_DEVICE]: as_child(m, ready=False)
