@@ -17,6 +17,7 @@ from edge_runtime.artifacts.integrity import check_sha256
 from edge_runtime.pack.errors import PackError
 from edgeai_api import constants as c
 from edgeai_api import edgemodel as em
+from edgeai_api import oci as oci_api
 from edgeai_api.enums import Accelerator, EncryptionAlgorithm, ModelFormat, SignatureFormat
 from edgeai_api.enums import Precision as ModelPrecision
 from edgeai_api.meta import ObjectMeta
@@ -165,8 +166,8 @@ def build_edgemodel(
     be, and `public_key_secret` names the Secret holding the public key. Or one
     OpenSSF `bundle` (model.sig JSON) covers every build, and no artifact carries its own.
     The `quality_profile` is referenced by sha256 (spec.qualityProfile) and signed the same way.
-    `uris` (build name -> URI) replaces BASE_URI/<file> for the builds it names: `pack --push`'s
-    oci:// manifests, reached as `registry` says.
+    `uris` (build name -> URI) replaces BASE_URI/<file> for the builds it names (and the profile, under
+    "quality-profile"): `pack --push`'s oci:// manifests, reached as `registry` says.
     """
     uris = uris or {}
     check_name(name)
@@ -230,7 +231,7 @@ def build_edgemodel(
             encryption=encryption,
             variants=tuple(_variant(v, base_uri, uris) for v in variants) or None,
             quality_profile=None if quality_profile is None else em.QualityProfileRef(
-                uri=join_uri(base_uri, quality_profile.filename),
+                uri=uris.get(oci_api.PROFILE_VARIANT) or join_uri(base_uri, quality_profile.filename),
                 sha256=check_sha256(quality_profile.sha256, "quality profile sha256"),
                 size=quality_profile.size,
                 signature=quality_profile.signature,

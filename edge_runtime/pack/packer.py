@@ -311,7 +311,8 @@ def pack(o: PackOptions) -> PackResult:
         registry = None
         if o.push is not None and access is not None:
             pushed = push.push(o.push, [(a, stage / a.filename) for a in artifacts.values()], access=access,
-                               name=name, version=o.version)
+                               name=name, version=o.version,
+                               profile=stage / PROFILE_FILE if profile_file is not None else None)
             registry = em.RegistryAccess(
                 pull_secret_ref=em.LocalObjectRef(name=o.pull_secret) if o.pull_secret else None,
                 plain_http=True if o.plain_http else None)

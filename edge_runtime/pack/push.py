@@ -3,7 +3,10 @@
 One image manifest per build (artifactType application/vnd.edgeai.model.v1, the OCI empty config,
 one layer: the file as stored, of type application/vnd.edgeai.model.onnx.v1), annotated with its
 variant name, precision, the accelerators it suits and the execution providers that drive them;
-and one index listing them, pushed under TAG (or by its digest alone). Each build's URI in the
+and one index listing them, pushed under TAG (or by its digest alone). The quality profile, when pack
+wrote one, goes the same way (its own manifest, one layer of type
+application/vnd.edgeai.quality-profile.v1+json, listed in the index as variant "quality-profile"), so
+the EdgeModel's spec.qualityProfile is reachable wherever the builds are. Each build's URI in the
 EdgeModel is its own manifest by digest, so what the operator verifies and the edge pulls never
 depends on where a tag points later.
 """
@@ -71,8 +74,9 @@ def check_target(target: str) -> api.OciRef:
 
 
 def push(target: str, builds: Sequence[tuple[Artifact, Path]], *, access: oci.RegistryAccess,
-         name: str, version: str | None) -> Pushed:
-    """Push each build's stored file and manifest, then the index; returns the URIs for the EdgeModel."""
+         name: str, version: str | None, profile: Path | None = None) -> Pushed:
+    """Push each build's stored file and manifest (and the quality profile's), then the index; returns
+    the URIs for the EdgeModel (the profile's under api.PROFILE_VARIANT)."""
     ref = check_target(target)
     reg = oci.connect(ref, access)
     try:
@@ -87,6 +91,14 @@ def push(target: str, builds: Sequence[tuple[Artifact, Path]], *, access: oci.Re
             desc = reg.push_manifest(ref.repository, oci.sha256_digest(oci.manifest_bytes(manifest)), manifest)
             listed.append((desc, ann))
             uris[a.name] = str(api.OciRef(ref.registry, ref.repository, digest=desc.digest))
+        if profile is not None:
+            layer = reg.push_blob(ref.repository, profile.read_bytes(), api.PROFILE_LAYER_MEDIA_TYPE,
+                                  {api.ANN_TITLE: profile.name})
+            ann = {api.ANN_VARIANT: api.PROFILE_VARIANT}
+            manifest = image_manifest(layer, config, ann)
+            desc = reg.push_manifest(ref.repository, oci.sha256_digest(oci.manifest_bytes(manifest)), manifest)
+            listed.append((desc, ann))
+            uris[api.PROFILE_VARIANT] = str(api.OciRef(ref.registry, ref.repository, digest=desc.digest))
         index_ann = {api.ANN_VARIANT + "s": ",".join(a.name for a, _ in builds), ANN_REF_NAME: name}
         if version:
             index_ann[ANN_VERSION] = version

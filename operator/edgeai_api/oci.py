@@ -17,6 +17,9 @@ SCHEME = "oci://"
 
 # The model layer of a manifest pack pushes: an ONNX file (or its AES-256-GCM ciphertext) as stored.
 MODEL_LAYER_MEDIA_TYPE = "application/vnd.edgeai.model.onnx.v1"
+# The reference statistics a rollout's quality gate compares with (pack's quality-profile.json).
+PROFILE_LAYER_MEDIA_TYPE = "application/vnd.edgeai.quality-profile.v1+json"
+PROFILE_VARIANT = "quality-profile"  # its ANN_VARIANT in the index: not a build
 # The artifactType of every per-variant manifest and of the index that lists them.
 ARTIFACT_TYPE = "application/vnd.edgeai.model.v1"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 import yaml
 
@@ -22,7 +23,7 @@ from edge_operator.kube.verify import VerifySettings, check_artifact
 from edge_runtime.artifacts import integrity, oci
 from edge_runtime.artifacts.fetch import fetch
 from edge_runtime.cli import main as cli_main
-from edge_runtime.models_zoo import build_tabular
+from edge_runtime.models_zoo import build_tabular, sample_inputs
 from edge_runtime.pack import push as pack_push
 from edge_runtime.pack.packer import PackOptions, PackResult, pack
 from edgeai_api import oci as api
@@ -130,6 +131,40 @@ def test_pack_pushes_an_index_of_annotated_manifests_that_the_operator_verifies_
     for name, build in b.items():
         chk = verify(artifact(f"oci://{registry.addr}/models/tabular:1.0", build["sha256"]))
         assert chk.ok and chk.manifest == api.parse(build["uri"]).digest, (name, chk)
+
+
+def test_the_quality_profile_is_pushed_beside_the_builds_and_pulled_by_its_digest(
+    registry: LocalRegistry, model: Path, tmp_path: Path
+) -> None:
+    # With real data pack writes a quality profile; a pushed EdgeModel must not point the devices'
+    # fetch-profile at a file on the machine that ran pack.
+    data = tmp_path / "eval.npz"
+    np.savez(data, features=sample_inputs("tabular", 64, seed=3))
+    out = tmp_path / "out"
+    res = run_pack(model, out, f"oci://{registry.addr}/models/profiled:1.0", eval_data=data)
+    assert res.pushed is not None
+    spec = yaml.safe_load((out / "edgemodel.yaml").read_text())["spec"]
+    prof = spec["qualityProfile"]
+    ref = api.parse(prof["uri"])
+    assert ref.registry == registry.addr and ref.repository == "models/profiled" and ref.digest and not ref.tag
+    assert res.pushed.uris[api.PROFILE_VARIANT] == prof["uri"]
+
+    _, _, body = registry.get("/v2/models/profiled/manifests/1.0", api.INDEX_MEDIA_TYPE)
+    listed = {m["annotations"][api.ANN_VARIANT]: m["digest"] for m in json.loads(body)["manifests"]}
+    assert listed == {"fp32": api.parse(res.pushed.uris["fp32"]).digest,
+                      "int8": api.parse(res.pushed.uris["int8"]).digest, api.PROFILE_VARIANT: ref.digest}
+    _, _, body = registry.get(f"/v2/models/profiled/manifests/{ref.digest}", api.MANIFEST_MEDIA_TYPE)
+    layer = json.loads(body)["layers"][0]
+    assert layer["mediaType"] == api.PROFILE_LAYER_MEDIA_TYPE and layer["digest"] == f"sha256:{prof['sha256']}"
+
+    # What the fetch-profile init container runs: the same verified fetch as a build's.
+    path = fetch(prof["uri"], prof["sha256"], tmp_path / "cache", registry=oci.RegistryAccess(None, plain_http=True))
+    assert path.read_bytes() == (out / "quality-profile.json").read_bytes()
+    # And the index's tag still resolves each build to its own manifest, the profile's beside them.
+    for name in ("fp32", "int8"):
+        build = spec["source"] if name == "fp32" else spec["variants"][0]
+        chk = verify(artifact(f"oci://{registry.addr}/models/profiled:1.0", build["sha256"]))
+        assert chk.ok and chk.manifest == api.parse(res.pushed.uris[name]).digest, (name, chk)
 
 
 def test_fetch_cli_pulls_from_the_registry_as_the_init_container_runs_it(
