@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+from edge_operator.core import rollout as ro
 from edge_operator.core.conditions import parse_time
+from edge_operator.core.selectors import describe
 from edgeai_api.edgemodel import EdgeModelSpec
 from edgeai_api.enums import (
     ConditionStatus,
@@ -27,7 +29,7 @@ from edgeai_api.enums import (
     WorkloadPhase,
 )
 from edgeai_api.inferencedeployment import InferenceDeploymentSpec
-from edgeai_api.serde import ApiTypeError, parse
+from edgeai_api.serde import ApiTypeError, parse, serialize
 
 Obj = Mapping[str, Any]
 SpecT = TypeVar("SpecT")
@@ -293,9 +295,52 @@ def rollout_counts(idep: Obj) -> str:
     return ", ".join(parts) if parts else "no counts reported yet"
 
 
-def rollout_details(idep: Obj) -> str:
-    """Conditions, revision and per-device placement: what `rollout status` prints once."""
+def rollout_policy(idep: Obj) -> list[str]:
+    """The rollout policies the spec sets, one line each, as the operator reads them (defaults filled
+    in): how the waves grow, what the gate judges, maintenance windows, per-group runtime overrides."""
+    spec, _ = typed_spec(InferenceDeploymentSpec, idep)
+    if spec is None:
+        return []
     lines: list[str] = []
+    try:
+        pol = ro.parse_policy(spec.rollout)
+    except ro.RolloutSpecError as e:
+        return [f"policy: invalid: {e}"]
+    if pol.ramp is not None:
+        lines.append(f"waves: ramp from {str(pol.ramp[0])} device(s), x{pol.ramp[1]} per wave"
+                     + (f", after a canary of {pol.canary}" if pol.canary else ""))
+    elif pol.canary or pol.waves:
+        parts = ([f"canary {pol.canary}"] if pol.canary else []) + [str(w) for w in pol.waves]
+        lines.append("waves: " + ", ".join(parts))
+    if pol.gated:
+        gate = [f"readySeconds {pol.ready_seconds}", f"progressDeadlineSeconds {pol.deadline_seconds}"]
+        if pol.max_restarts:
+            gate.append(f"maxRestarts {pol.max_restarts}")
+        if pol.max_failures:
+            gate.append(f"maxFailures {str(pol.max_failures)} per wave")
+        q = spec.rollout.health_gate.quality if spec.rollout and spec.rollout.health_gate else None
+        if q is not None:
+            judged = [f"{k} {v}" for k, v in (("maxPSI", q.max_psi), ("minMeanConfidence", q.min_mean_confidence))
+                      if v is not None]
+            gate.append("quality " + ", ".join(judged) if judged else "quality")
+        lines.append("health gate: " + ", ".join(gate) + f"; on failure {pol.on_failure}")
+    if pol.windows is not None:
+        raw = (spec.rollout.maintenance_windows.windows if spec.rollout and spec.rollout.maintenance_windows
+               else None) or {}
+        lines.append(f"maintenance windows by {pol.windows.label}: " + "; ".join(
+            f"{value}: {w.schedule} {w.time_zone or 'UTC'} for {w.duration_minutes} min"
+            for value, w in sorted(raw.items())) + " (rollbacks are never held)")
+    raw_overrides = get_path(idep, "spec", "runtimeOverrides")
+    for i, o in enumerate(spec.runtime_overrides or ()):
+        raw_sel = raw_overrides[i].get("deviceSelector") if isinstance(raw_overrides, list) else None
+        settings = {k: v for k, v in serialize(o.runtime).items() if v is not None}
+        lines.append(f"override for {describe(raw_sel)}: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
+    return lines
+
+
+def rollout_details(idep: Obj) -> str:
+    """Policies, conditions, revision and per-device placement: what `rollout status` prints once."""
+    lines: list[str] = rollout_policy(idep)
     st: Any = get_path(idep, "status") or {}
     for key in ("revision", "currentRevision", "updateRevision", "stableRevision", "lastGoodRevision"):
         v = get_path(st, key)
@@ -318,6 +363,10 @@ def rollout_details(idep: Obj) -> str:
         lines.append(table(("DEVICE", "VARIANT", "DIGEST", "PHASE"),
                            [(e.get("device", ""), e.get("variant") or NONE, short_digest(e.get("sha256")),
                              e.get("phase") or NONE) for e in devs]))
+        more = get_path(st, "devicesNotListed")
+        if isinstance(more, int) and more:
+            lines.append(f"... and {more} more devices (the status lists those needing a look first; "
+                         "kubectl edgeai fleet shows every device)")
     unplaced = [e for e in _list(st, "unplaced") if isinstance(e, Mapping)]
     if unplaced:
         lines.append(table(("UNPLACED", "REASON"), [(e.get("device", ""), e.get("reason") or "") for e in unplaced]))

@@ -261,3 +261,30 @@ def test_rollout_details_name_the_devices_that_failed_alone() -> None:
                                                      "failedDevices": ["cam-7", "cam-9"]}))
     assert "failed the gate alone, rolled back (healthGate.maxFailures): cam-7, cam-9" in details
     assert "failed the gate alone" not in v.rollout_details(idep("det", rollout={"phase": "Complete", "revision": 2}))
+
+
+def test_rollout_details_show_the_policies_as_the_operator_reads_them() -> None:
+    obj = idep("det", devices=[{"device": "edge-0", "phase": "Ready"}], devicesNotListed=4000)
+    obj["spec"]["rollout"] = {
+        "canary": 1, "ramp": {"initial": 2},
+        "healthGate": {"readySeconds": 5, "maxFailures": "10%", "quality": {"maxPSI": 0.25}},
+        "maintenanceWindows": {"windows": {"berlin": {"schedule": "0 2 * * *", "durationMinutes": 60,
+                                                      "timeZone": "Europe/Berlin"}}},
+    }
+    obj["spec"]["runtimeOverrides"] = [{"deviceSelector": {"matchLabels": {"edgeai.io/site": "slow"}},
+                                        "runtime": {"maxLatencyMs": 400}}]
+    lines = v.rollout_details(obj).splitlines()
+    assert lines[:4] == [
+        "waves: ramp from 2 device(s), x2 per wave, after a canary of 1",
+        "health gate: readySeconds 5, progressDeadlineSeconds 600, maxFailures 10% per wave, quality maxPSI 0.25; "
+        "on failure Rollback",
+        "maintenance windows by edgeai.io/site: berlin: 0 2 * * * Europe/Berlin for 60 min (rollbacks are never held)",
+        "override for edgeai.io/site=slow: maxLatencyMs 400",
+    ]
+    assert lines[-1].startswith("... and 4000 more devices")
+    # No policy set: nothing printed for it; a spec the operator refuses says why.
+    assert not v.rollout_policy(idep("plain"))
+    bad = idep("bad")
+    bad["spec"]["rollout"] = {"waves": ["50%", "10%"]}
+    assert v.rollout_policy(bad) == ["policy: invalid: spec.rollout.waves must grow from one wave to the next: "
+                                     "50% then 10%"]
