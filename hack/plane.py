@@ -431,6 +431,20 @@ def _wait(what: str, pred: Any, timeout: float, comps: list[Component], plane: P
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}; logs in {plane.dir / 'logs'}")
 
 
+def heartbeats(nodes: int) -> tuple[int, int]:
+    """(kwok's node lease duration, the node-lifecycle controller's grace period), seconds, for a fleet.
+
+    kwok renews each node's lease every duration / 4: at 20 s, 1,000 nodes make 200 lease writes a
+    second, about what 2 cores carry beside everything else. A larger fleet gets a longer lease so
+    that the rate stays there (10,000 nodes: 200 s, renewed every 50 s), and a grace of at least
+    four renewals, so that a renewal a few seconds late on a busy machine never marks a node NotReady.
+    Small planes keep offline detection quick (15 s), so tests of offline devices do not sleep."""
+    lease = max(20, -(-20 * nodes // 1000))
+    if nodes <= 100:
+        return lease, 15
+    return lease, max(40, lease)
+
+
 def up(name: str = "default", nodes: int = 3, real_edge: int = 0) -> Plane:
     plane = Plane(name)
     with _flock(CACHE / "planes" / f".{name}.lock"):
@@ -492,10 +506,9 @@ def up(name: str = "default", nodes: int = 3, real_edge: int = 0) -> Plane:
                 "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
                 # An edge node that stops its heartbeat is seen offline in ~15s, not 50s:
                 # tests of offline devices should not sleep. A large fleet gets Kubernetes'
-                # own 40 s: kwok renews 1,000 leases on the same 2 cores as everything
-                # else, and a renewal a few seconds late must not mark a node NotReady (at
-                # 15 s, a 1,000-node plane flapped and never became Ready on a busy machine).
-                "--node-monitor-period=2s", f"--node-monitor-grace-period={15 if nodes <= 100 else 40}s",
+                # own 40 s or more (heartbeats(): at 15 s, a 1,000-node plane flapped and
+                # never became Ready on a busy machine).
+                "--node-monitor-period=2s", f"--node-monitor-grace-period={heartbeats(nodes)[1]}s",
                 "--kube-api-qps=200", "--kube-api-burst=400", "--concurrent-deployment-syncs=20",
                 "--concurrent-replicaset-syncs=20", "--concurrent-gc-syncs=40", "--v=1",
             ]))
@@ -513,7 +526,7 @@ def up(name: str = "default", nodes: int = 3, real_edge: int = 0) -> Plane:
                 f"--manage-nodes-with-label-selector={KWOK_LABEL[0]}={KWOK_LABEL[1]}",
                 # These replace kwok's default pod stages (it loads them only when given none).
                 f"--config={kwok_config}",
-                "--node-ip=10.0.0.1", "--cidr=10.0.0.1/16", "--node-lease-duration-seconds=20",
+                "--node-ip=10.0.0.1", "--cidr=10.0.0.1/16", f"--node-lease-duration-seconds={heartbeats(nodes)[0]}",
                 f"--server-address=127.0.0.1:{_free_port()}",
             ]))
             _save(plane, server, comps, {"nodes": nodes})
