@@ -136,6 +136,17 @@ def register(sub: Any) -> None:
         "--no-quality", action="store_true",
         help="do not track model quality signals (confidence, margin, classes, features, PSI)",
     )
+    p.add_argument(
+        "--quality-window-dir",
+        help="directory on the node (outliving the Pod) where this revision keeps its rolling window, as "
+        "<revision>.json, for the next revision's quality gate; with a gate, the most recent window of another "
+        "revision there is loaded as a second reference (needs --quality-profile and --revision)",
+    )
+    p.add_argument("--revision", help="this revision's identity, the same on every device (names its window file)")
+    p.add_argument(
+        "--quality-window-interval-s", type=float, default=60.0,
+        help="how often the window is written to --quality-window-dir (and once more at shutdown)",
+    )
     g = p.add_argument_group(
         "rollout quality gate",
         "spec.rollout.healthGate.quality, passed by the operator to a new revision's Pod: judged into readiness "
@@ -143,6 +154,11 @@ def register(sub: Any) -> None:
     )
     g.add_argument("--quality-gate-max-psi", type=float, help="fail above this PSI of any signal (needs a profile)")
     g.add_argument("--quality-gate-min-mean-confidence", type=float, help="fail below this mean top-class probability")
+    g.add_argument(
+        "--quality-gate-max-psi-previous", type=float,
+        help="fail above this PSI of any signal against the previous revision's window on this device (needs "
+        "--quality-window-dir); without such a window, not judged",
+    )
     g.add_argument("--quality-gate-min-requests", type=int, default=200, help="answered requests before judging")
     g.add_argument(
         "--quality-gate-on-insufficient-traffic", choices=["wait", "pass"], default="wait",
@@ -208,6 +224,7 @@ def build(args: argparse.Namespace) -> Any:
     if profile is not None and args.no_quality:
         raise SystemExit("edge-runtime serve: --quality-profile and --no-quality contradict each other")
     gate_config = _gate_config(args, profile is not None)
+    _check_window_args(args, profile is not None)
     min_rows = min(DEFAULT_MIN_ROWS, args.quality_window_rows // 2)
     if gate_config is not None:
         # PSI is reported from min_rows rows on: a gate judging at minRequests needs it by then.
@@ -287,21 +304,93 @@ def build(args: argparse.Namespace) -> Any:
     )
     if args.grpc_port:
         _add_grpc(app, args, access, decoder)
+    if args.quality_window_dir:
+        _keep_quality_windows(app, dp, args, gate_config is not None)
     return app
+
+
+def _check_window_args(args: argparse.Namespace, has_profile: bool) -> None:
+    from edge_runtime.serving.quality_windows import WindowError, check_revision
+
+    if args.quality_gate_max_psi_previous is not None and not args.quality_window_dir:
+        raise SystemExit("edge-runtime serve: --quality-gate-max-psi-previous needs --quality-window-dir "
+                         "(where the previous revision's window is)")
+    if not args.quality_window_dir:
+        return
+    if args.no_quality:
+        raise SystemExit("edge-runtime serve: --quality-window-dir needs the quality signals: drop --no-quality")
+    if not has_profile:
+        raise SystemExit("edge-runtime serve: --quality-window-dir needs --quality-profile (the window is kept on "
+                         "its bins)")
+    if not args.revision:
+        raise SystemExit("edge-runtime serve: --quality-window-dir needs --revision (names this revision's window)")
+    if not args.quality_window_interval_s > 0:
+        raise SystemExit(f"edge-runtime serve: --quality-window-interval-s must be > 0, "
+                         f"got {args.quality_window_interval_s}")
+    try:
+        check_revision(args.revision)
+    except WindowError as e:
+        raise SystemExit(f"edge-runtime serve: {e}") from e
+
+
+def _keep_quality_windows(app: Any, dp: Any, args: argparse.Namespace, gated: bool) -> None:
+    """With a gate, the previous revision's window on this node as a second reference; in any case this
+    revision's window written there while serving and at shutdown (serving/quality_windows.py). Nothing about
+    the directory stops the runtime: every problem is logged (and a failed write counted)."""
+    import asyncio
+
+    from edge_runtime.core.quality import ProfileError
+    from edge_runtime.serving import quality_windows as qw
+
+    d = Path(args.quality_window_dir)
+    q = dp.metrics.quality
+    q.windows_kept = True
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        log.warning("cannot make the quality window directory", extra={"path": str(d), "error": str(e)})
+    if gated:
+        prev, why = qw.load_previous(d, args.revision, dp.quality_layout(args.name), q.min_rows)
+        if prev is not None:
+            try:
+                dp.set_previous_window(args.name, prev.revision, prev.profile)
+            except ProfileError as e:  # checked by load_previous already: only a model swapped in between
+                prev, why = None, str(e)
+        if prev is None:
+            log.info("quality gate: no previous revision's window to compare with", extra={
+                "model": args.name, "reason": why})
+        else:
+            log.info("quality gate: comparing with the previous revision's window too", extra={
+                "model": args.name, "previous_revision": prev.revision, "rows": prev.profile.rows,
+                "age_s": round(prev.age_s)})
+    source = f"window of revision {args.revision}, model {args.name}"
+    keeper = qw.WindowKeeper(d, args.revision, lambda: dp.quality_window(args.name, source), q.count_window_write,
+                             args.quality_window_interval_s)
+
+    async def start() -> None:
+        keeper.start()
+
+    async def stop() -> None:
+        await asyncio.to_thread(keeper.close)
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
 
 
 def _gate_config(args: argparse.Namespace, has_profile: bool) -> Any:
     """The quality gate the flags ask for, or None; SystemExit naming the flag that cannot work."""
     from edge_runtime.core.quality_gate import GateConfig, GateError, Thresholds
 
-    if args.quality_gate_max_psi is None and args.quality_gate_min_mean_confidence is None:
+    if args.quality_gate_max_psi is None and args.quality_gate_min_mean_confidence is None \
+            and args.quality_gate_max_psi_previous is None:
         return None
     if args.no_quality:
         raise SystemExit("edge-runtime serve: a quality gate needs the quality signals: drop --no-quality")
     if args.quality_gate_max_psi is not None and not has_profile:
         raise SystemExit("edge-runtime serve: --quality-gate-max-psi needs --quality-profile (the reference)")
     cfg = GateConfig(
-        Thresholds(args.quality_gate_max_psi, args.quality_gate_min_mean_confidence),
+        Thresholds(args.quality_gate_max_psi, args.quality_gate_min_mean_confidence,
+                   args.quality_gate_max_psi_previous),
         args.quality_gate_min_requests, args.quality_gate_on_insufficient_traffic == "wait",
         args.quality_gate_window_s,
     )

@@ -2,10 +2,16 @@
 
     python -m benchmarks.runtime.quality_cost
 
-Three dataplanes serve the tabular MLP [N,16]->[N,3]: quality off (`--no-quality`), on without a
-profile, on with a reference profile (PSI per output signal and feature). Requests of batch 1 and 32
+Five dataplanes serve the tabular MLP [N,16]->[N,3]: quality off (`--no-quality`), on without a
+profile, on with a reference profile (PSI per output signal and feature), and with the previous
+revision's window as a second reference (a rollout's maxPSIPrevious): on the reference's bins (one
+profile shipped with both builds, the usual case) and on other bins (another profile, the worst
+case: every signal binned twice). Requests of batch 1 and 32
 go through `DataPlane.infer` in interleaved rounds; the best round's CPU time per request is kept
-(CPU time, not wall time, so other load on a shared machine disturbs it less).
+(CPU time, not wall time, so other load on a shared machine disturbs it less). Then the tracker alone,
+where the second reference's cost shows without the model's and the dataplane's noise: one flush of
+256 rows (`Tracker.observe`, the unit the runtime batches requests into) and one `snapshot` (each
+scrape, and each readiness probe while a gate judges).
 """
 
 from __future__ import annotations
@@ -36,13 +42,19 @@ def main() -> None:
     y = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]
     layout = quality.layout_of([("features", "FP32", (-1, 16))], [("probabilities", "FP32", (-1, 3))])
     profile = quality.build_profile(layout, {"features": x}, {"probabilities": y})
+    window = quality.Tracker(layout, profile)
+    window.observe({"features": x[:2000]}, {"probabilities": y[:2000]})
+    same_bins = window.window_profile()
+    other_bins = quality.build_profile(layout, {"features": x[2000:] * 1.1}, {"probabilities": y[2000:]}, bins=12)
 
-    def plane(enabled: bool, with_profile: bool) -> DataPlane:
+    def plane(enabled: bool, with_profile: bool, previous: quality.Profile | None = None) -> DataPlane:
         metrics = RuntimeMetrics(process=False, quality_metrics=QualityMetrics(enabled=enabled))
         dp = DataPlane(Settings(threads=1), metrics)
         dp.load_initial("t", ModelSource(str(model), sha, "v1", None))
         if with_profile:
             dp.set_quality_profile("t", profile)
+        if previous is not None:
+            dp.set_previous_window("t", "previous", previous)
         return dp
 
     async def per_request(dp: DataPlane, batch: int) -> float:
@@ -57,16 +69,41 @@ def main() -> None:
 
     async def run() -> None:
         for batch in (1, 32):
-            planes = {"off": plane(False, False), "on": plane(True, False), "on+profile": plane(True, True)}
+            planes = {"off": plane(False, False), "on": plane(True, False), "on+profile": plane(True, True),
+                      "+previous same bins": plane(True, True, same_bins),
+                      "+previous other bins": plane(True, True, other_bins)}
             best = dict.fromkeys(planes, float("inf"))
             for _ in range(ROUNDS):
                 for k, dp in planes.items():
                     best[k] = min(best[k], await per_request(dp, batch))
             cells = ", ".join(f"{k} {v * 1e6:.1f} us" for k, v in best.items())
             extra = (best["on+profile"] - best["off"]) * 1e6
-            print(f"batch {batch}: CPU per request: {cells}; quality with a profile adds {extra:.1f} us")
+            same = (best["+previous same bins"] - best["on+profile"]) * 1e6
+            other = (best["+previous other bins"] - best["on+profile"]) * 1e6
+            print(f"batch {batch}: CPU per request: {cells}; quality with a profile adds {extra:.1f} us; "
+                  f"the previous window adds {same:.1f} us on the same bins, {other:.1f} us on other bins")
 
     asyncio.run(run())
+
+    trackers = {"profile": quality.Tracker(layout, profile),
+                "+previous same bins": quality.Tracker(layout, profile, previous=same_bins),
+                "+previous other bins": quality.Tracker(layout, profile, previous=other_bins)}
+    observe = dict.fromkeys(trackers, float("inf"))
+    snapshot = dict.fromkeys(trackers, float("inf"))
+    for _ in range(ROUNDS * 2):
+        for k, t in trackers.items():
+            t0 = time.process_time()
+            for i in range(200):
+                j = (i * 256) % 3700
+                t.observe({"features": x[j : j + 256]}, {"probabilities": y[j : j + 256]})
+            observe[k] = min(observe[k], (time.process_time() - t0) / 200)
+            t0 = time.process_time()
+            for _ in range(200):
+                t.snapshot()
+            snapshot[k] = min(snapshot[k], (time.process_time() - t0) / 200)
+    for k in trackers:
+        print(f"tracker {k}: observe 256 rows {observe[k] * 1e6:.0f} us ({observe[k] * 1e6 / 256:.2f} us/row), "
+              f"snapshot {snapshot[k] * 1e6:.0f} us")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,14 @@ current bucket is full the oldest one is cleared and reused, so the window
 covers the last `window_rows` rows, less the part of one bucket just cleared
 (at least `window_rows * (buckets - 1) / buckets`). Nothing is kept per
 request.
+
+A second reference: the previous revision's window on the same device (`previous`, a profile in
+the same format, written by that revision's runtime from `Tracker.window_profile`). The window is
+binned on its edges too (on the same rings when its edges and tracked classes are the reference's,
+the usual case of one profile shipped with both builds, so it costs nothing more there), and
+`Snapshot.psi_previous` holds the PSI against it. Drift of the data since calibration raises the PSI
+against the reference for the old and the new build alike; against the old build's own recent
+answers on the same traffic, only a change of the model shows.
 """
 
 from __future__ import annotations
@@ -446,6 +454,29 @@ class _Output:
     margin_ring: _Ring | None = None
     class_ring: np.ndarray | None = None  # [buckets, slots]
     conf_window: np.ndarray | None = None  # [buckets, 2]: sum of confidences, rows (the window's mean)
+    prev: _OutBins | None = None
+
+
+@dataclass(slots=True)
+class _OutBins:
+    """One classifier output's window on the bins of the previous revision's window. A ring (or the class
+    counts) may be the reference's own object when the bins are the same: then it is counted once."""
+
+    profile: OutputProfile
+    slot_of: np.ndarray
+    conf: _Ring
+    margin: _Ring
+    classes: np.ndarray  # [buckets, slots]
+
+
+@dataclass(slots=True)
+class _InBins:
+    """One tabular input's window on the bins of the previous revision's window (see _OutBins)."""
+
+    profile: InputProfile
+    edges_by_rank: np.ndarray
+    offsets: np.ndarray
+    ring: np.ndarray  # [buckets, width, bins]
 
 
 @dataclass(slots=True)
@@ -459,6 +490,7 @@ class _Input:
     edges_by_rank: np.ndarray | None = None  # the same, transposed: [max edges, width]
     offsets: np.ndarray | None = None  # feature j's bins start at j * bins in the flattened ring
     ring: np.ndarray | None = None  # [buckets, width, bins]
+    prev: _InBins | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +517,10 @@ class Snapshot:
     cloud_compared: int
     cloud_agreement_ratio: float | None  # over the window
     window_requests: int = 0  # answered requests in the window (the quality gate's minRequests counts them)
+    # Against the previous revision's window on this device, when the tracker has one: its revision, and
+    # (signal, name) -> PSI over its bins (from min_rows rows on, like `psi`).
+    previous: str | None = None
+    psi_previous: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 CONFIDENCE_BOUNDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -503,11 +539,19 @@ class Tracker:
         buckets: int = DEFAULT_BUCKETS,
         min_rows: int = DEFAULT_MIN_ROWS,
         top_classes: int = DEFAULT_TOP_CLASSES,
+        previous: Profile | None = None,
+        previous_revision: str = "",
     ) -> None:
+        """`previous`: the previous revision's window on this device (ProfileError if it does not fit the
+        layout), named `previous_revision` in the snapshot."""
         if buckets < 2 or window_rows < buckets:
             raise ValueError("a window needs at least 2 buckets and one row per bucket")
         if profile is not None:
             profile.check_layout(layout)
+        if previous is not None:
+            previous.check_layout(layout)
+        self.previous = previous
+        self.previous_revision = previous_revision
         self.layout = layout
         self.profile = profile
         self.buckets = buckets
@@ -558,6 +602,41 @@ class Tracker:
                 i.ring = np.zeros((buckets, width, edges.shape[1] + 1), dtype=np.int64)
                 i.offsets = np.arange(width, dtype=np.intp)[None, :] * (edges.shape[1] + 1)
             self.inputs.append(i)
+        if previous is not None:
+            prev_out = {o.name: o for o in previous.outputs}
+            prev_in = {i.name: i for i in previous.inputs}
+            for o in self.outputs:
+                if o.name in prev_out:
+                    o.prev = self._out_bins(o, prev_out[o.name])
+            for i in self.inputs:
+                if i.name in prev_in:
+                    i.prev = self._in_bins(i, prev_in[i.name])
+
+    def _out_bins(self, o: _Output, op: OutputProfile) -> _OutBins:
+        def ring(own: _Ring | None, hist: Hist) -> _Ring:
+            edges = np.array(hist.edges)
+            return own if own is not None and np.array_equal(own.edges, edges) else _Ring(self.buckets, edges)
+
+        if o.class_ring is not None and o.profile is not None and o.profile.tracked == op.tracked:
+            slot_of, classes = o.slot_of, o.class_ring
+        else:
+            slot_of = np.full(o.classes, len(op.tracked), dtype=np.int64)
+            slot_of[list(op.tracked)] = np.arange(len(op.tracked))
+            classes = np.zeros((self.buckets, len(op.tracked) + 1), dtype=np.int64)
+        return _OutBins(op, slot_of, ring(o.conf_ring, op.confidence), ring(o.margin_ring, op.margin), classes)
+
+    def _in_bins(self, i: _Input, ip: InputProfile) -> _InBins:
+        most = max(len(f.hist.edges) for f in ip.features)
+        edges = np.full((i.width, max(most, 1)), np.inf)
+        for j, f in enumerate(ip.features):
+            edges[j, : len(f.hist.edges)] = f.hist.edges
+        if i.edges is not None and i.ring is not None and i.edges_by_rank is not None and i.offsets is not None \
+                and i.edges.shape == edges.shape and np.array_equal(i.edges, edges):
+            return _InBins(ip, i.edges_by_rank, i.offsets, i.ring)
+        return _InBins(
+            ip, np.ascontiguousarray(edges.T), np.arange(i.width, dtype=np.intp)[None, :] * (edges.shape[1] + 1),
+            np.zeros((self.buckets, i.width, edges.shape[1] + 1), dtype=np.int64),
+        )
 
     # --- updates ---------------------------------------------------------------------------------
 
@@ -567,7 +646,7 @@ class Tracker:
         The lifetime histograms and counters take the whole batch at once. The window takes its last
         `window_rows` rows (earlier ones would be rotated out by the batch itself), split at the current
         bucket's end: one slice per bucket, never one per row, so the window never exceeds its rows."""
-        per_out: list[tuple[_Output, np.ndarray, np.ndarray, np.ndarray]] = []
+        per_out: list[tuple[_Output, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for o in self.outputs:
             arr = outputs.get(o.name)
             if arr is None or arr.size == 0:
@@ -579,19 +658,19 @@ class Tracker:
             o.margin_sum += float(margin.sum())
             slot = o.slot_of[top]
             o.class_total += np.bincount(slot, minlength=len(o.labels))
-            per_out.append((o, conf, margin, slot))
+            per_out.append((o, conf, margin, slot, top))
         per_in: list[tuple[_Input, np.ndarray]] = []
         for i in self.inputs:
             arr = inputs.get(i.name)
             if arr is not None and arr.size:
                 per_in.append((i, np.asarray(arr, dtype=np.float64).reshape(-1, i.width)))
-        n = max([len(c) for _, c, _, _ in per_out] + [len(x) for _, x in per_in], default=0)
+        n = max([len(c) for _, c, _, _, _ in per_out] + [len(x) for _, x in per_in], default=0)
         start = max(0, n - self.bucket_rows * self.buckets)
         while start < n:
             end = start + min(n - start, self.bucket_rows - int(self._rows[self._cur]))
             self._window(
                 self._cur,
-                [(o, c[start:end], m[start:end], k[start:end]) for o, c, m, k in per_out],
+                [(o, c[start:end], m[start:end], k[start:end], t[start:end]) for o, c, m, k, t in per_out],
                 [(i, x[start:end]) for i, x in per_in],
             )
             self._rows[self._cur] += end - start
@@ -602,29 +681,32 @@ class Tracker:
     @staticmethod
     def _window(
         b: int,
-        per_out: list[tuple[_Output, np.ndarray, np.ndarray, np.ndarray]],
+        per_out: list[tuple[_Output, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
         per_in: list[tuple[_Input, np.ndarray]],
     ) -> None:
-        for o, conf, margin, slot in per_out:
+        for o, conf, margin, slot, top in per_out:
             if o.conf_window is not None:
                 o.conf_window[b] += (float(conf.sum()), len(conf))
             if o.class_ring is not None and o.conf_ring is not None and o.margin_ring is not None:
                 o.class_ring[b] += np.bincount(slot, minlength=len(o.labels))
                 o.conf_ring.counts[b] += bin_counts(conf, o.conf_ring.edges)
                 o.margin_ring.counts[b] += bin_counts(margin, o.margin_ring.edges)
+            p = o.prev
+            if p is not None:
+                # Only the bins the reference does not share (see _OutBins).
+                if p.conf is not o.conf_ring:
+                    p.conf.counts[b] += bin_counts(conf, p.conf.edges)
+                if p.margin is not o.margin_ring:
+                    p.margin.counts[b] += bin_counts(margin, p.margin.edges)
+                if p.classes is not o.class_ring:
+                    p.classes[b] += np.bincount(p.slot_of[top], minlength=p.classes.shape[1])
         for i, x in per_in:
             i.sums[b] += x.sum(axis=0)
             i.sumsq[b] += np.square(x).sum(axis=0)
             if i.edges_by_rank is not None and i.ring is not None and i.offsets is not None:
-                # Bin of every value of every feature at once: count the edges at or below it, one pass per
-                # edge rank over the whole [rows, width] block (at most MAX_BINS passes, never one per value).
-                idx = np.zeros(x.shape, dtype=np.uint8)  # bins <= MAX_BINS
-                above = np.empty(x.shape, dtype=bool)
-                for edge in i.edges_by_rank:
-                    np.greater_equal(x, edge, out=above)
-                    idx += above.view(np.uint8)
-                flat = idx + i.offsets
-                i.ring[b] += np.bincount(flat.ravel(), minlength=i.width * i.ring.shape[2]).reshape(i.width, -1)
+                i.ring[b] += _feature_bins(x, i.edges_by_rank, i.offsets, i.ring.shape[2])
+            if i.prev is not None and i.prev.ring is not i.ring:
+                i.prev.ring[b] += _feature_bins(x, i.prev.edges_by_rank, i.prev.offsets, i.prev.ring.shape[2])
 
     def record_requests(self, requests: int, fallbacks: int | None) -> None:
         """Answered requests; `fallbacks`: how many of them the fallback policy judged low-confidence
@@ -651,17 +733,29 @@ class Tracker:
                 o.class_ring[b] = 0
                 o.conf_ring.counts[b] = 0
                 o.margin_ring.counts[b] = 0
+            if o.prev is not None:  # a shared ring cleared twice is still clear
+                o.prev.classes[b] = 0
+                o.prev.conf.counts[b] = 0
+                o.prev.margin.counts[b] = 0
         for i in self.inputs:
             i.sums[b] = 0
             i.sumsq[b] = 0
             if i.ring is not None:
                 i.ring[b] = 0
+            if i.prev is not None:
+                i.prev.ring[b] = 0
 
     # --- reading ---------------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        """Rows in the window."""
+        return int(self._rows.sum())
 
     def snapshot(self) -> Snapshot:
         n = int(self._rows.sum())
         psis: dict[tuple[str, str], float] = {}
+        prev_psi: dict[tuple[str, str], float] = {}
         judge = n >= self.min_rows
         outs = []
         for o in self.outputs:
@@ -678,6 +772,11 @@ class Tracker:
                 psis["confidence", o.name] = psi(o.conf_ring.counts.sum(axis=0), np.array(o.profile.confidence.counts))
                 psis["margin", o.name] = psi(o.margin_ring.counts.sum(axis=0), np.array(o.profile.margin.counts))
                 psis["class", o.name] = psi(o.class_ring.sum(axis=0), np.array(o.profile.class_counts))
+            if judge and o.prev is not None:
+                p = o.prev
+                prev_psi["confidence", o.name] = psi(p.conf.counts.sum(axis=0), np.array(p.profile.confidence.counts))
+                prev_psi["margin", o.name] = psi(p.margin.counts.sum(axis=0), np.array(p.profile.margin.counts))
+                prev_psi["class", o.name] = psi(p.classes.sum(axis=0), np.array(p.profile.class_counts))
         mean: dict[str, float] = {}
         var: dict[str, float] = {}
         for i in self.inputs:
@@ -686,12 +785,16 @@ class Tracker:
             m = i.sums.sum(axis=0) / n
             v = np.maximum(i.sumsq.sum(axis=0) / n - m * m, 0.0)
             window = i.ring.sum(axis=0) if i.ring is not None else None
+            prev_window = i.prev.ring.sum(axis=0) if judge and i.prev is not None else None
             for j in range(i.width):
                 fname = feature_name(i.name, j)
                 mean[fname], var[fname] = float(m[j]), float(v[j])
                 if judge and window is not None and i.profile is not None:
                     ref = i.profile.features[j].hist.counts
                     psis["feature", fname] = psi(window[j, : len(ref)], np.array(ref))
+                if prev_window is not None and i.prev is not None:
+                    ref = i.prev.profile.features[j].hist.counts
+                    prev_psi["feature", fname] = psi(prev_window[j, : len(ref)], np.array(ref))
         req = int(self._requests.sum())
         compared = int(self._compared.sum())
         return Snapshot(
@@ -700,4 +803,61 @@ class Tracker:
             self._agreed_total, self._compared_total,
             int(self._agreed.sum()) / compared if compared else None,
             req,
+            self.previous_revision if self.previous is not None else None,
+            prev_psi,
         )
+
+    def window_profile(self, source: str = "") -> Profile | None:
+        """The window as a profile (the format `parse_profile` reads) on the reference's bins: what the next
+        revision on this device compares itself with. None without a reference or an empty window."""
+        n = int(self._rows.sum())
+        if n == 0 or self.profile is None:
+            return None
+        outs = []
+        for o in self.outputs:
+            if o.profile is None or o.conf_ring is None or o.margin_ring is None or o.class_ring is None:
+                continue
+            conf = o.conf_ring.counts.sum(axis=0)
+            if not conf.sum():
+                continue
+            outs.append(OutputProfile(
+                o.name, o.classes,
+                Hist(o.profile.confidence.edges, tuple(int(c) for c in conf)),
+                Hist(o.profile.margin.edges, tuple(int(c) for c in o.margin_ring.counts.sum(axis=0))),
+                o.profile.tracked, tuple(int(c) for c in o.class_ring.sum(axis=0)),
+            ))
+        ins = []
+        for i in self.inputs:
+            if i.profile is None or i.ring is None:
+                continue
+            window = i.ring.sum(axis=0)
+            rows = int(window[0].sum())
+            if not rows:
+                continue
+            m = i.sums.sum(axis=0) / rows
+            v = np.maximum(i.sumsq.sum(axis=0) / rows - m * m, 0.0)
+            feats = []
+            for j, f in enumerate(i.profile.features):
+                counts = tuple(int(c) for c in window[j, : len(f.hist.edges) + 1])
+                if not sum(counts) or not (math.isfinite(m[j]) and math.isfinite(v[j])):
+                    break  # a feature with only non-finite values: this input cannot be described
+                feats.append(FeatureProfile(Hist(f.hist.edges, counts), float(m[j]), float(v[j])))
+            else:
+                ins.append(InputProfile(i.name, tuple(feats)))
+        if not outs and not ins:
+            return None
+        return Profile(n, tuple(outs), tuple(ins), source[: MAX_NAME * 4])
+
+
+def _feature_bins(x: np.ndarray, edges_by_rank: np.ndarray, offsets: np.ndarray, bins: int) -> np.ndarray:
+    """Counts [width, bins] of a [rows, width] block over per-feature edges (`edges_by_rank`: [edges, width],
+    padded with +inf). The bin of every value of every feature at once: count the edges at or below it, one
+    pass per edge rank over the whole block (at most MAX_BINS passes, never one per value)."""
+    idx = np.zeros(x.shape, dtype=np.uint8)  # bins <= MAX_BINS
+    above = np.empty(x.shape, dtype=bool)
+    for edge in edges_by_rank:
+        np.greater_equal(x, edge, out=above)
+        idx += above.view(np.uint8)
+    flat = idx + offsets
+    counts: np.ndarray = np.bincount(flat.ravel(), minlength=x.shape[1] * bins).reshape(x.shape[1], -1)
+    return counts

@@ -26,13 +26,20 @@ Thresholds:
   several units on the class and confidence signals.
 - min_mean_confidence: the mean top-class probability of the answers (the worst classifier output).
   Needs no profile; catches a build that hesitates everywhere (near-uniform probabilities).
+- max_psi_previous: the largest PSI of any signal against the previous revision's window on the same
+  device (what the build before this one answered to this device's recent traffic), where the node
+  still has one. Why beside max_psi: data that drifted since calibration raises the PSI against the
+  reference for the old and the new build alike, so max_psi must be loose enough for drift; the new
+  build's answers to the same traffic should still look like the old one's. No previous window (the
+  first rollout with it, a new device, another layout): the reason says so and the other thresholds
+  decide; the gate never fails for lack of one.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime.core import quality
@@ -51,10 +58,13 @@ class GateError(ValueError):
 class Thresholds:
     max_psi: float | None = None
     min_mean_confidence: float | None = None
+    max_psi_previous: float | None = None
 
     def check(self) -> None:
         if self.max_psi is not None and not self.max_psi > 0:
             raise GateError(f"--quality-gate-max-psi must be > 0, got {self.max_psi}")
+        if self.max_psi_previous is not None and not self.max_psi_previous > 0:
+            raise GateError(f"--quality-gate-max-psi-previous must be > 0, got {self.max_psi_previous}")
         if self.min_mean_confidence is not None and not 0 <= self.min_mean_confidence <= 1:
             raise GateError(f"--quality-gate-min-mean-confidence must be within 0..1, got {self.min_mean_confidence}")
 
@@ -68,8 +78,10 @@ class GateConfig:
 
     def check(self) -> None:
         self.thresholds.check()
-        if self.thresholds.max_psi is None and self.thresholds.min_mean_confidence is None:
-            raise GateError("a quality gate needs --quality-gate-max-psi or --quality-gate-min-mean-confidence")
+        t = self.thresholds
+        if t.max_psi is None and t.min_mean_confidence is None and t.max_psi_previous is None:
+            raise GateError("a quality gate needs --quality-gate-max-psi, --quality-gate-min-mean-confidence or "
+                            "--quality-gate-max-psi-previous")
         if self.min_requests < 1:
             raise GateError(f"--quality-gate-min-requests must be >= 1, got {self.min_requests}")
         if self.window_s < 0:
@@ -84,6 +96,8 @@ class Signals:
     rows: int  # answered rows in the window
     mean_confidence: tuple[str, float] | None  # (output, window's mean top-class probability), the worst output
     psi: Mapping[tuple[str, str], float]  # (signal, name) -> PSI; empty until the window has enough rows
+    previous: str | None = None  # the revision whose window on this device is the second reference, if any
+    psi_previous: Mapping[tuple[str, str], float] = field(default_factory=dict)  # like psi, against it
 
 
 def signals_of(s: quality.Snapshot) -> Signals:
@@ -92,17 +106,23 @@ def signals_of(s: quality.Snapshot) -> Signals:
         m = o.window_confidence_mean
         if m is not None and (worst is None or m < worst[1]):
             worst = (o.name, m)
-    return Signals(s.window_requests, s.window_rows, worst, dict(s.psi))
+    return Signals(s.window_requests, s.window_rows, worst, dict(s.psi), s.previous, dict(s.psi_previous))
 
 
 def breaches(t: Thresholds, s: Signals) -> list[tuple[str, str]]:
-    """(check, reason) for every threshold the signals cross: check is "psi" or "confidence"."""
+    """(check, reason) for every threshold the signals cross: check is "psi", "psi_previous" or "confidence"."""
     out: list[tuple[str, str]] = []
     if t.max_psi is not None and s.psi:
         (signal, name), worst = max(s.psi.items(), key=lambda kv: kv[1])
         if worst > t.max_psi:
             out.append(("psi", f"PSI of {signal} '{name}' against the reference is {worst:.3g} "
                                f"(maxPSI {t.max_psi:g})"))
+    if t.max_psi_previous is not None and s.previous is not None and s.psi_previous:
+        (signal, name), worst = max(s.psi_previous.items(), key=lambda kv: kv[1])
+        if worst > t.max_psi_previous:
+            out.append(("psi_previous", f"PSI of {signal} '{name}' against the previous revision's window "
+                                        f"(revision {s.previous}) is {worst:.3g} "
+                                        f"(maxPSIPrevious {t.max_psi_previous:g})"))
     if t.min_mean_confidence is not None and s.mean_confidence is not None:
         name, mean = s.mean_confidence
         if mean < t.min_mean_confidence:
@@ -152,11 +172,13 @@ class Gate:
         if self.verdict is not None:
             return self.verdict
         cfg = self.config
-        needs_psi = cfg.thresholds.max_psi is not None
-        enough = s.requests >= cfg.min_requests and (s.psi or not needs_psi)
+        t = cfg.thresholds
+        judges_previous = t.max_psi_previous is not None and s.previous is not None
+        has_psi = (t.max_psi is None or bool(s.psi)) and (not judges_previous or bool(s.psi_previous))
+        enough = s.requests >= cfg.min_requests and has_psi
         if not enough:
             seen = f"{s.requests} of the {cfg.min_requests} requests it needs"
-            if needs_psi and s.requests >= cfg.min_requests:
+            if s.requests >= cfg.min_requests:
                 seen = f"{s.rows} rows, too few for PSI yet"
             if cfg.wait:
                 return Verdict(False, JUDGING, f"quality gate: waiting for traffic to judge: {seen} "
@@ -165,11 +187,17 @@ class Gate:
                 return Verdict(True, JUDGING, f"quality gate: judging: {seen}")
             return self._decide(Verdict(True, PASSED, f"quality gate passed without the quality check: {seen} "
                                                       f"within {cfg.window_s:g}s (onInsufficientTraffic Pass)"))
-        found = breaches(cfg.thresholds, s)
+        found = breaches(t, s)
+        # Said in the verdict either way, so a person reading it knows what the gate compared with.
+        note = ""
+        if t.max_psi_previous is not None:
+            note = (f" (compared with the previous revision's window: revision {s.previous})" if judges_previous
+                    else " (no previous revision's window on this device: maxPSIPrevious not judged)")
         if found:
             why = "; ".join(r for _, r in found)
-            return self._decide(Verdict(False, FAILED, f"quality gate failed after {s.requests} requests: {why}"))
-        return self._decide(Verdict(True, PASSED, f"quality gate passed after {s.requests} requests"))
+            return self._decide(Verdict(False, FAILED, f"quality gate failed after {s.requests} requests: {why}"
+                                                       f"{note if not judges_previous else ''}"))
+        return self._decide(Verdict(True, PASSED, f"quality gate passed after {s.requests} requests{note}"))
 
     def _decide(self, v: Verdict) -> Verdict:
         self.verdict = Verdict(v.ready, v.state, v.reason)

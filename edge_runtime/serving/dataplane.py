@@ -254,6 +254,26 @@ class DataPlane:
         profile.check_layout(self._quality_layout(served.model))
         self.metrics.quality.profiles[name] = profile
 
+    def set_previous_window(self, name: str, revision: str, window: quality.Profile) -> None:
+        """Compare model `name`'s answers also with the previous revision's window on this device (a second
+        reference, serving/quality_windows.py); ProfileError if it does not fit the model."""
+        window.check_layout(self.quality_layout(name))
+        self.metrics.quality.previous[name] = (revision, window)
+
+    def quality_layout(self, name: str) -> quality.Layout:
+        return self._quality_layout(self.served(name).model)
+
+    def quality_window(self, name: str, source: str) -> quality.Profile | None:
+        """Model `name`'s current window as a profile, for the next revision on this device: None while its
+        Pod's gate has not passed (a build that fails its gate must not become the next one's yardstick), and
+        before the window holds enough rows."""
+        if self._gate is not None and self._gate[0] == name and self._gate[1].state != quality_gate.PASSED:
+            return None
+        slot = self.repository.slots.get(name)
+        served = slot.current if slot is not None else None
+        entry = self.metrics.quality.entries.get((name, served.model.version)) if served is not None else None
+        return entry.window_profile(source) if entry is not None else None
+
     @staticmethod
     def _quality_layout(model: LoadedModel) -> quality.Layout:
         return quality.layout_of(

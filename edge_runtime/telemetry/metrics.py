@@ -389,6 +389,14 @@ class _QualityEntry:
             self._flush()
             return self.tracker.snapshot()
 
+    def window_profile(self, source: str) -> quality.Profile | None:
+        """The window as a profile once it holds the rows PSI needs (fewer say too little to compare with)."""
+        with self.lock:
+            self._flush()
+            if self.tracker.rows < self.tracker.min_rows:
+                return None
+            return self.tracker.window_profile(source)
+
 
 class QualityMetrics(Collector):
     """Per model version: confidence and margin histograms, predicted classes, feature means and
@@ -415,15 +423,36 @@ class QualityMetrics(Collector):
         self.min_rows = min_rows
         self.top_classes = top_classes
         self.profiles: dict[str, quality.Profile] = {}
+        # The previous revision's window on this device, per model: (its revision, the window as a profile).
+        self.previous: dict[str, tuple[str, quality.Profile]] = {}
+        # With --quality-window-dir: whether a previous window was loaded, per model, and the window writes.
+        self.windows_kept = False
+        self.window_writes: dict[str, int] = {}
         self.entries: dict[tuple[str, str], _QualityEntry] = {}
         self._lock = threading.Lock()
 
+    def count_window_write(self, outcome: str) -> None:
+        with self._lock:
+            self.window_writes[outcome] = self.window_writes.get(outcome, 0) + 1
+
     def track(self, model: str, version: str, layout: quality.Layout, output_names: tuple[str, ...]) -> _QualityEntry:
-        """The entry of a model version, made on its first answer (its profile is the model's, if any)."""
-        tracker = quality.Tracker(
-            layout, self.profiles.get(model), window_rows=self.window_rows, min_rows=self.min_rows,
-            top_classes=self.top_classes,
-        )
+        """The entry of a model version, made on its first answer (its profile is the model's, if any, and so
+        is the previous revision's window, when it fits this version)."""
+        def tracker_for(prev: tuple[str, quality.Profile] | None) -> quality.Tracker:
+            return quality.Tracker(
+                layout, self.profiles.get(model), window_rows=self.window_rows, min_rows=self.min_rows,
+                top_classes=self.top_classes, previous=prev[1] if prev else None,
+                previous_revision=prev[0] if prev else "",
+            )
+
+        prev = self.previous.get(model)
+        try:
+            tracker = tracker_for(prev)
+        except quality.ProfileError:
+            if prev is None:
+                raise
+            # A version loaded later with another layout: the previous window does not describe it.
+            tracker = tracker_for(None)
         entry = _QualityEntry(tracker, output_names)
         with self._lock:
             entries = dict(self.entries)
@@ -463,6 +492,26 @@ class QualityMetrics(Collector):
             "Population stability index of the window against the reference profile (0.1 watch, 0.25 alert)",
             labels=["model", "version", "signal", "name"],
         )
+        psi_prev = GaugeMetricFamily(
+            "edgeai_quality_psi_previous",
+            "Population stability index of the window against the previous revision's window on this device "
+            "(the rollout quality gate's maxPSIPrevious)",
+            labels=["model", "version", "signal", "name"],
+        )
+        prev_loaded = GaugeMetricFamily(
+            "edgeai_quality_previous_window",
+            "1 when the previous revision's window on this device was loaded as a second reference, else 0",
+            labels=["model"],
+        )
+        writes = CounterMetricFamily(
+            "edgeai_quality_window_writes", "Writes of this revision's window to the node, by outcome (ok, error)",
+            labels=["outcome"],
+        )
+        if self.windows_kept:
+            for model in sorted(set(self.profiles) | set(self.previous)):
+                prev_loaded.add_metric([model], 1 if model in self.previous else 0)
+            for outcome in ("ok", "error"):
+                writes.add_metric([outcome], self.window_writes.get(outcome, 0))
         fallback = GaugeMetricFamily(
             "edgeai_quality_fallback_ratio", "Share of the window's requests below the fallback threshold",
             labels=["model", "version"],
@@ -477,8 +526,8 @@ class QualityMetrics(Collector):
         )
         breach = GaugeMetricFamily(
             "edgeai_quality_breach",
-            "1 while the window crosses a quality threshold (check psi: maxPSI, check confidence: "
-            "minMeanConfidence); outside a rollout's gate it never makes the runtime unready",
+            "1 while the window crosses a quality threshold (check psi: maxPSI, psi_previous: maxPSIPrevious, "
+            "check confidence: minMeanConfidence); outside a rollout's gate it never makes the runtime unready",
             labels=["model", "version", "check"],
         )
         gate = GaugeMetricFamily(
@@ -507,6 +556,8 @@ class QualityMetrics(Collector):
                 fvar.add_metric([*mv, name], v)
             for (signal, name), v in sorted(s.psi.items()):
                 psi.add_metric([*mv, signal, name], v)
+            for (signal, name), v in sorted(s.psi_previous.items()):
+                psi_prev.add_metric([*mv, signal, name], v)
             if s.fallback_ratio is not None:
                 fallback.add_metric(mv, s.fallback_ratio)
             if s.cloud_compared:
@@ -517,8 +568,11 @@ class QualityMetrics(Collector):
             crossed = {check for check, _ in quality_gate.breaches(self.breach, quality_gate.signals_of(s))}
             if s.psi and self.breach.max_psi is not None:
                 breach.add_metric([*mv, "psi"], 1 if "psi" in crossed else 0)
+            if s.psi_previous and self.breach.max_psi_previous is not None:
+                breach.add_metric([*mv, "psi_previous"], 1 if "psi_previous" in crossed else 0)
             if self.breach.min_mean_confidence is not None and any(
                 o.window_confidence_mean is not None for o in s.outputs
             ):
                 breach.add_metric([*mv, "confidence"], 1 if "confidence" in crossed else 0)
-        yield from (conf, margin, preds, rows, fmean, fvar, psi, fallback, cloud, cloud_ratio, breach, gate)
+        yield from (conf, margin, preds, rows, fmean, fvar, psi, psi_prev, fallback, cloud, cloud_ratio, breach, gate,
+                    prev_loaded, writes)

@@ -69,6 +69,11 @@ DEFAULT_QUALITY_MIN_REQUESTS: Final = 200  # healthGate.quality.minRequests' def
 # Where a Pod's runtime keeps its quality gate's verdict: in the Pod's emptyDir, so a restarted container
 # does not judge (and fail) a Pod again that was already judged, and outside rollouts never gates at all.
 QUALITY_GATE_STATE: Final = "/tmp/edgeai-quality-gate.json"
+# Where each revision's runtime keeps its quality window for the next revision's gate (maxPSIPrevious): on the
+# node, under the model cache's hostPath, one directory per InferenceDeployment (QUALITY_WINDOWS_NODE_DIR/
+# <namespace>/<name>), so it outlives the Pod; mounted at QUALITY_WINDOWS_DIR in the server container.
+QUALITY_WINDOWS_NODE_DIR: Final = f"{CACHE_DIR}/quality-windows"
+QUALITY_WINDOWS_DIR: Final = "/var/lib/edgeai/quality-windows"
 RUNTIME_UID: Final = 65532
 
 PACKAGE_VERSION: Final = "0.1.0"

@@ -101,6 +101,8 @@ class QualityGate:
     min_mean_confidence: float | None = None
     min_requests: int | None = None
     on_insufficient_traffic: InsufficientTrafficPolicy | None = None
+    # Against the previous revision's window on the same device (kept on the node's cache hostPath).
+    max_psi_previous: float | None = field(default=None, metadata={"json": "maxPSIPrevious"})
 
 
 @dataclass(frozen=True, kw_only=True)

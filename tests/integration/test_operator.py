@@ -190,6 +190,8 @@ def test_schema_rejects_typos_with_the_field_named(env: Env, namespace: str) -> 
          "healthGate.quality needs at least one threshold"),
         (idep("d21", namespace, "m", rollout={"healthGate": {"quality": {"maxPSI": 0}}}),
          "spec.rollout.healthGate.quality.maxPSI"),
+        (idep("d23", namespace, "m", rollout={"healthGate": {"quality": {"maxPSIPrevious": 0}}}),
+         "spec.rollout.healthGate.quality.maxPSIPrevious in body should be greater than 0"),
         (idep("d22", namespace, "m", rollout={"healthGate": {"quality": {"minMeanConfidence": 0.5,
                                                                          "onInsufficientTraffic": "Later"}}}),
          "spec.rollout.healthGate.quality.onInsufficientTraffic"),

@@ -126,6 +126,9 @@ def test_pass_policy_is_ready_at_once_and_passes_unjudged_without_traffic(
         (["--quality-gate-min-mean-confidence", "1.5"], "--quality-gate-min-mean-confidence must be within 0..1"),
         (["--quality-gate-min-mean-confidence", "0.5", "--no-quality"], "drop --no-quality"),
         (["--quality-gate-min-mean-confidence", "0.5", "--quality-gate-min-requests", "0"], "must be >= 1"),
+        (["--quality-gate-min-mean-confidence", "0.5", "--quality-gate-max-psi-previous", "0.2"],
+         "--quality-gate-max-psi-previous needs --quality-window-dir"),
+        (["--quality-window-dir", "/tmp/w", "--revision", "r1"], "--quality-window-dir needs --quality-profile"),
     ],
 )
 def test_a_gate_that_cannot_work_stops_serve_with_the_flag_named(
@@ -135,3 +138,91 @@ def test_a_gate_that_cannot_work_stops_serve_with_the_flag_named(
                     log=tmp_path / "log")
     log = server.refused()
     assert message in log, log
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--quality-window-dir needs --revision"),
+        (["--revision", "../up"], "--revision must be 1-64 letters"),
+        (["--revision", "r1", "--quality-window-interval-s", "0"], "--quality-window-interval-s must be > 0"),
+    ],
+)
+def test_a_window_directory_that_cannot_work_stops_serve_with_the_flag_named(
+    packed: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    model = packed / "tabular.fp32.onnx"
+    server = Server(["--model", str(model), "--sha256", sha256_of(model), "--name", "t", "--quality-profile",
+                     str(packed / "quality-profile.json"), "--quality-window-dir", str(tmp_path / "w"), *extra],
+                    log=tmp_path / "log")
+    log = server.refused()
+    assert message in log, log
+
+
+def _revision(packed: Path, tmp_path: Path, windows: Path, revision: str, *extra: str) -> list[str]:
+    """One revision's Pod: its own gate state (its emptyDir), the node's window directory shared by all."""
+    pod = tmp_path / revision
+    pod.mkdir()
+    return ["--quality-profile", str(packed / "quality-profile.json"), "--quality-gate-max-psi-previous", "0.25",
+            "--quality-gate-min-requests", str(MIN_REQUESTS), "--quality-gate-state", str(pod / "gate.json"),
+            "--termination-log", str(pod / "termination-log"), "--quality-window-dir", str(windows),
+            "--revision", revision, *extra]
+
+
+def _verdict(server: Server, state: Path) -> dict[str, str]:
+    deadline = time.monotonic() + 60
+    while not state.exists() and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):  # the process may exit during the probe
+            _ready(server)  # a probe: the gate is judged on readiness
+        time.sleep(0.1)
+    doc: dict[str, str] = json.loads(state.read_text())
+    return doc
+
+
+def test_a_new_revision_is_compared_with_the_previous_revisions_window_on_the_same_node(
+    serve: Serve, packed: Path, tmp_path: Path
+) -> None:
+    windows = tmp_path / "node-cache" / "quality-windows" / "ns" / "idep"
+    traffic = _rows(MIN_REQUESTS * BATCH, seed=1, shift=1.0)  # drifted since calibration: both builds see it
+
+    # Revision a: the first with the gate on this node, nothing to compare with; passes, then keeps its window.
+    a = serve(packed / "tabular.fp32.onnx", "t",
+              *_revision(packed, tmp_path, windows, "rev-a", "--quality-window-interval-s", "0.2"))
+    _send(a, traffic)
+    doc = _verdict(a, tmp_path / "rev-a" / "gate.json")
+    assert doc["state"] == "passed", doc
+    assert doc["reason"].endswith("(no previous revision's window on this device: maxPSIPrevious not judged)")
+    deadline = time.monotonic() + 60
+    while not (windows / "rev-a.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # written every 0.2 s once the gate passed
+    assert (windows / "rev-a.json").exists(), a.log_text()
+    text = a.metrics()
+    assert metric_value(text, "edgeai_quality_previous_window", {"model": "t"}) == 0
+    assert metric_value(text, "edgeai_quality_window_writes_total", {"outcome": "ok"}) >= 1
+    a.stop()  # the Pod goes: its window stays on the node
+
+    # Revision b: a broken build (one constant class) on the same traffic fails against revision a's window.
+    broken = models_zoo.build_tabular(tmp_path / "broken.onnx", constant_class=0)
+    b = serve(broken, "t", *_revision(packed, tmp_path, windows, "rev-b"))
+    _send(b, traffic)
+    doc = _verdict(b, tmp_path / "rev-b" / "gate.json")
+    assert b.proc is not None and b.proc.wait(60) == EXIT_QUALITY_GATE, b.log_text()
+    reason = (tmp_path / "rev-b" / "termination-log").read_text()
+    assert doc == {"state": "failed", "reason": reason}
+    assert reason.startswith("quality gate failed after 40 requests: PSI of ")
+    assert "against the previous revision's window (revision rev-a) is " in reason
+    assert reason.endswith("(maxPSIPrevious 0.25)")
+    assert not (windows / "rev-b.json").exists()  # a failed build never becomes the next one's yardstick
+
+    # Revision c: a build equal to a's passes on more of the drifted traffic, and says what it compared with.
+    c = serve(packed / "tabular.fp32.onnx", "t", *_revision(packed, tmp_path, windows, "rev-c"))
+    _send(c, _rows(MIN_REQUESTS * BATCH, seed=2, shift=1.0))
+    doc = _verdict(c, tmp_path / "rev-c" / "gate.json")
+    assert doc["state"] == "passed", doc
+    assert doc["reason"].endswith("(compared with the previous revision's window: revision rev-a)")
+    text = c.metrics()
+    assert metric_value(text, "edgeai_quality_previous_window", {"model": "t"}) == 1
+    assert 0 < metric_value(text, "edgeai_quality_psi_previous", {"model": "t", "signal": "class"}) < 0.25
+    assert metric_value(text, "edgeai_quality_psi", {"model": "t", "signal": "feature", "name": "features[0]"}) > 0.25
+    c.stop()
+    assert (windows / "rev-c.json").exists()  # written at shutdown

@@ -83,6 +83,10 @@ class WorkloadInputs:
     quality_profile: Artifact | None = None  # the EdgeModel's spec.qualityProfile
     quality_gate: QualityGate | None = None  # spec.rollout.healthGate.quality
     quality_window_seconds: int = 0  # healthGate.readySeconds: how long an unjudged device may pass (Pass)
+    # The revision's template hash (revisions.Template.hash): the same on every device of the revision, and
+    # the same again when an undo goes back to an identical template (so it restarts no Pod, as the revision
+    # number would). Reaches the Pod only with healthGate.quality.maxPSIPrevious (--revision).
+    template_hash: str = ""
 
 
 def _short_hash(text: str, n: int = 8) -> str:
@@ -181,6 +185,8 @@ def quality_gate_args(gate: QualityGate, window_seconds: int) -> list[str]:
         args += ["--quality-gate-max-psi", str(gate.max_psi)]
     if gate.min_mean_confidence is not None:
         args += ["--quality-gate-min-mean-confidence", str(gate.min_mean_confidence)]
+    if gate.max_psi_previous is not None:
+        args += ["--quality-gate-max-psi-previous", str(gate.max_psi_previous)]
     args += ["--quality-gate-min-requests", str(gate.min_requests or c.DEFAULT_QUALITY_MIN_REQUESTS)]
     policy = gate.on_insufficient_traffic or InsufficientTrafficPolicy.WAIT
     args += ["--quality-gate-on-insufficient-traffic", policy.value.lower()]
@@ -223,7 +229,23 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
         args += ["--quality-profile", model_path(inp.quality_profile.sha256)]
     if inp.quality_gate is not None:
         args += quality_gate_args(inp.quality_gate, inp.quality_window_seconds)
+    if keeps_quality_windows(inp):
+        args += ["--quality-window-dir", c.QUALITY_WINDOWS_DIR, "--revision", quality_revision(inp)]
     return args
+
+
+def keeps_quality_windows(inp: WorkloadInputs) -> bool:
+    """Whether the Pod keeps its window on the node and compares with the previous revision's: only with
+    maxPSIPrevious (and the profile it needs), so the Pods of every other spec stay exactly as they were and
+    an operator upgrade rolls no device. The first revision with it finds no window (the one before kept
+    none) and is judged on its other thresholds; from the next rollout on, each compares with the last."""
+    g = inp.quality_gate
+    return g is not None and g.max_psi_previous is not None and inp.quality_profile is not None
+
+
+def quality_revision(inp: WorkloadInputs) -> str:
+    """The revision's name for its window file: its template hash (the model digest when built without one)."""
+    return inp.template_hash or inp.artifact.sha256[:16]
 
 
 def _ports(rt: RuntimeSpec) -> list[dict[str, Any]]:
@@ -376,6 +398,12 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         qdir = f"{c.FALLBACK_QUEUE_DIR}/{inp.namespace}/{inp.owner.name}"
         volumes.append({"name": "fallback-queue", "hostPath": {"path": qdir, "type": "DirectoryOrCreate"}})
         main_mounts.append({"name": "fallback-queue", "mountPath": c.FALLBACK_QUEUE_DIR})
+    if keeps_quality_windows(inp):
+        # Under the node's model cache, one directory per InferenceDeployment: the windows outlive the Pods,
+        # so the next revision's Pod finds this one's. Its own volume, so the cache stays read-only here.
+        wdir = f"{c.QUALITY_WINDOWS_NODE_DIR}/{inp.namespace}/{inp.owner.name}"
+        volumes.append({"name": "quality-windows", "hostPath": {"path": wdir, "type": "DirectoryOrCreate"}})
+        main_mounts.append({"name": "quality-windows", "mountPath": c.QUALITY_WINDOWS_DIR})
     if inp.acceleration.compiles:
         # TensorRT engines and OpenVINO blobs, compiled once per model and device, kept across restarts.
         volumes.append({"name": "provider-cache",

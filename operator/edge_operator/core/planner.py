@@ -90,6 +90,7 @@ def workload_inputs(
             quality_profile=template.quality_profile,
             quality_gate=template.quality_gate,
             quality_window_seconds=template.quality_window_seconds,
+            template_hash=template.hash(),
         )
         for a in placement.assignments
     }
@@ -155,9 +156,12 @@ def _resolve(idep: IdepInfo, model: ModelInfo | None, images: RuntimeImages, now
         return (R.INVALID_SPEC, str(e), False, True)
     gate = idep.spec.rollout.health_gate if idep.spec.rollout else None
     qgate = gate.quality if gate else None
-    if qgate is not None and qgate.max_psi is not None and model.quality_profile is None:
-        return (R.INVALID_SPEC, f"spec.rollout.healthGate.quality.maxPSI needs a reference profile: EdgeModel "
-                f"{model.name!r} has no spec.qualityProfile (pack --eval-data writes one)", False, True)
+    for name, value in (("maxPSI", qgate.max_psi if qgate else None),
+                        ("maxPSIPrevious", qgate.max_psi_previous if qgate else None)):
+        # maxPSIPrevious too: a revision keeps its window on its reference's bins, so without one it keeps none.
+        if value is not None and model.quality_profile is None:
+            return (R.INVALID_SPEC, f"spec.rollout.healthGate.quality.{name} needs a reference profile: EdgeModel "
+                    f"{model.name!r} has no spec.qualityProfile (pack --eval-data writes one)", False, True)
     template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, images, qgate, pol.ready_seconds,
                                 overrides)
     resolution = rev.resolve(rev.history_from_status(idep.status), template,

@@ -171,10 +171,13 @@ def _check_quality(gate: HealthGate, path: str) -> None:
     q = gate.quality
     if q is None:
         return
-    if q.max_psi is None and q.min_mean_confidence is None:
-        raise RolloutSpecError(f"{path} needs at least one threshold: maxPSI or minMeanConfidence")
+    if q.max_psi is None and q.min_mean_confidence is None and q.max_psi_previous is None:
+        raise RolloutSpecError(f"{path} needs at least one threshold: maxPSI, minMeanConfidence or maxPSIPrevious")
     if q.max_psi is not None and not 0 < q.max_psi <= 10:
         raise RolloutSpecError(f"{path}.maxPSI must be a number above 0 and at most 10, got {q.max_psi!r}")
+    if q.max_psi_previous is not None and not 0 < q.max_psi_previous <= 10:
+        raise RolloutSpecError(f"{path}.maxPSIPrevious must be a number above 0 and at most 10, "
+                               f"got {q.max_psi_previous!r}")
     if q.min_mean_confidence is not None and not 0 <= q.min_mean_confidence <= 1:
         raise RolloutSpecError(f"{path}.minMeanConfidence must be a number from 0 to 1, got {q.min_mean_confidence!r}")
     _int(q.min_requests, "minRequests", path, 1, 1_000_000, 1)

@@ -238,3 +238,92 @@ def test_exporter_off_registers_nothing() -> None:
 
     metrics = RuntimeMetrics(CollectorRegistry(), process=False, quality_metrics=QualityMetrics(enabled=False))
     assert b"edgeai_quality" not in generate_latest(metrics.registry)
+
+
+# --- the window as a profile, and the previous revision's window as a second reference ---------------
+
+
+def _fed(t: q.Tracker, rows: int, seed: int, shift: float = 0.0, step: int = 7) -> q.Tracker:
+    x, p = _data(rows, seed=seed, shift=shift)
+    for k in range(0, rows, step):
+        t.observe({"x": x[k : k + step]}, {"p": p[k : k + step]})
+    return t
+
+
+def test_the_window_round_trips_as_a_profile_on_the_references_bins() -> None:
+    prof = _profile()
+    assert q.Tracker(LAYOUT, prof).window_profile() is None  # nothing answered yet
+    assert q.Tracker(LAYOUT).window_profile() is None  # no reference: no bins to keep it on
+    t = _fed(q.Tracker(LAYOUT, prof, window_rows=2000, buckets=10), 2500, seed=1)
+    w = t.window_profile("window of revision a")
+    assert w is not None and w.rows == t.rows == t.snapshot().window_rows
+    again = q.parse_profile(w.dumps())
+    assert again == w and again.source == "window of revision a"
+    [o] = w.outputs
+    assert o.confidence.edges == prof.outputs[0].confidence.edges and o.tracked == prof.outputs[0].tracked
+    assert sum(o.confidence.counts) == sum(o.class_counts) == w.rows
+    f0 = w.inputs[0].features[0]
+    assert f0.hist.edges == prof.inputs[0].features[0].hist.edges and sum(f0.hist.counts) == w.rows
+    assert f0.mean == pytest.approx(t.snapshot().feature_mean["x[0]"])
+    # The window against itself as the reference: no divergence at all.
+    assert max(_fed(q.Tracker(LAYOUT, w), 0, seed=0).snapshot().psi.values(), default=0.0) == 0.0
+
+
+def test_psi_against_the_previous_window_is_psi_with_that_window_as_the_reference() -> None:
+    prof = _profile()
+    before = _fed(q.Tracker(LAYOUT, prof), 3000, seed=1, shift=0.5).window_profile("rev a")
+    # Another reference for the previous window (other edges, other tracked classes): binned separately.
+    x, p = _data(3000, seed=9, shift=-1.0)
+    other = q.build_profile(LAYOUT, {"x": x}, {"p": p}, bins=7, top_classes=2)
+
+    def small(reference: q.Profile | None, previous: q.Profile | None = None) -> q.Tracker:
+        # 3000 rows through a 1000-row window: it turns over, and the second reference's rings with it.
+        t = q.Tracker(LAYOUT, reference, window_rows=1000, buckets=10, min_rows=100, previous=previous,
+                      previous_revision="a")
+        return _fed(t, 3000, seed=2, shift=0.5)
+
+    own = small(prof).snapshot().psi
+    for previous in (before, other):
+        assert previous is not None
+        t = small(prof, previous)
+        alone = small(previous)
+        s = t.snapshot()
+        assert s.previous == "a"
+        assert s.psi_previous == pytest.approx(alone.snapshot().psi)
+        assert s.psi == pytest.approx(own)  # the reference's PSI is untouched by the second reference
+    # Same bins as the reference (one profile shipped with both builds): the same rings, counted once.
+    t = q.Tracker(LAYOUT, prof, previous=before)
+    assert t.outputs[0].prev is not None and t.outputs[0].prev.conf is t.outputs[0].conf_ring
+    assert t.outputs[0].prev.classes is t.outputs[0].class_ring
+    assert t.inputs[0].prev is not None and t.inputs[0].prev.ring is t.inputs[0].ring
+    t = q.Tracker(LAYOUT, prof, previous=other)
+    assert t.outputs[0].prev is not None and t.outputs[0].prev.conf is not t.outputs[0].conf_ring
+
+
+def test_drift_both_builds_see_is_small_against_the_previous_window_and_a_broken_build_is_not() -> None:
+    prof = _profile()
+    drifted = _fed(q.Tracker(LAYOUT, prof), 3000, seed=1, shift=1.0).window_profile()
+    assert drifted is not None
+    same = _fed(q.Tracker(LAYOUT, prof, previous=drifted, previous_revision="a"), 3000, seed=2, shift=1.0).snapshot()
+    assert max(same.psi.values()) > q.PSI_ALERT  # the data moved since calibration...
+    assert max(same.psi_previous.values()) < q.PSI_WATCH, same.psi_previous  # ...for the old build too
+    broken = q.Tracker(LAYOUT, prof, previous=drifted, previous_revision="a")
+    x, _ = _data(3000, seed=2, shift=1.0)
+    constant = np.tile(np.array([[0.97, 0.01, 0.01, 0.01]], dtype=np.float32), (3000, 1))
+    broken.observe({"x": x}, {"p": constant})
+    s = broken.snapshot()
+    assert s.psi_previous["class", "p"] > 1 and s.psi_previous["confidence", "p"] > 1
+    assert s.psi_previous["feature", "x[0]"] < q.PSI_WATCH  # same traffic: only the answers differ
+
+
+def test_a_previous_window_must_fit_the_model_and_waits_for_min_rows_like_psi() -> None:
+    prev = _fed(q.Tracker(LAYOUT, _profile()), 1000, seed=1).window_profile()
+    assert prev is not None
+    with pytest.raises(q.ProfileError, match="input 'x'"):
+        q.Tracker(q.Layout(outputs=(("p", 4),)), previous=prev)
+    t = _fed(q.Tracker(LAYOUT, previous=prev, previous_revision="a", min_rows=100), 99, seed=2)
+    assert t.snapshot().psi_previous == {} and t.snapshot().previous == "a"
+    _fed(t, 1, seed=3)
+    assert set(t.snapshot().psi_previous) == {("confidence", "p"), ("margin", "p"), ("class", "p"),
+                                              *(("feature", f"x[{j}]") for j in range(3))}
+    assert q.Tracker(LAYOUT).snapshot().previous is None

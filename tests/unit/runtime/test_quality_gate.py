@@ -81,11 +81,63 @@ def test_verdict_survives_a_restart_through_its_file_and_junk_is_judged_again() 
         assert load_verdict(junk) is None
 
 
+PREV_GATE = Thresholds(max_psi=1.0, max_psi_previous=0.25)
+
+
+def prev_sig(requests: int, psi_previous: dict[tuple[str, str], float] | None, previous: str | None = "rev3",
+             psi: dict[tuple[str, str], float] | None = None) -> Signals:
+    return Signals(requests, requests * 10, ("p", 0.9), psi if psi is not None else dict(CALM), previous,
+                   psi_previous if psi_previous is not None else {})
+
+
+def test_a_breach_against_the_previous_revisions_window_names_it_and_its_revision() -> None:
+    assert breaches(PREV_GATE, prev_sig(100, CALM)) == []
+    [(check, why)] = breaches(PREV_GATE, prev_sig(100, SHIFTED))
+    assert check == "psi_previous"
+    assert why == ("PSI of feature 'x[3]' against the previous revision's window (revision rev3) is 1.7 "
+                   "(maxPSIPrevious 0.25)")
+    # Drift since calibration (0.6 against the reference, within a loose maxPSI) that the previous build saw
+    # too: no breach.
+    assert breaches(PREV_GATE, prev_sig(100, CALM, psi={("feature", "x[3]"): 0.6})) == []
+    g = Gate(GateConfig(PREV_GATE, min_requests=50), started=0.0)
+    v = g.judge(0.0, prev_sig(60, SHIFTED))
+    assert v.state == FAILED and v.decided and v.reason == (
+        "quality gate failed after 60 requests: PSI of feature 'x[3]' against the previous revision's window "
+        "(revision rev3) is 1.7 (maxPSIPrevious 0.25)")
+
+
+def test_a_build_like_the_previous_one_passes_and_says_what_it_compared_with() -> None:
+    g = Gate(GateConfig(PREV_GATE, min_requests=50), started=0.0)
+    v = g.judge(0.0, prev_sig(50, {}))  # the previous window's PSI not there yet: waits like maxPSI does
+    assert not v.ready and v.state == JUDGING and "too few for PSI yet" in v.reason
+    v = g.judge(0.0, prev_sig(50, CALM))
+    assert v.ready and v.state == PASSED
+    assert v.reason == ("quality gate passed after 50 requests "
+                        "(compared with the previous revision's window: revision rev3)")
+
+
+def test_without_a_previous_window_the_other_thresholds_decide_and_the_reason_says_so() -> None:
+    g = Gate(GateConfig(PREV_GATE, min_requests=50), started=0.0)
+    v = g.judge(0.0, prev_sig(50, {}, previous=None))  # never waits for a window that is not there
+    assert v.ready and v.state == PASSED
+    assert v.reason.endswith("(no previous revision's window on this device: maxPSIPrevious not judged)")
+    g = Gate(GateConfig(PREV_GATE, min_requests=50), started=0.0)
+    v = g.judge(0.0, prev_sig(50, {}, previous=None, psi={("class", "p"): 4.0}))
+    assert v.state == FAILED and "against the reference is 4 (maxPSI 1)" in v.reason
+    assert "maxPSIPrevious not judged" in v.reason
+    # maxPSIPrevious alone, nothing to compare with: passes on its requests, never fails for lack of a window.
+    only = Gate(GateConfig(Thresholds(max_psi_previous=0.25), min_requests=50), started=0.0)
+    assert only.judge(0.0, Signals(49, 490, None, {})).state == JUDGING
+    assert only.judge(0.0, Signals(50, 500, None, {})).state == PASSED
+
+
 @pytest.mark.parametrize(
     ("cfg", "words"),
     [
-        (GateConfig(Thresholds()), "needs --quality-gate-max-psi or --quality-gate-min-mean-confidence"),
+        (GateConfig(Thresholds()), "needs --quality-gate-max-psi, --quality-gate-min-mean-confidence or "
+                                   "--quality-gate-max-psi-previous"),
         (GateConfig(Thresholds(max_psi=0)), "--quality-gate-max-psi must be > 0"),
+        (GateConfig(Thresholds(max_psi_previous=-1)), "--quality-gate-max-psi-previous must be > 0"),
         (GateConfig(Thresholds(min_mean_confidence=2)), "within 0..1"),
         (GateConfig(Thresholds(max_psi=0.2), min_requests=0), "--quality-gate-min-requests must be >= 1"),
         (GateConfig(Thresholds(max_psi=0.2), window_s=-1), "--quality-gate-window-s must be >= 0"),

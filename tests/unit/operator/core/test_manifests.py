@@ -234,6 +234,42 @@ def test_quality_gate_becomes_runtime_flags_and_nothing_changes_without_it() -> 
     assert m["metadata"]["annotations"][c.A_SPEC_HASH] != plain["metadata"]["annotations"][c.A_SPEC_HASH]
 
 
+def test_max_psi_previous_keeps_windows_on_the_node_under_the_revisions_template_hash() -> None:
+    from edgeai_api.inferencedeployment import QualityGate
+
+    gate = QualityGate(max_psi=0.25)
+    before = replace(INP, quality_profile=PROFILE, quality_gate=gate, quality_window_seconds=30)
+    # Without maxPSIPrevious the template hash never reaches the Pod: the manifests (and spec hashes) of
+    # every existing spec stay byte-equal, so upgrading the operator rolls no device.
+    assert child_deployment(replace(before, template_hash="0123456789abcdef")) == child_deployment(before)
+    plain = pod(child_deployment(before))
+    assert "--quality-window-dir" not in plain["containers"][0]["args"]
+    assert all(v["name"] != "quality-windows" for v in plain["volumes"])
+
+    inp = replace(before, quality_gate=QualityGate(max_psi=0.25, max_psi_previous=0.2),
+                  template_hash="0123456789abcdef")
+    p = pod(child_deployment(inp))
+    a = p["containers"][0]["args"]
+    assert a[a.index("--quality-gate-max-psi-previous") + 1] == "0.2"
+    assert a[a.index("--quality-window-dir") + 1] == "/var/lib/edgeai/quality-windows"
+    assert a[a.index("--revision") + 1] == "0123456789abcdef"
+    vols = {v["name"]: v for v in p["volumes"]}
+    # On the node's cache hostPath, one directory per InferenceDeployment: it outlives every Pod of it.
+    assert vols["quality-windows"]["hostPath"] == {"path": "/var/lib/edgeai/models/quality-windows/ns/detector",
+                                                   "type": "DirectoryOrCreate"}
+    assert {"name": "quality-windows", "mountPath": "/var/lib/edgeai/quality-windows"} in p["containers"][0][
+        "volumeMounts"]
+    assert {"name": "model-cache", "mountPath": c.CACHE_DIR, "readOnly": True} in p["containers"][0]["volumeMounts"]
+    # Handed to the runtime's UID like every hostPath the server writes.
+    assert "/var/lib/edgeai/quality-windows" in init(p, "cache-dirs")["command"]
+    # The same revision on another device: the same --revision (the template's, not the device's).
+    other = pod(child_deployment(replace(inp, device="edge-2", node="edge-2")))["containers"][0]["args"]
+    assert other[other.index("--revision") + 1] == "0123456789abcdef"
+    # No profile (refused by the planner anyway): nothing kept, nothing to bin a window on.
+    assert "--quality-window-dir" not in pod(child_deployment(replace(inp, quality_profile=None)))["containers"][0][
+        "args"]
+
+
 def test_an_oci_build_fetches_with_the_pull_secret_mounted_in_the_init_container_only() -> None:
     art = replace(ART, uri=f"oci://registry.example:5000/models/yolo@sha256:{'d' * 64}", pull_secret="regcred",
                   plain_http=True)

@@ -94,11 +94,13 @@ def test_policy_names_the_wrong_quality_field() -> None:
 
     for q, words in (({}, "needs at least one threshold"), ({"maxPSI": 0}, "maxPSI must be"),
                      ({"minMeanConfidence": 1.5}, "minMeanConfidence must be"),
+                     ({"maxPSIPrevious": 11}, "maxPSIPrevious must be"),
                      ({"maxPSI": 0.2, "minRequests": 0}, "minRequests must be")):
         with pytest.raises(ro.RolloutSpecError, match=words) as e:
             ro.parse_policy({"healthGate": {"quality": q}})
         assert "spec.rollout.healthGate.quality" in str(e.value)
     assert ro.parse_policy({"healthGate": {"quality": {"maxPSI": 0.25}}}).gated
+    assert ro.parse_policy({"healthGate": {"quality": {"maxPSIPrevious": 0.25}}}).gated
 
 
 def test_a_wave_that_never_saw_traffic_fails_at_its_deadline_and_says_the_quality_gate_waited() -> None:
@@ -112,3 +114,31 @@ def test_a_wave_that_never_saw_traffic_fails_at_its_deadline_and_says_the_qualit
                                                                          "onInsufficientTraffic": "Pass"}}}
     from edge_operator.core import rollout as ro
     assert not ro.parse_policy(passing).quality_waits and ro.parse_policy(GATE).quality_waits
+
+
+PREV_GATE = {**GATE, "healthGate": {**GATE["healthGate"], "quality": {"maxPSI": 1.0, "maxPSIPrevious": 0.25}}}
+
+
+def test_max_psi_previous_without_a_profile_is_an_invalid_spec() -> None:
+    gate = {**GATE, "healthGate": {**GATE["healthGate"], "quality": {"maxPSIPrevious": 0.25}}}
+    p = planner.plan(idep_info(idep({}, gate)), model_info(model()), {d.name: d for d in FLEET}, {}, {},
+                     images=RuntimeImages("img"), now="2027-01-01T00:00:00Z", now_ts=1.8e9)
+    ready = next(x for x in p.status["conditions"] if x["type"] == "Ready")
+    assert p.apply == () and ready["reason"] == "InvalidSpec"
+    assert "healthGate.quality.maxPSIPrevious" in ready["message"] and "spec.qualityProfile" in ready["message"]
+
+
+def test_every_device_of_a_revision_names_it_by_its_template_hash_and_old_templates_keep_theirs() -> None:
+    m = model_info(profiled())
+    idp = idep_info(idep({}, PREV_GATE))
+    assert idp.spec is not None and idp.spec.rollout is not None and idp.spec.rollout.health_gate is not None
+    t = rev.template_for(m, None, None, RuntimeImages("img"), idp.spec.rollout.health_gate.quality, 2)
+    assert t.to_dict()["qualityGate"] == {"maxPSI": 1.0, "maxPSIPrevious": 0.25, "windowSeconds": 2}
+    assert rev.Template.from_dict(t.to_dict()) == t
+    plan = planner.plan(idp, m, {d.name: d for d in FLEET}, {}, {}, images=RuntimeImages("img"),
+                        now="2027-01-01T00:00:00Z", now_ts=1.8e9)
+    revisions = set()
+    for man in plan.apply:
+        a = man["spec"]["template"]["spec"]["containers"][0]["args"]
+        revisions.add(a[a.index("--revision") + 1])
+    assert plan.apply and revisions == {t.hash()}
