@@ -307,7 +307,7 @@ def rollout_policy(idep: Obj) -> list[str]:
     except ro.RolloutSpecError as e:
         return [f"policy: invalid: {e}"]
     if pol.ramp is not None:
-        lines.append(f"waves: ramp from {str(pol.ramp[0])} device(s), x{pol.ramp[1]} per wave"
+        lines.append(f"waves: ramp from {pol.ramp[0]} device(s), x{pol.ramp[1]} per wave"
                      + (f", after a canary of {pol.canary}" if pol.canary else ""))
     elif pol.canary or pol.waves:
         parts = ([f"canary {pol.canary}"] if pol.canary else []) + [str(w) for w in pol.waves]
@@ -317,7 +317,7 @@ def rollout_policy(idep: Obj) -> list[str]:
         if pol.max_restarts:
             gate.append(f"maxRestarts {pol.max_restarts}")
         if pol.max_failures:
-            gate.append(f"maxFailures {str(pol.max_failures)} per wave")
+            gate.append(f"maxFailures {pol.max_failures} per wave")
         q = spec.rollout.health_gate.quality if spec.rollout and spec.rollout.health_gate else None
         if q is not None:
             judged = [f"{k} {v}" for k, v in (("maxPSI", q.max_psi), ("minMeanConfidence", q.min_mean_confidence))
