@@ -20,3 +20,15 @@ def test_lease_writes_stay_near_what_a_1000_node_plane_makes_and_grace_covers_fo
         renew = lease / 4  # kwok renews every quarter of the lease
         assert nodes / renew <= 200.0 + 1e-9
         assert grace >= 4 * renew
+
+
+def test_kwok_keeps_its_defaults_up_to_1000_nodes_and_is_tuned_past_them() -> None:
+    import yaml
+
+    assert plane.kwok_tuning(1000) == ("", [])
+    doc, flags = plane.kwok_tuning(10_000)
+    assert flags == ["--v=WARN"]
+    cfg = list(yaml.safe_load_all(plane.KWOK_STAGES.read_text() + doc))[-1]
+    assert cfg["kind"] == "KwokConfiguration" and cfg["apiVersion"] == "config.kwok.x-k8s.io/v1alpha1"
+    assert cfg["options"] == {"nodeLeaseParallelism": 32, "nodePlayStageParallelism": 32,
+                              "podPlayStageParallelism": 32}
