@@ -41,6 +41,18 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
+class MirrorRef:
+    """Where a device's fetch finds its site cache: a key (the device's site) of a ConfigMap the
+    operator keeps. A reference, not the URL: a gateway's new address or a cache added at a site
+    changes the ConfigMap, never the Pod template, so no device rolls for it; a fetch reads the
+    current value when it starts (optional: a site without a cache has no key, and fetches from the
+    origin)."""
+
+    config_map: str
+    key: str
+
+
+@dataclass(frozen=True)
 class Owner:
     api_version: str
     kind: str
@@ -83,6 +95,7 @@ class WorkloadInputs:
     quality_profile: Artifact | None = None  # the EdgeModel's spec.qualityProfile
     quality_gate: QualityGate | None = None  # spec.rollout.healthGate.quality
     quality_window_seconds: int = 0  # healthGate.readySeconds: how long an unjudged device may pass (Pass)
+    mirror: MirrorRef | None = None  # spec.siteCache: the device's site cache, for its fetches
 
 
 def _short_hash(text: str, n: int = 8) -> str:
@@ -245,7 +258,7 @@ def _resources(spec: ResourceRequirements | None, device_resource: str | None = 
     return out
 
 
-def _container_security() -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -254,16 +267,16 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def probe(path: str, period: int, failures: int, port: int | str = "http") -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "timeoutSeconds": 3,
         "failureThreshold": failures,
     }
 
 
-def _cache_dirs_container(image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def cache_dirs_container(image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     """Hands the node's hostPath directories to the runtime's UID, then exits.
 
     The kubelet creates a missing hostPath (DirectoryOrCreate) as root, mode 0755, and fsGroup
@@ -292,7 +305,7 @@ def _cache_dirs_container(image: str, mounts: list[dict[str, Any]]) -> dict[str,
     }
 
 
-def _host_path_mounts(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def host_path_mounts(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One writable mount of each hostPath volume, where the pod's containers mount it."""
     paths = {m["name"]: m["mountPath"] for m in reversed(mounts)}
     return [{"name": v["name"], "mountPath": paths[v["name"]]} for v in volumes if "hostPath" in v]
@@ -337,6 +350,11 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     init_mounts: list[dict[str, Any]] = [cache_mount_rw, {"name": "tmp", "mountPath": "/tmp"}]
+    # Only with a site cache: the templates (and hashes) of deployments without one stay as they were.
+    fetch_env: dict[str, Any] = {} if inp.mirror is None else {"env": [{
+        "name": "EDGEAI_FETCH_MIRROR",
+        "valueFrom": {"configMapKeyRef": {"name": inp.mirror.config_map, "key": inp.mirror.key, "optional": True}},
+    }]}
     main_mounts: list[dict[str, Any]] = [cache_mount_ro, {"name": "tmp", "mountPath": "/tmp"}]
     if inp.public_key:
         volumes.append({
@@ -416,18 +434,19 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "initContainers": [
-            _cache_dirs_container(inp.image, _host_path_mounts(volumes, [*init_mounts, *main_mounts])),
+            cache_dirs_container(inp.image, host_path_mounts(volumes, [*init_mounts, *main_mounts])),
             {
                 "name": "fetch",
                 "image": inp.image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["edge-runtime"],
                 "args": fetch_args(inp),
+                **fetch_env,
                 # Why a fetch failed (digest mismatch, unreachable...) reaches the Pod's status, and so
                 # the device's phase, from its last log lines.
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-                "securityContext": _container_security(),
+                "securityContext": container_security(),
                 "volumeMounts": init_mounts,
             },
             *([] if inp.quality_profile is None else [{
@@ -436,9 +455,10 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["edge-runtime"],
                 "args": fetch_profile_args(inp, inp.quality_profile),
+                **fetch_env,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-                "securityContext": _container_security(),
+                "securityContext": container_security(),
                 "volumeMounts": init_mounts,
             }]),
         ],
@@ -457,12 +477,12 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "env": env,
                 "resources": _resources(inp.runtime.resources, inp.acceleration.resource),
                 # Loading a large model can take minutes: the startup probe holds liveness off until then.
-                "startupProbe": _probe("/v2/health/live", 5, 120),
-                "livenessProbe": _probe("/v2/health/live", 10, 3),
+                "startupProbe": probe("/v2/health/live", 5, 120),
+                "livenessProbe": probe("/v2/health/live", 10, 3),
                 # A failed quality gate: the runtime writes why to /dev/termination-log (the default
                 # terminationMessagePolicy File) and exits with EXIT_QUALITY_GATE; the Pod's status carries both.
-                "readinessProbe": _probe("/v2/health/ready", 5, 2),
-                "securityContext": _container_security(),
+                "readinessProbe": probe("/v2/health/ready", 5, 2),
+                "securityContext": container_security(),
                 "volumeMounts": main_mounts,
             }
         ],
