@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from edge_runtime.artifacts import fetch as fetching
 from edge_runtime.artifacts.integrity import IntegrityError, hash_file
 from edge_runtime.telemetry import logs
-from edge_runtime.telemetry.metrics import SiteCacheCollector
 from edgeai_api import oci as oci_ref
+
+# prometheus_client and the metrics module (numpy) are imported by the server only: this module is
+# loaded by every `edge-runtime` command's parser, and `fetch` in an init container must start fast.
 
 log = logging.getLogger("edge_runtime.site_cache")
 
@@ -302,6 +302,10 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(addr, _Handler)
         self.store = store
         self.allowed = allowed
+        from prometheus_client import CollectorRegistry
+
+        from edge_runtime.telemetry.metrics import SiteCacheCollector
+
         self.registry = CollectorRegistry()
         self.registry.register(SiteCacheCollector(store.numbers))
 
@@ -329,6 +333,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             elif url.path == "/v1/status":
                 self._send(200, orjson.dumps(self.server.store.status()), "application/json", head=head)
             elif url.path == "/metrics":
+                from prometheus_client import generate_latest
+                from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
                 self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST, head=head)
             elif url.path == "/healthz":
                 self._send(200, b'{"status":"ok"}', "application/json", head=head)
