@@ -258,6 +258,17 @@ def _resources(spec: ResourceRequirements | None, device_resource: str | None = 
     return out
 
 
+def pod_security() -> dict[str, Any]:
+    """The runtime's UID for every container of an edge Pod (the cache-dirs container alone overrides it)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": c.RUNTIME_UID,
+        "runAsGroup": c.RUNTIME_UID,
+        "fsGroup": c.RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -426,13 +437,7 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         "tolerations": tolerations(),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": c.RUNTIME_UID,
-            "runAsGroup": c.RUNTIME_UID,
-            "fsGroup": c.RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "initContainers": [
             cache_dirs_container(inp.image, host_path_mounts(volumes, [*init_mounts, *main_mounts])),
             {

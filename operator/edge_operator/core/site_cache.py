@@ -32,6 +32,7 @@ from edge_operator.core.manifests import (
     container_security,
     host_path_mounts,
     label_value,
+    pod_security,
     probe,
     spec_hash,
     tolerations,
@@ -206,13 +207,7 @@ def cache_deployment(owner: Owner, namespace: str, site: str, node: str, s: Sett
         "dnsPolicy": "Default",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": c.RUNTIME_UID,
-            "runAsGroup": c.RUNTIME_UID,
-            "fsGroup": c.RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "initContainers": [cache_dirs_container(image, host_path_mounts(volumes, mounts))],
         "containers": [{
             "name": "site-cache",
