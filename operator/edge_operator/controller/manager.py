@@ -194,6 +194,7 @@ class Manager:
         metrics.WATCH_EVENTS.labels("Deployment").inc()
         sc = site_cache_info(body)
         if sc is not None:
+            self.deployments.saw_site_cache(sc, deleted=event_type == "DELETED")
             self._queue(self.events.site_cache(event_type, sc))
             return
         ch = child_info(body)

@@ -36,6 +36,9 @@ from edgeai_api.inferencedeployment import RuntimeSpec
 log = logging.getLogger("edge_operator.controller")
 
 APPLY_CONCURRENCY = 16
+# A site cache ConfigMap unchanged is applied again at most this often (it is not watched: this puts
+# back one deleted or edited by hand, at one no-op write per deployment per period).
+CONFIG_MAP_REAPPLY_SECONDS = 300.0
 # Status keys whose change is written at once, not coalesced with progress: a rollout's state
 # changes only at transitions, and an operator restarted mid-rollout resumes from what was written.
 URGENT_IDEP_KEYS = ("placed", "selected", "revision", "currentRevision", "rollout", "revisions")
@@ -72,6 +75,8 @@ class DeploymentReconciler:
         # and each site's gateway per (catalogue version, labels), so a converged reconcile writes nothing
         # and does not walk the nodes.
         self._site_applied: dict[tuple[str, str], str] = {}
+        # The ConfigMaps are not watched: one deleted or edited by hand is put back within this long.
+        self._config_maps: dict[tuple[str, str], tuple[str, float]] = {}
         self._gateways: tuple[tuple[Any, ...], dict[str, site_cache.GatewayNode]] | None = None
 
     def forget(self, key: DeploymentKey) -> None:
@@ -86,6 +91,12 @@ class DeploymentReconciler:
         akey = (ch.namespace, ch.name)
         if deleted or self._applied.get(akey) == ch.spec_hash:
             self._applied.pop(akey, None)
+
+    def saw_site_cache(self, sc: site_cache.SiteCacheInfo, deleted: bool) -> None:
+        """A site cache event: as `saw_workload`, the watch is the truth again once it caught up."""
+        akey = (sc.namespace, sc.name)
+        if deleted or self._site_applied.get(akey) == sc.spec_hash:
+            self._site_applied.pop(akey, None)
 
     def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog, cache: bool = True,
                    runtime: RuntimeSpec | None = None, families: frozenset[str] | None = None) -> Placement:
@@ -248,13 +259,15 @@ class DeploymentReconciler:
         try:
             if p.config_map is not None:
                 want = spec_hash(p.config_map)
-                if self._site_applied.get(ckey) != want:
+                last = self._config_maps.get(ckey)
+                now = time.monotonic()
+                if last is None or last[0] != want or now - last[1] > CONFIG_MAP_REAPPLY_SECONDS:
                     await self.api.apply(p.config_map)
-                    self._site_applied[ckey] = want
+                    self._config_maps[ckey] = (want, now)
             elif not p.delete and not running:
                 # Off, and its caches are gone: the map goes last, and with it the status rows.
                 await self.api.delete(Ref("v1", "configmaps", cm_name, key.namespace))
-                self._site_applied.pop(ckey, None)
+                self._config_maps.pop(ckey, None)
                 return None
         except ApiError as e:
             errors.append(str(e))
