@@ -20,6 +20,7 @@ from edgeai_api.exit_codes import EXIT_CODES, EXIT_OTHER
 COMMAND_MODULES = (
     "edge_runtime.commands",  # fetch, verify, keygen, sign, encrypt
     "edge_runtime.serve_cli",  # serve
+    "edge_runtime.site_cache",  # site-cache
     "edge_runtime.pack.cli",  # pack
 )
 

@@ -74,6 +74,14 @@ def _write_private(path: Path, data: bytes) -> None:
 # --- fetch ---------------------------------------------------------------------
 
 
+def fetch_mirrors(flags: list[str] | None, env: str) -> list[str]:
+    """--mirror flags when given, else EDGEAI_FETCH_MIRROR (comma-separated: the operator fills it from
+    a ConfigMap key, so a Pod template never holds an address that may change)."""
+    if flags:
+        return [m for m in flags if m.strip()]
+    return [m.strip() for m in env.split(",") if m.strip()]
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     from edge_runtime.artifacts.fetch import RegistryAccess, fetch
 
@@ -89,6 +97,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         retries=args.retries,
         registry=RegistryAccess(auth, args.plain_http),
+        mirrors=fetch_mirrors(args.mirror, os.environ.get("EDGEAI_FETCH_MIRROR", "")),
     )
     print(path)
     return 0
@@ -199,6 +208,10 @@ def register(sub: Any) -> None:
     p.add_argument("--registry-auth-file", help="oci: a docker config JSON with the registry's credentials "
                                                 "(the .dockerconfigjson of a kubernetes.io/dockerconfigjson Secret)")
     p.add_argument("--plain-http", action="store_true", help="oci: the registry speaks HTTP, not HTTPS")
+    p.add_argument("--mirror", action="append", metavar="URL",
+                   help="a site cache (edge-runtime site-cache) to try first, repeatable; its bytes are verified "
+                        "like the origin's and any failure of it falls back to the origin "
+                        "(default: EDGEAI_FETCH_MIRROR, comma-separated)")
     _add_signature_args(p)
     p.set_defaults(func=cmd_fetch)
 

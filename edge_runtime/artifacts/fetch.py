@@ -13,7 +13,12 @@
   so one downloads while the others wait and then find it cached;
 - oci://REGISTRY/REPO[...] pulls the blob `sha256` from REPO through the registry's HTTP API
   (artifacts/oci.py), by that digest: the tag or manifest digest in the URI is what the operator
-  verified, and never decides which bytes arrive here.
+  verified, and never decides which bytes arrive here;
+- mirrors (a site cache, `edge-runtime site-cache`) are tried first when given:
+  MIRROR/v1/blobs/sha256/<digest>?source=<uri>. A mirror is not trusted: its
+  bytes are hashed exactly like the origin's, and any failure of it (refused,
+  timeout, 5xx, wrong bytes) falls back to the origin, so the entry in the
+  cache is the same either way.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.client import HTTPException
 from pathlib import Path
 from typing import BinaryIO
@@ -48,6 +53,13 @@ log = logging.getLogger("edge_runtime.fetch")
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 4
+# A mirror gets one retry (a resume of a cut transfer) before the origin is tried: a dead cache must cost
+# seconds, not the origin's whole retry budget.
+MIRROR_RETRIES = 1
+# How long a mirror that answers "busy" (503 + Retry-After: it is still fetching from the origin) is waited
+# on before the origin is tried instead. The wait is the point of the cache: one origin fetch per site.
+MIRROR_BUSY_WAIT = 900.0
+MIRROR_SCHEMES = ("http", "https", "oci")
 
 
 def cache_path(cache_dir: str | os.PathLike[str], sha256: str) -> Path:
@@ -79,6 +91,21 @@ _Transient = oci.Transient
 
 
 RegistryAccess = oci.RegistryAccess
+
+
+class _Busy(_Transient):
+    """503 with Retry-After: the server is working on it (a site cache fetching from the origin)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.1, min(float(value), 30.0)) if value else None
+    except ValueError:
+        return None  # an HTTP date: not something a cache of ours sends; treat as a plain 503
 
 
 def _open_oci(uri: str, sha256: str, offset: int, timeout: float,
@@ -121,6 +148,9 @@ def _open(uri: str, offset: int, timeout: float, sha256: str = "",
         if e.code == 416 and offset:
             # Nothing left to send: what we have is the whole artifact (or garbage the digest will catch).
             return io.BytesIO(b""), offset, offset
+        busy = _retry_after(e.headers.get("Retry-After")) if e.code == 503 and e.headers else None
+        if busy is not None:
+            raise _Busy(f"HTTP 503 from {uri}: {_error_text(e)}", busy) from e
         if e.code in (408, 429) or e.code >= 500:
             raise _Transient(f"HTTP {e.code} from {uri}") from e
         raise IntegrityError("Unreachable", f"HTTP {e.code} {e.reason} from {uri}") from e
@@ -129,10 +159,21 @@ def _open(uri: str, offset: int, timeout: float, sha256: str = "",
     return oci.ranged_stream(resp, offset, uri)
 
 
+def _error_text(e: urllib.error.HTTPError) -> str:
+    try:
+        return e.read(512).decode("utf-8", errors="replace").strip() or str(e.reason)
+    except (OSError, HTTPException):
+        return str(e.reason)
+
+
 def _download(uri: str, partial: Path, sha256: str, max_size: int | None, timeout: float, retries: int,
-              access: RegistryAccess | None = None) -> None:
-    """Fill `partial` with the whole artifact, resuming and retrying; verify the digest."""
+              access: RegistryAccess | None = None, busy_wait: float = 0.0) -> None:
+    """Fill `partial` with the whole artifact, resuming and retrying; verify the digest.
+
+    A "busy" answer (503 + Retry-After) is waited on for up to `busy_wait` seconds without using up
+    the retries; after that it counts as any other transient failure."""
     attempt = 0
+    busy_until = time.monotonic() + busy_wait
     while True:
         have = partial.stat().st_size if partial.exists() else 0
         if max_size is not None and have > max_size:
@@ -140,6 +181,16 @@ def _download(uri: str, partial: Path, sha256: str, max_size: int | None, timeou
             have = 0
         try:
             stream, start, total = _open(uri, have, timeout, sha256, access)
+        except _Busy as e:
+            if time.monotonic() + e.retry_after < busy_until:
+                log.info("%s is busy; waiting %.1fs", uri, e.retry_after, extra={"uri": uri, "error": str(e)})
+                time.sleep(e.retry_after)
+                continue
+            attempt += 1
+            if attempt > retries:
+                raise IntegrityError("Unreachable", f"giving up after {attempt} attempts: {e}") from e
+            time.sleep(min(0.2 * 2**attempt, 5.0))
+            continue
         except _Transient as e:
             attempt += 1
             if attempt > retries:
@@ -214,8 +265,11 @@ def fetch(
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = DEFAULT_RETRIES,
     registry: RegistryAccess | None = None,
+    mirrors: Sequence[str] = (),
 ) -> Path:
-    """Make DIR/sha256/<sha256> hold the verified artifact from `uri`; return its path."""
+    """Make DIR/sha256/<sha256> hold the verified artifact from `uri`; return its path.
+
+    `mirrors` (site caches) are tried first, in order; see `mirror_url`."""
     check_sha256(sha256)
     if signature is not None or public_key_pem is not None:
         if signature is None or public_key_pem is None:
@@ -233,9 +287,60 @@ def fetch(
                 return final
             log.warning("cached artifact is corrupt; fetching it again", extra={"path": str(final)})
             final.unlink()
-        _download(uri, partial, sha256, max_size, timeout, retries, registry)
+        _download_via_mirrors(uri, partial, sha256, max_size, timeout, retries, registry, mirrors)
         os.replace(partial, final)
         _fsync_dir(final.parent)
         with contextlib.suppress(OSError):
             _fsync_dir(partial.parent)
     return final
+
+
+def mirror_url(mirror: str, sha256: str, uri: str, plain_http: bool = False) -> str:
+    """The URL of `uri`'s blob on a site cache: MIRROR/v1/blobs/sha256/<digest>?source=<uri>."""
+    query = {"source": uri} | ({"plain_http": "1"} if plain_http else {})
+    return f"{mirror.rstrip('/')}/v1/blobs/sha256/{sha256}?{urllib.parse.urlencode(query)}"
+
+
+def _mirrors_for(uri: str, mirrors: Sequence[str], access: RegistryAccess | None) -> list[str]:
+    usable = [m.strip() for m in mirrors if m.strip()]
+    if not usable:
+        return []
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme not in MIRROR_SCHEMES:
+        return []  # a file:// source is local already
+    if access is not None and access.docker_config:
+        # A site cache holds no credentials and serves whoever asks: a private registry's blob goes
+        # straight from the registry to the device that has the pull secret.
+        log.info("not using the site cache for %s: the registry needs credentials", uri)
+        return []
+    good = []
+    for m in usable:
+        if urllib.parse.urlsplit(m).scheme in ("http", "https"):
+            good.append(m)
+        else:
+            log.warning("ignoring mirror %r: not an http(s) URL", m, extra={"mirror": m})
+    return good
+
+
+def _download_via_mirrors(uri: str, partial: Path, sha256: str, max_size: int | None, timeout: float,
+                          retries: int, access: RegistryAccess | None, mirrors: Sequence[str]) -> None:
+    plain_http = bool(access and access.plain_http)
+    for mirror in _mirrors_for(uri, mirrors, access):
+        try:
+            _download(mirror_url(mirror, sha256, uri, plain_http), partial, sha256, max_size, timeout,
+                      MIRROR_RETRIES, busy_wait=MIRROR_BUSY_WAIT)
+            log.info("fetched %s through the site cache %s", sha256[:12], mirror, extra={"mirror": mirror})
+            return
+        except IntegrityError as e:
+            log.warning("site cache %s failed (%s: %s); falling back", mirror, e.reason, e.message,
+                        extra={"mirror": mirror, "reason": e.reason, "error": e.message})
+    had_bytes = partial.exists() and partial.stat().st_size > 0
+    try:
+        _download(uri, partial, sha256, max_size, timeout, retries, access)
+    except DigestMismatch:
+        if not had_bytes:
+            raise
+        # The kept bytes may have come from a mirror that went wrong mid-transfer (the mismatch deleted
+        # them): the origin alone, from byte 0, decides.
+        log.warning("resumed bytes did not verify; fetching %s again from byte 0", uri, extra={"uri": uri})
+        _download(uri, partial, sha256, max_size, timeout, retries, access)

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from prometheus_client import (
@@ -576,3 +576,35 @@ class QualityMetrics(Collector):
                 breach.add_metric([*mv, "confidence"], 1 if "confidence" in crossed else 0)
         yield from (conf, margin, preds, rows, fmean, fvar, psi, psi_prev, fallback, cloud, cloud_ratio, breach, gate,
                     prev_loaded, writes)
+
+
+class SiteCacheCollector(Collector):
+    """The site cache's numbers (`edge-runtime site-cache`), read from its store at scrape time, so
+    /metrics and /v1/status can never disagree: both read the same counters."""
+
+    # name -> (help, kind); each is a key of the mapping the source returns.
+    SERIES: ClassVar[dict[str, tuple[str, str]]] = {
+        "hits": ("Blob requests answered from the cache", "counter"),
+        "misses": ("Blob requests that waited on a fetch from the origin", "counter"),
+        "origin_fetches": ("Fetches from the origin (concurrent misses of one digest share one)", "counter"),
+        "origin_failures": ("Fetches from the origin that failed (unreachable, wrong bytes, too large)", "counter"),
+        "bytes_served": ("Bytes sent to clients", "counter"),
+        "bytes_from_origin": ("Verified bytes received from origins", "counter"),
+        "evictions": ("Entries evicted to stay under --max-bytes", "counter"),
+        "entries": ("Blobs held", "gauge"),
+        "bytes_held": ("Bytes of the blobs held", "gauge"),
+        "max_bytes": ("The size bound (--max-bytes)", "gauge"),
+        "hit_ratio": ("hits / (hits + misses) since start (0 before any request)", "gauge"),
+    }
+
+    def __init__(self, source: Callable[[], Mapping[str, float]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Any]:
+        values = self._source()
+        for key, (doc, kind) in self.SERIES.items():
+            name = f"edgeai_site_cache_{key}"
+            if kind == "counter":
+                yield CounterMetricFamily(name, doc, value=values.get(key, 0))
+            else:
+                yield GaugeMetricFamily(name, doc, value=values.get(key, 0))

@@ -57,6 +57,15 @@ ARCH_LABEL: Final = "kubernetes.io/arch"
 ACCELERATOR_LABEL: Final = f"{GROUP}/accelerator"
 SITE_LABEL: Final = f"{GROUP}/site"
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"
+# The site cache (InferenceDeployment spec.siteCache): the node label marking a site's gateway (value
+# "true"), the gateway's host port, where it keeps its blobs, and how much by default.
+SITE_GATEWAY_LABEL: Final = f"{GROUP}/site-gateway"
+SITE_CACHE_PORT: Final = 8090
+SITE_CACHE_DIR: Final = "/var/lib/edgeai/site-cache"
+SITE_CACHE_MAX_BYTES: Final = "10Gi"
+L_SITE_CACHE: Final = f"{GROUP}/site-cache"  # on a cache's Deployment and Pods: its InferenceDeployment
+A_SITE: Final = f"{GROUP}/site"
+A_NODE: Final = f"{GROUP}/node"
 
 # Where the edge runtime keeps its content-addressed cache on every node.
 CACHE_DIR: Final = "/var/lib/edgeai/models"

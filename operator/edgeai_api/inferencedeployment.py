@@ -158,6 +158,18 @@ class RolloutSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SiteCacheSpec:
+    """A caching server per site (issue 16): the operator runs one on the site's gateway node (or
+    uses the endpoint named here) and every device of the site fetches through it."""
+
+    site_label: str | None = None  # the device label whose value is the site (default edgeai.io/site)
+    gateway_label: str | None = None  # the node label marking a site's gateway, value "true"
+    port: int | None = None  # the gateway's host port (default 8090)
+    max_bytes: int | str | None = field(default=None, metadata={"what": "quantity"})  # default 10Gi
+    endpoints: Mapping[str, str] | None = None  # site -> URL of a cache the user runs instead
+
+
+@dataclass(frozen=True, kw_only=True)
 class InferenceDeploymentSpec:
     model: str
     device_selector: LabelSelector | None = None
@@ -165,6 +177,7 @@ class InferenceDeploymentSpec:
     runtime_overrides: tuple[RuntimeOverride, ...] | None = None
     fallback: FallbackSpec | None = None
     rollout: RolloutSpec | None = None
+    site_cache: SiteCacheSpec | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +228,15 @@ class UnplacedDevice:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SiteCacheRow:
+    site: str
+    node: str | None = None
+    endpoint: str | None = None
+    ready: bool | None = None  # absent for a cache the user runs: the operator cannot see it
+    message: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class InferenceDeploymentStatus:
     observed_generation: int | None = None
     selected: int | None = None
@@ -233,6 +255,7 @@ class InferenceDeploymentStatus:
     unplaced: tuple[UnplacedDevice, ...] | None = None
     unplaced_not_listed: int | None = None
     not_selected: int | None = None
+    site_caches: tuple[SiteCacheRow, ...] | None = None
     conditions: tuple[Condition, ...] | None = None
 
 

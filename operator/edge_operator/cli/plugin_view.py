@@ -370,7 +370,18 @@ def rollout_details(idep: Obj) -> str:
     unplaced = [e for e in _list(st, "unplaced") if isinstance(e, Mapping)]
     if unplaced:
         lines.append(table(("UNPLACED", "REASON"), [(e.get("device", ""), e.get("reason") or "") for e in unplaced]))
+    caches = [e for e in _list(st, "siteCaches") if isinstance(e, Mapping)]
+    if caches:
+        # One line per site (spec.siteCache). What a cache holds and its hit ratio are its own numbers:
+        # its /metrics (edgeai_site_cache_*) and /v1/status on the gateway, see docs/site-cache.md.
+        lines.append(table(("SITE", "CACHE NODE", "ENDPOINT", "READY", "MESSAGE"),
+                           [(e.get("site", ""), e.get("node") or NONE, e.get("endpoint") or NONE,
+                             _yes_no(e.get("ready")), e.get("message") or "") for e in caches]))
     return "\n".join(lines)
+
+
+def _yes_no(v: Any) -> str:
+    return NONE if v is None else ("yes" if v else "no")
 
 
 def revision_history(idep: Obj) -> str:

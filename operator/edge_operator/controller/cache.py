@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from edge_operator.controller.keys import DeploymentKey, ModelKey
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.placement import DeviceView
+from edge_operator.core.site_cache import SiteCacheInfo, site_cache_info
 from edge_operator.core.views import (
     ChildInfo,
     DeviceInfo,
@@ -43,8 +44,9 @@ IDX_IDEPS_BY_MODEL = "edgeai_ideps_by_model"
 IDX_CHILDREN = "edgeai_children"
 IDX_CHILDREN_BY_DEVICE = "edgeai_children_by_device"
 IDX_PODS = "edgeai_pods"
+IDX_SITE_CACHES = "edgeai_site_caches"
 ALL_INDEXES = (IDX_NODES, IDX_DEVICES, IDX_DEVICES_BY_NODE, IDX_MODELS, IDX_IDEPS, IDX_IDEPS_BY_MODEL,
-               IDX_CHILDREN, IDX_CHILDREN_BY_DEVICE, IDX_PODS)
+               IDX_CHILDREN, IDX_CHILDREN_BY_DEVICE, IDX_PODS, IDX_SITE_CACHES)
 
 # One index as kopf hands it over: key -> the values stored under it (a kopf Store).
 Index = Mapping[Hashable, Iterable[Any]]
@@ -100,6 +102,11 @@ def children_by_device_entries(body: Mapping[str, Any]) -> Entries:
     return {} if ch is None else {ch.device: ch}
 
 
+def site_cache_entries(body: Mapping[str, Any]) -> Entries:
+    info = site_cache_info(body)
+    return {} if info is None else {(info.namespace, info.owner): info}
+
+
 def pod_entries(body: Mapping[str, Any]) -> Entries:
     p = pod_info(body)
     return {(p.namespace, p.idep): p} if p.idep else {}
@@ -115,6 +122,7 @@ INDEX_ENTRIES = {
     IDX_CHILDREN: children_entries,
     IDX_CHILDREN_BY_DEVICE: children_by_device_entries,
     IDX_PODS: pod_entries,
+    IDX_SITE_CACHES: site_cache_entries,
 }
 
 
@@ -201,6 +209,12 @@ class Cache:
 
     def pods(self, key: DeploymentKey) -> list[PodInfo]:
         return self._all(IDX_PODS, (key.namespace, key.name), PodInfo)
+
+    def site_caches(self, key: DeploymentKey) -> list[SiteCacheInfo]:
+        return self._all(IDX_SITE_CACHES, (key.namespace, key.name), SiteCacheInfo)
+
+    def nodes(self) -> Iterator[NodeInfo]:
+        return self._values(IDX_NODES, NodeInfo)
 
 
 class Catalog:

@@ -19,6 +19,7 @@ from edge_operator.controller.cache import Cache, Catalog
 from edge_operator.controller.keys import DeploymentKey, DeviceKey, ModelKey, NodeKey, ReconcileKey
 from edge_operator.core.catalog import SelectorIndex
 from edge_operator.core.selectors import matches
+from edge_operator.core.site_cache import SiteCacheInfo
 from edge_operator.core.status import needs_verification
 from edge_operator.core.views import ChildInfo, PodInfo
 
@@ -53,6 +54,8 @@ class EventMapper:
         self._model_reverify: dict[ModelKey, str | None] = {}
         self._deployment_seen: dict[DeploymentKey, tuple[Any, ...]] = {}
         self._pod_seen: dict[tuple[str, str], tuple[Any, ...]] = {}
+        # Deployments with spec.siteCache: a node's labels or address may move a site's gateway.
+        self._site_cached: set[DeploymentKey] = set()
         # Deployments by the label terms that anchor their selectors: a device change concerns only
         # the deployments found here, not all of them.
         self.selectors = SelectorIndex()
@@ -61,13 +64,16 @@ class EventMapper:
         work = Work()
         info = self.cache.node(name)
         # A heartbeat alone changes none of these: it only refreshes the devices' status, later.
-        cur = None if info is None else (info.placement_key(), info.health.online, info.edge)
+        cur = None if info is None else (info.placement_key(), info.health.online, info.edge, info.address)
         devices = self.cache.devices_on_node(name)
         if _update(self._node_seen, name, cur):
             self.catalog.changed()
             work.add(NodeKey(name))
             for d in devices:
                 self._fan_out(d, work)
+            # Any node may be (or stop being) a site's gateway; few deployments have a site cache.
+            for key in self._site_cached:
+                work.add(key, self.fanout_delay)
         for d in devices:
             work.add(DeviceKey(d), self.status_delay)
         return work
@@ -133,9 +139,14 @@ class EventMapper:
             return work  # only our own status write came back
         if info is None:
             self.selectors.remove(key)
+            self._site_cached.discard(key)
             work.gone = key
             return work
         self.selectors.put(key, info.selector)
+        if info.spec is not None and info.spec.site_cache is not None:
+            self._site_cached.add(key)
+        else:
+            self._site_cached.discard(key)
         work.add(key)
         return work
 
@@ -145,6 +156,12 @@ class EventMapper:
         # Deleted by hand: bring it back now. Otherwise coalesce a rollout's burst of status events.
         work.add(owner, 0.0 if event_type == "DELETED" else self.status_delay)
         work.add(DeviceKey(ch.device), self.status_delay)
+        return work
+
+    def site_cache(self, event_type: str | None, sc: SiteCacheInfo) -> Work:
+        """A site cache Deployment changed (Ready, deleted by hand): its deployment looks again."""
+        work = Work()
+        work.add(DeploymentKey(sc.namespace, sc.owner), 0.0 if event_type == "DELETED" else self.status_delay)
         return work
 
     def pod(self, event_type: str | None, p: PodInfo) -> Work:

@@ -119,6 +119,11 @@ def register(registry: kopf.OperatorRegistry, controller: Manager, login_info: k
     async def children_by_device(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return cache.children_by_device_entries(body)
 
+    @kopf.index("apps", "v1", "deployments", id=cache.IDX_SITE_CACHES,
+                registry=registry, labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
+    async def site_caches(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return cache.site_cache_entries(body)
+
     @kopf.index("", "v1", "pods", id=cache.IDX_PODS, registry=registry,
                 labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
     async def pods(body: kopf.Body, **_: Any) -> dict[Any, Any]:

@@ -30,6 +30,7 @@ from edge_operator.controller.reconcilers.model import ModelReconciler
 from edge_operator.controller.reconcilers.node import NodeReconciler
 from edge_operator.controller.status_writer import StatusWriter
 from edge_operator.controller.workqueue import Requeue, WorkQueue
+from edge_operator.core.site_cache import site_cache_info
 from edge_operator.core.status import needs_verification
 from edge_operator.core.views import ModelState, child_info, pod_info
 from edge_operator.kube.kubeapi import KubeApi
@@ -191,6 +192,11 @@ class Manager:
 
     def on_child(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         metrics.WATCH_EVENTS.labels("Deployment").inc()
+        sc = site_cache_info(body)
+        if sc is not None:
+            self.deployments.saw_site_cache(sc, deleted=event_type == "DELETED")
+            self._queue(self.events.site_cache(event_type, sc))
+            return
         ch = child_info(body)
         if ch is None:
             return

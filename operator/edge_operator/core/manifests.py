@@ -41,6 +41,18 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
+class MirrorRef:
+    """Where a device's fetch finds its site cache: a key (the device's site) of a ConfigMap the
+    operator keeps. A reference, not the URL: a gateway's new address or a cache added at a site
+    changes the ConfigMap, never the Pod template, so no device rolls for it; a fetch reads the
+    current value when it starts (optional: a site without a cache has no key, and fetches from the
+    origin)."""
+
+    config_map: str
+    key: str
+
+
+@dataclass(frozen=True)
 class Owner:
     api_version: str
     kind: str
@@ -87,6 +99,7 @@ class WorkloadInputs:
     # the same again when an undo goes back to an identical template (so it restarts no Pod, as the revision
     # number would). Reaches the Pod only with healthGate.quality.maxPSIPrevious (--revision).
     template_hash: str = ""
+    mirror: MirrorRef | None = None  # spec.siteCache: the device's site cache, for its fetches
 
 
 def _short_hash(text: str, n: int = 8) -> str:
@@ -267,7 +280,18 @@ def _resources(spec: ResourceRequirements | None, device_resource: str | None = 
     return out
 
 
-def _container_security() -> dict[str, Any]:
+def pod_security() -> dict[str, Any]:
+    """The runtime's UID for every container of an edge Pod (the cache-dirs container alone overrides it)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": c.RUNTIME_UID,
+        "runAsGroup": c.RUNTIME_UID,
+        "fsGroup": c.RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -276,16 +300,16 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def probe(path: str, period: int, failures: int, port: int | str = "http") -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "timeoutSeconds": 3,
         "failureThreshold": failures,
     }
 
 
-def _cache_dirs_container(image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def cache_dirs_container(image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     """Hands the node's hostPath directories to the runtime's UID, then exits.
 
     The kubelet creates a missing hostPath (DirectoryOrCreate) as root, mode 0755, and fsGroup
@@ -314,7 +338,7 @@ def _cache_dirs_container(image: str, mounts: list[dict[str, Any]]) -> dict[str,
     }
 
 
-def _host_path_mounts(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def host_path_mounts(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One writable mount of each hostPath volume, where the pod's containers mount it."""
     paths = {m["name"]: m["mountPath"] for m in reversed(mounts)}
     return [{"name": v["name"], "mountPath": paths[v["name"]]} for v in volumes if "hostPath" in v]
@@ -359,6 +383,11 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     init_mounts: list[dict[str, Any]] = [cache_mount_rw, {"name": "tmp", "mountPath": "/tmp"}]
+    # Only with a site cache: the templates (and hashes) of deployments without one stay as they were.
+    fetch_env: dict[str, Any] = {} if inp.mirror is None else {"env": [{
+        "name": "EDGEAI_FETCH_MIRROR",
+        "valueFrom": {"configMapKeyRef": {"name": inp.mirror.config_map, "key": inp.mirror.key, "optional": True}},
+    }]}
     main_mounts: list[dict[str, Any]] = [cache_mount_ro, {"name": "tmp", "mountPath": "/tmp"}]
     if inp.public_key:
         volumes.append({
@@ -436,26 +465,21 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         "tolerations": tolerations(),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": c.RUNTIME_UID,
-            "runAsGroup": c.RUNTIME_UID,
-            "fsGroup": c.RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "initContainers": [
-            _cache_dirs_container(inp.image, _host_path_mounts(volumes, [*init_mounts, *main_mounts])),
+            cache_dirs_container(inp.image, host_path_mounts(volumes, [*init_mounts, *main_mounts])),
             {
                 "name": "fetch",
                 "image": inp.image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["edge-runtime"],
                 "args": fetch_args(inp),
+                **fetch_env,
                 # Why a fetch failed (digest mismatch, unreachable...) reaches the Pod's status, and so
                 # the device's phase, from its last log lines.
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-                "securityContext": _container_security(),
+                "securityContext": container_security(),
                 "volumeMounts": init_mounts,
             },
             *([] if inp.quality_profile is None else [{
@@ -464,9 +488,10 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["edge-runtime"],
                 "args": fetch_profile_args(inp, inp.quality_profile),
+                **fetch_env,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-                "securityContext": _container_security(),
+                "securityContext": container_security(),
                 "volumeMounts": init_mounts,
             }]),
         ],
@@ -485,12 +510,12 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
                 "env": env,
                 "resources": _resources(inp.runtime.resources, inp.acceleration.resource),
                 # Loading a large model can take minutes: the startup probe holds liveness off until then.
-                "startupProbe": _probe("/v2/health/live", 5, 120),
-                "livenessProbe": _probe("/v2/health/live", 10, 3),
+                "startupProbe": probe("/v2/health/live", 5, 120),
+                "livenessProbe": probe("/v2/health/live", 10, 3),
                 # A failed quality gate: the runtime writes why to /dev/termination-log (the default
                 # terminationMessagePolicy File) and exits with EXIT_QUALITY_GATE; the Pod's status carries both.
-                "readinessProbe": _probe("/v2/health/ready", 5, 2),
-                "securityContext": _container_security(),
+                "readinessProbe": probe("/v2/health/ready", 5, 2),
+                "securityContext": container_security(),
                 "volumeMounts": main_mounts,
             }
         ],

@@ -13,7 +13,7 @@ from typing import Any
 
 # Status keys this module owns and removes when they no longer apply. Keys other
 # modules add to the same status (a rollout's revision history) are never nulled here.
-_OWNED_KEYS = frozenset({"unplacedNotListed", "devicesNotListed", "modelSha256", "shortDigest"})
+_OWNED_KEYS = frozenset({"unplacedNotListed", "devicesNotListed", "modelSha256", "shortDigest", "siteCaches"})
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:

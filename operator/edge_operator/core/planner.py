@@ -21,7 +21,7 @@ from typing import Any
 from edge_operator.core import overrides as ov
 from edge_operator.core import revisions as rev
 from edge_operator.core import rollout as ro
-from edge_operator.core import windows
+from edge_operator.core import site_cache, windows
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.deployment_status import fold_status, rollout_conditions, rollout_events
 from edge_operator.core.device_phase import DevicePhase, device_phase, device_rollout, row
@@ -91,6 +91,7 @@ def workload_inputs(
             quality_gate=template.quality_gate,
             quality_window_seconds=template.quality_window_seconds,
             template_hash=template.hash(),
+            mirror=site_cache.mirror_ref(idep.name, template.site_cache_label, labels_of(a.device)),
         )
         for a in placement.assignments
     }
@@ -162,8 +163,13 @@ def _resolve(idep: IdepInfo, model: ModelInfo | None, images: RuntimeImages, now
         if value is not None and model.quality_profile is None:
             return (R.INVALID_SPEC, f"spec.rollout.healthGate.quality.{name} needs a reference profile: EdgeModel "
                     f"{model.name!r} has no spec.qualityProfile (pack --eval-data writes one)", False, True)
+    if idep.spec.site_cache is not None:
+        try:
+            site_cache.settings(idep.spec.site_cache)
+        except ValueError as e:
+            return (R.INVALID_SPEC, str(e), False, True)
     template = rev.template_for(model, idep.spec.runtime, idep.spec.fallback, images, qgate, pol.ready_seconds,
-                                overrides)
+                                overrides, site_cache.site_label(idep.spec.site_cache))
     resolution = rev.resolve(rev.history_from_status(idep.status), template,
                              _int(idep.status.get("revision")), _int(idep.status.get("currentRevision")),
                              _rollout_get(idep, "pin"), pol.rollback_to, _rollout_get(idep, "observedRollbackTo"),

@@ -39,6 +39,8 @@ CLUSTER_RULES: tuple[Rule, ...] = (
          "set blockOwnerDeletion on owned workloads (OwnerReferencesPermissionEnforcement)"),
     Rule("apps", ("deployments",), (*WATCH, "create", "patch", "delete"),
          "one pinned workload per placed device (server-side apply creates and updates)"),
+    Rule("", ("configmaps",), ("get", "create", "patch", "delete"),
+         "spec.siteCache: the site -> cache address map the devices' fetches read"),
     Rule("", ("pods",), WATCH, "per-device phase: fetch failures, crash loops, readiness"),
     Rule("", ("nodes",), WATCH, "capabilities and online state of edge nodes"),
     Rule("", ("secrets",), ("get",), "public keys, decryption keys and registry pull secrets named by EdgeModels"),

@@ -63,6 +63,9 @@ class Template:
     quality_gate: QualityGate | None = None
     quality_window_seconds: int = 0
     overrides: tuple[RuntimeOverride, ...] = ()  # spec.runtimeOverrides: per-group runtime settings
+    # spec.siteCache's site label: the devices' fetches read their site's mirror from a ConfigMap key,
+    # so turning the cache tier on or off (or changing the label) changes the Pod templates: a revision.
+    site_cache_label: str | None = None
 
     def runtime_images(self) -> RuntimeImages:
         return RuntimeImages(self.image, self.images)
@@ -102,6 +105,8 @@ class Template:
             d["qualityGate"] = {**serialize(self.quality_gate), "windowSeconds": self.quality_window_seconds}
         if self.overrides:
             d["runtimeOverrides"] = [serialize(o) for o in self.overrides]
+        if self.site_cache_label:
+            d["siteCacheLabel"] = self.site_cache_label
         return d
 
     @functools.cached_property
@@ -142,6 +147,7 @@ class Template:
             quality_window_seconds=int(window) if isinstance(window, int) else 0,
             overrides=tuple(parse(RuntimeOverride, x, f"template.runtimeOverrides[{i}]")
                             for i, x in enumerate(d.get("runtimeOverrides") or [])),
+            site_cache_label=str(d["siteCacheLabel"]) if d.get("siteCacheLabel") else None,
         )
 
     def hash(self) -> str:
@@ -193,14 +199,15 @@ def _artifact(d: Mapping[str, Any]) -> Artifact:
 
 def template_for(model: ModelInfo, runtime: RuntimeSpec | None, fallback: FallbackSpec | None,
                  images: RuntimeImages, quality_gate: QualityGate | None = None, quality_window_seconds: int = 0,
-                 overrides: Sequence[RuntimeOverride] = ()) -> Template:
+                 overrides: Sequence[RuntimeOverride] = (), site_cache_label: str | None = None) -> Template:
     """The template the spec asks for: only verified builds count (an unverified variant is never placed)."""
     return Template(model=model.name, model_version=model.version, source=model.source,
                     variants=tuple(v for v in model.variants if v.verified), public_key=model.public_key,
                     decryption_key=model.decryption_key, runtime=runtime or RuntimeSpec(),
                     fallback=fallback, image=images.cpu, images=images.families,
                     quality_profile=model.quality_profile, quality_gate=quality_gate,
-                    quality_window_seconds=quality_window_seconds if quality_gate else 0, overrides=tuple(overrides))
+                    quality_window_seconds=quality_window_seconds if quality_gate else 0, overrides=tuple(overrides),
+                    site_cache_label=site_cache_label)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class NodeInfo:
     capabilities: Capabilities
     health: NodeHealth
     deleting: bool = False
+    address: str = ""  # the InternalIP: where a site cache on this node is reached (spec.siteCache)
 
     def placement_key(self) -> tuple[Any, ...]:
         """What placement depends on; a heartbeat alone does not change it."""
@@ -92,7 +93,15 @@ def node_info(body: Mapping[str, Any]) -> NodeInfo:
         capabilities=from_node(body),
         health=node_health(body),
         deleting=_deleting(body),
+        address=_internal_ip(body),
     )
+
+
+def _internal_ip(body: Mapping[str, Any]) -> str:
+    for a in (body.get("status") or {}).get("addresses") or []:
+        if a.get("type") == "InternalIP" and a.get("address"):
+            return str(a["address"])
+    return ""
 
 
 # --- EdgeDevice ----------------------------------------------------------------
@@ -412,6 +421,8 @@ def child_info(body: Mapping[str, Any]) -> ChildInfo | None:
         return None
     ann = meta.get("annotations") or {}
     labels = meta.get("labels") or {}
+    if labels.get(c.L_SITE_CACHE):
+        return None  # a site cache (core/site_cache.py), not a device's workload
     st = body.get("status") or {}
     failed, message = False, ""
     for cnd in st.get("conditions") or []:

@@ -18,9 +18,10 @@ from edge_operator.controller.cache import Cache, Catalog
 from edge_operator.controller.keys import DeploymentKey, ModelKey
 from edge_operator.controller.status_writer import StatusPolicy, StatusWriter
 from edge_operator.controller.workqueue import Requeue
-from edge_operator.core import acceleration, patches, planner
+from edge_operator.core import acceleration, patches, planner, site_cache
 from edge_operator.core import conditions as cond
 from edge_operator.core.catalog import DeviceCatalog
+from edge_operator.core.manifests import Owner, spec_hash
 from edge_operator.core.placement import Placement
 from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
@@ -35,6 +36,9 @@ from edgeai_api.inferencedeployment import RuntimeSpec
 log = logging.getLogger("edge_operator.controller")
 
 APPLY_CONCURRENCY = 16
+# A site cache ConfigMap unchanged is applied again at most this often (it is not watched: this puts
+# back one deleted or edited by hand, at one no-op write per deployment per period).
+CONFIG_MAP_REAPPLY_SECONDS = 300.0
 # Status keys whose change is written at once, not coalesced with progress: a rollout's state
 # changes only at transitions, and an operator restarted mid-rollout resumes from what was written.
 URGENT_IDEP_KEYS = ("placed", "selected", "revision", "currentRevision", "rollout", "revisions")
@@ -67,6 +71,13 @@ class DeploymentReconciler:
         self._applied: dict[tuple[str, str], str] = {}
         # (placed, ready, unplaced) per deployment, for the fleet gauges.
         self.counts: dict[DeploymentKey, tuple[int, int, int]] = {}
+        # spec.siteCache: what was applied last (cache Deployments and ConfigMaps, by (namespace, name)),
+        # and each site's gateway per (catalogue version, labels), so a converged reconcile writes nothing
+        # and does not walk the nodes.
+        self._site_applied: dict[tuple[str, str], str] = {}
+        # The ConfigMaps are not watched: one deleted or edited by hand is put back within this long.
+        self._config_maps: dict[tuple[str, str], tuple[str, float]] = {}
+        self._gateways: tuple[tuple[Any, ...], dict[str, site_cache.GatewayNode]] | None = None
 
     def forget(self, key: DeploymentKey) -> None:
         """The deployment is gone: drop what was derived from it."""
@@ -80,6 +91,12 @@ class DeploymentReconciler:
         akey = (ch.namespace, ch.name)
         if deleted or self._applied.get(akey) == ch.spec_hash:
             self._applied.pop(akey, None)
+
+    def saw_site_cache(self, sc: site_cache.SiteCacheInfo, deleted: bool) -> None:
+        """A site cache event: as `saw_workload`, the watch is the truth again once it caught up."""
+        akey = (sc.namespace, sc.name)
+        if deleted or self._site_applied.get(akey) == sc.spec_hash:
+            self._site_applied.pop(akey, None)
 
     def _placement(self, idep: IdepInfo, model: ModelInfo, catalog: DeviceCatalog, cache: bool = True,
                    runtime: RuntimeSpec | None = None, families: frozenset[str] | None = None) -> Placement:
@@ -126,6 +143,9 @@ class DeploymentReconciler:
                                                                                  runtime=rt, families=fams))
 
         errors = await self._converge(key, plan.apply, (*plan.delete, *extras))
+        rows = await self._site_caches(key, idep, plan.placement, children, catalog, errors)
+        if rows is not None:
+            plan.status["siteCaches"] = rows
 
         ref = Ref(c.API_VERSION, c.PLURAL_IDEP, name, namespace)
         write = await self.writer.write(key, ref, idep.resource_version, idep.status, plan.status, self.policy)
@@ -190,6 +210,78 @@ class DeploymentReconciler:
 
         await asyncio.gather(*(apply_one(m) for m in apply), *(delete_one(ch) for ch in delete))
         return errors
+
+    async def _site_caches(self, key: DeploymentKey, idep: IdepInfo, placement: Placement | None,
+                           children: Mapping[str, ChildInfo], catalog: DeviceCatalog,
+                           errors: list[str]) -> list[dict[str, Any]] | None:
+        """spec.siteCache: run a cache on each site's gateway and keep the ConfigMap the devices' fetches
+        read; the status rows (None: the tier is off and nothing of it is left)."""
+        spec = idep.spec.site_cache if idep.spec is not None else None
+        running = [r for r in self.cache.site_caches(key) if r.owner_uid == idep.uid]
+        cm_name = site_cache.config_map_name(idep.name)
+        if spec is None and not running and "siteCaches" not in idep.status:
+            return None
+        try:
+            s = site_cache.settings(spec) if spec is not None else None
+        except ValueError:
+            return None  # the planner reports it (InvalidSpec); what runs is left as it is
+        devices = [a.device for a in placement.assignments] if placement is not None else list(children)
+        labels = [v.labels for d in devices if (v := catalog.get(d)) is not None]
+        sites = site_cache.sites_of(labels, s.site_label) if s is not None else set()
+        gws = self._gateways_for(s) if s is not None else {}
+        owner = Owner(c.API_VERSION, c.KIND_IDEP, idep.name, idep.uid)
+        p = site_cache.plan(owner, key.namespace, s, sites, gws, running, self.images.cpu)
+        deployment = f"{key.namespace}/{key.name}"
+        for manifest in p.apply:
+            meta = manifest["metadata"]
+            akey = (key.namespace, meta["name"])
+            want = meta["annotations"][c.A_SPEC_HASH]
+            if self._site_applied.get(akey) == want:
+                continue
+            try:
+                await self.api.apply(manifest)
+            except ApiError as e:
+                errors.append(str(e))
+                continue
+            self._site_applied[akey] = want
+            log.info("applied site cache", extra={"deployment": deployment, "workload": meta["name"],
+                                                  "site": meta["annotations"][c.A_SITE],
+                                                  "node": meta["annotations"][c.A_NODE]})
+        for r in p.delete:
+            try:
+                await self.api.delete(Ref("apps/v1", "deployments", r.name, r.namespace), uid=r.uid)
+            except ApiError as e:
+                errors.append(str(e))
+                continue
+            self._site_applied.pop((r.namespace, r.name), None)
+            log.info("deleted site cache", extra={"deployment": deployment, "workload": r.name, "site": r.site})
+        ckey = (key.namespace, cm_name)
+        try:
+            if p.config_map is not None:
+                want = spec_hash(p.config_map)
+                last = self._config_maps.get(ckey)
+                now = time.monotonic()
+                if last is None or last[0] != want or now - last[1] > CONFIG_MAP_REAPPLY_SECONDS:
+                    await self.api.apply(p.config_map)
+                    self._config_maps[ckey] = (want, now)
+            elif not p.delete and not running:
+                # Off, and its caches are gone: the map goes last, and with it the status rows.
+                await self.api.delete(Ref("v1", "configmaps", cm_name, key.namespace))
+                self._config_maps.pop(ckey, None)
+                return None
+        except ApiError as e:
+            errors.append(str(e))
+        return list(p.rows)
+
+    def _gateways_for(self, s: site_cache.Settings) -> dict[str, site_cache.GatewayNode]:
+        cache_key = (self.catalog.version, s.gateway_label, s.site_label)
+        if self._gateways is not None and self._gateways[0] == cache_key:
+            return self._gateways[1]
+        nodes = (site_cache.GatewayNode(n.name, n.labels, n.address, n.health.online, n.deleting)
+                 for n in self.cache.nodes())
+        gws = site_cache.gateways(nodes, s)
+        self._gateways = (cache_key, gws)
+        return gws
 
     def _announce_transition(self, idep: IdepInfo, new_status: Mapping[str, Any]) -> None:
         """An Event when Ready changes to a reason a person must act on (the model failed, nothing

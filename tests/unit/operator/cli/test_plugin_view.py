@@ -167,6 +167,20 @@ def test_rollout_details_list_conditions_devices_and_unplaced() -> None:
     assert any(ln.split() == ["edge-9", "ArchMismatch"] for ln in out.splitlines())
 
 
+def test_rollout_details_show_a_line_per_site_cache() -> None:
+    out = v.rollout_details(idep("det", siteCaches=[
+        {"site": "berlin", "node": "gw-1", "endpoint": "http://10.0.0.7:8090", "ready": True},
+        {"site": "paris", "ready": False, "message": "no gateway"},
+        {"site": "rome", "endpoint": "http://cache.rome:8090", "message": "a cache the user runs"},
+    ]))
+    lines = out.splitlines()
+    assert lines[0].split() == ["SITE", "CACHE", "NODE", "ENDPOINT", "READY", "MESSAGE"]
+    assert lines[1].split() == ["berlin", "gw-1", "http://10.0.0.7:8090", "yes"]
+    assert lines[2].split()[:4] == ["paris", "-", "-", "no"]
+    assert lines[3].split()[:4] == ["rome", "-", "http://cache.rome:8090", "-"]
+    assert "SITE" not in v.rollout_details(idep("det"))
+
+
 def test_a_rolled_back_rollout_is_a_failure_even_with_a_ready_fleet() -> None:
     obj = idep("det", conditions=[cond("Ready", True, "DevicesReady", "6/6"),
                                   cond("Degraded", True, "RolloutFailed", "x")],

@@ -22,7 +22,7 @@ _INDEXES_OF = {
     "edgedevices": (cache_mod.IDX_DEVICES, cache_mod.IDX_DEVICES_BY_NODE),
     "edgemodels": (cache_mod.IDX_MODELS,),
     "inferencedeployments": (cache_mod.IDX_IDEPS, cache_mod.IDX_IDEPS_BY_MODEL),
-    "deployments": (cache_mod.IDX_CHILDREN, cache_mod.IDX_CHILDREN_BY_DEVICE),
+    "deployments": (cache_mod.IDX_CHILDREN, cache_mod.IDX_CHILDREN_BY_DEVICE, cache_mod.IDX_SITE_CACHES),
     "pods": (cache_mod.IDX_PODS,),
 }
 

@@ -16,6 +16,7 @@ from edge_operator.controller.reconcilers.node import NodeReconciler
 from edge_operator.controller.status_writer import StatusWriter
 from edge_operator.controller.workqueue import Requeue
 from edge_operator.core.runtime_images import RuntimeImages
+from edge_operator.core.site_cache import site_cache_info
 from edge_operator.core.status import ArtifactCheck, ModelCheck
 from edge_operator.core.views import ModelInfo
 from edge_operator.kube.errors import RetryableError
@@ -252,3 +253,67 @@ def test_a_spec_changed_during_the_check_is_checked_again_at_once() -> None:
     run(main)
 
 
+
+
+def test_site_cache_runs_on_the_gateway_lists_it_once_ready_writes_nothing_twice_and_goes_when_off() -> None:
+    async def main(w: World) -> None:
+        gw = node_body("gw-a", {c.SITE_LABEL: "a", c.SITE_GATEWAY_LABEL: "true"})
+        gw["status"]["addresses"] = [{"type": "InternalIP", "address": "10.1.2.3"}]
+        w.k.put("nodes", gw)
+        for n in ("edge-0", "edge-1"):
+            w.k.put("nodes", node_body(n, {"site": "a", c.SITE_LABEL: "a"}))
+        w.k.catalog.changed()
+        w.k.put("edgemodels", model_body())
+        body = idep_body("d", SITE_A)
+        body["spec"]["siteCache"] = {}
+        w.k.put("inferencedeployments", body)
+        r = w.deployments()
+        await r.reconcile(KEY)
+        caches = [m for m in w.api.applied.values() if m["kind"] == "Deployment"
+                  and m["metadata"]["labels"].get(c.L_SITE_CACHE)]
+        assert [m["metadata"]["annotations"][c.A_NODE] for m in caches] == ["gw-a"]
+        assert w.api.applied[("ns", "d-site-cache")]["data"] == {}  # not Ready yet: not listed
+        calls = w.api.apply_calls
+        await r.reconcile(KEY)
+        assert w.api.apply_calls == calls  # nothing changed: nothing written again
+
+        # The cache comes back Ready through the watch: the ConfigMap lists the gateway's address.
+        (cache,) = caches
+        w.k.put("deployments", workload_body(cache, ready=True))
+        info = site_cache_info(workload_body(cache, ready=True))
+        assert info is not None
+        r.saw_site_cache(info, deleted=False)  # what the manager does with the watch event
+        await r.reconcile(KEY)
+        assert w.api.applied[("ns", "d-site-cache")]["data"] == {"a": "http://10.1.2.3:8090"}
+        w.clock.now += 60
+        await r.reconcile(KEY)
+        st = w.api.status[("inferencedeployments", "ns", "d")]
+        assert st["siteCaches"] == [{"site": "a", "node": "gw-a", "endpoint": "http://10.1.2.3:8090", "ready": True}]
+
+        # Deleted by hand: it comes back.
+        w.k.delete("deployments", cache["metadata"]["name"], "ns")
+        r.saw_site_cache(info, deleted=True)
+        calls = w.api.apply_calls
+        await r.reconcile(KEY)
+        # Applied again (and, gone meanwhile, no longer listed to the devices until Ready again).
+        assert w.api.apply_calls == calls + 2 and w.api.applied[("ns", cache["metadata"]["name"])] == cache
+        assert w.api.applied[("ns", "d-site-cache")]["data"] == {}
+        w.k.put("deployments", workload_body(cache, ready=True))
+        r.saw_site_cache(info, deleted=False)
+
+        # Off: the cache goes first, then (once it is gone) the ConfigMap and the status rows.
+        off = idep_body("d", SITE_A, generation=2, status=st)
+        w.k.put("inferencedeployments", off)
+        await r.reconcile(KEY)
+        assert ("deployments", cache["metadata"]["name"], f"uid-{cache['metadata']['name']}") in w.api.deleted
+        assert ("configmaps", "d-site-cache", None) not in w.api.deleted
+        w.k.delete("deployments", cache["metadata"]["name"], "ns")
+        w.k.put("inferencedeployments", idep_body("d", SITE_A, generation=2,
+                                                  status=w.api.status[("inferencedeployments", "ns", "d")]))
+        await r.reconcile(KEY)
+        assert ("configmaps", "d-site-cache", None) in w.api.deleted
+        w.clock.now += 60
+        await r.reconcile(KEY)
+        assert "siteCaches" not in w.api.status[("inferencedeployments", "ns", "d")]
+
+    run(main)
