@@ -39,7 +39,9 @@ CLUSTER_RULES: tuple[Rule, ...] = (
          "set blockOwnerDeletion on owned workloads (OwnerReferencesPermissionEnforcement)"),
     Rule("apps", ("deployments",), (*WATCH, "create", "patch", "delete"),
          "one pinned workload per placed device (server-side apply creates and updates)"),
-    Rule("", ("configmaps",), ("get", "create", "patch", "delete"),
+    # No get, list or watch: the operator only applies and deletes its own map, so it can read no
+    # other ConfigMap in the cluster (server-side apply of a new object is authorized as create).
+    Rule("", ("configmaps",), ("create", "patch", "delete"),
          "spec.siteCache: the site -> cache address map the devices' fetches read"),
     Rule("", ("pods",), WATCH, "per-device phase: fetch failures, crash loops, readiness"),
     Rule("", ("nodes",), WATCH, "capabilities and online state of edge nodes"),
