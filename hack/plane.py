@@ -431,6 +431,10 @@ def _wait(what: str, pred: Any, timeout: float, comps: list[Component], plane: P
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}; logs in {plane.dir / 'logs'}")
 
 
+# Simulated nodes created but not yet Ready that a large fleet's creation lets kwok fall behind by.
+NODE_BACKLOG = 1000
+
+
 def heartbeats(nodes: int) -> tuple[int, int]:
     """(kwok's node lease duration, the node-lifecycle controller's grace period), seconds, for a fleet.
 
@@ -648,9 +652,19 @@ class Kube:
     def ok(self, *args: str) -> bool:
         return self.kubectl(*args, check=False).returncode == 0
 
-    def apply(self, objs: Sequence[dict[str, Any]]) -> None:
+    def apply(self, objs: Sequence[dict[str, Any]], attempts: int = 1) -> None:
+        """Server-side apply; with `attempts` > 1 a slow or failed apply is tried again (applying the same
+        objects twice is harmless), each try with a longer deadline."""
         doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)})
-        self.kubectl("apply", "--server-side", "--field-manager=edgeai-plane", "-f", "-", input=doc)
+        for attempt in range(1, attempts + 1):
+            try:
+                self.kubectl("apply", "--server-side", "--field-manager=edgeai-plane", "-f", "-", input=doc,
+                             timeout=120 * attempt)
+                return
+            except (subprocess.TimeoutExpired, RuntimeError) as e:
+                if attempt == attempts:
+                    raise
+                log(f"apply of {len(objs)} objects: {str(e)[:200]}; trying again ({attempt}/{attempts})")
 
     def create_edge_nodes(self, names: Sequence[str], labels: dict[str, str] | None = None,
                           allocatable: dict[str, str] | None = None) -> None:
@@ -658,8 +672,26 @@ class Kube:
         for i, n in enumerate(names):
             idx = int(n.rsplit("-", 1)[1]) if n.rsplit("-", 1)[-1].isdigit() else i
             objs.append(edge_node(n, PROFILES[idx % len(PROFILES)], labels, allocatable))
+        large = len(objs) > NODE_BACKLOG
         for chunk in range(0, len(objs), 200):
-            self.apply(objs[chunk:chunk + 200])
+            self.apply(objs[chunk:chunk + 200], attempts=3 if large else 1)
+            created = chunk + 200
+            if large and created % NODE_BACKLOG == 0 and created < len(objs):
+                self._wait_backlog(names[:created])
+
+    def _wait_backlog(self, created: Sequence[str], timeout: float = 900) -> None:
+        """Create no faster than kwok brings nodes up: wait until at most NODE_BACKLOG of `created` are
+        not Ready yet. A 10,000-node plane created at full speed left kwok minutes behind, and the API
+        server, busy with both, timed out a 200-node apply."""
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = len(created) - self.ready_nodes(created)
+            if behind <= NODE_BACKLOG:
+                return
+            if time.monotonic() > deadline:
+                log(f"{behind} of {len(created)} nodes still not Ready after {timeout:.0f}s; creating more anyway")
+                return
+            time.sleep(10)
 
     def ready_nodes(self, names: Sequence[str]) -> int:
         # The server's table (NAME STATUS ...), not every Node as JSON: at 1,000 nodes that is a

@@ -32,3 +32,27 @@ def test_kwok_keeps_its_defaults_up_to_1000_nodes_and_is_tuned_past_them() -> No
     assert cfg["kind"] == "KwokConfiguration" and cfg["apiVersion"] == "config.kwok.x-k8s.io/v1alpha1"
     assert cfg["options"] == {"nodeLeaseParallelism": 32, "nodePlayStageParallelism": 32,
                               "podPlayStageParallelism": 32}
+
+
+class _Recorder(plane.Kube):
+    """Kube with the API calls recorded instead of made (the pacing is pure logic over them)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def apply(self, objs, attempts=1):  # type: ignore[no-untyped-def]
+        self.calls.append(("apply", len(objs)))
+
+    def ready_nodes(self, names):  # type: ignore[no-untyped-def]
+        self.calls.append(("look", len(names)))
+        return len(names)
+
+
+def test_a_large_fleet_is_created_no_faster_than_kwok_brings_it_up() -> None:
+    k = _Recorder()
+    k.create_edge_nodes([f"edge-{i}" for i in range(2400)])
+    assert k.calls == [("apply", 200)] * 5 + [("look", 1000)] + [("apply", 200)] * 5 + [("look", 2000)] + \
+        [("apply", 200)] * 2
+    small = _Recorder()
+    small.create_edge_nodes([f"edge-{i}" for i in range(1000)])
+    assert small.calls == [("apply", 200)] * 5
