@@ -463,7 +463,61 @@ def kwok_tuning(nodes: int) -> tuple[str, list[str]]:
         return "", []
     doc = ("---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n"
            f"  nodeLeaseParallelism: {par}\n  nodePlayStageParallelism: {par}\n  podPlayStageParallelism: {par}\n")
-    return doc, ["--v=WARN"]
+    return doc + KWOK_NODE_STAGES, ["--v=WARN"]
+
+
+# kwok v0.7.0 picks its default node heartbeat the wrong way round (`getDefaultNodeStages(lease ==
+# 0)`): with node leases on, as here, it also patches every node's status every 20-45 s, as a
+# kubelet without leases would. At 10,000 nodes that is ~300 status patches a second on top of the
+# lease renewals: the API server saturated, kwok's stage queue grew past 1 GiB, and the last 1,000
+# nodes created never got their first status (NodeStatusNeverUpdated for 12 minutes while their
+# leases were renewed). Past 1,000 nodes the plane gives kwok its node stages itself: the first
+# status at once, then one every 5-10 minutes, as a kubelet reports status when leases carry its
+# liveness (nodeStatusReportFrequency, 5 min). Configuring any node Stage replaces kwok's defaults.
+_NODE_STATUS = """
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      {{ range NodeConditions }}
+      - {type: {{ .type | Quote }}, status: {{ .status | Quote }}, reason: {{ .reason | Quote }},
+         message: {{ .message | Quote }}, lastHeartbeatTime: {{ $now | Quote }},
+         lastTransitionTime: {{ or $.metadata.creationTimestamp $now | Quote }}}
+      {{ end }}
+      addresses:
+      {{ with .status.addresses }}{{ YAML . 1 }}{{ else }}
+      {{ with NodeIP }}
+      - {type: InternalIP, address: {{ . | Quote }}}
+      {{ end }}
+      {{ with NodeName }}
+      - {type: Hostname, address: {{ . | Quote }}}
+      {{ end }}
+      {{ end }}
+      {{ with NodePort }}
+      daemonEndpoints: {kubeletEndpoint: {Port: {{ . }}}}
+      {{ end }}
+      phase: Running
+"""
+KWOK_NODE_STAGES = ("""---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata: {name: edgeai-node-initialize}
+spec:
+  resourceRef: {apiGroup: v1, kind: Node}
+  selector:
+    matchExpressions:
+      - {key: '.status.conditions.[] | select( .type == "Ready" ) | .status', operator: NotIn, values: ["True"]}
+  next:""" + _NODE_STATUS + """---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata: {name: edgeai-node-status-report}
+spec:
+  resourceRef: {apiGroup: v1, kind: Node}
+  selector:
+    matchExpressions:
+      - {key: '.status.phase', operator: In, values: [Running]}
+      - {key: '.status.conditions.[] | select( .type == "Ready" ) | .status', operator: In, values: ["True"]}
+  delay: {durationMilliseconds: 300000, jitterDurationMilliseconds: 600000}
+  next:""" + _NODE_STATUS)
 
 
 def up(name: str = "default", nodes: int = 3, real_edge: int = 0) -> Plane:

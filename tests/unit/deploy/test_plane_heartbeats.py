@@ -28,8 +28,9 @@ def test_kwok_keeps_its_defaults_up_to_1000_nodes_and_is_tuned_past_them() -> No
     assert plane.kwok_tuning(1000) == ("", [])
     doc, flags = plane.kwok_tuning(10_000)
     assert flags == ["--v=WARN"]
-    cfg = list(yaml.safe_load_all(plane.KWOK_STAGES.read_text() + doc))[-1]
-    assert cfg["kind"] == "KwokConfiguration" and cfg["apiVersion"] == "config.kwok.x-k8s.io/v1alpha1"
+    docs = list(yaml.safe_load_all(plane.KWOK_STAGES.read_text() + doc))
+    cfg = next(d for d in docs if d["kind"] == "KwokConfiguration")
+    assert cfg["apiVersion"] == "config.kwok.x-k8s.io/v1alpha1"
     assert cfg["options"] == {"nodeLeaseParallelism": 32, "nodePlayStageParallelism": 32,
                               "podPlayStageParallelism": 32}
 
@@ -56,3 +57,23 @@ def test_a_large_fleet_is_created_no_faster_than_kwok_brings_it_up() -> None:
     small = _Recorder()
     small.create_edge_nodes([f"edge-{i}" for i in range(1000)])
     assert small.calls == [("apply", 200)] * 5
+
+
+def test_past_1000_nodes_kwok_reports_node_status_every_5_to_10_minutes_not_every_20_seconds() -> None:
+    """kwok v0.7.0 with leases still patched every node's status every 20-45 s (its defaults picked
+    the lease-less heartbeat): at 10,000 nodes ~300 patches a second, and the last nodes created
+    never got a first status. The plane's own node stages: the first status at once, then 5-10 min."""
+    import yaml
+
+    doc, _ = plane.kwok_tuning(10_000)
+    stages = {d["metadata"]["name"]: d["spec"] for d in yaml.safe_load_all(doc)
+              if d and d["kind"] == "Stage"}
+    assert set(stages) == {"edgeai-node-initialize", "edgeai-node-status-report"}
+    assert all(s["resourceRef"] == {"apiGroup": "v1", "kind": "Node"} for s in stages.values())
+    assert "delay" not in stages["edgeai-node-initialize"]
+    delay = stages["edgeai-node-status-report"]["delay"]
+    assert (delay["durationMilliseconds"], delay["jitterDurationMilliseconds"]) == (300_000, 600_000)
+    _, lease_grace = plane.heartbeats(10_000)
+    assert lease_grace * 1000 < delay["durationMilliseconds"]  # liveness rides on the lease, not on status
+    for s in stages.values():
+        assert "phase: Running" in s["next"]["statusTemplate"]
