@@ -4,7 +4,7 @@ sites, and the wall time of that rollout's fetches, without and with a cache per
     python -m benchmarks sitecache [--devices 24] [--sites 3] [--concurrency 8] [--hidden 1024]
                                    [--origin-mbit 50]
     python -m benchmarks sitecache --real-edge [--plane sitecache-edge] [--reps 3] [--model-mib 32]
-                                   [--origin-mbit 50] [--keep]
+                                   [--origin-mbit 50] [--keep] [--no-operator]
 
 Real parts: an origin HTTP server here that counts every byte it sends; S real `edge-runtime site-cache`
 processes; N real `edge-runtime fetch` processes (at most --concurrency at a time, as a wave of
@@ -161,11 +161,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reps", type=int, default=3, help="with --real-edge: repetitions of each path")
     ap.add_argument("--model-mib", type=float, default=32.0, help="with --real-edge: the model's size")
     ap.add_argument("--keep", action="store_true", help="with --real-edge: leave the plane up afterwards")
+    ap.add_argument("--no-operator", action="store_true", help="with --real-edge: skip the rows of model servers "
+                    "the operator places (one run of each path, timed in whole seconds)")
     args = ap.parse_args(argv)
     if args.real_edge:
         from benchmarks.sitecache import real_edge
 
-        return real_edge.run(args.plane, args.reps, args.model_mib, args.origin_mbit, args.keep)
+        return real_edge.run(args.plane, args.reps, args.model_mib, args.origin_mbit, args.keep,
+                             operator=not args.no_operator)
 
     from edge_runtime.models_zoo import build_tabular
 

@@ -12,8 +12,11 @@ operator's own `fetch` init container (built by core/manifests.child_deployment 
 spec.siteCache: the runtime image, its args, its security context and memory limit, its mirror read by
 KubeEdge from the real `<name>-site-cache` ConfigMap), into an empty model cache of its own, timed by a
 wrapper around the command (the fetch's whole run, Python start-up included) that hashes what the
-device kept. Every row is checked against the origin's and the cache's own counters: a "hit" that
-reached the origin, or a "miss" that bypassed the cache, fails the run.
+device kept. Then (unless --no-operator) each path once more through a model server the operator itself
+places on the node (an InferenceDeployment, with spec.siteCache.endpoints naming the cache), timed by its
+`fetch` init container's start and end in the Pod's status (whole seconds), the node's copy hashed.
+Every row is checked against the origin's and the cache's own counters: a "hit" that reached the
+origin, or a "miss" that bypassed the cache, fails the run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from benchmarks.sitecache.__main__ import Origin, start_cache
 from edge_operator.core import site_cache
 from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment
 from edge_operator.core.placement import Artifact
+from edge_operator.testing import OperatorProcess
 from edge_runtime.models_zoo import build_tabular
 from edgeai_api import constants as c
 
@@ -117,7 +121,7 @@ def cache_status(url: str) -> dict[str, Any]:
         return dict(json.loads(r.read()))
 
 
-def run(plane_name: str, reps: int, model_mib: float, mbit: float, keep: bool) -> int:
+def run(plane_name: str, reps: int, model_mib: float, mbit: float, keep: bool, operator: bool = True) -> int:
     import edgenodes  # type: ignore[import-not-found]  # hack/ is outside mypy_path
 
     why = edgenodes.containers_supported()
@@ -145,6 +149,8 @@ def run(plane_name: str, reps: int, model_mib: float, mbit: float, keep: bool) -
             kube.kubectl("create", "namespace", NS, check=False)
             try:
                 rows = _measure(kube, tmp, node, image, uri, sha, size, origin, host, reps)
+                if operator:
+                    rows += _operator_rows(kube, p, node, image, uri, sha, origin, host, tmp)
             finally:
                 origin.shutdown()
                 origin.server_close()
@@ -184,13 +190,98 @@ def _measure(kube: Any, tmp: Path, node: str, image: str, uri: str, sha: str, si
     return rows
 
 
+def _operator_rows(kube: Any, p: Any, node: str, image: str, uri: str, sha: str, origin: Origin, host: str,
+                   tmp: Path) -> list[dict[str, Any]]:
+    """The same three paths once more, each through a model server the operator itself places on the node
+    (an InferenceDeployment; spec.siteCache.endpoints naming the cache for the miss and the hit), timed by
+    the Pod's `fetch` init container's start and end in its status: whole seconds, a cross-check."""
+    import edgenodes
+
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    for crd in ("edgemodels", "edgedevices", "inferencedeployments"):
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}.edgeai.io", "--timeout=60s")
+    kube.kubectl("label", "node", node, f"{c.SITE_LABEL}={SITE}", "--overwrite")
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "edgeai.io/v1alpha1", "kind": "EdgeModel", "metadata": {"name": "bench", "namespace": NS},
+        "spec": {"version": "1", "source": {"uri": uri, "sha256": sha}}}))
+    node_copy = edgenodes.hostfs(p.dir, node, c.CACHE_DIR) / "sha256" / sha
+    op = OperatorProcess(str(p.kubeconfig), tmp / "operator.log", env={"EDGEAI_RUNTIME_IMAGE": image}, cwd=str(ROOT))
+    op.start()
+    proc, url = start_cache(tmp, 99, host=host)
+    rows = []
+    try:
+        op.wait_ready()
+        kube.kubectl("wait", "--for=condition=Verified", "edgemodel/bench", "-n", NS, "--timeout=300s")
+        for mode in ("origin", "miss", "hit"):
+            name = f"op-{mode}"
+            node_copy.unlink(missing_ok=True)  # a node that has never had the model
+            spec: dict[str, Any] = {"model": "bench",
+                                    "deviceSelector": {"matchLabels": {"kubernetes.io/hostname": node}}}
+            if mode != "origin":
+                spec["siteCache"] = {"endpoints": {SITE: url}}
+            before = cache_status(url)
+            origin.reset()
+            kube.kubectl("apply", "-f", "-", input=json.dumps({
+                "apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment",
+                "metadata": {"name": name, "namespace": NS}, "spec": spec}))
+            term = _fetch_terminated(kube, name, node)
+            after = cache_status(url)
+            started, finished = (dt.datetime.fromisoformat(term[k].replace("Z", "+00:00"))
+                                 for k in ("startedAt", "finishedAt"))
+            ok = term.get("exitCode") == 0 and hashlib.sha256(node_copy.read_bytes()).hexdigest() == sha
+            row = {"mode": f"operator-{mode}", "rep": 0, "rc": 0 if ok else 1,
+                   "seconds": (finished - started).total_seconds(), "sha256": sha if ok else None,
+                   "bytes": node_copy.stat().st_size if ok else 0, "origin_bytes": origin.bytes_sent,
+                   "cache_hits": after["hits"] - before["hits"], "cache_misses": after["misses"] - before["misses"]}
+            log(f"operator {mode}: {row}")
+            rows.append(row)
+            kube.kubectl("delete", "inferencedeployment", name, "-n", NS, "--wait=true", "--timeout=120s", check=False)
+            _wait_gone(kube, name)
+    finally:
+        op.stop()
+        proc.terminate()
+        proc.wait(10)
+        kube.kubectl("label", "node", node, f"{c.SITE_LABEL}-", check=False)
+    return rows
+
+
+def _pods(kube: Any, idep: str) -> list[dict[str, Any]]:
+    out = kube.kubectl("get", "pods", "-n", NS, "-l", f"{c.L_IDEP}={idep}", "-o", "json").stdout
+    return list(json.loads(out).get("items") or [])
+
+
+def _fetch_terminated(kube: Any, idep: str, node: str, timeout: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pod in _pods(kube, idep):
+            if pod["spec"].get("nodeName") != node:
+                continue
+            for st in (pod.get("status") or {}).get("initContainerStatuses") or []:
+                term = (st.get("state") or {}).get("terminated")
+                if st["name"] == "fetch" and term:
+                    return dict(term)
+        time.sleep(0.5)
+    raise SystemExit(f"{idep}: no finished fetch init container on {node} after {timeout:.0f}s")
+
+
+def _wait_gone(kube: Any, idep: str, timeout: float = 180) -> None:
+    # The model server must be gone before the next row: its model load would share the CPUs.
+    deadline = time.monotonic() + timeout
+    while _pods(kube, idep) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 EXPECT = {  # what the origin and the cache must have seen for each row to be what it says
     "origin": lambda r, size: r["origin_bytes"] == size and r["cache_hits"] == r["cache_misses"] == 0,
     "miss": lambda r, size: r["origin_bytes"] == size and (r["cache_hits"], r["cache_misses"]) == (0, 1),
     "hit": lambda r, size: r["origin_bytes"] == 0 and (r["cache_hits"], r["cache_misses"]) == (1, 0),
 }
+EXPECT.update({f"operator-{k}": v for k, v in list(EXPECT.items())})
 LABELS = {"origin": "from the origin (no cache)", "miss": "through the cache, miss (the site's first device)",
           "hit": "through the cache, hit (every later device)"}
+LABELS.update({"operator-origin": "the operator's model server Pod: from the origin [whole s]",
+               "operator-miss": "the operator's model server Pod: cache miss [whole s]",
+               "operator-hit": "the operator's model server Pod: cache hit [whole s]"})
 
 
 def report(rows: list[dict[str, Any]], size: int, mbit: float, reps: int, load0: tuple[float, float, float]) -> int:
@@ -198,9 +289,11 @@ def report(rows: list[dict[str, Any]], size: int, mbit: float, reps: int, load0:
            or not EXPECT[r["mode"]](r, size)]
     sha_ok = all(r.get("sha256") == rows[0].get("sha256") for r in rows)
     table = []
-    for mode in ("origin", "miss", "hit"):
-        secs = [r["seconds"] for r in rows if r["mode"] == mode]
+    for mode in LABELS:
         mine = [r for r in rows if r["mode"] == mode]
+        if not mine:
+            continue
+        secs = [r["seconds"] for r in mine]
         origin_bytes = statistics.mean(r["origin_bytes"] for r in mine)
         table.append([LABELS[mode], str(len(secs)), f"{statistics.median(secs):.2f}", f"{min(secs):.2f}",
                       f"{max(secs):.2f}", f"{origin_bytes / size:.0f} x", f"{origin_bytes * 8 / (mbit * 1e6):.2f}",
