@@ -3,6 +3,8 @@ sites, and the wall time of that rollout's fetches, without and with a cache per
 
     python -m benchmarks sitecache [--devices 24] [--sites 3] [--concurrency 8] [--hidden 1024]
                                    [--origin-mbit 50]
+    python -m benchmarks sitecache --real-edge [--plane sitecache-edge] [--reps 3] [--model-mib 32]
+                                   [--origin-mbit 50] [--keep] [--no-operator]
 
 Real parts: an origin HTTP server here that counts every byte it sends; S real `edge-runtime site-cache`
 processes; N real `edge-runtime fetch` processes (at most --concurrency at a time, as a wave of
@@ -11,6 +13,9 @@ The model is the zoo's tabular MLP made a few MB (--hidden). The origin's uplink
 to --origin-mbit (a token bucket; 0: unlimited) because the point of a site cache is the WAN link
 between the cloud and a site: on loopback alone every fetch is as fast as process start-up.
 Target: the origin serves S x the artifact with the cache, N x without.
+
+--real-edge: time to fetch on a real KubeEdge node, from the origin and through a site cache on a miss
+and on a hit (benchmarks/sitecache/real_edge.py says how).
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ class Origin(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, data: bytes, mbit: float) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, data: bytes, mbit: float, host: str = "127.0.0.1") -> None:
+        super().__init__((host, 0), _Handler)
         self.data = data
         self.rate = mbit * 1e6 / 8 if mbit > 0 else 0.0  # bytes per second
         self.lock = threading.Lock()
@@ -105,12 +110,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_cache(tmp: Path, i: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_cache(tmp: Path, i: int, host: str = "127.0.0.1") -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "edge_runtime.cli", "site-cache", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "site-cache", "--host", host, "--port", str(port),
            "--dir", str(tmp / f"site-{i}"), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -151,7 +156,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=1024, help="the tabular model's hidden width (size ~ 4 x hidden^2)")
     ap.add_argument("--origin-mbit", type=float, default=50.0, help="the origin's shared uplink (0: unlimited)")
+    ap.add_argument("--real-edge", action="store_true", help="time fetches on a real KubeEdge node instead")
+    ap.add_argument("--plane", default="sitecache-edge", help="with --real-edge: the local plane's name")
+    ap.add_argument("--reps", type=int, default=3, help="with --real-edge: repetitions of each path")
+    ap.add_argument("--model-mib", type=float, default=32.0, help="with --real-edge: the model's size")
+    ap.add_argument("--keep", action="store_true", help="with --real-edge: leave the plane up afterwards")
+    ap.add_argument("--no-operator", action="store_true", help="with --real-edge: skip the rows of model servers "
+                    "the operator places (one run of each path, timed in whole seconds)")
     args = ap.parse_args(argv)
+    if args.real_edge:
+        from benchmarks.sitecache import real_edge
+
+        return real_edge.run(args.plane, args.reps, args.model_mib, args.origin_mbit, args.keep,
+                             operator=not args.no_operator)
 
     from edge_runtime.models_zoo import build_tabular
 

@@ -8,8 +8,10 @@ plugin discovery finds `kubectl-edgeai` on PATH).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,10 @@ from typing import Any
 
 import pytest
 
+from edge_operator.cli.plugin_view import human_bytes
+from edge_operator.testing import ModelServer, free_port
 from tests.conftest import KubeHandle
+from tests.runtime.test_rt_site_cache import SiteCache, fetch
 
 pytestmark = pytest.mark.integration
 
@@ -332,3 +337,133 @@ def test_usage_errors(crds: KubeHandle) -> None:
     assert p.returncode == 2 and "invalid choice: 'restart'" in p.stderr
     p = edgeai(crds, "rollout", "status", "x", "--timeout", "soon")
     assert p.returncode == 2 and "invalid duration 'soon'" in p.stderr
+
+
+# --------------------------------------------------------------------------- cache status
+
+
+@pytest.fixture
+def cache_fleet(crds: KubeHandle, namespace: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """An InferenceDeployment with spec.siteCache whose status lists four sites: `site-a`'s cache a real
+    `edge-runtime site-cache` (on every address of this machine: the API server's Pod proxy needs one that
+    is not loopback), that two devices (`edge-runtime fetch`, real processes) fetched a real model
+    through; `site-b`'s endpoint refuses connections; `site-c`'s accepts and never answers; `site-d`
+    has no gateway."""
+
+    kube = crds
+    (tmp_path / "models").mkdir()
+    blob = os.urandom(300_000)
+    (tmp_path / "models" / "m.onnx").write_bytes(blob)
+    sha = hashlib.sha256(blob).hexdigest()
+    cache = SiteCache(tmp_path, "--host", "0.0.0.0")
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    refused = free_port()
+    try:
+        with ModelServer(tmp_path / "models") as origin:
+            kube.apply([{"apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment",
+                         "metadata": {"name": "det", "namespace": namespace},
+                         "spec": {"model": "resnet", "deviceSelector": {"matchLabels": {"x": "y"}}, "siteCache": {}}}])
+            set_status(kube, "inferencedeployment", "det", {"siteCaches": [
+                {"site": "site-a", "node": "gw-a", "endpoint": cache.url, "ready": True},
+                {"site": "site-b", "node": "gw-b", "endpoint": f"http://127.0.0.1:{refused}", "ready": True},
+                {"site": "site-c", "node": "gw-c", "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}",
+                 "ready": True},
+                {"site": "site-d", "ready": False,
+                 "message": "no node labelled edgeai.io/site-gateway=true with edgeai.io/site=site-d"},
+            ]}, namespace)
+
+            def device_fetch(i: int) -> None:
+                p = fetch(tmp_path / f"device-{i}", origin.url("m.onnx"), "--mirror", cache.url, digest=sha)
+                assert p.returncode == 0, p.stderr
+                assert (tmp_path / f"device-{i}" / "sha256" / sha).read_bytes() == blob
+
+            yield {"kube": kube, "ns": namespace, "cache": cache, "size": len(blob), "fetch": device_fetch,
+                   "refused": refused}
+    finally:
+        silent.close()
+        cache.stop()
+
+
+def _row(out: str, site: str) -> list[str]:
+    return next(ln.split() for ln in out.splitlines() if ln.split()[:1] == [site])
+
+
+def test_cache_status_shows_each_caches_numbers_and_why_one_cannot_be_read(cache_fleet: dict[str, Any]) -> None:
+    kube, ns, size = cache_fleet["kube"], cache_fleet["ns"], cache_fleet["size"]
+    cache_fleet["fetch"](0)  # the first device of the site: a miss, the cache takes it from the origin
+    t0 = time.monotonic()
+    p = edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "1s")
+    assert time.monotonic() - t0 < 60  # the silent cache costs its timeout, not a hang (bounded, not a speed check)
+    assert p.returncode == 1, p.stderr  # not every cache could be read
+    assert "Traceback" not in p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["SITE", "NODE", "READY", "ENTRIES", "HELD/MAX", "HITS", "MISSES", "HIT-RATIO",
+                                "SERVED", "FROM-ORIGIN", "ORIGIN-FAILURES", "NOTE"]
+    held = human_bytes(size)
+    assert _row(p.stdout, "site-a") == ["site-a", "gw-a", "yes", "1", f"{held}/10GiB", "0", "1", "0.0%", held, held,
+                                        "0"]
+    b = " ".join(_row(p.stdout, "site-b"))
+    assert b.startswith("site-b gw-b yes - - - - - - - -") and "Connection refused" in b
+    assert "timed out" in " ".join(_row(p.stdout, "site-c"))
+    assert " ".join(_row(p.stdout, "site-d")).endswith("with edgeai.io/site=site-d")
+    assert "4 site(s), 1 of 3 cache(s) read" in p.stderr
+
+    cache_fleet["fetch"](1)  # every later device: a hit, the origin is not asked again
+    j = edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "1s", "-o", "json")
+    rows = {r["site"]: r for r in json.loads(j.stdout)}
+    st = rows["site-a"]["status"]
+    assert (st["hits"], st["misses"], st["hitRatio"], st["entries"]) == (1, 1, 0.5, 1)
+    assert (st["bytesServed"], st["bytesFromOrigin"], st["originFailures"]) == (2 * size, size, 0)
+    assert rows["site-a"]["via"] == "direct" and rows["site-a"]["error"] is None
+    assert rows["site-b"]["status"] is None and "Connection refused" in rows["site-b"]["error"]
+    assert rows["site-d"]["via"] is None and rows["site-d"]["error"] is None
+    assert _row(edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "1s").stdout, "site-a")[5:8] == [
+        "1", "1", "50.0%"]
+
+
+def _global_address() -> str | None:
+    """This machine's address on its default route: one the API server may proxy to (never loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only asks the routing table
+        except OSError:
+            return None
+        addr = str(s.getsockname()[0])
+    return None if addr.startswith("127.") else addr
+
+
+def test_cache_status_through_the_api_servers_pod_proxy(cache_fleet: dict[str, Any]) -> None:
+    """What the API server's Pod proxy answers: the operator's cache Pods are found by their labels; the
+    Pods here are objects whose status the test writes (no kubelet runs them) with this machine's
+    address, where the real cache listens."""
+    kube, ns = cache_fleet["kube"], cache_fleet["ns"]
+    ip = _global_address()
+    if ip is None:
+        pytest.skip("no non-loopback address: the API server proxies to no loopback address")
+    cache_fleet["fetch"](0)
+    node = f"gw-{uuid.uuid4().hex[:6]}"  # a Node no kubelet (and no kwok) manages: nothing rewrites the Pods
+    kube.apply([{"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}])
+    try:
+        for site, port in (("site-a", cache_fleet["cache"].port), ("site-b", cache_fleet["refused"])):
+            name = f"det-site-cache-{site}"
+            kube.apply([{"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": name, "namespace": ns, "labels": {"edgeai.io/site-cache": "det", "edgeai.io/site": site}},
+                "spec": {"nodeName": node, "hostNetwork": True, "containers": [{
+                    "name": "site-cache", "image": "edge-runtime", "ports": [
+                        {"name": "site-cache", "containerPort": port, "hostPort": port}]}]}}])
+            set_status(kube, "pod", name, {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                                           "conditions": [{"type": "Ready", "status": "True"}]}, ns)
+        p = edgeai(kube, "cache", "status", "det", "-n", ns, "--via-apiserver", "--timeout", "10s", "-o", "json")
+        assert "Traceback" not in p.stderr
+        rows = {r["site"]: r for r in json.loads(p.stdout)}
+        assert rows["site-a"]["via"] == "apiserver" and rows["site-a"]["error"] is None, rows["site-a"]
+        assert (rows["site-a"]["status"]["misses"], rows["site-a"]["status"]["bytesServed"]) == (1, cache_fleet["size"])
+        assert rows["site-b"]["error"].startswith("pod det-site-cache-site-b: HTTP 5")  # the proxy's dial failed
+        assert rows["site-c"]["error"] == "no running cache Pod"
+        assert rows["site-d"]["via"] is None  # no gateway, nothing to ask
+        assert p.returncode == 1
+    finally:
+        kube.kubectl("delete", "pod", "--all", "-n", ns, "--grace-period=0", "--force", "--wait=false", check=False)
+        kube.kubectl("delete", "node", node, "--wait=false", check=False)

@@ -12,6 +12,7 @@ from Git: the plugin is one more client, not a side door.
     kubectl edgeai rollout pause|resume IDEP
     kubectl edgeai rollout undo IDEP [--to-revision N]
     kubectl edgeai model verify EM [--no-trigger] [--wait] [--timeout 2m]
+    kubectl edgeai cache status IDEP [--via-apiserver] [--timeout 3s] [-o table|json]
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ import datetime as dt
 import json
 import os
 import sys
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from edge_operator.cli import plugin_view as view
+from edge_operator.core.manifests import label_value
 from edgeai_api import constants
 
 GROUP = constants.GROUP
@@ -137,6 +143,17 @@ class Cluster:
                 _content_type="application/merge-patch+json", _request_timeout=REQUEST_TIMEOUT)
 
         return dict(self._call("patch", kind, call, name=name, namespace=self.namespace))
+
+    def raw_get(self, path: str, query: Sequence[tuple[str, str]] = (),
+                timeout: float = REQUEST_TIMEOUT) -> tuple[int, bytes]:
+        """GET a path of the API server (a core list, a Pod's proxy): (HTTP status, body), never raising
+        on an HTTP error status; the caller says what the status means where it asked."""
+        args = self.api.param_serialize(method="GET", resource_path=path, query_params=list(query),
+                                        header_params={"Accept": "application/json"},
+                                        auth_settings=["BearerToken"])
+        resp = self.api.call_api(*args, _request_timeout=timeout)
+        data: bytes = resp.read()  # type: ignore[no-untyped-call]
+        return int(resp.status), data
 
 
 def _root_cause(e: BaseException) -> str:
@@ -271,6 +288,126 @@ def cmd_model_verify(c: Cluster, a: argparse.Namespace) -> int:
     return 1
 
 
+STATUS_LIMIT = 8 << 20  # bytes of a cache's /v1/status read at most: its blob list is ~100 bytes a blob
+
+
+def cmd_cache_status(c: Cluster, a: argparse.Namespace) -> int:
+    idep = c.get(IDEPS, a.name)
+    targets = view.cache_targets(idep)
+    if not targets:
+        off = view.get_path(idep, "spec", "siteCache") is None
+        print(f"{a.name!r} has no site caches: " + ("spec.siteCache is not set" if off else
+                                                   "the operator has reported none yet (status.siteCaches)"))
+        return 0
+    readers: dict[int, Callable[[], view.CacheReading]] = {}
+    if a.via_apiserver:
+        pods = _cache_pods(c, a.name, a.timeout)
+        for i, t in enumerate(targets):
+            if t.node:  # the operator's own caches; one the user runs has no Pod to proxy to
+                readers[i] = _proxy_reader(c, t, pods, a.timeout)
+    else:
+        for i, t in enumerate(targets):
+            if t.endpoint:
+                readers[i] = _direct_reader(t, a.timeout)
+    readings = [view.CacheReading(t, "", None) for t in targets]
+    # Every cache at once, each bounded: one site out of reach costs the timeout once, not once per site.
+    # Daemon threads: a cache that answers too slowly is reported as such and never holds the exit.
+    done: dict[int, view.CacheReading] = {}
+    threads = []
+    for i, read in readers.items():
+        th = threading.Thread(target=lambda i=i, read=read: done.__setitem__(i, read()), daemon=True)
+        th.start()
+        threads.append(th)
+    deadline = time.monotonic() + a.timeout + 2  # the per-request timeout is per socket operation
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+    for i in readers:
+        how = "apiserver" if a.via_apiserver else "direct"
+        readings[i] = done.get(i) or view.CacheReading(targets[i], how, None,
+                                                     f"no answer within {a.timeout:g}s")
+    if a.output == "json":
+        print(view.cache_json(readings))
+    else:
+        print(view.cache_table(readings))
+        print(view.cache_summary(readings), file=sys.stderr)
+    return 1 if any(r.via and r.status is None for r in readings) else 0
+
+
+def _direct_reader(t: view.CacheTarget, timeout: float) -> Callable[[], view.CacheReading]:
+    def read() -> view.CacheReading:
+        url = t.endpoint.rstrip("/") + "/v1/status"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                body = r.read(STATUS_LIMIT + 1)
+        except urllib.error.HTTPError as e:
+            return view.CacheReading(t, "direct", None, f"{url}: HTTP {e.code} {e.reason}")
+        except (OSError, ValueError) as e:  # refused, no route, timeout, a malformed endpoint
+            return view.CacheReading(t, "direct", None, f"{url}: {_root_cause(e)}")
+        return _parsed(t, "direct", url, body)
+
+    return read
+
+
+def _cache_pods(c: Cluster, name: str, timeout: float) -> dict[str, list[dict[str, Any]]] | str:
+    """The deployment's cache Pods by site label value, or why they could not be listed."""
+    # The labels the operator puts on a cache's Pods (core/site_cache.py): its deployment's, its site's.
+    selector = f"{constants.L_SITE_CACHE}={label_value(name)}"
+    path = f"/api/v1/namespaces/{c.namespace}/pods"
+    try:
+        status, body = c.raw_get(path, [("labelSelector", selector)], timeout)
+    except Exception as e:  # urllib3's errors and timeouts: the API server itself is out of reach
+        return f"cannot list the cache Pods: {_root_cause(e)}"
+    if status != 200:
+        return f"cannot list the cache Pods (pods in namespace {c.namespace!r}): {_status_message(status, body)}"
+    by_site: dict[str, list[dict[str, Any]]] = {}
+    for pod in json.loads(body).get("items") or []:
+        by_site.setdefault(str(view.get_path(pod, "metadata", "labels", constants.A_SITE)), []).append(pod)
+    return by_site
+
+
+def _proxy_reader(c: Cluster, t: view.CacheTarget, pods: dict[str, list[dict[str, Any]]] | str,
+                  timeout: float) -> Callable[[], view.CacheReading]:
+    def read() -> view.CacheReading:
+        if isinstance(pods, str):
+            return view.CacheReading(t, "apiserver", None, pods)
+        target = view.cache_pod(pods.get(label_value(t.site), []))
+        if isinstance(target, str):
+            return view.CacheReading(t, "apiserver", None, target)
+        pod, port = target
+        path = f"/api/v1/namespaces/{c.namespace}/pods/{pod}:{port}/proxy/v1/status"
+        try:
+            status, body = c.raw_get(path, timeout=timeout)
+        except Exception as e:  # as in _cache_pods: a timeout or a dropped connection to the API server
+            return view.CacheReading(t, "apiserver", None, f"pod {pod}: {_root_cause(e)}")
+        if status != 200:
+            return view.CacheReading(t, "apiserver", None, f"pod {pod}: {_status_message(status, body)}")
+        return _parsed(t, "apiserver", f"pod {pod}", body)
+
+    return read
+
+
+def _parsed(t: view.CacheTarget, via: str, where: str, body: bytes) -> view.CacheReading:
+    if len(body) > STATUS_LIMIT:
+        return view.CacheReading(t, via, None, f"{where}: a status over {STATUS_LIMIT >> 20} MiB, not read")
+    try:
+        got = json.loads(body)
+    except ValueError:
+        return view.CacheReading(t, via, None, f"{where}: not a site cache's status (not JSON)")
+    if not isinstance(got, dict) or not isinstance(got.get("hits"), int):
+        return view.CacheReading(t, via, None, f"{where}: not a site cache's status (no hits)")
+    return view.CacheReading(t, via, got)
+
+
+def _status_message(status: int, body: bytes) -> str:
+    """An API server's error answer in one line: its Status message when it sent one."""
+    try:
+        got = json.loads(body)
+        message = got.get("message") if isinstance(got, dict) else None
+    except ValueError:
+        message = None
+    return f"HTTP {status}: {message or body[:200].decode('utf-8', 'replace').strip() or 'no message'}"
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -342,6 +479,34 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--wait", action="store_true", help="wait for the operator to finish re-verifying")
     v.add_argument("--timeout", type=_duration, default=_duration("2m"), help="with --wait (default 2m)")
     v.set_defaults(func=cmd_model_verify)
+
+    ca = sub.add_parser("cache", parents=[conn], help="site caches (spec.siteCache)")
+    cs = ca.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
+    s = cs.add_parser(
+        "status", parents=[conn], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="what each site's cache holds, its hits and misses, bytes served and taken from the origin",
+        description=(
+            "One row per site of the InferenceDeployment's status.siteCaches, with the numbers the cache\n"
+            "itself answers on GET /v1/status: entries, bytes held / max, hits, misses, hit ratio, bytes\n"
+            "served to devices, bytes taken from the origin, failed origin fetches. The operator never\n"
+            "connects to edge nodes, so these numbers are read now, from here:\n"
+            "  default          from each row's endpoint (http://<gateway>:<port>), for a machine that\n"
+            "                   reaches the sites (a VPN, a site's own network);\n"
+            "  --via-apiserver  through the API server's Pod proxy\n"
+            "                   (/api/v1/namespaces/NS/pods/POD:PORT/proxy/v1/status), where the API\n"
+            "                   server reaches the gateways (on KubeEdge: cloudcore's stream tunnel or\n"
+            "                   EdgeMesh); needs get on pods/proxy. Caches you run yourself\n"
+            "                   (spec.siteCache.endpoints) have no Pod: read those directly.\n"
+            "A cache that cannot be read gets the reason in its row; the others still print. Every cache is\n"
+            "asked at once and each answer waits at most --timeout.\n"
+            "Exit status: 0 when every cache asked was read, 1 when one was not."))
+    s.add_argument("name", metavar="IDEP")
+    s.add_argument("--via-apiserver", action="store_true", help="read each cache through the API server's "
+                   "Pod proxy instead of its endpoint")
+    s.add_argument("--timeout", type=_duration, default=_duration("3s"), help="per cache (default 3s)")
+    s.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                   help="json: every row with the cache's whole /v1/status (its blobs included)")
+    s.set_defaults(func=cmd_cache_status)
     return p
 
 

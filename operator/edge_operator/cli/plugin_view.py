@@ -372,11 +372,14 @@ def rollout_details(idep: Obj) -> str:
         lines.append(table(("UNPLACED", "REASON"), [(e.get("device", ""), e.get("reason") or "") for e in unplaced]))
     caches = [e for e in _list(st, "siteCaches") if isinstance(e, Mapping)]
     if caches:
-        # One line per site (spec.siteCache). What a cache holds and its hit ratio are its own numbers:
-        # its /metrics (edgeai_site_cache_*) and /v1/status on the gateway, see docs/site-cache.md.
+        # One line per site (spec.siteCache). What a cache holds and its hit ratio are its own numbers
+        # (its /v1/status and /metrics on the gateway): the operator never connects to an edge node, so
+        # they are not in status; `cache status` reads them on demand.
         lines.append(table(("SITE", "CACHE NODE", "ENDPOINT", "READY", "MESSAGE"),
                            [(e.get("site", ""), e.get("node") or NONE, e.get("endpoint") or NONE,
                              _yes_no(e.get("ready")), e.get("message") or "") for e in caches]))
+        name = get_path(idep, "metadata", "name")
+        lines.append(f"(what each cache holds and serves: kubectl edgeai cache status {name})")
     return "\n".join(lines)
 
 
@@ -400,6 +403,132 @@ def revision_history(idep: Obj) -> str:
                      r.get("createdAt") or NONE, r.get("reason") or ""))
     out = table(("REVISION", "OUTCOME", "VERSION", "DIGESTS", "CREATED", "REASON"), rows)
     return out + "\n(* serving: the last revision that passed every wave; + the rollout target)"
+
+
+# --------------------------------------------------------------------------- cache status
+
+
+@dataclass(frozen=True)
+class CacheTarget:
+    """One row of status.siteCaches: where a site's cache is, as the operator reported it."""
+
+    site: str
+    node: str  # the gateway; "" for a cache the user runs (spec.siteCache.endpoints) or a site without one
+    endpoint: str  # "" when the site has no address to read
+    ready: bool | None  # None: a cache the user runs, which the operator cannot see
+    message: str  # the operator's note on the row
+
+
+@dataclass(frozen=True)
+class CacheReading:
+    """What a cache answered on GET /v1/status, or why it could not be read."""
+
+    target: CacheTarget
+    via: str  # "direct" | "apiserver" | "" (not asked)
+    status: Mapping[str, Any] | None
+    error: str = ""
+
+
+def cache_targets(idep: Obj) -> list[CacheTarget]:
+    rows = []
+    for e in _list(idep, "status", "siteCaches"):
+        if not isinstance(e, Mapping) or not e.get("site"):
+            continue
+        ready = e.get("ready")
+        rows.append(CacheTarget(site=str(e["site"]), node=str(e.get("node") or ""),
+                                endpoint=str(e.get("endpoint") or ""), ready=ready if isinstance(ready, bool) else None,
+                                message=str(e.get("message") or "")))
+    return rows
+
+
+def cache_pod(pods: Iterable[Obj]) -> tuple[str, int] | str:
+    """The Pod of one site's cache to read through the API server's proxy, as (name, port); or why none.
+
+    Of several (a Recreate in flight), a running one not being deleted, Ready first, then the newest."""
+    live = [p for p in pods if get_path(p, "status", "phase") == "Running"
+            and not get_path(p, "metadata", "deletionTimestamp")]
+    if not live:
+        return "no running cache Pod"
+
+    def rank(p: Obj) -> tuple[bool, str]:
+        ready = any(c.get("type") == "Ready" and c.get("status") == ConditionStatus.TRUE
+                    for c in _list(p, "status", "conditions") if isinstance(c, Mapping))
+        return ready, str(get_path(p, "metadata", "creationTimestamp") or "")
+
+    pod = max(live, key=rank)
+    for ctr in _list(pod, "spec", "containers"):
+        for port in (ctr.get("ports") or []) if isinstance(ctr, Mapping) else []:
+            if isinstance(port, Mapping) and isinstance(port.get("containerPort"), int):
+                return str(get_path(pod, "metadata", "name")), int(port["containerPort"])
+    return f"Pod {get_path(pod, 'metadata', 'name')} declares no port"
+
+
+def human_bytes(n: Any) -> str:
+    """1536 -> 1.5KiB, 10737418240 -> 10GiB: binary units, as Kubernetes quantities are written."""
+    if not isinstance(n, int | float) or isinstance(n, bool):
+        return NONE
+    v, unit = float(n), "B"
+    for u in ("KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024:
+            break
+        v, unit = v / 1024, u
+    return f"{v:.0f}B" if unit == "B" else f"{v:.1f}".removesuffix(".0") + unit
+
+
+CACHE_COLUMNS = ("SITE", "NODE", "READY", "ENTRIES", "HELD/MAX", "HITS", "MISSES", "HIT-RATIO", "SERVED",
+                 "FROM-ORIGIN", "ORIGIN-FAILURES", "NOTE")
+
+
+def _num(st: Mapping[str, Any] | None, key: str) -> str:
+    v = get_path(st, key)
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else NONE
+
+
+def cache_row(r: CacheReading) -> list[str]:
+    t, st = r.target, r.status
+    if st is None:
+        numbers = [NONE] * 8
+    else:
+        asked = sum(v for v in (get_path(st, "hits"), get_path(st, "misses")) if isinstance(v, int))
+        ratio = get_path(st, "hitRatio")
+        numbers = [
+            _num(st, "entries"),
+            f"{human_bytes(get_path(st, 'bytesHeld'))}/{human_bytes(get_path(st, 'maxBytes'))}",
+            _num(st, "hits"), _num(st, "misses"),
+            f"{ratio * 100:.1f}%" if isinstance(ratio, int | float) and asked else NONE,  # nothing asked: no ratio
+            human_bytes(get_path(st, "bytesServed")), human_bytes(get_path(st, "bytesFromOrigin")),
+            _num(st, "originFailures"),
+        ]
+    notes = []
+    if r.error:
+        notes.append(r.error)
+    fetching = get_path(st, "fetching")
+    if isinstance(fetching, list) and fetching:
+        notes.append(f"fetching {len(fetching)} from the origin now")
+    if t.message:
+        notes.append(t.message)
+    return [t.site, t.node or NONE, _yes_no(t.ready), *numbers, "; ".join(notes)]
+
+
+def cache_table(readings: Sequence[CacheReading]) -> str:
+    return table(CACHE_COLUMNS, [cache_row(r) for r in readings])
+
+
+def cache_summary(readings: Sequence[CacheReading]) -> str:
+    read = [r for r in readings if r.status is not None]
+    asked = [r for r in readings if r.via]
+    served = sum(int(get_path(r.status, "bytesServed") or 0) for r in read)
+    origin = sum(int(get_path(r.status, "bytesFromOrigin") or 0) for r in read)
+    out = f"{len(readings)} site(s), {len(read)} of {len(asked)} cache(s) read"
+    if read:
+        out += (f"; together they served {human_bytes(served)} to devices and took {human_bytes(origin)} "
+                f"from the origin")
+    return out
+
+
+def cache_json(readings: Sequence[CacheReading]) -> str:
+    return json.dumps([{**asdict(r.target), "via": r.via or None, "status": r.status, "error": r.error or None}
+                       for r in readings], indent=2)
 
 
 # --------------------------------------------------------------------------- model verify

@@ -86,3 +86,24 @@ def test_missing_kubeconfig_is_a_plugin_error(tmp_path: Any, capsys: pytest.Capt
     assert rc == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no usable cluster configuration") and "none" in err
+
+
+def test_cache_status_flags() -> None:
+    a = parse("cache", "status", "det", "-n", "prod")
+    assert (a.name, a.namespace, a.via_apiserver, a.timeout, a.output) == ("det", "prod", False, 3.0, "table")
+    b = parse("cache", "status", "det", "--via-apiserver", "--timeout", "10s", "-o", "json")
+    assert (b.via_apiserver, b.timeout, b.output) == (True, 10.0, "json")
+
+
+def test_a_cache_answer_that_is_not_a_status_is_a_reason_not_a_crash() -> None:
+    from edge_operator.cli import plugin_view as view
+
+    t = view.CacheTarget("berlin", "gw-1", "http://10.0.0.7:8090", True, "")
+    ok = plugin._parsed(t, "direct", "x", b'{"hits": 1, "misses": 0}')
+    assert ok.status == {"hits": 1, "misses": 0} and ok.error == ""
+    assert plugin._parsed(t, "direct", "x", b"<html>").error == "x: not a site cache's status (not JSON)"
+    assert plugin._parsed(t, "direct", "x", b"[1]").error == "x: not a site cache's status (no hits)"
+    assert plugin._status_message(503, json.dumps({"kind": "Status", "message": "error trying to reach service: "
+                                                   "dial tcp 10.0.0.7:8090: connect: connection refused"}).encode()) \
+        == "HTTP 503: error trying to reach service: dial tcp 10.0.0.7:8090: connect: connection refused"
+    assert plugin._status_message(502, b"Bad Gateway\n") == "HTTP 502: Bad Gateway"

@@ -302,3 +302,83 @@ def test_rollout_details_show_the_policies_as_the_operator_reads_them() -> None:
     bad["spec"]["rollout"] = {"waves": ["50%", "10%"]}
     assert v.rollout_policy(bad) == ["policy: invalid: spec.rollout.waves must grow from one wave to the next: "
                                      "50% then 10%"]
+
+
+# --------------------------------------------------------------------------- cache status
+
+CACHES = [
+    {"site": "berlin", "node": "gw-1", "endpoint": "http://10.0.0.7:8090", "ready": True},
+    {"site": "paris", "ready": False, "message": "no node labelled edgeai.io/site-gateway=true"},
+    {"site": "rome", "endpoint": "http://cache.rome:8090", "message": "a cache the user runs"},
+    {"site": "oslo", "node": "gw-9", "endpoint": "http://10.0.0.9:8090", "ready": False,
+     "message": "the cache is not Ready"},
+]
+STATUS = {"entries": 2, "bytesHeld": 3 * 2**20 + 2**19, "maxBytes": 10 * 2**30, "hits": 3, "misses": 1,
+          "hitRatio": 0.75, "bytesServed": 14 * 2**20, "bytesFromOrigin": 3 * 2**20 + 2**19, "originFetches": 1,
+          "originFailures": 0, "evictions": 0, "fetching": [], "blobs": []}
+
+
+def test_cache_targets_follow_status_site_caches() -> None:
+    got = v.cache_targets(idep("det", siteCaches=[*CACHES, {"node": "no-site"}, "junk"]))
+    assert [(t.site, t.node, t.endpoint, t.ready) for t in got] == [
+        ("berlin", "gw-1", "http://10.0.0.7:8090", True), ("paris", "", "", False),
+        ("rome", "", "http://cache.rome:8090", None), ("oslo", "gw-9", "http://10.0.0.9:8090", False)]
+    assert v.cache_targets(idep("det")) == []
+
+
+def test_human_bytes() -> None:
+    assert [v.human_bytes(n) for n in (0, 1023, 1536, 3 * 2**20 + 2**19, 10 * 2**30, 2**40)] == [
+        "0B", "1023B", "1.5KiB", "3.5MiB", "10GiB", "1TiB"]
+    assert v.human_bytes(None) == v.human_bytes(True) == "-"
+
+
+def test_cache_table_numbers_and_reasons() -> None:
+    berlin, paris, rome, oslo = v.cache_targets(idep("det", siteCaches=CACHES))
+    readings = [
+        v.CacheReading(berlin, "direct", STATUS),
+        v.CacheReading(paris, "", None),
+        v.CacheReading(rome, "direct", None, "http://cache.rome:8090/v1/status: timed out"),
+        v.CacheReading(oslo, "direct", dict(STATUS, hits=0, misses=0, hitRatio=0.0, fetching=["ab" * 32])),
+    ]
+    lines = v.cache_table(readings).splitlines()
+    assert lines[0].split() == list(v.CACHE_COLUMNS)
+    assert lines[1].split() == ["berlin", "gw-1", "yes", "2", "3.5MiB/10GiB", "3", "1", "75.0%", "14MiB", "3.5MiB",
+                                "0"]
+    assert lines[2].split()[:11] == ["paris", "-", "no", *["-"] * 8]
+    assert lines[2].endswith("no node labelled edgeai.io/site-gateway=true")
+    assert lines[3].split()[:3] == ["rome", "-", "-"]
+    assert lines[3].endswith("http://cache.rome:8090/v1/status: timed out; a cache the user runs")
+    # nothing asked yet: no ratio rather than 0%; an origin fetch in flight is said
+    assert lines[4].split()[7] == "-"
+    assert lines[4].endswith("fetching 1 from the origin now; the cache is not Ready")
+    assert v.cache_summary(readings) == ("4 site(s), 2 of 3 cache(s) read; together they served 28MiB to devices "
+                                         "and took 7MiB from the origin")
+    rows = json.loads(v.cache_json(readings))
+    assert rows[0] == {"site": "berlin", "node": "gw-1", "endpoint": "http://10.0.0.7:8090", "ready": True,
+                       "message": "", "via": "direct", "status": STATUS, "error": None}
+    assert (rows[1]["via"], rows[1]["status"], rows[2]["error"]) == (None, None,
+                                                                     "http://cache.rome:8090/v1/status: timed out")
+
+
+def test_cache_pod_for_the_api_server_proxy() -> None:
+    def pod(name: str, phase: str = "Running", ready: bool = True, created: str = "2026-01-01T00:00:00Z",
+            deleting: bool = False, port: int | None = 8090) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "creationTimestamp": created}
+        if deleting:
+            meta["deletionTimestamp"] = created
+        ports = [{"name": "site-cache", "containerPort": port}] if port else []
+        return {"metadata": meta, "spec": {"containers": [{"name": "site-cache", "ports": ports}]},
+                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+    assert v.cache_pod([]) == "no running cache Pod"
+    assert v.cache_pod([pod("a", phase="Pending"), pod("b", deleting=True)]) == "no running cache Pod"
+    # Ready before newest; of the Ready ones, the newest
+    assert v.cache_pod([pod("old", created="2026-01-01T00:00:00Z"),
+                        pod("new", ready=False, created="2026-01-02T00:00:00Z")]) == ("old", 8090)
+    assert v.cache_pod([pod("old"), pod("new", created="2026-01-02T00:00:00Z")]) == ("new", 8090)
+    assert v.cache_pod([pod("x", port=None)]) == "Pod x declares no port"
+
+
+def test_rollout_details_point_at_cache_status() -> None:
+    out = v.rollout_details(idep("det", siteCaches=CACHES[:1]))
+    assert out.splitlines()[-1] == "(what each cache holds and serves: kubectl edgeai cache status det)"
