@@ -121,8 +121,10 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferenceRe
         seen.add(name)
         datatype = check_datatype(name, raw.get("datatype"))
         shape, count = check_shape(name, raw.get("shape"), budget)
-        in_params = _object(raw.get("parameters"), f"input '{name}': 'parameters'")
-        size = in_params.get("binary_data_size")
+        raw_params = raw.get("parameters")
+        size = None if raw_params is None else _object(raw_params, f"input '{name}': 'parameters'").get(
+            "binary_data_size"
+        )
         if size is not None:
             if header_length is None:
                 raise ProtocolError(

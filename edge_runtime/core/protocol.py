@@ -186,12 +186,14 @@ def check_shape(name: str, raw: Any, budget: int) -> tuple[tuple[int, ...], int]
     """
     if isinstance(raw, tuple):
         raw = list(raw)
-    if not isinstance(raw, list) or not all(type(d) is int for d in raw):
+    if not isinstance(raw, list):
         raise ProtocolError(f"input '{name}': shape must be a list of integers, got {_short(raw)}")
     if len(raw) > 64:
         raise ProtocolError(f"input '{name}': shape has {len(raw)} dimensions, more than the 64 allowed")
     count = 1
     for d in raw:
+        if type(d) is not int:
+            raise ProtocolError(f"input '{name}': shape must be a list of integers, got {_short(raw)}")
         if d < 0:
             raise ProtocolError(f"input '{name}': shape must not have negative dimensions, got {raw}")
         if d > budget:

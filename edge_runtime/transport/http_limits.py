@@ -12,6 +12,11 @@ uvicorn's httptools protocol, with what it lacks for a port anyone may reach:
   otherwise grows with the square of the head's size);
 - the idle keep-alive timeout between requests is uvicorn's own
   (`timeout_keep_alive`).
+
+And one thing for speed: uvicorn writes a response's head and its body with
+two `send()` calls. On a small answer each is most of the cost of serving it
+(a syscall, a TCP segment, a wake-up of the client), so the head is held until
+the body's first bytes and both go out in one `writev` (`_OneWrite`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,59 @@ class Limits:
         if now - self._last_log.get(reason, -_LOG_EVERY_S) >= _LOG_EVERY_S:
             self._last_log[reason] = now
             log.warning(message, extra={"reason": reason, "open_connections": self.open, **extra})
+
+
+class _OneWrite:
+    """One response's transport: its head is held until the first body bytes, then both go in one writev.
+
+    Order is never changed, only the head delayed: it is written with the next write, when the response
+    completes (a HEAD request, an empty body) or before the connection is closed, whichever comes first.
+    A write before the response starts (`100 Continue`) goes out at once.
+    """
+
+    __slots__ = ("_armed", "_cycle", "_head", "_on_response", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._armed = True
+        self._on_response = cycle.on_response
+        cycle.on_response = self._response_complete
+        cycle.transport = self
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if data:
+                self._transport.writelines((head, data))
+            else:
+                self._transport.write(head)
+        elif self._armed and self._cycle.response_started:
+            self._armed = False
+            self._head = data
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def _response_complete(self) -> None:
+        self._flush()
+        self._on_response()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 _431 = (
@@ -163,5 +221,8 @@ def protocol_class(limits: Limits) -> type[asyncio.Protocol]:
             self._in_head = False
             self._cancel_head_timer()
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.transport is self.transport:
+                _OneWrite(self.transport, cycle)
 
     return LimitedHttpToolsProtocol

@@ -160,3 +160,65 @@ def test_fallback_asks_the_cloud_in_its_own_encoding(tmp_path: Path) -> None:
     assert grpc_cloud.binary is True
     with pytest.raises(ValueError):
         Fallback("http://cloud:8081", 0.5, 1.0, HardExampleQueue(tmp_path / "d"), m, protocol="grpc")
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []  # one entry per write/writelines: what one syscall carried
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sent.append([data])
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.sent.append(list(parts))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class _Cycle:
+    def __init__(self, transport: _Transport) -> None:
+        self.transport = transport
+        self.response_started = False
+        self.completed = 0
+
+    def on_response(self) -> None:
+        self.completed += 1
+
+
+def test_one_write_sends_head_and_body_together_and_never_reorders_or_keeps_bytes() -> None:
+    from edge_runtime.transport.http_limits import _OneWrite
+
+    t = _Transport()
+    c = _Cycle(t)
+    _OneWrite(t, c)  # type: ignore[arg-type]
+    c.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: out at once
+    assert t.sent == [[b"HTTP/1.1 100 Continue\r\n\r\n"]]
+    c.response_started = True
+    c.transport.write(b"HEAD")
+    assert len(t.sent) == 1, "the head waits for the body"
+    c.transport.write(b"body1")
+    c.transport.write(b"body2")
+    assert t.sent[1:] == [[b"HEAD", b"body1"], [b"body2"]]
+    c.on_response()
+    assert c.completed == 1
+
+    for finish in ("complete", "close", "empty body"):  # a HEAD request, a closed connection, an empty body
+        t = _Transport()
+        c = _Cycle(t)
+        _OneWrite(t, c)  # type: ignore[arg-type]
+        c.response_started = True
+        c.transport.write(b"HEAD")
+        if finish == "complete":
+            c.on_response()
+            assert c.completed == 1
+        elif finish == "close":
+            c.transport.close()
+            assert t.closed
+        else:
+            c.transport.write(b"")
+        assert t.sent == [[b"HEAD"]], finish

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 import pytest
 
 from edge_runtime.core.fallback_policy import CLOSED, HALF_OPEN, OPEN, Breaker, top_confidence
 from edge_runtime.core.health import ErrorWindow, judge_readiness
-from edge_runtime.serving.batching import batch_key, concat_feeds, fits, split_outputs
+from edge_runtime.serving.batching import Runner, batch_key, concat_feeds, fits, split_outputs
 
 
 def test_error_window_judges_and_forgets() -> None:
@@ -85,3 +89,49 @@ def test_batch_helpers() -> None:
     parts = split_outputs([merged["x"] * 2], [2, 1])
     np.testing.assert_array_equal(parts[0][0], a["x"] * 2)
     np.testing.assert_array_equal(parts[1][0], b["x"] * 2)
+
+
+class _InlineModel:
+    """What the Runner needs of a LoadedModel: a model that runs on the event loop; `* 2` per row."""
+
+    run_inline = True
+    batchable = True
+
+    def __init__(self) -> None:
+        self.runs: list[int] = []
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        x = feeds["x"]
+        self.runs.append(len(x))
+        if (x < 0).any():
+            raise ValueError("negative")
+        return [x * 2]
+
+
+def test_inline_batching_joins_what_arrives_before_the_run_and_keeps_the_policy() -> None:
+    model = _InlineModel()
+    batches: list[int] = []
+    runner = Runner(model, ThreadPoolExecutor(1), max_batch_size=4, on_batch=batches.append)  # type: ignore[arg-type]
+
+    async def main() -> list[Any]:
+        feeds = [
+            {"x": np.full((1, 3), 1.0, np.float32)},
+            {"x": np.full((2, 3), 2.0, np.float32)},
+            {"x": np.full((2, 3), 4.0, np.float32)},  # would make 5 rows: the next batch
+            {"x": np.full((1, 4), 3.0, np.float32)},  # another shape: its own batch
+            {"x": np.full((1, 3), -1.0, np.float32)},  # fails its own batch only
+        ]
+        got = await asyncio.gather(*(runner.run(f) for f in feeds), return_exceptions=True)
+        alone = await runner.run({"x": np.full((1, 3), 5.0, np.float32)})
+        return [*got, alone]
+
+    got = asyncio.run(main())
+    assert model.runs == [3, 2, 1, 1, 1], "arrival order, one key and at most max_batch_size rows per run"
+    assert batches == model.runs
+    np.testing.assert_array_equal(got[0][0], np.full((1, 3), 2.0))
+    np.testing.assert_array_equal(got[1][0], np.full((2, 3), 4.0))
+    np.testing.assert_array_equal(got[2][0], np.full((2, 3), 8.0))
+    np.testing.assert_array_equal(got[3][0], np.full((1, 4), 6.0))
+    assert isinstance(got[4], ValueError), "a failed run fails its own batch, not the others"
+    np.testing.assert_array_equal(got[5][0], np.full((1, 3), 10.0))
+    assert runner.in_flight == 0 and runner.queue_depth() == 0
