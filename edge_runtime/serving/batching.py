@@ -164,16 +164,19 @@ class Runner:
             while end < len(jobs) and jobs[end].key == first.key and fits(rows, jobs[end].rows, self.max_batch_size):
                 rows += jobs[end].rows
                 end += 1
-            batch = jobs[start:end]
+            self._run_batch(jobs[start:end], rows)
             start = end
-            if self._on_batch is not None:
-                self._on_batch(rows)
-            try:
-                outputs = self.model.run(concat_feeds([j.feeds for j in batch]))
-            except Exception as e:
-                _fail(batch, e)
-                continue
-            _deliver(batch, outputs)
+
+    def _run_batch(self, jobs: list[_Job], rows: int) -> None:
+        """Run one batch of an inline model on the loop and settle its futures."""
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        try:
+            outputs = self.model.run(concat_feeds([j.feeds for j in jobs]))
+        except Exception as e:
+            _fail(jobs, e)
+            return
+        _deliver(jobs, outputs)
 
     async def _loop(self) -> None:
         assert self._queue is not None
@@ -216,6 +219,9 @@ class Runner:
             await self._execute(jobs, rows)
 
     async def _execute(self, jobs: list[_Job], rows: int) -> None:
+        if self.model.run_inline:
+            self._run_batch(jobs, rows)
+            return
         if self._on_batch is not None:
             self._on_batch(rows)
         try:
