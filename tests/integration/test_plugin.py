@@ -394,8 +394,10 @@ def test_cache_status_shows_each_caches_numbers_and_why_one_cannot_be_read(cache
     kube, ns, size = cache_fleet["kube"], cache_fleet["ns"], cache_fleet["size"]
     cache_fleet["fetch"](0)  # the first device of the site: a miss, the cache takes it from the origin
     t0 = time.monotonic()
-    p = edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "1s")
-    assert time.monotonic() - t0 < 60  # the silent cache costs its timeout, not a hang (bounded, not a speed check)
+    p = edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "5s")
+    # The silent cache costs its timeout, not a hang (bounded, not a speed check). 5 s, not 1: on a busy
+    # machine the real cache must still answer within it.
+    assert time.monotonic() - t0 < 60
     assert p.returncode == 1, p.stderr  # not every cache could be read
     assert "Traceback" not in p.stderr
     lines = p.stdout.splitlines()
@@ -411,7 +413,7 @@ def test_cache_status_shows_each_caches_numbers_and_why_one_cannot_be_read(cache
     assert "4 site(s), 1 of 3 cache(s) read" in p.stderr
 
     cache_fleet["fetch"](1)  # every later device: a hit, the origin is not asked again
-    j = edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "1s", "-o", "json")
+    j = edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "5s", "-o", "json")
     rows = {r["site"]: r for r in json.loads(j.stdout)}
     st = rows["site-a"]["status"]
     assert (st["hits"], st["misses"], st["hitRatio"], st["entries"]) == (1, 1, 0.5, 1)
@@ -419,7 +421,7 @@ def test_cache_status_shows_each_caches_numbers_and_why_one_cannot_be_read(cache
     assert rows["site-a"]["via"] == "direct" and rows["site-a"]["error"] is None
     assert rows["site-b"]["status"] is None and "Connection refused" in rows["site-b"]["error"]
     assert rows["site-d"]["via"] is None and rows["site-d"]["error"] is None
-    assert _row(edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "1s").stdout, "site-a")[5:8] == [
+    assert _row(edgeai(kube, "cache", "status", "det", "-n", ns, "--timeout", "5s").stdout, "site-a")[5:8] == [
         "1", "1", "50.0%"]
 
 
