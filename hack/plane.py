@@ -458,9 +458,9 @@ def kwok_tuning(nodes: int) -> tuple[str, list[str]]:
     them and Ready nodes went back to NotReady while new ones were still coming; and an INFO line per
     lease renewal (40,000 lines in 15 minutes) on the same 2 cores. More parallel renewals and stage
     plays, and warnings only."""
-    par = max(4, min(32, nodes // 250))
-    if par == 4:
+    if nodes <= 1000:
         return "", []
+    par = max(4, min(32, nodes // 250))
     doc = ("---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n"
            f"  nodeLeaseParallelism: {par}\n  nodePlayStageParallelism: {par}\n  podPlayStageParallelism: {par}\n")
     return doc + KWOK_NODE_STAGES, ["--v=WARN"]
