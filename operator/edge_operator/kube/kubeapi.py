@@ -185,6 +185,16 @@ class KubeApi:
                 return None
             raise
 
+    async def patch(self, ref: Ref, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A merge patch (metadata.uid in `body` makes it a precondition); None when the object is gone."""
+        try:
+            return await self.request("PATCH", ref, body=body, content_type=MERGE,
+                                      params={"fieldManager": c.FIELD_MANAGER})
+        except ApiError as e:
+            if e.not_found or e.conflict:
+                return None
+            raise
+
     async def patch_status(self, ref: Ref, status_patch: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request(
             "PATCH", Ref(ref.api_version, ref.plural, ref.name, ref.namespace, "status"),
