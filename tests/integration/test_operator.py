@@ -63,8 +63,12 @@ class Env:
         return json.loads(self.kube.kubectl(*args).stdout)["items"]  # type: ignore[no-any-return]
 
     def children(self, ns: str, idep: str) -> dict[str, dict[str, Any]]:
-        items = self.items("deployments", ns, f"edgeai.io/inference-deployment={idep}")
-        return {d["metadata"]["annotations"]["edgeai.io/device"]: d for d in items}
+        """Each device's model server Pod (the newest, during a surge), not one being deleted."""
+        items = [p for p in self.items("pods", ns, f"edgeai.io/inference-deployment={idep}")
+                 if not p["metadata"].get("deletionTimestamp")
+                 and any(r.get("kind") == "InferenceDeployment" for r in p["metadata"].get("ownerReferences") or [])]
+        items.sort(key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+        return {p["metadata"]["annotations"]["edgeai.io/device"]: p for p in items}
 
     def cond(self, obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
         for c in ((obj or {}).get("status") or {}).get("conditions") or []:
@@ -303,7 +307,7 @@ def test_verified_model_placed_on_matching_devices_with_the_right_build(env: Env
 
     kids = env.children(namespace, "detector")
     d1 = kids["edge-1"]
-    tpl = d1["spec"]["template"]
+    tpl = d1  # the Pod itself
     assert tpl["metadata"]["annotations"]["edgeai.io/model-sha256"] == sha8
     assert d1["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert tpl["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
@@ -327,7 +331,7 @@ def test_verified_model_placed_on_matching_devices_with_the_right_build(env: Env
 
 def _containers(child: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     """A workload's server container, and the images all of its containers run."""
-    pod = child["spec"]["template"]["spec"]
+    pod = child["spec"]
     (server,) = pod["containers"]
     return server, {c["image"] for c in (*pod["initContainers"], *pod["containers"])}
 
@@ -370,7 +374,6 @@ def test_accelerators_get_their_build_family_image_device_and_providers_or_the_c
         assert server["resources"]["limits"] == {"nvidia.com/gpu": "1"}
         assert json.loads(_flag(server["args"], "--execution-providers") or "null") == [
             {"name": "CUDA", "options": {"device_id": "0"}}, {"name": "CPU"}]
-        assert kids[gpu]["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
         assert server["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
         for dev, why in ((npu, "npu (huawei.com/Ascend310): no entry of spec.runtime.executionProviders drives it "
@@ -454,7 +457,7 @@ def test_child_deleted_by_hand_returns_and_spec_changes_roll(env: Env, namespace
     env.apply(edge_model("m", namespace, url, sha), idep("d", namespace, "m"))
     env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=90)
     before = env.children(namespace, "d")["edge-0"]
-    env.kube.kubectl("delete", "deployment", before["metadata"]["name"], "-n", namespace)
+    env.kube.kubectl("delete", "pod", before["metadata"]["name"], "-n", namespace, "--wait=false")
     wait_for("child recreated", lambda: (env.children(namespace, "d").get("edge-0") or {}).get(
         "metadata", {}).get("uid") not in (None, before["metadata"]["uid"]), 60, env.op)
     env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
@@ -466,14 +469,14 @@ def test_child_deleted_by_hand_returns_and_spec_changes_roll(env: Env, namespace
              60, env.op)
     obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
     assert obj["status"]["placed"] == 2
-    args = env.children(namespace, "d")["edge-2"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = env.children(namespace, "d")["edge-2"]["spec"]["containers"][0]["args"]
     assert args[args.index("--threads") + 1] == "3"
 
     # A new model digest rolls every workload to it.
     url2, sha2, _ = env.model_file(f"{namespace}-2.onnx", seed=5)
     env.apply(edge_model("m", namespace, url2, sha2))
     wait_for("workloads carry the new digest", lambda: all(
-        k["spec"]["template"]["metadata"]["annotations"]["edgeai.io/model-sha256"] == sha2
+        k["metadata"]["annotations"]["edgeai.io/model-sha256"] == sha2
         for k in env.children(namespace, "d").values()), 60, env.op)
     obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
     assert obj["status"]["modelSha256"] == sha2
@@ -562,8 +565,8 @@ def _restart_mid_reconcile(env: Env, namespace: str, nodes: list[str]) -> None:
     env.op.wait_ready()
     obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=120)
     assert obj["status"]["placed"] == len(nodes) and obj["status"]["ready"] == len(nodes)
-    kids = env.items("deployments", namespace, "edgeai.io/inference-deployment=d")
-    assert sorted(k["metadata"]["annotations"]["edgeai.io/device"] for k in kids) == sorted(nodes)
+    kids = env.items("pods", namespace, "edgeai.io/inference-deployment=d")
+    assert sorted(k["metadata"]["annotations"]["edgeai.io/device"] for k in kids) == sorted(nodes)  # one each
 
     # Idempotent: a restart on a converged cluster writes nothing to workloads or status.
     versions = {k["metadata"]["name"]: k["metadata"]["resourceVersion"] for k in kids}
@@ -573,7 +576,7 @@ def _restart_mid_reconcile(env: Env, namespace: str, nodes: list[str]) -> None:
     env.op.wait_ready()
     time.sleep(5)
     assert {k["metadata"]["name"]: k["metadata"]["resourceVersion"]
-            for k in env.items("deployments", namespace, "edgeai.io/inference-deployment=d")} == versions
+            for k in env.items("pods", namespace, "edgeai.io/inference-deployment=d")} == versions
     after = env.get("idep", "d", namespace)
     assert after is not None and after["metadata"]["resourceVersion"] == status_rv
 
@@ -695,7 +698,7 @@ def test_an_oci_source_behind_basic_auth_becomes_verified_and_its_fetch_gets_the
         assert st["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 16]}]
 
         env.kube.kubectl("wait", "--for=condition=Ready", "idep/oci-model", "-n", namespace, "--timeout=90s")
-        tpl = env.children(namespace, "oci-model")["edge-0"]["spec"]["template"]["spec"]
+        tpl = env.children(namespace, "oci-model")["edge-0"]["spec"]
         fetch = next(x for x in tpl["initContainers"] if x["name"] == "fetch")
         assert fetch["args"][:4] == ["fetch", uri, "--sha256", sha]
         assert "--plain-http" in fetch["args"] and "--registry-auth-file" in fetch["args"]
