@@ -68,6 +68,7 @@ class Ref:
 PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Pod"): "pods",
     (c.API_VERSION, c.KIND_DEVICE): c.PLURAL_DEVICE,
     (c.API_VERSION, c.KIND_MODEL): c.PLURAL_MODEL,
     (c.API_VERSION, c.KIND_IDEP): c.PLURAL_IDEP,
