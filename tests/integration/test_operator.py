@@ -8,6 +8,7 @@ their placement.
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import time
@@ -541,6 +542,77 @@ def test_model_deletion_reported_and_deployment_deletion_cascades(env: Env, name
     wait_for("devices no longer list it", lambda: all(
         not [s for s in (env.get("edgedevice", n) or {}).get("status", {}).get("serving", [])
              if s["inferenceDeployment"] == f"{namespace}/d"] for n in FLEET), 60, env.op)
+
+
+def _pre_0_9_deployment(ns: str, device: str, owner: dict[str, Any], sha: str) -> dict[str, Any]:
+    """A device's Deployment as an operator before 0.9 made it (labels, annotations, owner, pinning)."""
+    labels = {"app.kubernetes.io/managed-by": "edgeai-operator", "edgeai.io/inference-deployment": "d",
+              "edgeai.io/device": device}
+    ann = {"edgeai.io/device": device, "edgeai.io/inference-deployment": "d", "edgeai.io/model-sha256": sha,
+           "edgeai.io/variant": "default"}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [device]}]}]}}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"d-{device}", "namespace": ns, "labels": labels,
+                         "annotations": {**ann, "edgeai.io/spec-hash": "pre-0.9", "edgeai.io/revision": "1"},
+                         "ownerReferences": [{"apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment",
+                                              "name": "d", "uid": owner["metadata"]["uid"], "controller": True}]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {k: labels[k] for k in list(labels)[1:]}},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                     "template": {"metadata": {"labels": labels, "annotations": ann}, "spec": {
+                         "affinity": affinity, "tolerations": [{"operator": "Exists"}],
+                         "containers": [{"name": "server", "image": CPU_IMAGE}]}}}}
+
+
+def test_upgrade_from_per_device_deployments_replaces_each_server_once_and_leaves_nothing(
+        env: Env, namespace: str) -> None:
+    """An operator before 0.9 left a Deployment per device: each device gets its Pod beside the old
+    server, which goes only once the Pod is Ready (never a device without a Ready server), once."""
+    url, sha, _ = env.model_file(f"{namespace}.onnx")
+    env.apply(edge_model("m", namespace, url, sha))
+    env.wait_cond("em", "m", namespace, "Verified", "True")
+    env.op.stop()  # the old operator's fleet, as it left it
+    try:
+        env.apply(idep("d", namespace, "m"))
+        owner = env.get("idep", "d", namespace)
+        assert owner is not None
+        env.apply(*(_pre_0_9_deployment(namespace, dev, owner, sha) for dev in FLEET))
+
+        def old_ready() -> list[dict[str, Any]] | None:
+            pods = env.items("pods", namespace, "edgeai.io/inference-deployment=d")
+            ok = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                         for c in (p.get("status") or {}).get("conditions") or [])]
+            return ok if len(ok) == len(FLEET) else None
+
+        old = {p["metadata"]["annotations"]["edgeai.io/device"]: p["metadata"]["uid"]
+               for p in wait_for("the old servers Ready", old_ready, 90)}
+    finally:
+        env.op.start()
+    env.op.wait_ready()
+    seen_without_ready: list[str] = []
+
+    def migrated() -> bool:
+        pods = env.items("pods", namespace, "edgeai.io/inference-deployment=d")
+        for dev in FLEET:
+            if not any(p["metadata"]["annotations"]["edgeai.io/device"] == dev and not p["metadata"].get(
+                    "deletionTimestamp") and any(c["type"] == "Ready" and c["status"] == "True"
+                                                 for c in (p.get("status") or {}).get("conditions") or [])
+                       for p in pods):
+                seen_without_ready.append(dev)
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        return (not env.items("deployments", namespace, "edgeai.io/inference-deployment=d")
+                and not env.items("replicasets", namespace) and len(live) == len(FLEET)
+                and all(p["metadata"]["ownerReferences"][0]["kind"] == "InferenceDeployment" for p in live))
+
+    wait_for("every device on its own Pod, the Deployments, ReplicaSets and old Pods gone", migrated, 120, env.op)
+    assert seen_without_ready == [], seen_without_ready
+    obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
+    assert obj["status"]["placed"] == len(FLEET) and obj["status"]["ready"] == len(FLEET)
+    kids = env.children(namespace, "d")
+    assert sorted(kids) == FLEET and all(kids[d]["metadata"]["uid"] != old[d] for d in FLEET)
+    made = [json.loads(line) for line in env.op.log_path.read_text().splitlines() if '"created pod"' in line]
+    per_device = collections.Counter(m["device"] for m in made if m.get("deployment") == f"{namespace}/d")
+    assert per_device == {d: 1 for d in FLEET}, per_device  # replaced once each
 
 
 def test_operator_restart_mid_reconcile_converges_without_duplicates(env: Env, namespace: str) -> None:
