@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 
 import plane as localplane  # type: ignore[import-not-found]  # noqa: E402  (hack/ is outside mypy_path)
 
-from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment  # noqa: E402
+from edge_operator.core.manifests import Owner, WorkloadInputs, child_name, child_pod  # noqa: E402
 from edge_operator.core.placement import Artifact  # noqa: E402
 from edge_operator.testing import ModelServer, OperatorProcess, parse_metrics  # noqa: E402
 from edge_runtime.artifacts.integrity import hash_file  # noqa: E402
@@ -179,7 +179,8 @@ def node_names(n: int) -> list[str]:
 
 
 def operator_workload(i: int, node: str, art: Artifact, namespace: str) -> dict[str, Any]:
-    """Exactly the Deployment the operator builds for that device, minus the owner."""
+    """A Deployment of exactly the Pod the operator builds for that device, minus the owner: what a person
+    would run by hand, one pinned replica per device, rolling with surge as the operator does."""
     inp = WorkloadInputs(
         namespace=namespace,
         owner=Owner(c.API_VERSION, c.KIND_IDEP, f"native-{i}", "x"),
@@ -191,12 +192,21 @@ def operator_workload(i: int, node: str, art: Artifact, namespace: str) -> dict[
         image=c.DEFAULT_RUNTIME_IMAGE,
         runtime=RuntimeSpec(threads=1),
     )
-    d = child_deployment(inp)
-    del d["metadata"]["ownerReferences"]
+    pod = child_pod(inp)
     # Not managed by the operator: its server-side label selector must not see these.
-    for labels in (d["metadata"]["labels"], d["spec"]["template"]["metadata"]["labels"]):
-        labels[c.L_MANAGED_BY] = "benchmark"
-    return d
+    labels = {**pod["metadata"]["labels"], c.L_MANAGED_BY: "benchmark"}
+    annotations = {k: v for k, v in pod["metadata"]["annotations"].items() if k not in (c.A_SPEC_HASH, c.A_REVISION)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": child_name(inp.owner.name, node), "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {k: labels[k] for k in (c.L_IDEP, c.L_DEVICE)}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod["spec"]},
+        },
+    }
 
 
 def conditions_true(obj: dict[str, Any], kind: str) -> bool:

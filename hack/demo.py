@@ -235,10 +235,10 @@ def bad_update(kube: localplane.Kube, env: dict[str, str], timeout: float = 120)
 
 def run_one_runtime(kube: localplane.Kube) -> None:
     """Start one device's edge runtime exactly as its Pod spec says, and infer through it."""
-    deps = json.loads(kube.kubectl("get", "deployments", "-n", NAMESPACE, "-l",
+    pods = json.loads(kube.kubectl("get", "pods", "-n", NAMESPACE, "-l",
                                    "app.kubernetes.io/managed-by=edgeai-operator", "-o", "json").stdout)["items"]
-    dep = next(d for d in deps if "defect-detection" in d["metadata"]["name"])
-    pod = dep["spec"]["template"]["spec"]
+    dep = next(d for d in pods if "defect-detection" in d["metadata"]["name"])
+    pod = dep["spec"]
     say(f"starting the edge runtime of {dep['metadata']['name']} as its Pod spec says "
         f"({len(pod.get('initContainers', []))} init + {len(pod['containers'])} container)")
     root = STATE / "pod"

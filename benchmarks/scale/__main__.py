@@ -202,8 +202,11 @@ def operator_round(
         for k, v in sorted(m.items()):
             if k.startswith(REPORTED_METRICS):
                 log(f"  {k} {v - m0.get(k, 0.0):g}")
-        children = len(api.list(f"/apis/apps/v1/namespaces/{namespace}/deployments"))
-        assert children == count, f"expected {count} workloads, found {children}"
+        # Model server Pods, whichever shape made them (a baseline before 0.9 made a Deployment per device).
+        children = sum(1 for p in api.list(f"/api/v1/namespaces/{namespace}/pods")
+                       if (p["metadata"].get("labels") or {}).get(c.L_MANAGED_BY) == c.OPERATOR_NAME
+                       and not p["metadata"].get("deletionTimestamp"))
+        assert children == count, f"expected {count} model server pods, found {children}"
     finally:
         op.stop()
 

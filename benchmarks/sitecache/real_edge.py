@@ -8,7 +8,7 @@ the suite's HTTP server with a paced uplink (--origin-mbit, a token bucket: the 
 cloud and the site), on the cloud bridge's address. The site cache is a real `edge-runtime site-cache`
 process on that address too, reached by the node over its own link as a gateway is reached over a site's
 LAN; its uplink to the origin is the paced one. Each device is a Pod on the real node running the
-operator's own `fetch` init container (built by core/manifests.child_deployment for a device with
+operator's own `fetch` init container (built by core/manifests.child_pod for a device with
 spec.siteCache: the runtime image, its args, its security context and memory limit, its mirror read by
 KubeEdge from the real `<name>-site-cache` ConfigMap), into an empty model cache of its own, timed by a
 wrapper around the command (the fetch's whole run, Python start-up included) that hashes what the
@@ -36,7 +36,7 @@ from typing import Any
 from benchmarks.common import ROOT, localplane, logger, text_table
 from benchmarks.sitecache.__main__ import Origin, start_cache
 from edge_operator.core import site_cache
-from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment
+from edge_operator.core.manifests import Owner, WorkloadInputs, child_pod
 from edge_operator.core.placement import Artifact
 from edge_operator.testing import OperatorProcess
 from edge_runtime.models_zoo import build_tabular
@@ -83,7 +83,7 @@ def fetch_pod(name: str, node: str, image: str, uri: str, sha: str, size: int, t
     inp = WorkloadInputs(namespace=NS, owner=owner, model="bench", model_version="1", device=node, node=node,
                          artifact=Artifact("default", "fp32", uri, sha, size=size, verified=True), image=image,
                          mirror=mirror)
-    tmpl = child_deployment(inp)["spec"]["template"]["spec"]
+    tmpl = child_pod(inp)["spec"]
     (fetch,) = [ctr for ctr in tmpl["initContainers"] if ctr["name"] == "fetch"]
     fetch = dict(fetch, command=["python", "-c", WRAPPER], args=[*fetch["command"], *fetch["args"]],
                  terminationMessagePolicy="File")

@@ -235,8 +235,7 @@ def test_service_account_may_do_everything_rbac_py_lists(kube: KubeHandle, relea
     ("delete", "edgeai.io", "edgemodels", "some-team"),
     ("update", "edgeai.io", "edgedevices", None),
     ("update", "apps", "deployments", "some-team"),
-    ("create", "", "pods", "some-team"),
-    ("delete", "", "pods", "some-team"),
+    ("update", "", "pods", "some-team"),  # creates, patches metadata and deletes its model servers, never updates
     ("create", "", "pods/exec", "some-team"),
     ("create", "apiextensions.k8s.io", "customresourcedefinitions", None),
     ("delete", "apiextensions.k8s.io", "customresourcedefinitions", None),
@@ -380,8 +379,8 @@ def test_operator_does_all_its_work_as_the_chart_service_account(kube: KubeHandl
             for r in fleet_rows:
                 assert (r["deployment"], r["model"], r["sha256"], r["online"]) == (
                     f"{team}/tab", "tab", digest.sha256, "yes"), r
-            children = json.loads(kube.kubectl("get", "deployments", "-n", team, "-o", "json").stdout)["items"]
-            assert len(children) == len(fleet)
+            children = json.loads(kube.kubectl("get", "pods", "-n", team, "-o", "json").stdout)["items"]
+            assert len(children) == len(fleet)  # one model server Pod per device, nothing else
             for dev in fleet:
                 ed = kget(kube, "edgedevice", dev) or {}
                 assert (ed.get("status") or {}).get("online") is True, dev

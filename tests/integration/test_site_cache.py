@@ -27,7 +27,7 @@ def _caches(env: Env, ns: str) -> list[dict[str, Any]]:
 
 
 def _fetch_envs(child: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    return [ctr.get("env", []) for ctr in child["spec"]["template"]["spec"]["initContainers"]
+    return [ctr.get("env", []) for ctr in child["spec"]["initContainers"]
             if ctr["name"].startswith("fetch")]
 
 

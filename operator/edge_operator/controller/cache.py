@@ -15,6 +15,7 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from edge_operator.controller.keys import DeploymentKey, ModelKey
+from edge_operator.core import pod_workloads
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.placement import DeviceView
 from edge_operator.core.site_cache import SiteCacheInfo, site_cache_info
@@ -44,9 +45,10 @@ IDX_IDEPS_BY_MODEL = "edgeai_ideps_by_model"
 IDX_CHILDREN = "edgeai_children"
 IDX_CHILDREN_BY_DEVICE = "edgeai_children_by_device"
 IDX_PODS = "edgeai_pods"
+IDX_PODS_BY_DEVICE = "edgeai_pods_by_device"
 IDX_SITE_CACHES = "edgeai_site_caches"
 ALL_INDEXES = (IDX_NODES, IDX_DEVICES, IDX_DEVICES_BY_NODE, IDX_MODELS, IDX_IDEPS, IDX_IDEPS_BY_MODEL,
-               IDX_CHILDREN, IDX_CHILDREN_BY_DEVICE, IDX_PODS, IDX_SITE_CACHES)
+               IDX_CHILDREN, IDX_CHILDREN_BY_DEVICE, IDX_PODS, IDX_PODS_BY_DEVICE, IDX_SITE_CACHES)
 
 # One index as kopf hands it over: key -> the values stored under it (a kopf Store).
 Index = Mapping[Hashable, Iterable[Any]]
@@ -112,6 +114,11 @@ def pod_entries(body: Mapping[str, Any]) -> Entries:
     return {(p.namespace, p.idep): p} if p.idep else {}
 
 
+def pods_by_device_entries(body: Mapping[str, Any]) -> Entries:
+    p = pod_info(body)
+    return {p.device: p} if p.owned and p.device else {}  # the device's own model servers, not a ReplicaSet's
+
+
 INDEX_ENTRIES = {
     IDX_NODES: node_entries,
     IDX_DEVICES: device_entries,
@@ -122,6 +129,7 @@ INDEX_ENTRIES = {
     IDX_CHILDREN: children_entries,
     IDX_CHILDREN_BY_DEVICE: children_by_device_entries,
     IDX_PODS: pod_entries,
+    IDX_PODS_BY_DEVICE: pods_by_device_entries,
     IDX_SITE_CACHES: site_cache_entries,
 }
 
@@ -204,8 +212,15 @@ class Cache:
     def children(self, key: DeploymentKey) -> list[ChildInfo]:
         return self._all(IDX_CHILDREN, (key.namespace, key.name), ChildInfo)
 
-    def children_on_device(self, device: str) -> list[ChildInfo]:
-        return self._all(IDX_CHILDREN_BY_DEVICE, device, ChildInfo)
+    def children_on_device(self, device: str, now_ts: float) -> list[ChildInfo]:
+        """What each InferenceDeployment runs on the device: its Pods summed up, or a pre-0.9 Deployment."""
+        by_owner: dict[str, list[PodInfo]] = {}
+        for p in self._all(IDX_PODS_BY_DEVICE, device, PodInfo):
+            by_owner.setdefault(p.owner_uid, []).append(p)
+        out = [w for uid, ps in by_owner.items() if (w := pod_workloads.workload(ps, uid, now_ts)) is not None]
+        running = {w.owner_uid for w in out}
+        out += [ch for ch in self._all(IDX_CHILDREN_BY_DEVICE, device, ChildInfo) if ch.owner_uid not in running]
+        return out
 
     def pods(self, key: DeploymentKey) -> list[PodInfo]:
         return self._all(IDX_PODS, (key.namespace, key.name), PodInfo)

@@ -11,6 +11,7 @@ through a SelectorIndex (O(deployments it may concern)) rather than reconciling 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +109,7 @@ class EventMapper:
                 continue
             if (old is not None and matches(idep.selector, old)) or (new is not None and matches(idep.selector, new)):
                 work.add(key, self.fanout_delay)
-        for ch in self.cache.children_on_device(device):
+        for ch in self.cache.children_on_device(device, time.time()):
             work.add(DeploymentKey(ch.namespace, ch.owner), self.fanout_delay)
 
     def model(self, key: ModelKey) -> Work:
@@ -168,7 +169,8 @@ class EventMapper:
         work = Work()
         key = (p.namespace, p.name)
         cur = (p.phase, p.ready, p.reason, p.restarts, p.init_exit_code, p.init_running, p.deleting,
-               p.server_exit_code)  # a quality gate's exit fails the device: the rollout must look again
+               p.server_exit_code,  # a quality gate's exit fails the device: the rollout must look again
+               p.revision)  # the operator's own annotation echoed: the rollout counts the device on it
         if event_type == "DELETED":
             self._pod_seen.pop(key, None)
         elif self._pod_seen.get(key) == cur:
@@ -176,7 +178,10 @@ class EventMapper:
         else:
             self._pod_seen[key] = cur
         if p.idep:
-            work.add(DeploymentKey(p.namespace, p.idep), self.status_delay)
+            # Deleted (by hand, evicted, or the surge's old Pod): look now, to make it again if it is missing.
+            work.add(DeploymentKey(p.namespace, p.idep), 0.0 if event_type == "DELETED" else self.status_delay)
+        if p.owned and p.device:
+            work.add(DeviceKey(p.device), self.status_delay)
         return work
 
 

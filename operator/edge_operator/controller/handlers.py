@@ -129,6 +129,11 @@ def register(registry: kopf.OperatorRegistry, controller: Manager, login_info: k
     async def pods(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return cache.pod_entries(body)
 
+    @kopf.index("", "v1", "pods", id=cache.IDX_PODS_BY_DEVICE, registry=registry,
+                labels={c.L_MANAGED_BY: c.OPERATOR_NAME})
+    async def pods_by_device(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return cache.pods_by_device_entries(body)
+
     # --- event hooks (run only once every index above is filled) -------------------------
 
     @on.event("", "v1", "nodes", registry=registry)

@@ -200,12 +200,14 @@ class Manager:
         ch = child_info(body)
         if ch is None:
             return
-        self.deployments.saw_workload(ch, deleted=event_type == "DELETED")
         self._queue(self.events.child(event_type, ch))
 
     def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         metrics.WATCH_EVENTS.labels("Pod").inc()
-        self._queue(self.events.pod(event_type, pod_info(body)))
+        p = pod_info(body)
+        if p.owned:
+            self.deployments.saw_pod(p, deleted=event_type == "DELETED")
+        self._queue(self.events.pod(event_type, p))
 
 
 def _timed(label: str, run: Callable[[K], Awaitable[Requeue | None]]) -> Callable[[K], Awaitable[Requeue | None]]:

@@ -1,19 +1,21 @@
 """Typed builders for every object the operator creates. Pure: dicts in, dicts out.
 
-One child workload per placed device: a Deployment with one replica, pinned
-to the device's node by required node affinity on `metadata.name` (exactly
-how the DaemonSet controller pins its pods). Why a Deployment and not a bare
-Pod: a Deployment recreates a pod that is deleted or evicted without the
-operator, rolls a changed model with maxSurge=1/maxUnavailable=0 so a new
-build that never gets Ready never replaces the one that works (except on a
-device whose accelerator the Pod holds: see `_strategy`), keeps old
-ReplicaSets for rollback, and reports progress (ProgressDeadlineExceeded)
-the operator folds into status. Why affinity and not `nodeName`: it goes
-through the scheduler, so resources and taints are honoured and a device
-without room says so as a scheduling event instead of a kubelet rejection.
+One model server per placed device: a Pod the operator owns directly, pinned to the device's node
+by required node affinity on `metadata.name` (exactly how the DaemonSet controller pins its pods),
+named for the device and the hash of its template. Why a Pod and not a Deployment per device (what
+operators before 0.9 made): an update then costs what a DaemonSet's does, one Pod created and one
+deleted, instead of a Deployment patched, a ReplicaSet created and scaled up, the old one scaled
+down, and their status writes, about 4x the API requests and time on a fleet (docs/scale.md). The
+operator does what the Deployment did for it: the new Pod is created beside the old one (surge) and
+the old one deleted once the new one is Ready, so a build that never gets Ready never replaces the
+one that works (except on a device whose accelerator the Pod holds: see `surges`); a Pod deleted or
+evicted is made again; a Pod not Ready within PROGRESS_DEADLINE_SECONDS fails the device
+(core/pod_workloads.py). Why affinity and not `nodeName`: it goes through the scheduler, so
+resources and taints are honoured and a device without room says so as a scheduling event instead
+of a kubelet rejection.
 
-Longer than most modules: the Deployment is one literal, so a reviewer reads
-the whole pod spec the edge node will run in one place.
+Longer than most modules: the Pod is one literal, so a reviewer reads the whole pod spec the edge
+node will run in one place.
 """
 
 from __future__ import annotations
@@ -144,9 +146,10 @@ def workload_labels(inp: WorkloadInputs) -> dict[str, str]:
     return labels
 
 
-def selector_labels(idep: str, device: str) -> dict[str, str]:
-    # Immutable once the Deployment exists: only what identifies the pair, never the version.
-    return {c.L_IDEP: label_value(idep), c.L_DEVICE: label_value(device)}
+def pod_name(idep: str, device: str, template_hash: str) -> str:
+    """The Pod serving one template on one device: a second create of it (a reconcile that has not
+    seen its first yet, an operator restarted mid-rollout) is refused as AlreadyExists, never a twin."""
+    return f"{child_name(idep, device)}-{template_hash[:10]}"
 
 
 def model_path(sha256: str) -> str:
@@ -351,22 +354,19 @@ def tolerations() -> list[dict[str, Any]]:
     return [{"key": k, "operator": "Exists"} for k in keys]
 
 
-def _strategy(device_resource: str | None) -> dict[str, Any]:
+def surges(inp: WorkloadInputs) -> bool:
     """Surge (the new server Ready before the old one goes) unless the Pod holds a device-plugin
     accelerator: an edge device has one GPU or NPU, a device plugin hands each unit to one Pod, and a
     surge Pod would wait for the unit its predecessor holds, forever. There the old server goes
     first; the swap is as short as a restart, because the new build is already in the node's cache
     (the fetch is an init container of the new Pod only when it is not)."""
-    if device_resource is None:
-        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return inp.acceleration.resource is None
 
 
-def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
-    """The Deployment that serves `inp.artifact` on `inp.device`, with its spec hash annotated."""
+def child_pod(inp: WorkloadInputs) -> dict[str, Any]:
+    """The Pod that serves `inp.artifact` on `inp.device`, named for and annotated with its template's hash."""
     a = inp.artifact
     labels = workload_labels(inp)
-    sel = selector_labels(inp.owner.name, inp.device)
     env = [
         {"name": "EDGEAI_DEVICE", "value": inp.device},
         {"name": "EDGEAI_INFERENCE_DEPLOYMENT", "value": inp.owner.name},
@@ -440,13 +440,14 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         main_mounts.append({"name": "provider-cache", "mountPath": c.PROVIDER_CACHE_DIR})
 
     # A person's pod annotations first: ours (below) win on a clash, the CRD refuses our prefix anyway.
-    template_annotations = dict(inp.runtime.pod_annotations or {})
-    template_annotations |= {
-        # The digest in the pod template: a changed model is a changed template, so it rolls.
+    annotations = dict(inp.runtime.pod_annotations or {})
+    annotations |= {
+        # The digest in the template: a changed model is a changed template, so it rolls.
         c.A_SHA256: a.sha256,
         c.A_VARIANT: a.name,
         c.A_IDEP: inp.owner.name,
         c.A_DEVICE: inp.device,
+        c.A_MODEL: inp.model,
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(c.RUNTIME_PORT),
         "prometheus.io/path": "/metrics",
@@ -521,40 +522,31 @@ def child_deployment(inp: WorkloadInputs) -> dict[str, Any]:
         ],
         "volumes": volumes,
     }
+    # Always: a crashed server restarts in place (the kubelet's back-off), as it did under a Deployment.
+    pod_spec["restartPolicy"] = "Always"
     manifest: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {
-            "name": child_name(inp.owner.name, inp.device),
             "namespace": inp.namespace,
             "labels": labels,
-            "annotations": {
-                c.A_SHA256: a.sha256,
-                c.A_VARIANT: a.name,
-                c.A_DEVICE: inp.device,
-                c.A_MODEL: inp.model,
-            },
+            "annotations": annotations,
             "ownerReferences": [inp.owner.reference()],
         },
-        "spec": {
-            "replicas": 1,
-            "revisionHistoryLimit": 2,
-            "progressDeadlineSeconds": 600,
-            "strategy": _strategy(inp.acceleration.resource),
-            "selector": {"matchLabels": sel},
-            "template": {"metadata": {"labels": labels, "annotations": template_annotations}, "spec": pod_spec},
-        },
+        "spec": pod_spec,
     }
+    # Hashed before the name (made from the hash) and the revision: going back to an identical
+    # template under a new revision number (an undo) is the same Pod, its annotation rewritten in place.
+    h = spec_hash(manifest)
+    manifest["metadata"]["name"] = pod_name(inp.owner.name, inp.device, h)
+    annotations[c.A_SPEC_HASH] = h
     if inp.revision is not None:
-        # On the Deployment, not its pod template: going back to an identical template under a new
-        # revision number (an undo) rewrites metadata and restarts no pod.
-        manifest["metadata"]["annotations"][c.A_REVISION] = str(inp.revision)
-    manifest["metadata"]["annotations"][c.A_SPEC_HASH] = spec_hash(manifest)
+        annotations[c.A_REVISION] = str(inp.revision)
     return manifest
 
 
 class WorkloadHashes:
-    """The spec hash `child_deployment(inp)` would annotate, without building it while `inp` is unchanged.
+    """The template hash `child_pod(inp)` would annotate, without building it while `inp` is unchanged.
 
     Pure and bounded. A reconcile compares every placed device's wanted hash with what runs there;
     building each manifest and hashing its JSON for that was most of a converged reconcile's cost.
@@ -570,7 +562,7 @@ class WorkloadHashes:
         hit = self._last.get(slot)
         if hit is not None and hit[0] == inp:
             return hit[1]
-        h: str = child_deployment(inp)["metadata"]["annotations"][c.A_SPEC_HASH]
+        h: str = child_pod(inp)["metadata"]["annotations"][c.A_SPEC_HASH]
         if len(self._last) >= self.limit:
             del self._last[next(iter(self._last))]
         self._last[slot] = (inp, h)

@@ -15,17 +15,18 @@ child workloads and each device's phase, from device_phase.py) and the status
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_operator.core import overrides as ov
+from edge_operator.core import pod_workloads as pw
 from edge_operator.core import revisions as rev
 from edge_operator.core import rollout as ro
 from edge_operator.core import site_cache, windows
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.deployment_status import fold_status, rollout_conditions, rollout_events
 from edge_operator.core.device_phase import DevicePhase, device_phase, device_rollout, row
-from edge_operator.core.manifests import WORKLOAD_HASHES, Owner, WorkloadInputs, child_deployment
+from edge_operator.core.manifests import WORKLOAD_HASHES, Owner, WorkloadInputs, child_pod, surges
 from edge_operator.core.placement import DeviceView, Placement, place
 from edge_operator.core.quantity import QuantityError, quantity_bytes
 from edge_operator.core.runtime_images import RuntimeImages
@@ -42,12 +43,14 @@ Blocked = tuple[str, str, bool, bool]
 
 @dataclass(frozen=True)
 class IdepPlan:
-    apply: tuple[dict[str, Any], ...]
-    delete: tuple[ChildInfo, ...]
+    apply: tuple[dict[str, Any], ...]  # Pods to create
+    delete: tuple[ChildInfo, ...]  # Deployments of an operator before 0.9 (core/pod_workloads.py)
     status: dict[str, Any]
     placement: Placement | None = None
     requeue_after: float | None = None  # look again then, even if nothing else happens (gate timers)
     events: tuple[tuple[str, str, str], ...] = ()  # (type, reason, message) worth an Event
+    delete_pods: tuple[PodInfo, ...] = ()
+    annotate: tuple[tuple[PodInfo, int], ...] = ()  # Pods to tell the revision they serve now
 
 
 def memory_request(runtime: RuntimeSpec | None) -> int | None:
@@ -205,11 +208,14 @@ def plan(
     now_ts: float | None = None,
     placement: Placement | None = None,
     placement_for: Callable[[ModelInfo, RuntimeSpec, frozenset[str]], Placement] | None = None,
+    legacy: Mapping[str, Sequence[ChildInfo]] | None = None,
 ) -> IdepPlan:
     """Decide everything for one InferenceDeployment: resolve, place, step the rollout, build the
     workloads, fold the status.
 
-    `devices` is the catalogue by name; `children` and `pods` are keyed by device. A caller
+    `devices` is the catalogue by name; `children` (each device's workload, pod_workloads.workloads),
+    `pods` (all its Pods of this deployment) and `legacy` (its Deployments of before 0.9) are keyed
+    by device. A caller
     that cached the placement for unchanged inputs passes it, and the cost is then
     proportional to the devices placed, not to the fleet. `placement_for` places another
     revision's builds (a rollback target) under that revision's runtime settings; it defaults to
@@ -259,8 +265,13 @@ def plan(
         history = rev.with_outcome(history, target, rev.SUCCEEDED)
         stable = target
 
-    apply, phases, rows, updated_to_target = _workloads(placed, children, pods, online, st.targets, inputs, target)
-    delete = tuple(ch for dev, ch in sorted(children.items()) if dev not in placed and not ch.deleting)
+    ts = now_ts if now_ts is not None else (ro.parse_time(now) or 0.0)
+    old = legacy or {}
+    w = _workloads(idep.uid, placed, children, pods, old, online, st.targets, inputs, target, ts)
+    phases, rows, updated_to_target = w.phases, w.rows, w.updated_to_target
+    for dev in sorted(set(children) | set(old)):
+        if dev not in placed:
+            w.add(pw.remove(pods.get(dev, ()), old.get(dev, ()), idep.uid))
 
     status = fold_status(idep, model, target_placement, phases, rows, None, now)
     status["updated"] = updated_to_target
@@ -278,8 +289,10 @@ def plan(
     status["rollout"] = rollout_status
     status["revisions"] = [r.to_dict() for r in history]
     rollout_conditions(idep, status, st, target, stable, now)
-    return IdepPlan(tuple(apply), delete, status, target_placement, requeue_after=st.requeue_after,
-                    events=rollout_events(st, target, stable))
+    requeue = min((t for t in (st.requeue_after, w.requeue_after) if t is not None), default=None)
+    return IdepPlan(tuple(w.apply), tuple(w.delete_legacy), status, target_placement, requeue_after=requeue,
+                    events=rollout_events(st, target, stable), delete_pods=tuple(w.delete_pods),
+                    annotate=tuple(w.annotate))
 
 
 def _inputs_by_revision(idep: IdepInfo, history: Sequence[rev.Revision], target: int, stable: int | None,
@@ -320,42 +333,68 @@ def _step_rollout(idep: IdepInfo, pol: ro.Policy, history: Sequence[rev.Revision
     return st
 
 
-def _workloads(placed: Mapping[str, Any], children: Mapping[str, ChildInfo], pods: Mapping[str, Sequence[PodInfo]],
+@dataclass
+class _Workloads:
+    """What `_workloads` found: the Pods to create, delete and annotate, and each device's phase and row."""
+
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    delete_pods: list[PodInfo] = field(default_factory=list)
+    delete_legacy: list[ChildInfo] = field(default_factory=list)
+    annotate: list[tuple[PodInfo, int]] = field(default_factory=list)
+    phases: dict[str, DevicePhase] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    updated_to_target: int = 0
+    requeue_after: float | None = None
+
+    def add(self, step: pw.Step, manifest: dict[str, Any] | None = None, revision: int | None = None) -> None:
+        if step.create and manifest is not None:
+            self.apply.append(manifest)
+        self.delete_pods.extend(step.delete_pods)
+        self.delete_legacy.extend(step.delete_legacy)
+        if step.annotate is not None and revision is not None:
+            self.annotate.append((step.annotate, revision))
+        if step.requeue_after is not None:
+            self.requeue_after = (step.requeue_after if self.requeue_after is None
+                                  else min(self.requeue_after, step.requeue_after))
+
+
+def _workloads(uid: str, placed: Mapping[str, Any], children: Mapping[str, ChildInfo],
+               pods: Mapping[str, Sequence[PodInfo]], legacy: Mapping[str, Sequence[ChildInfo]],
                online: Callable[[str], bool], targets: Mapping[str, int],
-               inputs: Mapping[int, Mapping[str, WorkloadInputs]], target: int,
-               ) -> tuple[list[dict[str, Any]], dict[str, DevicePhase], list[dict[str, Any]], int]:
-    """The workloads to apply for each placed device's revision, with its phase and status row, and
-    how many devices already run the target."""
-    apply: list[dict[str, Any]] = []
-    phases: dict[str, DevicePhase] = {}
-    rows: list[dict[str, Any]] = []
-    updated_to_target = 0
+               inputs: Mapping[int, Mapping[str, WorkloadInputs]], target: int, ts: float) -> _Workloads:
+    """Each placed device's next step towards its revision's Pod, its phase and status row, and how
+    many devices already run the target."""
+    w = _Workloads()
     for dev in sorted(placed):
         ch = children.get(dev)
         trev = targets.get(dev)
         inp = inputs.get(trev, {}).get(dev) if trev is not None else None
+        dev_pods = pods.get(dev, ())
         if inp is None:
             # Not admitted yet and nothing older to serve (or its build does not fit here): a
             # workload already there is left as it is, never torn down for a wave to come.
             if ch is not None:
-                ph = device_phase(ch, pods.get(dev, ()), online(dev), ch.spec_hash, ch.sha256)
-                rows.append(row(dev, ch.variant, ch.sha256, ph, node=placed[dev].node, revision=ch.revision))
+                ph = device_phase(ch, dev_pods, online(dev), ch.spec_hash, ch.sha256)
+                w.rows.append(row(dev, ch.variant, ch.sha256, ph, node=placed[dev].node, revision=ch.revision))
             else:
                 ph = DevicePhase(WorkloadPhase.WAITING, False, False, "waiting for its rollout wave")
-                rows.append(row(dev, None, None, ph, node=placed[dev].node))
-            phases[dev] = ph
+                w.rows.append(row(dev, None, None, ph, node=placed[dev].node))
+            w.phases[dev] = ph
             continue
         want_hash = WORKLOAD_HASHES.get(inp)
-        if ch is None or (ch.spec_hash != want_hash and not ch.deleting):
-            apply.append(child_deployment(inp))
-        ph = device_phase(ch, pods.get(dev, ()), online(dev), want_hash, inp.artifact.sha256)
+        # The Pod of the wanted template when it runs, else what runs: a Pre-0.9 Deployment counts
+        # until a Pod of the device's own lives.
+        ch = pw.workload(dev_pods, uid, ts, prefer=want_hash) or ch
+        step = pw.converge(want_hash, inp.revision, surges(inp), dev_pods, legacy.get(dev, ()), uid, ts)
+        w.add(step, child_pod(inp) if step.create else None, inp.revision)
+        ph = device_phase(ch, dev_pods, online(dev), want_hash, inp.artifact.sha256)
         if trev == target and ch is not None and ch.spec_hash == want_hash:
-            updated_to_target += 1
-        phases[dev] = ph
-        rows.append(row(dev, inp.artifact.name, inp.artifact.sha256, ph,
-                        precision=inp.artifact.precision, node=inp.node, revision=trev,
-                        provider=inp.acceleration.provider, acceleration=inp.acceleration.reason))
-    return apply, phases, rows, updated_to_target
+            w.updated_to_target += 1
+        w.phases[dev] = ph
+        w.rows.append(row(dev, inp.artifact.name, inp.artifact.sha256, ph,
+                          precision=inp.artifact.precision, node=inp.node, revision=trev,
+                          provider=inp.acceleration.provider, acceleration=inp.acceleration.reason))
+    return w
 
 
 def _int(v: Any) -> int | None:

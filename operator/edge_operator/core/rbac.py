@@ -38,12 +38,13 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(c.GROUP, (f"{c.PLURAL_IDEP}/finalizers",), ("update",),
          "set blockOwnerDeletion on owned workloads (OwnerReferencesPermissionEnforcement)"),
     Rule("apps", ("deployments",), (*WATCH, "create", "patch", "delete"),
-         "one pinned workload per placed device (server-side apply creates and updates)"),
+         "a cache per site (spec.siteCache); the per-device Deployments of operators before 0.9, deleted on upgrade"),
     # No get, list or watch: the operator only applies and deletes its own map, so it can read no
     # other ConfigMap in the cluster (server-side apply of a new object is authorized as create).
     Rule("", ("configmaps",), ("create", "patch", "delete"),
          "spec.siteCache: the site -> cache address map the devices' fetches read"),
-    Rule("", ("pods",), WATCH, "per-device phase: fetch failures, crash loops, readiness"),
+    Rule("", ("pods",), (*WATCH, "create", "patch", "delete"),
+         "one model server Pod per placed device and template; its phase: fetch failures, crash loops, readiness"),
     Rule("", ("nodes",), WATCH, "capabilities and online state of edge nodes"),
     Rule("", ("secrets",), ("get",), "public keys, decryption keys and registry pull secrets named by EdgeModels"),
     Rule("", ("events",), ("create", "patch"), "Kubernetes events on the objects it handles (kopf)"),

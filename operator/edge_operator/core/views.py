@@ -481,6 +481,23 @@ class PodInfo:
     init_name: str = "fetch"  # the init container that failed, when one did
     server_exit_code: int | None = None  # the model server's last non-zero exit code, if any
     server_message: str = ""  # and its termination message
+    uid: str = ""
+    # The InferenceDeployment that owns it as controller: a device's model server the operator made. ""
+    # for a pod of a ReplicaSet (a workload of an operator before 0.9, being replaced: core/pod_workloads).
+    owner_uid: str = ""
+    spec_hash: str | None = None  # edgeai.io/spec-hash of the template it was made from (owned pods)
+    revision: int | None = None  # the InferenceDeployment revision it serves (owned pods)
+    variant: str | None = None
+    model: str = ""
+
+    @property
+    def owned(self) -> bool:
+        return bool(self.owner_uid)
+
+    @property
+    def terminal(self) -> bool:
+        """Failed or Succeeded: with restartPolicy Always, evicted or rejected by the kubelet; never runs again."""
+        return self.phase in ("Failed", "Succeeded")
 
 
 def pod_info(body: Mapping[str, Any]) -> PodInfo:
@@ -545,4 +562,10 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         server_message=server_message.strip()[:300],
         created=str(meta.get("creationTimestamp") or ""),
         deleting=_deleting(body),
+        uid=str(meta.get("uid", "")),
+        owner_uid=str(owner.get("uid") or "") if (owner := _controller_owner(meta, c.KIND_IDEP)) else "",
+        spec_hash=ann.get(c.A_SPEC_HASH),
+        revision=_revision(ann.get(c.A_REVISION)),
+        variant=ann.get(c.A_VARIANT),
+        model=str(ann.get(c.A_MODEL) or labels.get(c.L_MODEL, "")),
     )

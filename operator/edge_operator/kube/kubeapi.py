@@ -68,6 +68,7 @@ class Ref:
 PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Pod"): "pods",
     (c.API_VERSION, c.KIND_DEVICE): c.PLURAL_DEVICE,
     (c.API_VERSION, c.KIND_MODEL): c.PLURAL_MODEL,
     (c.API_VERSION, c.KIND_IDEP): c.PLURAL_IDEP,
@@ -182,6 +183,16 @@ class KubeApi:
                                       params={"fieldManager": c.FIELD_MANAGER})
         except ApiError as e:
             if e.conflict:
+                return None
+            raise
+
+    async def patch(self, ref: Ref, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A merge patch (metadata.uid in `body` makes it a precondition); None when the object is gone."""
+        try:
+            return await self.request("PATCH", ref, body=body, content_type=MERGE,
+                                      params={"fieldManager": c.FIELD_MANAGER})
+        except ApiError as e:
+            if e.not_found or e.conflict:
                 return None
             raise
 

@@ -1,4 +1,4 @@
-"""InferenceDeployment: its workloads (one Deployment per placed device), its status and its Events.
+"""InferenceDeployment: its workloads (a Pod per placed device, core/pod_workloads.py), its status and its Events.
 
 A deployment's placement is cached until the device catalogue, its model or its spec changes, so a
 pod or workload event costs O(devices it placed), not a placement over the fleet.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,6 +20,7 @@ from edge_operator.controller.status_writer import StatusPolicy, StatusWriter
 from edge_operator.controller.workqueue import Requeue
 from edge_operator.core import acceleration, patches, planner, site_cache
 from edge_operator.core import conditions as cond
+from edge_operator.core import pod_workloads as pw
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.manifests import Owner, spec_hash
 from edge_operator.core.placement import Placement
@@ -67,7 +68,8 @@ class DeploymentReconciler:
         self.images = images
         self.policy = StatusPolicy(patches.status_patch, URGENT_IDEP_KEYS, status_interval)
         self._placements: dict[tuple[str, ...], _PlacementCache] = {}
-        # Workloads applied but not yet seen back through the watch: (namespace, name) -> spec hash.
+        # Pods created, deleted or annotated but not yet seen so through the watch: (namespace, name) ->
+        # what was done (a create: the template hash; a delete: "-"; an annotation: "rev=N"). Never done twice.
         self._applied: dict[tuple[str, str], str] = {}
         # (placed, ready, unplaced) per deployment, for the fleet gauges.
         self.counts: dict[DeploymentKey, tuple[int, int, int]] = {}
@@ -85,15 +87,17 @@ class DeploymentReconciler:
         self._placements.pop((key.namespace, key.name, "other"), None)
         self.counts.pop(key, None)
 
-    def saw_workload(self, ch: ChildInfo, deleted: bool) -> None:
-        """A workload event: once the cache caught up with what we applied (or it is gone), the cache
-        is the truth again."""
-        akey = (ch.namespace, ch.name)
-        if deleted or self._applied.get(akey) == ch.spec_hash:
+    def saw_pod(self, p: PodInfo, deleted: bool) -> None:
+        """A Pod event: once the cache caught up with what we did to it, the cache is the truth again."""
+        akey = (p.namespace, p.name)
+        done = self._applied.get(akey)
+        if done is None:
+            return
+        if deleted or done == p.spec_hash or (done == "-" and p.deleting) or done == f"rev={p.revision}":
             self._applied.pop(akey, None)
 
     def saw_site_cache(self, sc: site_cache.SiteCacheInfo, deleted: bool) -> None:
-        """A site cache event: as `saw_workload`, the watch is the truth again once it caught up."""
+        """A site cache event: as `saw_pod`, the watch is the truth again once it caught up."""
         akey = (sc.namespace, sc.name)
         if deleted or self._site_applied.get(akey) == sc.spec_hash:
             self._site_applied.pop(akey, None)
@@ -122,27 +126,25 @@ class DeploymentReconciler:
         idep = replace(idep, status=self.writer.effective(key, idep.resource_version, idep.status))
         model = self.cache.model(ModelKey(namespace, idep.model))
         catalog = self.catalog.get()
-        children: dict[str, ChildInfo] = {}
-        extras: list[ChildInfo] = []
-        for ch in self.cache.children(key):
-            if ch.owner_uid != idep.uid:
-                continue  # left by an earlier deployment of the same name; the GC takes it
-            if ch.device in children:
-                extras.append(ch)
-            else:
-                children[ch.device] = ch
+        now_ts = time.time()
+        # Deployments of an operator before 0.9 (left by an earlier deployment of the same name: the GC takes them).
+        legacy = [ch for ch in self.cache.children(key) if ch.owner_uid == idep.uid]
+        # Its own Pods, and the pre-0.9 Deployments' (their ReplicaSet is their owner).
+        own_pods = [p for p in self.cache.pods(key) if p.owner_uid in ("", idep.uid)]
         pods: dict[str, list[PodInfo]] = {}
-        for p in self.cache.pods(key):
+        for p in own_pods:
             pods.setdefault(p.device, []).append(p)
+        children = pw.workloads(own_pods, legacy, idep.uid, now_ts)
         placement = None
         if model is not None and model.verified and not model.deleting:
             placement = self._placement(idep, model, catalog)
         plan = planner.plan(idep, model, catalog, children, pods, images=self.images, now=cond.now_iso(),
-                            now_ts=time.time(), placement=placement,
+                            now_ts=now_ts, placement=placement,
                             placement_for=lambda m, rt, fams: self._placement(idep, m, catalog, cache=False,
-                                                                                 runtime=rt, families=fams))
+                                                                                 runtime=rt, families=fams),
+                            legacy=pw.legacy_by_device(legacy, idep.uid))
 
-        errors = await self._converge(key, plan.apply, (*plan.delete, *extras))
+        errors = await self._converge(key, plan)
         rows = await self._site_caches(key, idep, plan.placement, children, catalog, errors)
         if rows is not None:
             plan.status["siteCaches"] = rows
@@ -171,44 +173,58 @@ class DeploymentReconciler:
                 requeue = timer
         return requeue
 
-    async def _converge(self, key: DeploymentKey, apply: Sequence[dict[str, Any]],
-                        delete: Sequence[ChildInfo]) -> list[str]:
-        """Apply and delete workloads, a few at a time; the errors, for one retry of the whole."""
+    async def _converge(self, key: DeploymentKey, plan: planner.IdepPlan) -> list[str]:
+        """Create, annotate and delete Pods (and pre-0.9 Deployments), a few at a time; the errors, for one
+        retry of the whole. What was done and not yet seen through the watch is not done again."""
         deployment = f"{key.namespace}/{key.name}"
         errors: list[str] = []
         sem = asyncio.Semaphore(APPLY_CONCURRENCY)
 
-        async def apply_one(manifest: dict[str, Any]) -> None:
-            meta = manifest["metadata"]
-            akey = (meta["namespace"], meta["name"])
-            want = meta["annotations"][c.A_SPEC_HASH]
-            if self._applied.get(akey) == want:
-                return  # applied a moment ago; the watch has not brought it back yet
+        async def once(akey: tuple[str, str], done: str, call: Any, what: str, fields: dict[str, Any]) -> None:
+            if self._applied.get(akey) == done:
+                return  # done a moment ago; the watch has not brought it back yet
             async with sem:
                 try:
-                    # Server-side apply for create and update alike: the operator owns exactly the
-                    # fields it sets, and a field it stops setting is removed, which a create
-                    # followed by applies would not guarantee.
-                    await self.api.apply(manifest)
+                    result = await call
                 except ApiError as e:
                     if not e.namespace_terminating:
                         errors.append(str(e))
                     return
-            self._applied[akey] = want
-            log.info("applied workload", extra={"deployment": deployment, "workload": meta["name"],
-                                                "device": meta["annotations"][c.A_DEVICE],
-                                                "variant": meta["annotations"][c.A_VARIANT]})
+            if result is not None and result is not False:
+                # A create refused as AlreadyExists (None) is a Pod of that name still terminating:
+                # its delete event brings the next try. A delete of one already gone (False): nothing to wait for.
+                self._applied[akey] = done
+            log.info(what, extra={"deployment": deployment, "workload": akey[1], **fields})
 
-        async def delete_one(ch: ChildInfo) -> None:
+        def create(manifest: dict[str, Any]) -> Any:
+            meta = manifest["metadata"]
+            ann = meta["annotations"]
+            return once((meta["namespace"], meta["name"]), ann[c.A_SPEC_HASH], self.api.create(manifest),
+                        "created pod", {"device": ann[c.A_DEVICE], "variant": ann[c.A_VARIANT],
+                                        "revision": ann.get(c.A_REVISION)})
+
+        def annotate(p: PodInfo, revision: int) -> Any:
+            ref = Ref("v1", "pods", p.name, p.namespace)
+            body = {"metadata": {"uid": p.uid, "annotations": {c.A_REVISION: str(revision)}}}
+            return once((p.namespace, p.name), f"rev={revision}", self.api.patch(ref, body),
+                        "pod serves a new revision", {"device": p.device, "revision": revision})
+
+        def delete_pod(p: PodInfo) -> Any:
+            return once((p.namespace, p.name), "-", self.api.delete(Ref("v1", "pods", p.name, p.namespace), uid=p.uid),
+                        "deleted pod", {"device": p.device})
+
+        async def delete_legacy(ch: ChildInfo) -> None:
             async with sem:
                 try:
                     await self.api.delete(Ref("apps/v1", "deployments", ch.name, ch.namespace), uid=ch.uid)
                 except ApiError as e:
                     errors.append(str(e))
                     return
-            log.info("deleted workload", extra={"deployment": deployment, "workload": ch.name, "device": ch.device})
+            log.info("deleted pre-0.9 deployment", extra={"deployment": deployment, "workload": ch.name,
+                                                          "device": ch.device})
 
-        await asyncio.gather(*(apply_one(m) for m in apply), *(delete_one(ch) for ch in delete))
+        await asyncio.gather(*(create(m) for m in plan.apply), *(annotate(p, r) for p, r in plan.annotate),
+                             *(delete_pod(p) for p in plan.delete_pods), *(delete_legacy(ch) for ch in plan.delete))
         return errors
 
     async def _site_caches(self, key: DeploymentKey, idep: IdepInfo, placement: Placement | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -45,7 +46,7 @@ class DeviceReconciler:
             return None
         dev = replace(dev, status=self.writer.effective(key, dev.resource_version, dev.status))
         node = self.cache.node(dev.node_name)
-        children = self.cache.children_on_device(name)
+        children = self.cache.children_on_device(name, time.time())
         st = device_status(dev, node, children, cond.now_iso(), self.heartbeat_resolution)
         ref = Ref(c.API_VERSION, c.PLURAL_DEVICE, name)
         write = await self.writer.write(key, ref, dev.resource_version, dev.status, st, self.policy)

@@ -23,7 +23,7 @@ _INDEXES_OF = {
     "edgemodels": (cache_mod.IDX_MODELS,),
     "inferencedeployments": (cache_mod.IDX_IDEPS, cache_mod.IDX_IDEPS_BY_MODEL),
     "deployments": (cache_mod.IDX_CHILDREN, cache_mod.IDX_CHILDREN_BY_DEVICE, cache_mod.IDX_SITE_CACHES),
-    "pods": (cache_mod.IDX_PODS,),
+    "pods": (cache_mod.IDX_PODS, cache_mod.IDX_PODS_BY_DEVICE),
 }
 
 
@@ -77,6 +77,15 @@ def workload_body(manifest: Mapping[str, Any], ready: bool = False) -> dict[str,
                        "availableReplicas": n}}
 
 
+def running_pod(manifest: Mapping[str, Any], ready: bool = False,
+                created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    """A model server Pod the operator created, as the watch brings it back once scheduled and running."""
+    meta = manifest["metadata"]
+    return {**manifest, "metadata": {**meta, "uid": f"uid-{meta['name']}", "creationTimestamp": created},
+            "spec": {**manifest["spec"], "nodeName": meta["annotations"][c.A_DEVICE]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
 def pod_body(name: str, idep: str, device: str, ready: bool, restarts: int = 0) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "ns", "labels": {c.L_MANAGED_BY: c.OPERATOR_NAME},
                          "annotations": {c.A_IDEP: idep, c.A_DEVICE: device, c.A_SHA256: SRC}},
@@ -122,6 +131,8 @@ class FakeApi:
     def __init__(self) -> None:
         self.applied: dict[tuple[str, str], dict[str, Any]] = {}
         self.created: list[Mapping[str, Any]] = []
+        self.pods: dict[tuple[str, str], Mapping[str, Any]] = {}  # created Pods, by (namespace, name)
+        self.patched: list[tuple[str, str | None, Mapping[str, Any]]] = []  # (plural, name, merge patch)
         self.deleted: list[tuple[str, str | None, str | None]] = []  # (plural, name, uid precondition)
         self.status: dict[tuple[str, str | None, str | None], dict[str, Any]] = {}
         self.status_writes = 0
@@ -149,8 +160,19 @@ class FakeApi:
         return obj
 
     async def create(self, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        meta = obj["metadata"]
+        if self.fail_apply is not None:
+            raise ApiError(self.fail_apply, "Err", "refused", "POST", meta["name"])
         self.created.append(obj)
+        if obj.get("kind") == "Pod":
+            if (meta["namespace"], meta["name"]) in self.pods:
+                return None  # AlreadyExists
+            self.pods[(meta["namespace"], meta["name"])] = obj
         return obj
+
+    async def patch(self, ref: Ref, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        self.patched.append((ref.plural, ref.name, body))
+        return body
 
     async def delete(self, ref: Ref, uid: str | None = None) -> bool:
         self.deleted.append((ref.plural, ref.name, uid))

@@ -28,7 +28,7 @@ def test_no_change_or_daemon_handlers_read_a_diff() -> None:
     registry = _registry()
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
-    assert len(registry._indexing.get_all_handlers()) == 10
+    assert len(registry._indexing.get_all_handlers()) == 11
     assert len(registry._watching.get_all_handlers()) == 6
 
 

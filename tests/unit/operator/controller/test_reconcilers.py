@@ -30,6 +30,7 @@ from tests.unit.operator.controller.fakes import (
     idep_body,
     model_body,
     node_body,
+    running_pod,
     workload_body,
 )
 
@@ -64,20 +65,20 @@ def run(main: Callable[[World], Awaitable[None]]) -> None:
     asyncio.run(main(World()))
 
 
-def test_a_new_deployment_applies_one_workload_per_device_and_writes_status_once_ready() -> None:
+def test_a_new_deployment_creates_one_pod_per_device_and_writes_status_once_ready() -> None:
     async def main(w: World) -> None:
         w.k.put("edgemodels", model_body())
         w.k.put("inferencedeployments", idep_body("d", SITE_A))
         r = w.deployments()
         # The first status of a rollout that simply started waits, to be written with what follows.
         assert await r.reconcile(KEY) == Requeue(5.0)
-        assert sorted(m["metadata"]["annotations"][c.A_DEVICE] for m in w.api.applied.values()) == ["edge-0", "edge-1"]
+        assert sorted(m["metadata"]["annotations"][c.A_DEVICE] for m in w.api.pods.values()) == ["edge-0", "edge-1"]
         assert w.api.status_writes == 0
-        # Again before the watch brought the workloads back: nothing is applied twice.
+        # Again before the watch brought the Pods back: nothing is created twice.
         await r.reconcile(KEY)
-        assert w.api.apply_calls == 2
-        for m in w.api.applied.values():
-            w.k.put("deployments", workload_body(m, ready=True))
+        assert len(w.api.created) == 2
+        for m in w.api.pods.values():
+            w.k.put("pods", running_pod(m, ready=True))
         w.clock.now += 5
         assert await r.reconcile(KEY) is None
         st = w.api.status[("inferencedeployments", "ns", "d")]
@@ -87,29 +88,45 @@ def test_a_new_deployment_applies_one_workload_per_device_and_writes_status_once
         assert r.counts[KEY] == (2, 2, 0)
         # Converged, and the cache still shows the old status (our write not echoed): nothing to write.
         await r.reconcile(KEY)
-        assert w.api.status_writes == 1 and w.api.apply_calls == 2
+        assert w.api.status_writes == 1 and len(w.api.created) == 2 and w.api.deleted == []
 
     run(main)
 
 
-def test_a_second_workload_for_a_device_is_deleted_and_a_predecessors_is_left_to_the_gc() -> None:
+def _legacy(name: str, device: str, owner_uid: str = "uid-d", ready: bool = True) -> dict[str, object]:
+    """A Deployment an operator before 0.9 made for one device, ready or not."""
+    n = int(ready)
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1,
+                         "labels": {c.L_MANAGED_BY: c.OPERATOR_NAME},
+                         "annotations": {c.A_DEVICE: device, c.A_SHA256: SRC, c.A_SPEC_HASH: "old", c.A_REVISION: "1"},
+                         "ownerReferences": [{"apiVersion": c.API_VERSION, "kind": c.KIND_IDEP, "name": "d",
+                                              "uid": owner_uid, "controller": True}]},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": n,
+                       "availableReplicas": n}}
+
+
+def test_a_pre_0_9_deployment_is_replaced_by_a_pod_and_deleted_only_once_the_pod_is_ready() -> None:
     async def main(w: World) -> None:
         w.k.put("edgemodels", model_body())
         w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        for dev in ("edge-0", "edge-1"):
+            w.k.put("deployments", _legacy(f"d-{dev}", dev))
+        # A predecessor's (another InferenceDeployment of the same name) is the garbage collector's.
+        w.k.put("deployments", _legacy("d-edge-1-old", "edge-1", owner_uid="uid-gone"))
         r = w.deployments()
         await r.reconcile(KEY)
-        manifests = list(w.api.applied.values())
-        for m in manifests:
-            w.k.put("deployments", workload_body(m, ready=True))
-        dup = workload_body(manifests[0], ready=True)
-        dup["metadata"] = {**dup["metadata"], "name": "d-edge-0-dup", "uid": "uid-dup"}
-        w.k.put("deployments", dup)
-        old = workload_body(manifests[1])
-        old["metadata"] = {**old["metadata"], "name": "d-edge-1-old", "uid": "uid-old",
-                           "ownerReferences": [{**old["metadata"]["ownerReferences"][0], "uid": "uid-gone"}]}
-        w.k.put("deployments", old)
+        # The new Pods come up beside the old servers, which keep serving: nothing deleted yet.
+        assert len(w.api.pods) == 2 and w.api.deleted == []
+        st = w.api.status.get(("inferencedeployments", "ns", "d"))
+        w.clock.now += 5
+        pods = {m["metadata"]["annotations"][c.A_DEVICE]: m for m in w.api.pods.values()}
+        w.k.put("pods", running_pod(pods["edge-0"], ready=True))
+        w.k.put("pods", running_pod(pods["edge-1"], ready=False))
         await r.reconcile(KEY)
-        assert w.api.deleted == [("deployments", "d-edge-0-dup", "uid-dup")]
+        # edge-0's Pod is Ready: its old Deployment goes (the GC takes its ReplicaSet and Pod); edge-1's stays.
+        assert w.api.deleted == [("deployments", "d-edge-0", "uid-d-edge-0")]
+        assert len(w.api.created) == 2, st  # no Pod made twice
 
     run(main)
 
@@ -124,7 +141,7 @@ def test_failed_workload_writes_are_retried_and_not_taken_as_applied() -> None:
             await r.reconcile(KEY)
         w.api.fail_apply = None
         await r.reconcile(KEY)
-        assert len(w.api.applied) == 2
+        assert len(w.api.pods) == 2
 
     run(main)
 
@@ -167,8 +184,8 @@ def test_what_a_device_serves_is_held_with_progress() -> None:
         w.k.put("edgemodels", model_body())
         w.k.put("inferencedeployments", idep_body("d", SITE_A))
         await w.deployments().reconcile(KEY)
-        for m in w.api.applied.values():
-            w.k.put("deployments", workload_body(m, ready=True))
+        for m in w.api.pods.values():
+            w.k.put("pods", running_pod(m, ready=True))
         writes = w.api.status_writes
         assert await r.reconcile(key) == Requeue(10.0)
         assert w.api.status_writes == writes

@@ -10,7 +10,7 @@ from edge_operator.core import revisions as rev
 from edge_operator.core.acceleration import CPU_ONLY
 from edge_operator.core.capabilities import from_node
 from edge_operator.core.device_phase import DevicePhase, row
-from edge_operator.core.manifests import Owner, WorkloadInputs, child_deployment
+from edge_operator.core.manifests import Owner, WorkloadInputs, child_pod, surges
 from edge_operator.core.placement import Artifact, Assignment, DeviceView, Requirements, place
 from edgeai_api import constants as c
 from edgeai_api.enums import WorkloadPhase
@@ -42,15 +42,18 @@ def placed(rt: RuntimeSpec | None, *devices: DeviceView) -> dict[str, Assignment
     return place(None, Requirements(), SOURCE, [FP16, INT8], devices, runtime=rt).by_device()
 
 
+def inputs(a: Assignment, rt: RuntimeSpec | None = None) -> WorkloadInputs:
+    return WorkloadInputs(namespace="ns", owner=Owner(c.API_VERSION, c.KIND_IDEP, "det", "u"), model="m",
+                          model_version=None, device=a.device, node=a.node, artifact=a.artifact, image="img:1",
+                          runtime=rt or RuntimeSpec(), acceleration=a.acceleration)
+
+
 def manifest(a: Assignment, rt: RuntimeSpec | None = None) -> dict[str, Any]:
-    inp = WorkloadInputs(namespace="ns", owner=Owner(c.API_VERSION, c.KIND_IDEP, "det", "u"), model="m",
-                         model_version=None, device=a.device, node=a.node, artifact=a.artifact, image="img:1",
-                         runtime=rt or RuntimeSpec(), acceleration=a.acceleration)
-    return child_deployment(inp)
+    return child_pod(inputs(a, rt))
 
 
 def server(m: dict[str, Any]) -> dict[str, Any]:
-    return m["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+    return m["spec"]["containers"][0]  # type: ignore[no-any-return]
 
 
 def flag(args: list[str], name: str) -> str | None:
@@ -67,7 +70,7 @@ def test_a_gpu_device_gets_the_fp16_build_cuda_and_one_gpu() -> None:
     assert "--require-accelerator" not in ctr["args"]
     assert ctr["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     # One GPU, handed to one Pod: a surge Pod would wait forever for the unit its predecessor holds.
-    assert manifest(a)["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert not surges(inputs(a))
 
 
 def test_other_vendors_get_their_provider_and_resource() -> None:

@@ -1,4 +1,4 @@
-"""Child workload manifests: pinning, tolerations, CLI contract, security, labels, digest."""
+"""Model server Pod manifests: pinning, tolerations, CLI contract, security, labels, digest."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from edge_operator.core.manifests import (
     Owner,
     SecretRef,
     WorkloadInputs,
-    child_deployment,
     child_name,
+    child_pod,
     edge_device_for_node,
     label_value,
+    surges,
 )
 from edge_operator.core.placement import Artifact
 from edgeai_api import constants as c
@@ -34,11 +35,11 @@ INP = WorkloadInputs(
 
 
 def pod(m: dict[str, Any]) -> dict[str, Any]:
-    return m["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return m["spec"]  # type: ignore[no-any-return]
 
 
 def test_pinned_to_its_node_and_tolerates_edge_and_unreachable_forever() -> None:
-    m = child_deployment(INP)
+    m = child_pod(INP)
     terms = pod(m)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"] == [
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["edge-1"]}]}]
@@ -46,8 +47,8 @@ def test_pinned_to_its_node_and_tolerates_edge_and_unreachable_forever() -> None
     for key in ("node-role.kubernetes.io/edge", "node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"):
         assert tol[key]["operator"] == "Exists"
         assert "tolerationSeconds" not in tol[key] and "effect" not in tol[key]
-    assert m["spec"]["replicas"] == 1
-    assert m["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert m["kind"] == "Pod" and m["spec"]["restartPolicy"] == "Always"
+    assert surges(INP)  # no accelerator unit held: the new Pod comes up beside the old one
 
 
 def init(p: dict[str, Any], name: str = "fetch") -> dict[str, Any]:
@@ -56,7 +57,7 @@ def init(p: dict[str, Any], name: str = "fetch") -> dict[str, Any]:
 
 
 def test_init_fetch_and_serve_follow_the_cli_contract() -> None:
-    p = pod(child_deployment(INP))
+    p = pod(child_pod(INP))
     assert [x["name"] for x in p["initContainers"]] == ["cache-dirs", "fetch"]
     fetch = init(p)
     assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"  # the reason reaches the pod status
@@ -83,7 +84,7 @@ def test_init_fetch_and_serve_follow_the_cli_contract() -> None:
 
 
 def test_every_container_that_can_fail_leaves_its_last_log_lines_as_the_reason() -> None:
-    p = pod(child_deployment(INP))
+    p = pod(child_pod(INP))
     # A server that exits (a model that does not load, no accelerator provider starting under
     # --require-accelerator) or a cache-dirs chown that fails writes no termination message of its own.
     for ctr in (*p["initContainers"], *p["containers"]):
@@ -91,7 +92,7 @@ def test_every_container_that_can_fail_leaves_its_last_log_lines_as_the_reason()
 
 
 def test_cache_is_a_hostpath_shared_by_digest_and_read_only_for_the_server() -> None:
-    p = pod(child_deployment(INP))
+    p = pod(child_pod(INP))
     vols = {v["name"]: v for v in p["volumes"]}
     assert vols["model-cache"]["hostPath"] == {"path": "/var/lib/edgeai/models", "type": "DirectoryOrCreate"}
     main_mounts = {m["name"]: m for m in p["containers"][0]["volumeMounts"]}
@@ -102,7 +103,7 @@ def test_cache_is_a_hostpath_shared_by_digest_and_read_only_for_the_server() -> 
 
 
 def test_non_root_read_only_root_and_no_token() -> None:
-    p = pod(child_deployment(INP))
+    p = pod(child_pod(INP))
     assert p["securityContext"]["runAsNonRoot"] is True and p["automountServiceAccountToken"] is False
     for ctr in [*p["initContainers"], *p["containers"]]:
         sc = ctr["securityContext"]
@@ -121,39 +122,43 @@ def test_non_root_read_only_root_and_no_token() -> None:
 
 
 def test_labels_owner_and_digest_in_template() -> None:
-    m = child_deployment(INP)
+    m = child_pod(INP)
     labels = m["metadata"]["labels"]
     for k in (c.L_NAME, c.L_INSTANCE, c.L_COMPONENT, c.L_PART_OF, c.L_MANAGED_BY, c.L_VERSION):
         assert labels[k]
     assert labels[c.L_MANAGED_BY] == "edgeai-operator"
-    assert m["spec"]["selector"]["matchLabels"] == {c.L_IDEP: "detector", c.L_DEVICE: "edge-1"}
-    assert m["spec"]["template"]["metadata"]["labels"] == labels
+    assert labels[c.L_IDEP] == "detector" and labels[c.L_DEVICE] == "edge-1"
     (ref,) = m["metadata"]["ownerReferences"]
     assert ref == {"apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment", "name": "detector",
                    "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}
-    assert m["spec"]["template"]["metadata"]["annotations"][c.A_SHA256] == H
+    assert m["metadata"]["annotations"][c.A_SHA256] == H
+    # Named for the device and its template: a second create of the same template is refused, never a twin.
+    assert m["metadata"]["name"] == f"detector-edge-1-{m['metadata']['annotations'][c.A_SPEC_HASH][:10]}"
 
 
 def test_same_inputs_same_hash_changed_model_changes_template_and_hash() -> None:
-    a, b = child_deployment(INP), child_deployment(INP)
+    a, b = child_pod(INP), child_pod(INP)
     assert a == b
-    other = child_deployment(replace(INP, artifact=replace(ART, sha256="d" * 64)))
+    other = child_pod(replace(INP, artifact=replace(ART, sha256="d" * 64)))
     ha, hb = a["metadata"]["annotations"][c.A_SPEC_HASH], other["metadata"]["annotations"][c.A_SPEC_HASH]
     assert ha != hb
-    assert a["spec"]["template"] != other["spec"]["template"]
-    # The selector never changes with the model: Deployments cannot change their selector.
-    assert a["spec"]["selector"] == other["spec"]["selector"]
+    assert a["metadata"]["name"] != other["metadata"]["name"]
+    # The revision number is not part of the template: an undo to an identical template is the same Pod.
+    again = child_pod(replace(INP, revision=7))
+    assert again["metadata"]["name"] == a["metadata"]["name"]
+    assert again["metadata"]["annotations"][c.A_REVISION] == "7"
+    assert again["metadata"]["annotations"][c.A_SPEC_HASH] == ha
 
 
 def test_optional_parts_absent_when_not_asked() -> None:
     plain = replace(INP, fallback=None, public_key=None, runtime=RuntimeSpec(), model_version=None,
                     artifact=replace(ART, signature=None, size=None))
-    p = pod(child_deployment(plain))
+    p = pod(child_pod(plain))
     assert "--fallback-url" not in p["containers"][0]["args"]
     assert "--signature" not in init(p)["args"]
     assert {v["name"] for v in p["volumes"]} == {"model-cache", "tmp"}
     assert p["containers"][0]["resources"] == {}
-    enc = child_deployment(replace(plain, decryption_key=SecretRef("k", "key")))
+    enc = child_pod(replace(plain, decryption_key=SecretRef("k", "key")))
     args = pod(enc)["containers"][0]["args"]
     assert args[args.index("--decryption-key-file") + 1] == "/etc/edgeai/keys/decryption/key"
 
@@ -177,10 +182,10 @@ def test_discovered_device_is_owned_by_its_node() -> None:
 
 
 def test_grpc_port_is_passed_and_named_only_when_asked() -> None:
-    plain = pod(child_deployment(replace(INP, runtime=RuntimeSpec())))
+    plain = pod(child_pod(replace(INP, runtime=RuntimeSpec())))
     assert "--grpc-port" not in plain["containers"][0]["args"]
     assert [p["name"] for p in plain["containers"][0]["ports"]] == ["http"]
-    grpc = pod(child_deployment(replace(INP, runtime=RuntimeSpec(grpc_port=9000))))
+    grpc = pod(child_pod(replace(INP, runtime=RuntimeSpec(grpc_port=9000))))
     (main,) = grpc["containers"]
     assert main["args"][main["args"].index("--grpc-port") + 1] == "9000"
     assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"http": 8080, "grpc": 9000}
@@ -191,7 +196,7 @@ PROFILE = Artifact("quality-profile", "", "https://models.example/quality-profil
 
 
 def test_quality_profile_is_fetched_into_the_cache_like_a_build_and_passed_to_the_server() -> None:
-    p = pod(child_deployment(replace(INP, quality_profile=PROFILE)))
+    p = pod(child_pod(replace(INP, quality_profile=PROFILE)))
     assert [x["name"] for x in p["initContainers"]] == ["cache-dirs", "fetch", "fetch-profile"]
     fp = init(p, "fetch-profile")
     assert fp["args"] == ["fetch", PROFILE.uri, "--sha256", "d" * 64, "--cache", "/var/lib/edgeai/models",
@@ -203,20 +208,20 @@ def test_quality_profile_is_fetched_into_the_cache_like_a_build_and_passed_to_th
     # format openssf: the model's one bundle must list the profile; unsigned: digest only, size capped at 1 MiB.
     bundled = replace(INP, artifact=replace(ART, signature=None, bundle="{}"),
                       quality_profile=replace(PROFILE, signature=None, bundle="{}", size=None))
-    fp = init(pod(child_deployment(bundled)), "fetch-profile")
+    fp = init(pod(child_pod(bundled)), "fetch-profile")
     assert fp["args"][6:] == ["--openssf-bundle", "{}", "--public-key-file", "/etc/edgeai/keys/public/public.pem",
                               "--max-size", str(1 << 20)]
     unsigned = replace(INP, public_key=None, quality_profile=PROFILE)
-    assert init(pod(child_deployment(unsigned)), "fetch-profile")["args"][6:] == ["--max-size", "4096"]
+    assert init(pod(child_pod(unsigned)), "fetch-profile")["args"][6:] == ["--max-size", "4096"]
 
 
 def test_quality_gate_becomes_runtime_flags_and_nothing_changes_without_it() -> None:
     from edgeai_api.inferencedeployment import QualityGate
 
-    plain = child_deployment(INP)
+    plain = child_pod(INP)
     assert "--quality-gate-min-requests" not in pod(plain)["containers"][0]["args"]
     gate = QualityGate(max_psi=0.25, min_mean_confidence=0.6)
-    m = child_deployment(replace(INP, quality_profile=PROFILE, quality_gate=gate, quality_window_seconds=30))
+    m = child_pod(replace(INP, quality_profile=PROFILE, quality_gate=gate, quality_window_seconds=30))
     a = pod(m)["containers"][0]["args"]
 
     def flag(name: str) -> str:
@@ -241,14 +246,14 @@ def test_max_psi_previous_keeps_windows_on_the_node_under_the_revisions_template
     before = replace(INP, quality_profile=PROFILE, quality_gate=gate, quality_window_seconds=30)
     # Without maxPSIPrevious the template hash never reaches the Pod: the manifests (and spec hashes) of
     # every existing spec stay byte-equal, so upgrading the operator rolls no device.
-    assert child_deployment(replace(before, template_hash="0123456789abcdef")) == child_deployment(before)
-    plain = pod(child_deployment(before))
+    assert child_pod(replace(before, template_hash="0123456789abcdef")) == child_pod(before)
+    plain = pod(child_pod(before))
     assert "--quality-window-dir" not in plain["containers"][0]["args"]
     assert all(v["name"] != "quality-windows" for v in plain["volumes"])
 
     inp = replace(before, quality_gate=QualityGate(max_psi=0.25, max_psi_previous=0.2),
                   template_hash="0123456789abcdef")
-    p = pod(child_deployment(inp))
+    p = pod(child_pod(inp))
     a = p["containers"][0]["args"]
     assert a[a.index("--quality-gate-max-psi-previous") + 1] == "0.2"
     assert a[a.index("--quality-window-dir") + 1] == "/var/lib/edgeai/quality-windows"
@@ -263,17 +268,17 @@ def test_max_psi_previous_keeps_windows_on_the_node_under_the_revisions_template
     # Handed to the runtime's UID like every hostPath the server writes.
     assert "/var/lib/edgeai/quality-windows" in init(p, "cache-dirs")["command"]
     # The same revision on another device: the same --revision (the template's, not the device's).
-    other = pod(child_deployment(replace(inp, device="edge-2", node="edge-2")))["containers"][0]["args"]
+    other = pod(child_pod(replace(inp, device="edge-2", node="edge-2")))["containers"][0]["args"]
     assert other[other.index("--revision") + 1] == "0123456789abcdef"
     # No profile (refused by the planner anyway): nothing kept, nothing to bin a window on.
-    assert "--quality-window-dir" not in pod(child_deployment(replace(inp, quality_profile=None)))["containers"][0][
+    assert "--quality-window-dir" not in pod(child_pod(replace(inp, quality_profile=None)))["containers"][0][
         "args"]
 
 
 def test_an_oci_build_fetches_with_the_pull_secret_mounted_in_the_init_container_only() -> None:
     art = replace(ART, uri=f"oci://registry.example:5000/models/yolo@sha256:{'d' * 64}", pull_secret="regcred",
                   plain_http=True)
-    p = pod(child_deployment(replace(INP, artifact=art)))
+    p = pod(child_pod(replace(INP, artifact=art)))
     args = init(p)["args"]
     assert args[:2] == ["fetch", art.uri]
     assert args[args.index("--registry-auth-file") + 1] == "/etc/edgeai/registry/config.json"
@@ -285,6 +290,6 @@ def test_an_oci_build_fetches_with_the_pull_secret_mounted_in_the_init_container
     # The server never talks to the registry: it gets no credentials.
     assert all(m["name"] != "registry-auth" for m in p["containers"][0]["volumeMounts"])
     # An https build has neither flag nor volume.
-    plain = pod(child_deployment(INP))
+    plain = pod(child_pod(INP))
     assert "--registry-auth-file" not in init(plain)["args"] and "--plain-http" not in init(plain)["args"]
     assert all(v["name"] != "registry-auth" for v in plain["volumes"])

@@ -53,7 +53,7 @@ def test_a_bad_override_selector_is_named() -> None:
 
 
 def _args(manifest: dict[str, Any]) -> list[str]:
-    return list(manifest["spec"]["template"]["spec"]["containers"][0]["args"])
+    return list(manifest["spec"]["containers"][0]["args"])
 
 
 def _idep(overrides: list[dict[str, Any]] | None, status: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def test_changing_an_override_rolls_only_the_devices_whose_settings_change() -> 
     changed = dict(SLOW, runtime={"maxLatencyMs": 500})
     p = run(_idep([changed], status=converged.status), model_body(), devices=FLEET, children=children)
     assert p.status["revision"] == first.status["revision"] + 1
-    before = {m["metadata"]["annotations"][c.A_DEVICE]: m["spec"]["template"] for m in first.apply}
-    after = {m["metadata"]["annotations"][c.A_DEVICE]: m["spec"]["template"] for m in p.apply}
+    before = {m["metadata"]["annotations"][c.A_DEVICE]: m["spec"] for m in first.apply}
+    after = {m["metadata"]["annotations"][c.A_DEVICE]: m["spec"] for m in p.apply}
     # Every workload is told the new revision number (metadata), but only the group's Pods change.
     assert sorted(d for d in after if after[d] != before[d]) == ["edge-1", "edge-2"]

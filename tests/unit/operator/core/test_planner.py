@@ -8,9 +8,11 @@ from typing import Any
 from edge_operator.core import deployment_status, patches, planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
+from edge_operator.core.rollout import parse_time
 from edge_operator.core.runtime_images import RuntimeImages
-from edge_operator.core.views import ChildInfo, PodInfo, child_info, idep_info, model_info, pod_info
+from edge_operator.core.views import PodInfo, idep_info, model_info, pod_info
 from edgeai_api import constants as c
+from tests.unit.operator.core.podsim import pod_of, workloads
 
 SRC = "a" * 64
 INT8 = "b" * 64
@@ -42,21 +44,21 @@ FLEET = [
 ]
 
 
-def as_child(manifest: dict[str, Any], ready: bool = True) -> ChildInfo:
-    body = dict(manifest, status={"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
-                                  "readyReplicas": int(ready), "availableReplicas": int(ready)})
-    body["metadata"] = dict(manifest["metadata"], generation=1)
-    info = child_info(body)
-    assert info is not None
-    return info
+def as_child(manifest: dict[str, Any], ready: bool = True) -> PodInfo:
+    return pod_of(manifest, ready)
 
 
 def run(idep: dict[str, Any], model: dict[str, Any] | None, devices: list[DeviceView] = FLEET,
-        children: dict[str, ChildInfo] | None = None, pods: dict[str, list[PodInfo]] | None = None,
+        children: dict[str, PodInfo] | None = None, pods: dict[str, list[PodInfo]] | None = None,
         now: str = NOW) -> planner.IdepPlan:
-    return planner.plan(idep_info(idep), model_info(model) if model else None, {d.name: d for d in devices},
-                        children or {},
-                        pods or {}, images=RuntimeImages("img"), now=now)
+    """A plan over the devices' model server Pods: `children` (one per device) and any other `pods`."""
+    every = {d: [p] for d, p in (children or {}).items()}
+    for d, ps in (pods or {}).items():
+        every.setdefault(d, []).extend(ps)
+    info = idep_info(idep)
+    return planner.plan(info, model_info(model) if model else None, {d.name: d for d in devices},
+                        workloads(every, info.uid, parse_time(now) or 0.0), every, images=RuntimeImages("img"),
+                        now=now)
 
 
 def cond(status: dict[str, Any], t: str) -> dict[str, Any]:
@@ -111,7 +113,7 @@ def test_device_leaving_the_selection_loses_its_child() -> None:
     children = {m["metadata"]["annotations"][c.A_DEVICE]: as_child(m) for m in first.apply}
     p = run(idep_body({"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "DoesNotExist"}]}),
             model_body(), devices=FLEET[:1], children=children)
-    assert [ch.device for ch in p.delete] == ["edge-1"] and p.apply == ()
+    assert [x.device for x in p.delete_pods] == ["edge-1"] and p.apply == () and p.delete == ()
 
 
 def test_no_matching_devices_and_none_suitable() -> None:
@@ -217,7 +219,7 @@ def test_progress_is_not_urgent_but_condition_and_generation_changes_are() -> No
     assert patches.status_patch(first, progress) is not None  # device phases moved on...
     assert not patches.urgent_change(first, progress)  # ...but nothing a waiter acts on
     ready = run(idep_body(status=first), model_body(),
-                children={d: replace(ch, ready=1, available=1) for d, ch in children.items()}).status
+                children={d: replace(ch, ready=True) for d, ch in children.items()}).status
     assert patches.urgent_change(first, ready)  # Ready flipped
     assert not patches.urgent_change({}, first)  # a brand-new rollout in progress may wait...
     assert patches.urgent_change({}, dict(first, conditions=[{"type": "Ready", "status": "False",

@@ -8,8 +8,9 @@ from edge_operator.core import planner
 from edge_operator.core.capabilities import Capabilities
 from edge_operator.core.placement import DeviceView
 from edge_operator.core.runtime_images import RuntimeImages
-from edge_operator.core.views import ChildInfo, child_info, idep_info, model_info
+from edge_operator.core.views import ChildInfo, idep_info, model_info
 from edgeai_api import constants as c
+from tests.unit.operator.core.podsim import Pods
 from tests.unit.operator.core.test_planner import SRC, model_body
 
 NEW = "c" * 64
@@ -32,38 +33,34 @@ def idep(status: dict[str, Any], rollout: dict[str, Any] | None = None) -> dict[
             "spec": {"model": "m", "rollout": rollout or {}, "runtime": {}}, "status": status}
 
 
-def child(manifest: dict[str, Any], ready: bool = True) -> ChildInfo:
-    body = dict(manifest, status={"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
-                                  "readyReplicas": int(ready), "availableReplicas": int(ready)})
-    body["metadata"] = dict(manifest["metadata"], generation=1)
-    info = child_info(body)
-    assert info is not None
-    return info
-
-
 class Cluster:
-    """Applies what the planner says, the way the API server and the devices would."""
+    """Carries out what the planner says, the way the API server and the devices would."""
 
     def __init__(self, bad: str | None = None) -> None:
-        self.children: dict[str, ChildInfo] = {}
+        self.pods_made = Pods()
         self.status: dict[str, Any] = {}
         self.bad = bad  # a digest whose pods never become Ready
         self.now = T0
         self.ever: dict[int, set[str]] = {}
-        self.pods: dict[str, list[Any]] = {}  # device -> PodInfo, for tests that show pod states
+        self.pods: dict[str, list[Any]] = {}  # device -> other PodInfo, for tests that show pod states
+
+    @property
+    def children(self) -> dict[str, ChildInfo]:
+        return self.pods_made.children("du", self.now)
 
     def turn(self, m: dict[str, Any], rollout: dict[str, Any] | None = None) -> planner.IdepPlan:
-        # Devices that were applied last turn become Ready now (unless their build is bad).
-        for dev, ch in list(self.children.items()):
-            if ch.ready == 0 and ch.sha256 != self.bad:
-                self.children[dev] = ChildInfo(**{**ch.__dict__, "ready": 1, "available": 1})
+        # Pods created last turn become Ready now (unless their build is bad).
+        self.pods_made.ready(self.bad)
+        every = self.pods_made.by_device()
+        for dev, ps in self.pods.items():
+            every.setdefault(dev, []).extend(ps)
         p = planner.plan(idep_info(idep(self.status, rollout)), model_info(m), {d.name: d for d in FLEET},
-                         self.children, self.pods, images=RuntimeImages("img"), now=_iso(self.now), now_ts=self.now)
+                         self.children, every, images=RuntimeImages("img"), now=_iso(self.now), now_ts=self.now)
         for man in p.apply:
             dev = man["metadata"]["annotations"][c.A_DEVICE]
             rev = int(man["metadata"]["annotations"][c.A_REVISION])
             self.ever.setdefault(rev, set()).add(dev)
-            self.children[dev] = child(man, ready=False)
+        self.pods_made.apply(p, created=_iso(self.now))
         self.status = {**self.status, **p.status}
         self.now += 1
         return p

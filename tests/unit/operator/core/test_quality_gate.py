@@ -4,9 +4,11 @@ message in Pod status) fails the wave like a crash and is rolled back."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from edge_operator.core import planner
+from edge_operator.core import pod_workloads as pw
 from edge_operator.core import revisions as rev
 from edge_operator.core.device_phase import device_phase
 from edge_operator.core.runtime_images import RuntimeImages
@@ -14,7 +16,8 @@ from edge_operator.core.views import PodInfo, idep_info, model_info, pod_info
 from edgeai_api import constants as c
 from edgeai_api.enums import WorkloadPhase
 from edgeai_api.exit_codes import EXIT_QUALITY_GATE
-from tests.unit.operator.core.test_planner_rollout import FLEET, NEW, Cluster, child, idep, model
+from tests.unit.operator.core.podsim import pod_of
+from tests.unit.operator.core.test_planner_rollout import FLEET, NEW, Cluster, idep, model
 
 PROFILE = {"uri": "https://x/quality-profile.json", "sha256": "e" * 64, "size": 2048}
 GATE = {"canary": 1, "waves": ["50%"],
@@ -54,10 +57,11 @@ def test_model_info_and_the_template_carry_the_profile_and_old_templates_keep_th
 def test_pod_that_failed_its_quality_gate_is_a_failed_device_with_the_reason() -> None:
     man = planner.plan(idep_info(idep({}, GATE)), model_info(profiled()), {d.name: d for d in FLEET[:1]}, {}, {},
                        images=RuntimeImages("img"), now="2027-01-01T00:00:00Z", now_ts=1.8e9).apply[0]
-    ch = child(man, ready=True)
+    ch = pw.workload([pod_of(man, ready=True)], "du", 1.8e9)
+    assert ch is not None
     bad = server_pod(ch.sha256 or "", EXIT_QUALITY_GATE, "quality gate: PSI of class 'probabilities' 3.1 > 0.25")
     ph = device_phase(ch, [bad], True, ch.spec_hash, ch.sha256)
-    # Failed even though the Deployment still counts a Ready replica (the previous Pod's, during the surge).
+    # Failed even though the Pod reads Ready again (restarted after the exit): a gate's verdict is final.
     assert ph.phase == WorkloadPhase.FAILED and not ph.ready
     assert ph.message == "QualityGateFailed: quality gate: PSI of class 'probabilities' 3.1 > 0.25"
     other = device_phase(ch, [server_pod(ch.sha256 or "", 1, "boom")], True, ch.spec_hash, ch.sha256)
@@ -79,7 +83,10 @@ def test_canary_whose_outputs_collapse_is_rolled_back_like_a_crash() -> None:
     k.bad = NEW  # its pods never turn Ready: the runtime exited on its quality gate
     k.turn(profiled(NEW), GATE)
     [canary] = [d for d, ch in k.children.items() if ch.sha256 == NEW]
-    k.pods = {canary: [server_pod(NEW, EXIT_QUALITY_GATE, "quality gate: mean confidence 0.34 < 0.6")]}
+    for name, p in k.pods_made.by_name.items():  # the canary's own Pod: its server exited on the gate
+        if p.device == canary and p.sha256 == NEW:
+            k.pods_made.by_name[name] = replace(p, server_exit_code=EXIT_QUALITY_GATE,
+                                                server_message="quality gate: mean confidence 0.34 < 0.6")
     k.until(profiled(NEW), GATE, "RolledBack", turns=5)  # at once, not after progressDeadlineSeconds
     assert k.ever[2] == {canary}
     assert all(ch.sha256 != NEW for ch in k.children.values())
@@ -139,6 +146,6 @@ def test_every_device_of_a_revision_names_it_by_its_template_hash_and_old_templa
                         now="2027-01-01T00:00:00Z", now_ts=1.8e9)
     revisions = set()
     for man in plan.apply:
-        a = man["spec"]["template"]["spec"]["containers"][0]["args"]
+        a = man["spec"]["containers"][0]["args"]
         revisions.add(a[a.index("--revision") + 1])
     assert plan.apply and revisions == {t.hash()}

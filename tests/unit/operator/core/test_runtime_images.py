@@ -132,7 +132,7 @@ def _plan(images: RuntimeImages, status: dict[str, Any] | None = None, rt: dict[
 
 
 def _images_of(m: dict[str, Any]) -> set[str]:
-    pod = m["spec"]["template"]["spec"]
+    pod = m["spec"]
     return {x["image"] for x in (*pod["initContainers"], *pod["containers"])}
 
 

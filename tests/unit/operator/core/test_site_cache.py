@@ -124,14 +124,14 @@ def test_devices_fetch_through_their_sites_configmap_key_and_turning_it_on_is_a_
     off = run(idep_body(), model_body())
     on = run(_with_site_cache(idep_body()), model_body())
     for m in on.apply:
-        for ctr in m["spec"]["template"]["spec"]["initContainers"][1:]:
+        for ctr in m["spec"]["initContainers"][1:]:
             assert ctr["env"] == [{"name": "EDGEAI_FETCH_MIRROR", "valueFrom": {"configMapKeyRef": {
                 "name": "d-site-cache", "key": "a", "optional": True}}}]
     # The server container never gets it: only fetches go through the cache.
-    assert all(e["name"] != "EDGEAI_FETCH_MIRROR" for e in on.apply[0]["spec"]["template"]["spec"]["containers"][0]
+    assert all(e["name"] != "EDGEAI_FETCH_MIRROR" for e in on.apply[0]["spec"]["containers"][0]
                ["env"])
     # Without spec.siteCache the templates are byte-for-byte what they were (no env on the fetch).
-    assert all("env" not in ctr for m in off.apply for ctr in m["spec"]["template"]["spec"]["initContainers"])
+    assert all("env" not in ctr for m in off.apply for ctr in m["spec"]["initContainers"])
     # On: a new template, so a new revision rolled out in waves like any other change.
     assert on.status["revisions"][-1]["hash"] != off.status["revisions"][-1]["hash"]
     # A gateway's address, or a cache becoming Ready, is not in the template: nothing rolls for it.
