@@ -500,8 +500,27 @@ class PodInfo:
         return self.phase in ("Failed", "Succeeded")
 
 
+# The last few Pods summarised, by (uid, resourceVersion): one watch event is summarised by both pod
+# indexes and the event hook, three times the same body (a resourceVersion names one content).
+_RECENT_PODS: dict[tuple[str, str], PodInfo] = {}
+_RECENT_PODS_LIMIT = 64
+
+
 def pod_info(body: Mapping[str, Any]) -> PodInfo:
     meta = _meta(body)
+    key = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+    if key[0] and key[1]:
+        hit = _RECENT_PODS.get(key)
+        if hit is None:
+            hit = _pod_info(body, meta)
+            if len(_RECENT_PODS) >= _RECENT_PODS_LIMIT:
+                del _RECENT_PODS[next(iter(_RECENT_PODS))]
+            _RECENT_PODS[key] = hit
+        return hit
+    return _pod_info(body, meta)
+
+
+def _pod_info(body: Mapping[str, Any], meta: Mapping[str, Any]) -> PodInfo:
     labels = meta.get("labels") or {}
     ann = meta.get("annotations") or {}
     st = body.get("status") or {}
