@@ -545,7 +545,7 @@ def test_model_deletion_reported_and_deployment_deletion_cascades(env: Env, name
 
 
 def _pre_0_9_deployment(ns: str, device: str, owner: dict[str, Any], sha: str) -> dict[str, Any]:
-    """A device's Deployment as an operator before 0.9 made it (labels, annotations, owner, pinning)."""
+    """A device's Deployment as an operator of 0.1 made it (labels, annotations, owner, pinning)."""
     labels = {"app.kubernetes.io/managed-by": "edgeai-operator", "edgeai.io/inference-deployment": "d",
               "edgeai.io/device": device}
     ann = {"edgeai.io/device": device, "edgeai.io/inference-deployment": "d", "edgeai.io/model-sha256": sha,
@@ -554,7 +554,7 @@ def _pre_0_9_deployment(ns: str, device: str, owner: dict[str, Any], sha: str) -
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [device]}]}]}}}
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": f"d-{device}", "namespace": ns, "labels": labels,
-                         "annotations": {**ann, "edgeai.io/spec-hash": "pre-0.9", "edgeai.io/revision": "1"},
+                         "annotations": {**ann, "edgeai.io/spec-hash": "0.1", "edgeai.io/revision": "1"},
                          "ownerReferences": [{"apiVersion": "edgeai.io/v1alpha1", "kind": "InferenceDeployment",
                                               "name": "d", "uid": owner["metadata"]["uid"], "controller": True}]},
             "spec": {"replicas": 1, "selector": {"matchLabels": {k: labels[k] for k in list(labels)[1:]}},
@@ -566,7 +566,7 @@ def _pre_0_9_deployment(ns: str, device: str, owner: dict[str, Any], sha: str) -
 
 def test_upgrade_from_per_device_deployments_replaces_each_server_once_and_leaves_nothing(
         env: Env, namespace: str) -> None:
-    """An operator before 0.9 left a Deployment per device: each device gets its Pod beside the old
+    """An operator of 0.1 left a Deployment per device: each device gets its Pod beside the old
     server, which goes only once the Pod is Ready (never a device without a Ready server), once."""
     url, sha, _ = env.model_file(f"{namespace}.onnx")
     env.apply(edge_model("m", namespace, url, sha))

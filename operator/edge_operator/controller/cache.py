@@ -213,7 +213,7 @@ class Cache:
         return self._all(IDX_CHILDREN, (key.namespace, key.name), ChildInfo)
 
     def children_on_device(self, device: str, now_ts: float) -> list[ChildInfo]:
-        """What each InferenceDeployment runs on the device: its Pods summed up, or a pre-0.9 Deployment."""
+        """What each InferenceDeployment runs on the device: its Pods summed up, or a 0.1 Deployment."""
         by_owner: dict[str, list[PodInfo]] = {}
         for p in self._all(IDX_PODS_BY_DEVICE, device, PodInfo):
             by_owner.setdefault(p.owner_uid, []).append(p)

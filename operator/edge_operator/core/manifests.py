@@ -3,7 +3,7 @@
 One model server per placed device: a Pod the operator owns directly, pinned to the device's node
 by required node affinity on `metadata.name` (exactly how the DaemonSet controller pins its pods),
 named for the device and the hash of its template. Why a Pod and not a Deployment per device (what
-operators before 0.9 made): an update then costs what a DaemonSet's does, one Pod created and one
+operators of 0.1 made): an update then costs what a DaemonSet's does, one Pod created and one
 deleted, instead of a Deployment patched, a ReplicaSet created and scaled up, the old one scaled
 down, and their status writes, about 4x the API requests and time on a fleet (docs/scale.md). The
 operator does what the Deployment did for it: the new Pod is created beside the old one (surge) and

@@ -44,7 +44,7 @@ Blocked = tuple[str, str, bool, bool]
 @dataclass(frozen=True)
 class IdepPlan:
     apply: tuple[dict[str, Any], ...]  # Pods to create
-    delete: tuple[ChildInfo, ...]  # Deployments of an operator before 0.9 (core/pod_workloads.py)
+    delete: tuple[ChildInfo, ...]  # Deployments of an operator of 0.1 (core/pod_workloads.py)
     status: dict[str, Any]
     placement: Placement | None = None
     requeue_after: float | None = None  # look again then, even if nothing else happens (gate timers)
@@ -214,7 +214,7 @@ def plan(
     workloads, fold the status.
 
     `devices` is the catalogue by name; `children` (each device's workload, pod_workloads.workloads),
-    `pods` (all its Pods of this deployment) and `legacy` (its Deployments of before 0.9) are keyed
+    `pods` (all its Pods of this deployment) and `legacy` (its Deployments of 0.1) are keyed
     by device. A caller
     that cached the placement for unchanged inputs passes it, and the cost is then
     proportional to the devices placed, not to the fleet. `placement_for` places another
@@ -382,7 +382,7 @@ def _workloads(uid: str, placed: Mapping[str, Any], children: Mapping[str, Child
             w.phases[dev] = ph
             continue
         want_hash = WORKLOAD_HASHES.get(inp)
-        # The Pod of the wanted template when it runs, else what runs: a Pre-0.9 Deployment counts
+        # The Pod of the wanted template when it runs, else what runs: a 0.1 Deployment counts
         # until a Pod of the device's own lives.
         ch = pw.workload(dev_pods, uid, ts, prefer=want_hash) or ch
         step = pw.converge(want_hash, inp.revision, surges(inp), dev_pods, legacy.get(dev, ()), uid, ts)

@@ -9,7 +9,7 @@ or annotate next. Both read only what the watch shows, so the same Pods give the
 an operator restart, and a template already running is never made twice (its Pod's name is its
 template's hash: a second create is refused as AlreadyExists).
 
-Operators before 0.9 made a Deployment per device. Upgrading replaces each with a Pod the same way a
+Operators of 0.1 made a Deployment per device. Upgrading replaces each with a Pod the same way a
 new template is rolled: the new Pod next to the Deployment's, the Deployment (and through the
 garbage collector its ReplicaSet and Pod) deleted once the new one is Ready. So a serving model
 server is replaced once, never left serving twice, and nothing is orphaned.
@@ -69,7 +69,7 @@ def workload(pods: Sequence[PodInfo], owner_uid: str, now_ts: float, prefer: str
 
 def workloads(pods: Iterable[PodInfo], legacy: Iterable[ChildInfo], owner_uid: str,
               now_ts: float) -> dict[str, ChildInfo]:
-    """Each device's workload: its Pods, or where it has none yet, its Deployment of before 0.9."""
+    """Each device's workload: its Pods, or where it has none yet, its Deployment of 0.1."""
     by_device: dict[str, list[PodInfo]] = {}
     for p in pods:
         if p.owner_uid == owner_uid:
@@ -100,7 +100,7 @@ def converge(want_hash: str, revision: int | None, surge: bool, pods: Sequence[P
              legacy: Sequence[ChildInfo], owner_uid: str, now_ts: float) -> Step:
     """The next step for one device that should run template `want_hash` (as `revision`).
 
-    `pods` are all the device's Pods of this InferenceDeployment (its own, and a pre-0.9
+    `pods` are all the device's Pods of this InferenceDeployment (its own, and a 0.1
     Deployment's), `legacy` that Deployment. With `surge` the new Pod is made beside the old ones,
     which go once it is Ready; without (the Pod holds an accelerator unit) the old ones go first and
     the new one is made once none is left, terminating ones included (they still hold the unit)."""

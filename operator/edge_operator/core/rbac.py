@@ -38,7 +38,7 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(c.GROUP, (f"{c.PLURAL_IDEP}/finalizers",), ("update",),
          "set blockOwnerDeletion on owned workloads (OwnerReferencesPermissionEnforcement)"),
     Rule("apps", ("deployments",), (*WATCH, "create", "patch", "delete"),
-         "a cache per site (spec.siteCache); the per-device Deployments of operators before 0.9, deleted on upgrade"),
+         "a cache per site (spec.siteCache); the per-device Deployments of operators of 0.1, deleted on upgrade"),
     # No get, list or watch: the operator only applies and deletes its own map, so it can read no
     # other ConfigMap in the cluster (server-side apply of a new object is authorized as create).
     Rule("", ("configmaps",), ("create", "patch", "delete"),

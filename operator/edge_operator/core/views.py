@@ -483,7 +483,7 @@ class PodInfo:
     server_message: str = ""  # and its termination message
     uid: str = ""
     # The InferenceDeployment that owns it as controller: a device's model server the operator made. ""
-    # for a pod of a ReplicaSet (a workload of an operator before 0.9, being replaced: core/pod_workloads).
+    # for a pod of a ReplicaSet (a workload of an operator of 0.1, being replaced: core/pod_workloads).
     owner_uid: str = ""
     spec_hash: str | None = None  # edgeai.io/spec-hash of the template it was made from (owned pods)
     revision: int | None = None  # the InferenceDeployment revision it serves (owned pods)

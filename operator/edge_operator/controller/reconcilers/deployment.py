@@ -127,9 +127,9 @@ class DeploymentReconciler:
         model = self.cache.model(ModelKey(namespace, idep.model))
         catalog = self.catalog.get()
         now_ts = time.time()
-        # Deployments of an operator before 0.9 (left by an earlier deployment of the same name: the GC takes them).
+        # Deployments of an operator of 0.1 (left by an earlier deployment of the same name: the GC takes them).
         legacy = [ch for ch in self.cache.children(key) if ch.owner_uid == idep.uid]
-        # Its own Pods, and the pre-0.9 Deployments' (their ReplicaSet is their owner).
+        # Its own Pods, and the 0.1 Deployments' (their ReplicaSet is their owner).
         own_pods = [p for p in self.cache.pods(key) if p.owner_uid in ("", idep.uid)]
         pods: dict[str, list[PodInfo]] = {}
         for p in own_pods:
@@ -174,7 +174,7 @@ class DeploymentReconciler:
         return requeue
 
     async def _converge(self, key: DeploymentKey, plan: planner.IdepPlan) -> list[str]:
-        """Create, annotate and delete Pods (and pre-0.9 Deployments), a few at a time; the errors, for one
+        """Create, annotate and delete Pods (and 0.1 Deployments), a few at a time; the errors, for one
         retry of the whole. What was done and not yet seen through the watch is not done again."""
         deployment = f"{key.namespace}/{key.name}"
         errors: list[str] = []
@@ -220,7 +220,7 @@ class DeploymentReconciler:
                 except ApiError as e:
                     errors.append(str(e))
                     return
-            log.info("deleted pre-0.9 deployment", extra={"deployment": deployment, "workload": ch.name,
+            log.info("deleted the device's old Deployment", extra={"deployment": deployment, "workload": ch.name,
                                                           "device": ch.device})
 
         await asyncio.gather(*(create(m) for m in plan.apply), *(annotate(p, r) for p, r in plan.annotate),

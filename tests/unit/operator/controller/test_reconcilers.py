@@ -94,7 +94,7 @@ def test_a_new_deployment_creates_one_pod_per_device_and_writes_status_once_read
 
 
 def _legacy(name: str, device: str, owner_uid: str = "uid-d", ready: bool = True) -> dict[str, object]:
-    """A Deployment an operator before 0.9 made for one device, ready or not."""
+    """A Deployment an operator of 0.1 made for one device, ready or not."""
     n = int(ready)
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1,

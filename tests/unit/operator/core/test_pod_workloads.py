@@ -50,7 +50,7 @@ def test_without_surge_the_old_pods_go_first_and_the_new_one_waits_until_they_ar
     assert step("h2", [a], surge=False) == pw.Step(delete_pods=(a,))
     assert step("h2", [replace(a, deleting=True)], surge=False) == pw.Step()  # still holds the accelerator
     assert step("h2", [], surge=False) == pw.Step(create=True)
-    # A Deployment of before 0.9 goes first too, and so do its ReplicaSet's Pods (owned by no InferenceDeployment).
+    # A Deployment of 0.1 goes first too, and so do its ReplicaSet's Pods (owned by no InferenceDeployment).
     old = legacy()
     assert step("h2", [], surge=False, old=[old]) == pw.Step(delete_legacy=(old,))
     assert step("h2", [pod("rs-pod", "x", owner="")], surge=False, old=[replace(old, deleting=True)]) == pw.Step()
