@@ -53,6 +53,8 @@ async def run(cfg: config.OperatorConfig) -> None:
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
     api = KubeApi.from_environment(settings)
+    version = await api.server_version()
+    streaming = handlers.use_streaming_lists(settings, version)
     ctl = Manager(api, cfg)
     metrics.register_fleet(ctl.snapshot)
     registry = kopf.OperatorRegistry()
@@ -61,7 +63,9 @@ async def run(cfg: config.OperatorConfig) -> None:
     log.info("starting", extra={"identity": cfg.identity, "leaseNamespace": cfg.namespace,
                                 "leaderElection": cfg.leader_election, "image": cfg.images.cpu,
                                 "images": dict(cfg.images.families),
-                                "metrics": f"{cfg.metrics_host}:{cfg.metrics_port}"})
+                                "metrics": f"{cfg.metrics_host}:{cfg.metrics_port}",
+                                "kubernetes": ".".join(map(str, version)) if version else "unknown",
+                                "streamingLists": streaming})
     try:
         await kopf.operator(registry=registry, settings=settings, clusterwide=True, standalone=True)
     finally:

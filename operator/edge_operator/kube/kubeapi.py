@@ -16,6 +16,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,18 @@ def ref_of(obj: Mapping[str, Any], subresource: str | None = None) -> Ref:
     meta = obj["metadata"]
     plural = PLURALS[(obj["apiVersion"], obj["kind"])]
     return Ref(obj["apiVersion"], plural, meta["name"], meta.get("namespace"), subresource)
+
+
+def parse_version(doc: Any) -> tuple[int, int] | None:
+    """(major, minor) of a /version document; minors like "34+" (some distributions) count as 34."""
+    if not isinstance(doc, Mapping):
+        return None
+    try:
+        major = int(re.sub(r"\D", "", str(doc.get("major", ""))))
+        minor = int(re.sub(r"\D", "", str(doc.get("minor", ""))))
+    except ValueError:
+        return None
+    return major, minor
 
 
 def _verb(method: str, ref: Ref) -> str:
@@ -161,6 +174,17 @@ class KubeApi:
                 raise ApiError(code, reason, message, method, ref.path())
             return json.loads(text) if text else {}
         raise ApiError(503, "ServiceUnavailable", "retries exhausted", method, ref.path())
+
+    async def server_version(self) -> tuple[int, int] | None:
+        """The API server's (major, minor) from /version (readable by any client), None when it does not say."""
+        try:
+            async with self._get_session().get(self.info.server.rstrip("/") + "/version") as resp:
+                if resp.status != 200:
+                    return None
+                doc = json.loads(await resp.text())
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            return None
+        return parse_version(doc)
 
     # --- operations the controller uses ---------------------------------------------
 

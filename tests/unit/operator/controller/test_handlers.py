@@ -44,3 +44,20 @@ def test_the_diff_base_copies_nothing_and_stores_nothing() -> None:
     patch = kopf.Patch()
     store.store(body=body, patch=patch, essence=kopf.BodyEssence())
     assert not patch  # never an annotation written into the user's object
+
+
+def test_initial_lists_stream_where_the_api_server_can_and_page_elsewhere() -> None:
+    import kopf
+
+    from edge_operator.controller.handlers import configure, use_streaming_lists
+    from edge_operator.kube.kubeapi import parse_version
+
+    assert parse_version({"major": "1", "minor": "34"}) == (1, 34)
+    assert parse_version({"major": "1", "minor": "33+"}) == (1, 33)
+    assert parse_version({"major": "", "minor": "x"}) is None and parse_version([]) is None
+    for version, streams in (((1, 34), True), ((1, 35), True), ((2, 0), True), ((1, 33), False), (None, False)):
+        settings = kopf.OperatorSettings()
+        configure(settings)
+        assert use_streaming_lists(settings, version) is streams
+        assert settings.watching.initial_streaming is streams
+        assert settings.watching.chunk_size == 500  # the paged list, where it is used
