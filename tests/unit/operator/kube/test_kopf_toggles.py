@@ -1,0 +1,82 @@
+"""The counting toggle set: kopf's semantics for `all` and `any`, with waiters woken only when the set flips."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edge_operator.kube.kopf_toggles import CountingToggleSet
+
+
+class Counted(CountingToggleSet):
+    """Counts how often a waiter's predicate (is_on) is evaluated: each wake-up evaluates it once."""
+
+    evaluations = 0
+
+    def is_on(self) -> bool:
+        Counted.evaluations += 1
+        return super().is_on()
+
+
+def test_all_and_any_follow_kopfs_rules() -> None:
+    async def main() -> None:
+        s_all, s_any = CountingToggleSet(all), CountingToggleSet(any)
+        assert s_all.is_on() and not s_any.is_on()  # empty: all is on, any is off
+        a, b = await s_all.make_toggle(name="a"), await s_all.make_toggle(True, name="b")
+        x = await s_any.make_toggle(name="x")
+        assert not s_all.is_on() and not s_any.is_on()
+        await a.turn_to(True)
+        await x.turn_to(True)
+        assert s_all.is_on() and s_any.is_on() and len(s_all) == 2 and a in s_all
+        await b.turn_to(False)
+        assert not s_all.is_on()
+        await s_all.drop_toggle(b)
+        await s_any.drop_toggles([x])
+        assert s_all.is_on() and not s_any.is_on()
+        await x.turn_to(True)  # dropped: the set no longer counts it
+        assert not s_any.is_on()
+
+    asyncio.run(main())
+
+
+def test_waiters_wake_only_when_the_set_flips_not_once_per_toggle() -> None:
+    n = 300
+
+    async def main() -> None:
+        s = Counted(all)
+        blocker = await s.make_toggle(name="blocker")
+        toggles = [await s.make_toggle(name=f"object {i}") for i in range(n)]
+        done = 0
+
+        async def waiter() -> None:
+            nonlocal done
+            await s.wait_for(True)
+            done += 1
+
+        tasks = [asyncio.create_task(waiter()) for _ in range(n)]
+        await asyncio.sleep(0)
+        Counted.evaluations = 0
+        for t in toggles:  # as kopf does: each object's toggle dropped once it is indexed
+            await s.drop_toggle(t)
+            await asyncio.sleep(0)
+        assert done == 0
+        await s.drop_toggle(blocker)
+        await asyncio.gather(*tasks)
+        assert done == n
+        # One evaluation per drop and one per waiter woken at the end; kopf's own set evaluated
+        # every waiter's predicate on every drop (n * n here).
+        assert Counted.evaluations <= 4 * n, Counted.evaluations
+
+    asyncio.run(main())
+
+
+def test_install_makes_kopf_build_counting_sets() -> None:
+    from kopf._cogs.aiokits import aiotoggles
+
+    from edge_operator.kube import kopf_toggles
+
+    original = aiotoggles.ToggleSet
+    try:
+        kopf_toggles.install()
+        assert isinstance(aiotoggles.ToggleSet(all), CountingToggleSet)
+    finally:
+        aiotoggles.ToggleSet = original  # type: ignore[misc]
