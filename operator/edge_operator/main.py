@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge_operator.controller import config, handlers
 from edge_operator.controller.manager import Manager
-from edge_operator.kube import kopf_toggles
+from edge_operator.kube import kopf_patches
 from edge_operator.kube.kubeapi import KubeApi
 from edge_operator.telemetry import logs, metrics
 
@@ -51,7 +51,7 @@ async def _serve_http(ctl: Manager, host: str, port: int) -> web.AppRunner:
 
 
 async def run(cfg: config.OperatorConfig) -> None:
-    kopf_toggles.install()  # before kopf makes its toggle sets: a start linear in the objects watched
+    kopf_patches.install()  # before kopf makes its toggle sets: a start linear in the objects watched
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
     api = KubeApi.from_environment(settings)

@@ -1,4 +1,6 @@
-"""kopf's toggle sets, woken only when their state flips: what makes startup linear in the objects watched.
+"""Two of kopf 1.45's behaviours that fail at 10,000 edge nodes, replaced at start (`install`).
+
+1. Toggle sets, woken only when their state flips: what makes startup linear in the objects watched.
 
 kopf holds every object's handlers until every index handler of every object has run: one toggle
 per object in one `ToggleSet(all)`, and each object's worker waits on the set. kopf 1.45's set wakes
@@ -9,16 +11,32 @@ docs/scale.md). This set counts its toggles that are on and notifies its waiters
 own state (all / any) changes, which is the only moment a waiter's predicate can change; the
 toggles it makes keep their own condition for anyone waiting on one toggle.
 
-Installed once, before kopf starts (`install`); kopf builds its sets from `aiotoggles.ToggleSet` at
-run time. Only `any` and `all` sets (the only kinds kopf makes) are counted; any other function falls
-back to kopf's own evaluation.
+kopf builds its sets from `aiotoggles.ToggleSet` at run time. Only `any` and `all` sets (the only
+kinds kopf makes) are counted; any other function falls back to kopf's own evaluation.
+
+2. A watch that the API server ends with a transient error is watched again, not fatal. kopf restarts
+a watch only on 410 Gone and treats every other ERROR event as fatal: the operator exits. A busy API
+server answers a watch from a resourceVersion its watch cache has not reached yet with a 504
+(Timeout, ResourceVersionTooLarge): at 10,000 nodes this ended the operator mid-run. client-go
+waits and watches again from the same resourceVersion; so does this: such an event ends the stream
+after a pause, and kopf's own loop opens the next one from the last resourceVersion it saw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 
 from kopf._cogs.aiokits import aiotoggles
+from kopf._cogs.clients import watching
+
+log = logging.getLogger("edge_operator.kube")
+
+# Watch ERROR events that say "not yet", not "never": a timeout or a resourceVersion ahead of the cache.
+TRANSIENT_WATCH_CODES = frozenset({429, 500, 503, 504})
+REWATCH_PAUSE_SECONDS = 1.0
 
 
 class CountedToggle(aiotoggles.Toggle):
@@ -82,6 +100,36 @@ class CountingToggleSet(aiotoggles.ToggleSet):
             self._condition.notify_all()
 
 
+def transient_watch_error(event: Mapping[str, Any]) -> bool:
+    """An ERROR event after which watching again from the same resourceVersion can work."""
+    if event.get("type") != "ERROR":
+        return False
+    obj = event.get("object")
+    return isinstance(obj, Mapping) and obj.get("code") in TRANSIENT_WATCH_CODES
+
+
+def rewatching(watch_objs: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """`watch_objs` whose streams end (after a pause) at a transient error event instead of passing it on."""
+    if getattr(watch_objs, "edgeai_rewatching", False):
+        return watch_objs
+
+    async def watch(**kwargs: Any) -> AsyncIterator[Any]:
+        async for event in watch_objs(**kwargs):
+            if isinstance(event, Mapping) and transient_watch_error(event):
+                obj = event["object"]
+                log.warning("watch ended by the API server; watching again", extra={
+                    "resource": str(kwargs.get("resource")), "code": obj.get("code"),
+                    "reason": obj.get("reason"), "detail": str(obj.get("message", ""))[:300]})
+                await asyncio.sleep(REWATCH_PAUSE_SECONDS)
+                return
+            yield event
+
+    watch.edgeai_rewatching = True  # type: ignore[attr-defined]
+    return watch
+
+
 def install() -> None:
-    """Make kopf build its toggle sets from CountingToggleSet (idempotent)."""
+    """Make kopf build its toggle sets from CountingToggleSet and watch again after transient errors
+    (idempotent)."""
     aiotoggles.ToggleSet = CountingToggleSet  # type: ignore[misc]
+    watching.watch_objs = rewatching(watching.watch_objs)
