@@ -605,9 +605,14 @@ def test_partition_and_reboot_offline_then_catch_up(edge: EdgeEnv, ns: str) -> N
     st = edge.ready(ns, "steady")
     # Nothing that did not change was redeployed: the same Pod.
     assert edge.real_pod(ns, "steady")["metadata"]["uid"] == pod["metadata"]["uid"]
-    # What did change while the device was away reaches it now.
-    moving = {d["device"]: d for d in (edge.get("idep", "moving", ns) or {})["status"]["devices"]}
-    assert moving[REAL]["sha256"] == sha_new and moving[REAL]["phase"] == "Ready"
+    # What did change while the device was away reaches it now (its new Pod starts once the cloud sees
+    # the node again: Ready may hold a moment before that, while the device still reads Offline).
+    def caught_up() -> dict[str, Any] | None:
+        rows = {d["device"]: d for d in ((edge.get("idep", "moving", ns) or {}).get("status") or {}).get("devices", [])}
+        row = rows.get(REAL) or {}
+        return row if row.get("sha256") == sha_new and row.get("phase") == "Ready" else None
+
+    edge.wait("the real device on the revision it missed, Ready", caught_up, 240)
 
 
 def localplane_partition(edge: EdgeEnv, cut: bool) -> None:
