@@ -257,15 +257,15 @@ def plan(
         return d.labels if d is not None else {}
 
     inputs = _inputs_by_revision(idep, history, target, stable, children, placement_of, labels_of)
+    ts = now_ts if now_ts is not None else (ro.parse_time(now) or 0.0)
     st = _step_rollout(idep, resolved.policy, history, target_rev, stable, placed, devices, children, pods,
-                       online, now_ts if now_ts is not None else (ro.parse_time(now) or 0.0))
+                       online, ts)
     if st.failure:
         history = rev.with_outcome(history, target, rev.FAILED, st.failure)
     if st.succeeded:
         history = rev.with_outcome(history, target, rev.SUCCEEDED)
         stable = target
 
-    ts = now_ts if now_ts is not None else (ro.parse_time(now) or 0.0)
     old = legacy or {}
     w = _workloads(idep.uid, placed, children, pods, old, online, st.targets, inputs, target, ts)
     phases, rows, updated_to_target = w.phases, w.rows, w.updated_to_target

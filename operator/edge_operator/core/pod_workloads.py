@@ -136,9 +136,8 @@ def remove(pods: Sequence[PodInfo], legacy: Sequence[ChildInfo], owner_uid: str)
                 delete_legacy=tuple(ch for ch in legacy if ch.owner_uid == owner_uid and not ch.deleting))
 
 
-def legacy_by_device(children: Iterable[ChildInfo], owner_uid: str) -> Mapping[str, list[ChildInfo]]:
+def legacy_by_device(children: Iterable[ChildInfo]) -> Mapping[str, list[ChildInfo]]:
     out: dict[str, list[ChildInfo]] = {}
     for ch in children:
-        if ch.owner_uid == owner_uid:
-            out.setdefault(ch.device, []).append(ch)
+        out.setdefault(ch.device, []).append(ch)
     return out

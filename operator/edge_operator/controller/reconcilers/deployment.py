@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -142,7 +142,7 @@ class DeploymentReconciler:
                             now_ts=now_ts, placement=placement,
                             placement_for=lambda m, rt, fams: self._placement(idep, m, catalog, cache=False,
                                                                                  runtime=rt, families=fams),
-                            legacy=pw.legacy_by_device(legacy, idep.uid))
+                            legacy=pw.legacy_by_device(legacy))
 
         errors = await self._converge(key, plan)
         rows = await self._site_caches(key, idep, plan.placement, children, catalog, errors)
@@ -180,37 +180,40 @@ class DeploymentReconciler:
         errors: list[str] = []
         sem = asyncio.Semaphore(APPLY_CONCURRENCY)
 
-        async def once(akey: tuple[str, str], done: str, call: Any, what: str, fields: dict[str, Any]) -> None:
+        async def once(akey: tuple[str, str], done: str, call: Callable[[], Awaitable[object]], what: str,
+                       fields: dict[str, Any]) -> None:
             if self._applied.get(akey) == done:
                 return  # done a moment ago; the watch has not brought it back yet
             async with sem:
                 try:
-                    result = await call
+                    result = await call()
                 except ApiError as e:
                     if not e.namespace_terminating:
                         errors.append(str(e))
                     return
-            if result is not None and result is not False:
-                # A create refused as AlreadyExists (None) is a Pod of that name still terminating:
-                # its delete event brings the next try. A delete of one already gone (False): nothing to wait for.
-                self._applied[akey] = done
+            if result is None or result is False:
+                # A create refused as AlreadyExists (None) is a Pod of that name still terminating: its
+                # delete event brings the next try. A delete or patch of one already gone: nothing to wait for.
+                return
+            self._applied[akey] = done
             log.info(what, extra={"deployment": deployment, "workload": akey[1], **fields})
 
-        def create(manifest: dict[str, Any]) -> Any:
+        def create(manifest: dict[str, Any]) -> Awaitable[None]:
             meta = manifest["metadata"]
             ann = meta["annotations"]
-            return once((meta["namespace"], meta["name"]), ann[c.A_SPEC_HASH], self.api.create(manifest),
+            return once((meta["namespace"], meta["name"]), ann[c.A_SPEC_HASH], lambda: self.api.create(manifest),
                         "created pod", {"device": ann[c.A_DEVICE], "variant": ann[c.A_VARIANT],
                                         "revision": ann.get(c.A_REVISION)})
 
-        def annotate(p: PodInfo, revision: int) -> Any:
+        def annotate(p: PodInfo, revision: int) -> Awaitable[None]:
             ref = Ref("v1", "pods", p.name, p.namespace)
             body = {"metadata": {"uid": p.uid, "annotations": {c.A_REVISION: str(revision)}}}
-            return once((p.namespace, p.name), f"rev={revision}", self.api.patch(ref, body),
+            return once((p.namespace, p.name), f"rev={revision}", lambda: self.api.patch(ref, body),
                         "pod serves a new revision", {"device": p.device, "revision": revision})
 
-        def delete_pod(p: PodInfo) -> Any:
-            return once((p.namespace, p.name), "-", self.api.delete(Ref("v1", "pods", p.name, p.namespace), uid=p.uid),
+        def delete_pod(p: PodInfo) -> Awaitable[None]:
+            ref = Ref("v1", "pods", p.name, p.namespace)
+            return once((p.namespace, p.name), "-", lambda: self.api.delete(ref, uid=p.uid),
                         "deleted pod", {"device": p.device})
 
         async def delete_legacy(ch: ChildInfo) -> None:

@@ -56,7 +56,7 @@ def test_without_surge_the_old_pods_go_first_and_the_new_one_waits_until_they_ar
     assert step("h2", [pod("rs-pod", "x", owner="")], surge=False, old=[replace(old, deleting=True)]) == pw.Step()
 
 
-def test_a_pre_0_9_deployment_is_deleted_once_its_replacement_is_ready() -> None:
+def test_a_0_1_deployment_is_deleted_once_its_replacement_is_ready() -> None:
     old = legacy()
     assert step("h2", [pod("rs", "x", ready=True, owner="")], old=[old]) == pw.Step(create=True)
     new = pod("n", "h2", ready=True, rev=2)
