@@ -199,6 +199,12 @@ def operator_round(
         cpu = (op.cpu_seconds() or 0.0) - cpu_before
         peak = op.peak_rss_kib() or 0
         m = op.metrics()
+        if os.environ.get("PYTHONTRACEMALLOC"):
+            for by in ("filename", "lineno"):
+                code, body = op.get(f"/debug/memory?by={by}&top=60", timeout=600)
+                out = f.tmp / f"memory-{namespace}-{by}.json"
+                out.write_text(body)
+                log(f"  operator heap by {by} ({code}): {out}")
         for k, v in sorted(m.items()):
             if k.startswith(REPORTED_METRICS):
                 log(f"  {k} {v - m0.get(k, 0.0):g}")

@@ -98,7 +98,7 @@ class Rejection:
 @dataclass(frozen=True)
 class Placement:
     assignments: tuple[Assignment, ...]
-    rejections: tuple[Rejection, ...]  # selected but unsuitable, then NotSelected among those looked at
+    rejections: tuple[Rejection, ...]  # selected but unsuitable (the unselected are only counted)
     selected: int
     not_selected: int = 0  # devices of the fleet the selector does not match
     notes: tuple[str, ...] = field(default=())
@@ -227,9 +227,13 @@ def place(
     assignments: list[Assignment] = []
     rejections: list[Rejection] = []
     selected = 0
+    looked_at = 0
     for d in devices:
+        looked_at += 1
         if not matches(selector, d.labels):
-            rejections.append(Rejection(d.name, UnplacedReason.NOT_SELECTED, "labels do not match spec.deviceSelector"))
+            # Counted, not listed: a Rejection per unselected device, kept in every deployment's
+            # placement, was deployments x fleet objects (at 10,000 one-device deployments, most of
+            # the operator's memory), and the status only ever counts them (`notSelected`).
             continue
         selected += 1
         rej = check_requirements(d, requirements, memory_request)
@@ -246,8 +250,6 @@ def place(
         accel = acceleration.plan(d.capabilities, choice.accelerator, runtime, notes, families)
         assignments.append(Assignment(d.name, d.node_name, choice.artifact, choice.why, accel))
     assignments.sort(key=lambda a: a.device)
-    # Rejections a person can act on first (requirements), then the merely unselected.
-    rejections.sort(key=lambda r: (r.reason == UnplacedReason.NOT_SELECTED, r.device))
-    looked_at = len(assignments) + len(rejections)
+    rejections.sort(key=lambda r: r.device)
     total = fleet_size if fleet_size is not None else looked_at
     return Placement(tuple(assignments), tuple(rejections), selected, max(0, total - selected))
