@@ -16,7 +16,7 @@ from edge_operator.core.device_phase import FAILED_PHASES, DevicePhase
 from edge_operator.core.placement import Placement, Rejection
 from edge_operator.core.selectors import describe
 from edge_operator.core.views import IdepInfo, ModelInfo
-from edgeai_api.enums import ConditionStatus, ConditionType, DeploymentReason, UnplacedReason, WorkloadPhase
+from edgeai_api.enums import ConditionStatus, ConditionType, DeploymentReason, WorkloadPhase
 
 R = DeploymentReason
 C = ConditionType
@@ -29,12 +29,11 @@ MAX_LISTED_DEVICES = 1000
 
 def _unplaced(rejections: Sequence[Rejection]) -> tuple[list[dict[str, str]], int]:
     """Selected-but-rejected devices, listed with their reason (capped), and the count not listed.
-    Devices outside the selector are counted (`notSelected`), not listed: in a fleet of
+    Devices outside the selector are only counted (`notSelected`, by `place`): in a fleet of
     thousands, one deployment's status must not name every other device."""
-    actionable = [r for r in rejections if r.reason != UnplacedReason.NOT_SELECTED]
     listed = [{"device": r.device, "reason": r.reason, "message": r.message}
-              for r in actionable[:MAX_LISTED_UNPLACED]]
-    return listed, max(0, len(actionable) - MAX_LISTED_UNPLACED)
+              for r in rejections[:MAX_LISTED_UNPLACED]]
+    return listed, max(0, len(rejections) - MAX_LISTED_UNPLACED)
 
 
 def _listed_devices(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -49,7 +48,7 @@ def _listed_devices(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]
 
 
 def _reason_summary(rejections: Iterable[Rejection]) -> str:
-    counts = Counter(r.reason for r in rejections if r.reason != UnplacedReason.NOT_SELECTED)
+    counts = Counter(r.reason for r in rejections)
     return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
 
 
