@@ -14,6 +14,7 @@ import logging
 import sys
 import tracemalloc
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
 from aiohttp import web
@@ -26,6 +27,24 @@ from edge_operator.kube.kubeapi import KubeApi
 from edge_operator.telemetry import logs, metrics
 
 log = logging.getLogger("edge_operator")
+
+
+def memory_report(by: str, top: str) -> tuple[int, dict[str, Any] | str]:
+    """Where the operator's Python heap is, by source line (`/debug/memory`), for fleet-scale memory
+    work: only while tracemalloc traces (PYTHONTRACEMALLOC=1; tracing costs CPU, so it is off by
+    default). Returns the HTTP status and a JSON body, or a message naming what is wrong."""
+    if not tracemalloc.is_tracing():
+        return 404, "tracemalloc is off: start the operator with PYTHONTRACEMALLOC=1"
+    try:
+        n = max(1, min(int(top), 500))
+    except ValueError:
+        return 400, f"top: expected an integer, got {top!r}"
+    if by not in ("lineno", "filename", "traceback"):
+        return 400, f"by: expected lineno, filename or traceback, got {by!r}"
+    stats = tracemalloc.take_snapshot().statistics(by)
+    current, peak = tracemalloc.get_traced_memory()
+    rows = [{"where": str(st.traceback), "kib": round(st.size / 1024, 1), "blocks": st.count} for st in stats[:n]]
+    return 200, {"tracedMiB": round(current / 2**20, 1), "peakMiB": round(peak / 2**20, 1), "top": rows}
 
 
 async def _serve_http(ctl: Manager, host: str, port: int) -> web.AppRunner:
@@ -42,24 +61,11 @@ async def _serve_http(ctl: Manager, host: str, port: int) -> web.AppRunner:
         return web.Response(status=200 if ok else 503, text="ok" if ok else "caches not synced")
 
     async def memory(request: web.Request) -> web.Response:
-        # Where the operator's Python heap is, by source line: for fleet-scale memory work
-        # (start the operator with PYTHONTRACEMALLOC=1; tracing costs CPU, so it is off by default).
-        if not tracemalloc.is_tracing():
-            return web.Response(status=404, text="tracemalloc is off: start the operator with PYTHONTRACEMALLOC=1")
-        try:
-            top = max(1, min(int(request.query.get("top", "40")), 500))
-        except ValueError:
-            return web.Response(status=400, text="top: expected an integer")
-        group = request.query.get("by", "lineno")
-        if group not in ("lineno", "filename", "traceback"):
-            return web.Response(status=400, text="by: expected lineno, filename or traceback")
-        snap = await asyncio.to_thread(tracemalloc.take_snapshot)
-        stats = snap.statistics(group)
-        current, peak = tracemalloc.get_traced_memory()
-        rows = [{"where": str(st.traceback), "kib": round(st.size / 1024, 1), "blocks": st.count}
-                for st in stats[:top]]
-        return web.json_response({"tracedMiB": round(current / 2**20, 1), "peakMiB": round(peak / 2**20, 1),
-                                  "top": rows})
+        status, body = await asyncio.to_thread(memory_report, request.query.get("by", "lineno"),
+                                               request.query.get("top", "40"))
+        if isinstance(body, str):
+            return web.Response(status=status, text=body)
+        return web.json_response(body, status=status)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)
