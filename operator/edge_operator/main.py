@@ -29,6 +29,11 @@ from edge_operator.telemetry import logs, metrics
 log = logging.getLogger("edge_operator")
 
 
+def _where(tb: tracemalloc.Traceback) -> str:
+    """Every frame kept (PYTHONTRACEMALLOC=N keeps N), innermost first: one frame rarely says who holds the memory."""
+    return " <- ".join(str(f) for f in reversed(tb))
+
+
 def memory_report(by: str, top: str) -> tuple[int, dict[str, Any] | str]:
     """Where the operator's Python heap is, by source line (`/debug/memory`), for fleet-scale memory
     work: only while tracemalloc traces (PYTHONTRACEMALLOC=1; tracing costs CPU, so it is off by
@@ -43,7 +48,7 @@ def memory_report(by: str, top: str) -> tuple[int, dict[str, Any] | str]:
         return 400, f"by: expected lineno, filename or traceback, got {by!r}"
     stats = tracemalloc.take_snapshot().statistics(by)
     current, peak = tracemalloc.get_traced_memory()
-    rows = [{"where": str(st.traceback), "kib": round(st.size / 1024, 1), "blocks": st.count} for st in stats[:n]]
+    rows = [{"where": _where(st.traceback), "kib": round(st.size / 1024, 1), "blocks": st.count} for st in stats[:n]]
     return 200, {"tracedMiB": round(current / 2**20, 1), "peakMiB": round(peak / 2**20, 1), "top": rows}
 
 

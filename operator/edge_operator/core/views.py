@@ -12,6 +12,7 @@ together because the controller's indexes import them as a set.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,6 +20,7 @@ from typing import Any, TypeVar, cast
 
 from edge_operator.core import conditions as cond
 from edge_operator.core.capabilities import Capabilities, NodeHealth, from_node, node_health, with_overrides
+from edge_operator.core.compact_json import shared, shared_labels
 from edge_operator.core.manifests import SecretRef
 from edge_operator.core.parse_memo import ParseMemo
 from edge_operator.core.placement import Artifact, DeviceView, Requirements
@@ -84,7 +86,7 @@ class NodeInfo:
 
 def node_info(body: Mapping[str, Any]) -> NodeInfo:
     meta = _meta(body)
-    labels = dict(meta.get("labels") or {})
+    labels = shared_labels(meta.get("labels"))
     return NodeInfo(
         name=meta["name"],
         uid=meta.get("uid", ""),
@@ -129,7 +131,7 @@ class DeviceInfo:
 def device_info(body: Mapping[str, Any]) -> DeviceInfo:
     meta = _meta(body)
     spec, error = _spec(EdgeDeviceSpec, body)
-    labels = dict(meta.get("labels") or {})
+    labels = shared_labels(meta.get("labels"))
     return DeviceInfo(
         name=meta["name"],
         uid=meta.get("uid", ""),
@@ -139,7 +141,7 @@ def device_info(body: Mapping[str, Any]) -> DeviceInfo:
         overrides=spec.capabilities if spec else None,
         generation=int(meta.get("generation") or 0),
         discovered=labels.get(c.L_DISCOVERED) == "true",
-        status=dict(body.get("status") or {}),
+        status=shared(body.get("status") or {}),
         deleting=_deleting(body),
         resource_version=str(meta.get("resourceVersion", "")),
         spec=spec,
@@ -360,9 +362,9 @@ def idep_info(body: Mapping[str, Any]) -> IdepInfo:
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation") or 0),
         model=spec.model if spec else str(raw.get("model", "")),
-        selector=selector if isinstance(selector, Mapping) else None,
+        selector=shared(selector) if isinstance(selector, Mapping) else None,
         spec=spec,
-        status=dict(body.get("status") or {}),
+        status=shared(body.get("status") or {}),
         deleting=_deleting(body),
         resource_version=str(meta.get("resourceVersion", "")),
         spec_error=error,
@@ -520,6 +522,12 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
     return _pod_info(body, meta)
 
 
+def _i(s: Any) -> Any:
+    """One string per process for what every Pod of a deployment repeats (its namespace, owner, build
+    digest, phase): 10,000 Pod summaries otherwise hold 10,000 copies of each (core.compact_json)."""
+    return sys.intern(s) if type(s) is str else s
+
+
 def _pod_info(body: Mapping[str, Any], meta: Mapping[str, Any]) -> PodInfo:
     labels = meta.get("labels") or {}
     ann = meta.get("annotations") or {}
@@ -563,13 +571,13 @@ def _pod_info(body: Mapping[str, Any], meta: Mapping[str, Any]) -> PodInfo:
             if x.get("type") == "PodScheduled" and x.get("status") == "False":
                 reason, message = str(x.get("reason") or "Unschedulable"), str(x.get("message") or "")
     return PodInfo(
-        namespace=meta.get("namespace", ""),
+        namespace=_i(meta.get("namespace", "")),
         name=meta["name"],
-        idep=str(ann.get(c.A_IDEP) or labels.get(c.L_IDEP, "")),
+        idep=_i(str(ann.get(c.A_IDEP) or labels.get(c.L_IDEP, ""))),
         device=str(ann.get(c.A_DEVICE) or labels.get(c.L_DEVICE, "")),
-        sha256=ann.get(c.A_SHA256),
+        sha256=_i(ann.get(c.A_SHA256)),
         node=(body.get("spec") or {}).get("nodeName"),
-        phase=str(st.get("phase") or "Pending"),
+        phase=_i(str(st.get("phase") or "Pending")),
         ready=ready,
         restarts=restarts,
         reason=reason,
@@ -583,8 +591,8 @@ def _pod_info(body: Mapping[str, Any], meta: Mapping[str, Any]) -> PodInfo:
         deleting=_deleting(body),
         uid=str(meta.get("uid", "")),
         owner_uid=str(owner.get("uid") or "") if (owner := _controller_owner(meta, c.KIND_IDEP)) else "",
-        spec_hash=ann.get(c.A_SPEC_HASH),
+        spec_hash=_i(ann.get(c.A_SPEC_HASH)),
         revision=_revision(ann.get(c.A_REVISION)),
-        variant=ann.get(c.A_VARIANT),
-        model=str(ann.get(c.A_MODEL) or labels.get(c.L_MODEL, "")),
+        variant=_i(ann.get(c.A_VARIANT)),
+        model=_i(str(ann.get(c.A_MODEL) or labels.get(c.L_MODEL, ""))),
     )
