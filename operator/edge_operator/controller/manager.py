@@ -56,7 +56,7 @@ class Manager:
         self.verifier = Verifier(api, cfg.verify)
         self.events = EventMapper(self.cache, self.catalog, cfg.fanout_delay, cfg.status_delay)
         recorder = EventRecorder(api)
-        writer = StatusWriter(api, cfg.progress_writes_per_second)
+        self.writer = writer = StatusWriter(api, cfg.progress_writes_per_second)
         self.deployments = DeploymentReconciler(api, self.cache, self.catalog, writer, recorder, cfg.images,
                                                 cfg.status_interval)
         self.devices = DeviceReconciler(self.cache, writer, recorder, cfg.device_status_interval,
@@ -180,6 +180,9 @@ class Manager:
 
     def on_device(self, name: str) -> None:
         metrics.WATCH_EVENTS.labels("EdgeDevice").inc()
+        info = self.cache.device(name)
+        if info is not None:
+            self.writer.observed(DeviceKey(name), info.resource_version)
         self._queue(self.events.device(name))
 
     def on_model(self, namespace: str, name: str) -> None:
@@ -188,7 +191,11 @@ class Manager:
 
     def on_idep(self, namespace: str, name: str) -> None:
         metrics.WATCH_EVENTS.labels("InferenceDeployment").inc()
-        self._queue(self.events.deployment(DeploymentKey(namespace, name)))
+        key = DeploymentKey(namespace, name)
+        info = self.cache.deployment(key)
+        if info is not None:
+            self.writer.observed(key, info.resource_version)
+        self._queue(self.events.deployment(key))
 
     def on_child(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         metrics.WATCH_EVENTS.labels("Deployment").inc()

@@ -77,6 +77,18 @@ class StatusWriter:
             del self._written[key]
         return cached
 
+    def observed(self, key: Hashable, rv: str) -> None:
+        """The watch brought the object at `rv`. A write the cache has moved past is dropped now, not at
+        the object's next reconcile: a settled fleet may not reconcile an object for hours, and each kept
+        write is a full status (10,000 devices and deployments: tens of MiB held for nothing)."""
+        w = self._written.get(key)
+        if w is not None and w[0] != rv:
+            del self._written[key]
+
+    @property
+    def remembered(self) -> int:
+        return len(self._written)
+
     def forget(self, key: Hashable) -> None:
         """The object is gone or going: nothing of it is held or remembered."""
         self._written.pop(key, None)

@@ -95,6 +95,19 @@ def test_what_was_written_stands_in_for_the_cache_until_the_watch_brings_it_back
     assert w.effective(k, "7", old) == old
 
 
+def test_the_watch_moving_past_a_write_drops_it_without_a_reconcile() -> None:
+    _api, _, w = setup()
+    k = DeploymentKey("ns", "d")
+    old = {"observedGeneration": 1, "placed": 1, "conditions": NOT_READY}
+    new = {**old, "placed": 2, "conditions": READY}
+    run(w.write(k, ref("d"), "7", old, new, POLICY))
+    w.observed(k, "7")  # an event at the version we wrote against: still needed
+    assert w.remembered == 1 and w.effective(k, "7", old) == new
+    w.observed(k, "8")  # our write came back: nothing kept for a settled object
+    assert w.remembered == 0
+    assert w.effective(k, "7", old) == old
+
+
 def test_a_status_write_to_a_deleted_object_remembers_nothing_and_other_errors_propagate() -> None:
     api, _, w = setup()
     k = DeploymentKey("ns", "d")
