@@ -484,41 +484,27 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.telemetry import logs
 
     logs.setup(args.log_level)
-    import uvicorn
-
     app = build(args)
     if args.metrics_port and args.metrics_port != args.port:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.host, registry=app.dp.metrics.registry)
-    from edge_runtime.transport.http_limits import Limits, protocol_class
+    from edge_runtime.transport.http_limits import Limits
+    from edge_runtime.transport.http_server import HttpServer
+    from edgeai_api.exit_codes import EXIT_OTHER
 
-    loop = "uvloop" if _has("uvloop") else "asyncio"
     limits = Limits(
         app.dp.metrics,
         max_connections=args.max_connections,
         header_timeout_s=args.header_timeout_s,
         max_header_bytes=args.max_header_bytes,
     )
-    http = "httptools"
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        loop=loop,
-        http=protocol_class(limits),
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        timeout_keep_alive=max(1, round(args.keep_alive_timeout_s)),
-        server_header=False,
-        # No proxy sits in front of an edge runtime: X-Forwarded-For must never be believed (the repository
-        # API's loopback check reads the client address), and the middleware costs every request.
-        proxy_headers=False,
+    server = HttpServer(app, limits, host=args.host, port=args.port, keep_alive_timeout_s=args.keep_alive_timeout_s)
+    loop = "uvloop" if _has("uvloop") else "asyncio"
+    log.info(
+        "serving", extra={"host": args.host, "port": args.port, "model": args.name, "http": "httptools", "loop": loop}
     )
-    log.info("serving", extra={"host": args.host, "port": args.port, "model": args.name, "http": http, "loop": loop})
-    uvicorn.Server(config).run()
-    return 0
+    return 0 if server.run() else EXIT_OTHER
 
 
 def _has(module: str) -> bool:
