@@ -62,6 +62,8 @@ DEFAULT_KEEP_ALIVE_S = 15.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
 # Unread request-body bytes held for the app before reading pauses (the app reads whole bodies).
 _HIGH_WATER = 256 << 10
+# Bytes parsed at a time when a read brings more (see _Connection._consume).
+_FEED_STEP = 16 << 10
 # A response body up to this size is copied behind its head (one buffer); a larger one goes by writev.
 _COPY_BODY = 64 << 10
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
@@ -285,6 +287,7 @@ class _Connection(asyncio.Protocol):
         self.queue: deque[_Exchange] = deque()
         self.to_start: _Exchange | None = None
         self.failure: bytes | None = None  # written once the exchanges before it are answered, then close
+        self.pending = b""  # read but not parsed yet: a request is waiting its turn
         self.reading_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -359,16 +362,43 @@ class _Connection(asyncio.Protocol):
                 self.drain_waiter = None
 
     def data_received(self, data: bytes) -> None:
+        if self.pending:  # reading is paused; this came with the read that paused it
+            self.pending += data
+        else:
+            self._consume(data)
+        ex = self.to_start
+        if ex is not None:
+            self.to_start = None
+            self.server.spawn(self._serve(ex))
+
+    def _consume(self, data: bytes) -> None:
+        """Parse `data`, a slice at a time once it is large: while a request waits its turn the rest stays
+        unparsed, as bytes, so one read full of tiny pipelined requests is not a queue of thousands."""
+        if len(data) <= _FEED_STEP:
+            self._take_in(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), _FEED_STEP):
+            if self.failure is not None:
+                return
+            if self.queue:
+                self.pending = bytes(view[start:])
+                self.update_reading()
+                return
+            self._take_in(view[start : start + _FEED_STEP])
+
+    def _take_in(self, data: bytes | memoryview) -> None:
+        """Feed the parser, holding each request head to the size limit."""
         limit = self.limits.max_header_bytes
         while data and self.failure is None:
             if not self.head_open:
                 self._feed(data)
-                break
+                return
             room = limit - self.head_bytes
             if len(data) <= room:
                 self.head_bytes += len(data)
                 self._feed(data)
-                break
+                return
             # Feed only what the limit allows; the rest goes on only if the head completed within it.
             heads = self.heads_done
             if room > 0:
@@ -376,14 +406,10 @@ class _Connection(asyncio.Protocol):
                 self._feed(data[:room])
             if room <= 0 or self.heads_done == heads:
                 self._too_large()
-                break
+                return
             data = data[room:]
-        ex = self.to_start
-        if ex is not None:
-            self.to_start = None
-            self.server.spawn(self._serve(ex))
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -483,6 +509,7 @@ class _Connection(asyncio.Protocol):
         ex = self.parsing
         pause = (
             bool(self.queue)
+            or bool(self.pending)
             or self.failure is not None
             or (ex is not None and not ex.discard and ex.buffered > _HIGH_WATER)
         )
@@ -546,6 +573,9 @@ class _Connection(asyncio.Protocol):
         if self.queue:
             nxt = self.queue.popleft()
             self.current = nxt
+            if not self.queue and self.pending:
+                data, self.pending = self.pending, b""
+                self._consume(data)
             self.update_reading()
             return nxt
         self.current = None
@@ -569,6 +599,7 @@ class _Connection(asyncio.Protocol):
     def _fail(self, answer: bytes) -> None:
         """Nothing more is read: `answer` goes out after the answers owed, then the connection closes."""
         self.failure = answer
+        self.pending = b""
         ex = self.parsing
         self.parsing = None
         if ex is not None and not ex.complete:  # a request cut short: never run, or told its client left
