@@ -187,6 +187,12 @@ def register(sub: Any) -> None:
         "--max-header-bytes", type=int, default=64 << 10, help="a larger request head gets 431 and is closed"
     )
     p.add_argument("--keep-alive-timeout-s", type=float, default=15.0, help="an idle keep-alive connection is closed")
+    p.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        default=20.0,
+        help="on SIGTERM the port closes and requests in flight get this long to finish (under the Pod's grace period)",
+    )
     p.add_argument("--error-window-s", type=float, default=60.0, help="window of the error-rate readiness judgement")
     p.add_argument(
         "--max-error-rate", type=_fraction, default=0.5, help="not ready above this share of failed requests"
@@ -499,7 +505,14 @@ def run(args: argparse.Namespace) -> int:
         header_timeout_s=args.header_timeout_s,
         max_header_bytes=args.max_header_bytes,
     )
-    server = HttpServer(app, limits, host=args.host, port=args.port, keep_alive_timeout_s=args.keep_alive_timeout_s)
+    server = HttpServer(
+        app,
+        limits,
+        host=args.host,
+        port=args.port,
+        keep_alive_timeout_s=args.keep_alive_timeout_s,
+        shutdown_timeout_s=args.shutdown_timeout_s,
+    )
     loop = "uvloop" if _has("uvloop") else "asyncio"
     log.info(
         "serving", extra={"host": args.host, "port": args.port, "model": args.name, "http": "httptools", "loop": loop}

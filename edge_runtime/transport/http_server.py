@@ -217,8 +217,8 @@ class _Exchange:
             self.responded = True
             self.wake()
         conn = self.conn
-        if conn.lost:
-            return
+        if conn.lost or conn.transport is None or conn.transport.is_closing():
+            return  # the client left, or the connection was cut (shutdown): nobody to answer
         conn.write_response(head, body)
         if not more:
             conn.response_done(self)
@@ -632,8 +632,11 @@ class _Connection(asyncio.Protocol):
         )
 
     def check_deadlines(self, now: float) -> None:
-        """Called by the server's sweep: close a connection whose head is late, or that idled too long."""
-        if self.lost or self.transport is None or self.transport.is_closing():
+        """Called by the server's sweep: close a connection whose head is late, or that idled too long.
+
+        Not while the app runs a request (its own deadlines hold; a head behind it may wait unread): both
+        clocks start again when it is done (`since`)."""
+        if self.current is not None or self.lost or self.transport is None or self.transport.is_closing():
             return
         if self.in_head:
             if now - self.since > self.limits.header_timeout_s:
@@ -643,7 +646,7 @@ class _Connection(asyncio.Protocol):
                     peer=str(self.client),
                 )
                 self.close()
-        elif self.current is None and now - self.since > self.server.keep_alive_s:
+        elif now - self.since > self.server.keep_alive_s:
             # Idle, or still reading the rest of a body its answer did not need: bounded the same way.
             self.close()
 
