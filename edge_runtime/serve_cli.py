@@ -187,6 +187,12 @@ def register(sub: Any) -> None:
         "--max-header-bytes", type=int, default=64 << 10, help="a larger request head gets 431 and is closed"
     )
     p.add_argument("--keep-alive-timeout-s", type=float, default=15.0, help="an idle keep-alive connection is closed")
+    p.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        default=20.0,
+        help="on SIGTERM the port closes and requests in flight get this long to finish (under the Pod's grace period)",
+    )
     p.add_argument("--error-window-s", type=float, default=60.0, help="window of the error-rate readiness judgement")
     p.add_argument(
         "--max-error-rate", type=_fraction, default=0.5, help="not ready above this share of failed requests"
@@ -484,41 +490,34 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.telemetry import logs
 
     logs.setup(args.log_level)
-    import uvicorn
-
     app = build(args)
     if args.metrics_port and args.metrics_port != args.port:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.host, registry=app.dp.metrics.registry)
-    from edge_runtime.transport.http_limits import Limits, protocol_class
+    from edge_runtime.transport.http_limits import Limits
+    from edge_runtime.transport.http_server import HttpServer
+    from edgeai_api.exit_codes import EXIT_OTHER
 
-    loop = "uvloop" if _has("uvloop") else "asyncio"
     limits = Limits(
         app.dp.metrics,
         max_connections=args.max_connections,
         header_timeout_s=args.header_timeout_s,
         max_header_bytes=args.max_header_bytes,
     )
-    http = "httptools"
-    config = uvicorn.Config(
+    server = HttpServer(
         app,
+        limits,
         host=args.host,
         port=args.port,
-        loop=loop,
-        http=protocol_class(limits),
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        timeout_keep_alive=max(1, round(args.keep_alive_timeout_s)),
-        server_header=False,
-        # No proxy sits in front of an edge runtime: X-Forwarded-For must never be believed (the repository
-        # API's loopback check reads the client address), and the middleware costs every request.
-        proxy_headers=False,
+        keep_alive_timeout_s=args.keep_alive_timeout_s,
+        shutdown_timeout_s=args.shutdown_timeout_s,
     )
-    log.info("serving", extra={"host": args.host, "port": args.port, "model": args.name, "http": http, "loop": loop})
-    uvicorn.Server(config).run()
-    return 0
+    loop = "uvloop" if _has("uvloop") else "asyncio"
+    log.info(
+        "serving", extra={"host": args.host, "port": args.port, "model": args.name, "http": "httptools", "loop": loop}
+    )
+    return 0 if server.run() else EXIT_OTHER
 
 
 def _has(module: str) -> bool:

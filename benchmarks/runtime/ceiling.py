@@ -2,9 +2,10 @@
 
     python -m benchmarks.runtime.ceiling HTTP_PORT GRPC_PORT REST_ANSWER GRPC_ANSWER
 
-Same stack as `edge-runtime serve` (uvicorn + httptools + uvloop with the
-runtime's connection-limit protocol, grpcio's asyncio server in the same
-event loop); each request's body is read whole, as the runtime reads it, and
+Same stack as `edge-runtime serve` (the runtime's own HTTP/1.1 server,
+edge_runtime/transport/http_server.py: httptools' parser on uvloop, with the
+connection limits; grpcio's asyncio server in the same event loop); each
+request's body is read whole, as the runtime reads it, and
 answered with the bytes of a real answer precomputed from the model. The gap
 between this row and the runtime's row is the runtime's own work (decode,
 validation, the model run, encode, metrics).
@@ -20,10 +21,10 @@ from typing import Any
 
 def main(argv: list[str]) -> int:
     import grpc
-    import uvicorn
 
     from edge_runtime import oip
-    from edge_runtime.transport.http_limits import Limits, protocol_class
+    from edge_runtime.transport.http_limits import Limits
+    from edge_runtime.transport.http_server import HttpServer
 
     http_port, grpc_port = int(argv[0]), int(argv[1])
     rest_answer = Path(argv[2]).read_bytes()
@@ -65,13 +66,7 @@ def main(argv: list[str]) -> int:
         await send({"type": "http.response.start", "status": 200, "headers": list(ok_headers)})
         await send({"type": "http.response.body", "body": rest_answer})
 
-    loop = "uvloop"
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=http_port, loop=loop, http=protocol_class(Limits(None)), lifespan="on",
-        access_log=False, log_config=None, server_header=False,
-    )
-    uvicorn.Server(config).run()
-    return 0
+    return 0 if HttpServer(app, Limits(None), host="127.0.0.1", port=http_port).run() else 1
 
 
 if __name__ == "__main__":

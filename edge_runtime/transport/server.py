@@ -1,8 +1,9 @@
-"""REST adapter: a raw ASGI application over the typed dataplane, served by uvicorn.
+"""REST adapter: a raw ASGI application over the typed dataplane, served by `http_server`.
 
-Raw ASGI on uvicorn (httptools parser, uvloop) with orjson was the fastest of
-the well-kept options measured for this job: a framework's routing and
-request objects cost more than the small routing table below. Each endpoint
+Raw ASGI (httptools parser, uvloop) with orjson was the fastest of the options
+measured for this job: a framework's routing and request objects cost more
+than the small routing table below; the server under it is the runtime's own
+(`http_server`), uvicorn's per-request work having been as large as the app's. Each endpoint
 is decode (`codec`) -> dataplane -> encode; this module maps paths to
 dataplane calls and the exceptions of `protocol` to status codes and JSON
 error bodies (`{"error": "..."}`).
@@ -11,7 +12,8 @@ Abuse never reaches the model or blocks other clients: bodies over the limit
 get 413 before they are read, a client that does not finish its body within
 the timeout gets 408, large bodies are decoded off the event loop
 (`offload`), and connection-level limits (idle, header size and time,
-connection count) are enforced by `http_limits` before a request exists.
+connection count) are enforced by `http_server` with `http_limits` before a
+request exists.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,6 +168,7 @@ class _Transport:
     def __init__(self) -> None:
         self.sent: list[list[bytes]] = []  # one entry per write/writelines: what one syscall carried
         self.closed = False
+        self.paused = False
 
     def write(self, data: bytes) -> None:
         self.sent.append([data])
@@ -176,49 +179,86 @@ class _Transport:
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
+
     def is_closing(self) -> bool:
         return self.closed
 
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1234) if name in ("peername", "sockname") else None
 
-class _Cycle:
-    def __init__(self, transport: _Transport) -> None:
-        self.transport = transport
-        self.response_started = False
-        self.completed = 0
+    def pause_reading(self) -> None:
+        self.paused = True
 
-    def on_response(self) -> None:
-        self.completed += 1
+    def resume_reading(self) -> None:
+        self.paused = False
 
 
-def test_one_write_sends_head_and_body_together_and_never_reorders_or_keeps_bytes() -> None:
-    from edge_runtime.transport.http_limits import _OneWrite
+class _Server:
+    """What a connection of http_server uses of its server."""
 
-    t = _Transport()
-    c = _Cycle(t)
-    _OneWrite(t, c)  # type: ignore[arg-type]
-    c.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: out at once
-    assert t.sent == [[b"HTTP/1.1 100 Continue\r\n\r\n"]]
-    c.response_started = True
-    c.transport.write(b"HEAD")
-    assert len(t.sent) == 1, "the head waits for the body"
-    c.transport.write(b"body1")
-    c.transport.write(b"body2")
-    assert t.sent[1:] == [[b"HEAD", b"body1"], [b"body2"]]
-    c.on_response()
-    assert c.completed == 1
+    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop) -> None:
+        from edge_runtime.transport.http_limits import Limits
 
-    for finish in ("complete", "close", "empty body"):  # a HEAD request, a closed connection, an empty body
+        self.app = app
+        self.limits = Limits(None)
+        self.loop = loop
+        self.date = b"date: now\r\n"
+        self.keep_alive_s = 15.0
+        self.connections: set[Any] = set()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def spawn(self, coro: Any) -> None:
+        self.tasks.append(self.loop.create_task(coro))
+
+    async def settle(self) -> None:
+        await asyncio.gather(*self.tasks)
+        self.tasks.clear()
+
+
+async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    out = b"%s %d" % (scope["path"].encode(), len(body))
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(out))]})
+    await send({"type": "http.response.body", "body": out})
+
+
+def test_one_write_per_response_in_order_and_100_continue_at_once() -> None:
+    from edge_runtime.transport.http_server import _Connection
+
+    async def main() -> None:
+        srv = _Server(_echo_app, asyncio.get_running_loop())
         t = _Transport()
-        c = _Cycle(t)
-        _OneWrite(t, c)  # type: ignore[arg-type]
-        c.response_started = True
-        c.transport.write(b"HEAD")
-        if finish == "complete":
-            c.on_response()
-            assert c.completed == 1
-        elif finish == "close":
-            c.transport.close()
-            assert t.closed
-        else:
-            c.transport.write(b"")
-        assert t.sent == [[b"HEAD"]], finish
+        conn = _Connection(srv)  # type: ignore[arg-type]
+        conn.connection_made(t)  # type: ignore[arg-type]
+        conn.data_received(b"POST /a HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        await asyncio.sleep(0)  # the app asks for the body
+        assert t.sent == [[b"HTTP/1.1 100 Continue\r\n\r\n"]]
+        conn.data_received(b"hel")
+        conn.data_received(b"lo")
+        await srv.settle()
+        assert t.sent[1:] == [[b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ndate: now\r\n\r\n/a 5"]]
+        # Two pipelined requests in one read: two writes, each a whole response, in order; HEAD has no body.
+        t.sent.clear()
+        conn.data_received(b"GET /bb HTTP/1.1\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n")
+        assert t.paused, "the second request waits, and reading with it"
+        await srv.settle()
+        assert t.sent == [
+            [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: now\r\n\r\n/bb 0"],
+            [b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ndate: now\r\n\r\n"],
+        ]
+        assert not t.paused and not t.closed
+        # Connection: close is answered, then the connection closed.
+        t.sent.clear()
+        conn.data_received(b"GET /d HTTP/1.1\r\nConnection: close\r\n\r\n")
+        await srv.settle()
+        assert t.sent == [[b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\ndate: now\r\n\r\n/d 0"]]
+        assert t.closed
+
+    asyncio.run(main())

@@ -1,0 +1,826 @@
+"""The REST port's HTTP/1.1 server: an asyncio protocol on httptools' parser, serving one ASGI app.
+
+Written for this job instead of running uvicorn: at the runtime's sizes (a few
+hundred bytes in, a few hundred out) a general server's per-request machinery
+(a cycle object, flow-control objects, default headers, message plumbing, a
+future awaited for a body that is already in) cost about as much as the
+inference. Here a request that arrives whole is handed to the app with its
+body, `receive()` returns at once, and the response's head and body leave in
+one write.
+
+What the port guarantees:
+- keep-alive, with idle connections closed after `keep_alive_timeout_s`;
+  HTTP/1.0 and `Connection: close` answered then closed;
+- pipelined requests answered one at a time, in order; reading pauses while
+  a further request waits, and while a request's unread body passes
+  `_HIGH_WATER` bytes, so a client cannot grow the server's memory by sending
+  faster than it is answered; a response waits for the transport's write
+  buffer to drain below its high mark before the next request runs;
+- chunked request bodies; `Expect: 100-continue` answered when the app first
+  asks for a body that has not come;
+- a malformed request answered 400 and the connection closed; responses are
+  JSON `{"error": ...}` like the rest of the runtime;
+- the connection-level `Limits` (http_limits.py): a cap on open connections,
+  a deadline for each request head, a size limit on it (431);
+- a client that goes away: the app's `receive()` yields `http.disconnect`;
+- the ASGI lifespan (startup before the port opens, shutdown after the last
+  connection); on SIGTERM/SIGINT the port stops accepting, idle connections
+  close, requests in flight get `shutdown_timeout_s` to finish.
+
+Deadlines (head, idle) are checked by one sweep a few times per timeout, not
+by a timer per request (a heap push and a cancel per request otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+import orjson
+
+from edge_runtime.transport.http_limits import Limits
+
+log = logging.getLogger("edge_runtime.http")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_KEEP_ALIVE_S = 15.0
+DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
+# Unread request-body bytes held for the app before reading pauses (the app reads whole bodies).
+_HIGH_WATER = 256 << 10
+# Bytes parsed at a time when a read brings more (see _Connection._consume).
+_FEED_STEP = 16 << 10
+# A response body up to this size is copied behind its head (one buffer); a larger one goes by writev.
+_COPY_BODY = 64 << 10
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_KEEP_ALIVE = b"connection: keep-alive\r\n"
+_CLOSE = b"connection: close\r\n"
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("latin-1"))
+
+
+_STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
+
+
+def _date_header() -> bytes:
+    return b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+
+
+def error_response(status: int, message: str, date: bytes = b"") -> bytes:
+    """A whole response with a JSON error body, for answers the server gives itself (then it closes)."""
+    body = orjson.dumps({"error": message})
+    head = (
+        _STATUS_LINES.get(status) or _status_line(status),
+        b"content-type: application/json\r\n",
+        _CLOSE,
+        b"content-length: %d\r\n" % len(body),
+        date,
+        b"\r\n",
+    )
+    return b"".join(head) + body
+
+
+def _address(info: Any) -> tuple[str, int] | None:
+    # An IPv6 peer is (host, port, flowinfo, scope_id); ASGI wants (host, port).
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return None
+
+
+class _Exchange:
+    """One request and its response: the scope, the body as it arrives, and the ASGI receive/send."""
+
+    __slots__ = (
+        "buffered",
+        "chunks",
+        "complete",
+        "conn",
+        "delivered",
+        "discard",
+        "disconnected",
+        "expect_100",
+        "head_only",
+        "headers",
+        "keep_alive",
+        "responded",
+        "scope",
+        "started",
+        "status",
+        "waiter",
+    )
+
+    def __init__(self, conn: _Connection, scope: Scope, keep_alive: bool, expect_100: bool) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_100 = expect_100
+        self.head_only = scope["method"] == "HEAD"
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.complete = False  # the whole body has been parsed
+        self.delivered = False  # ... and handed to the app
+        self.discard = False  # the app is done: the rest of the body is read and dropped
+        self.disconnected = False
+        self.started = False
+        self.responded = False
+        self.status = 0
+        self.headers: Any = ()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def add_body(self, data: bytes) -> None:
+        if self.discard:
+            return
+        self.chunks.append(data)
+        self.buffered += len(data)
+        self.wake()
+
+    async def receive(self) -> Message:
+        while True:
+            if self.disconnected or self.responded:
+                return {"type": "http.disconnect"}
+            if self.chunks or (self.complete and not self.delivered):
+                return self._take()
+            if not self.complete and self.expect_100 and not self.started:
+                # The client holds its body until told to go on; it is asked for only now, by the app.
+                self.expect_100 = False
+                self.conn.write(_CONTINUE)
+            await self._wait()
+
+    def _take(self) -> Message:
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.chunks = []
+        paused = self.buffered > _HIGH_WATER
+        self.buffered = 0
+        self.delivered = self.complete
+        if paused:
+            self.conn.update_reading()
+        return {"type": "http.request", "body": body, "more_body": not self.complete}
+
+    async def _wait(self) -> None:
+        fut = self.conn.loop.create_future()
+        self.waiter = fut
+        try:
+            await fut
+        finally:
+            self.waiter = None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("the response has already started")
+            self.started = True
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        if not self.started or self.responded:
+            raise RuntimeError("http.response.body outside a response")
+        body: bytes = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        head = None
+        if self.status:
+            head = self._head(None if more else len(body))
+            self.status = 0
+        if self.head_only:
+            body = b""
+        if not more:
+            self.responded = True
+            self.wake()
+        conn = self.conn
+        if conn.lost or conn.transport is None or conn.transport.is_closing():
+            return  # the client left, or the connection was cut (shutdown): nobody to answer
+        conn.write_response(head, body)
+        if not more:
+            conn.response_done(self)
+        if conn.write_paused:
+            await conn.drained()
+
+    def _head(self, length: int | None) -> bytes:
+        """Status line and headers; `length`, when the body is whole, sets content-length if the app did not."""
+        lines = [_STATUS_LINES.get(self.status) or _status_line(self.status)]
+        has_length = close = False
+        for name, value in self.headers:
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+                raise RuntimeError(f"invalid response header {name[:40]!r}")
+            lname = name.lower()
+            if lname == b"content-length":
+                has_length = True
+            elif lname == b"connection" and value.lower() == b"close":
+                close = True
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if not has_length:
+            if length is None:
+                self.keep_alive = False  # a streamed body without a length ends with the connection
+            else:
+                lines.append(b"content-length: %d\r\n" % length)
+        if close or self.conn.stopping or (self.expect_100 and not self.complete):
+            # Also when the client still holds back a body it was never asked for: it is not read.
+            self.keep_alive = False
+        if not self.keep_alive:
+            if not close:
+                lines.append(_CLOSE)
+        elif self.scope["http_version"] == "1.0":
+            lines.append(_KEEP_ALIVE)
+        lines.append(self.conn.server.date)
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: parses requests, runs the app on them one at a time, writes the answers."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.limits = server.limits
+        self.loop = server.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] | None = None
+        self.sockname: tuple[str, int] | None = None
+        self.counted = False
+        self.lost = False
+        self.stopping = False  # server shutdown: close after the response in flight
+        self.eof = False  # the client will send nothing more
+        # Parsing state.
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.expect_100 = False
+        self.in_head = True  # a request head has begun (or the connection is new) and is not complete
+        self.head_open = True  # between requests or in a head: incoming bytes count against the head limit
+        self.head_bytes = 0
+        self.heads_done = 0
+        self.since = self.loop.time()  # start of the current head, or of idleness
+        # Exchanges: the one the parser fills, the one the app runs, those waiting their turn.
+        self.parsing: _Exchange | None = None
+        self.current: _Exchange | None = None
+        self.queue: deque[_Exchange] = deque()
+        self.to_start: _Exchange | None = None
+        self.failure: bytes | None = None  # written once the exchanges before it are answered, then close
+        self.pending = b""  # read but not parsed yet: a request is waiting its turn
+        self.reading_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+
+    # --- transport events
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        lim = self.limits
+        if lim.open >= lim.max_connections:
+            lim.refused(
+                "max_connections",
+                "connection refused: the runtime's connection limit is reached (--max-connections)",
+                limit=lim.max_connections,
+                peer=str(transport.get_extra_info("peername")),
+            )
+            self.lost = True
+            transport.abort()
+            return
+        lim.open += 1
+        self.counted = True
+        self.transport = transport
+        self.client = _address(transport.get_extra_info("peername"))
+        self.sockname = _address(transport.get_extra_info("sockname"))
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.counted:
+            self.counted = False
+            self.limits.open -= 1
+        self.server.connections.discard(self)
+        for ex in (self.current, self.parsing, *self.queue):
+            if ex is not None:
+                ex.disconnected = True
+                ex.wake()
+        self.queue.clear()
+        self._wake_drain()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        ex = self.parsing
+        if ex is not None and not ex.complete:  # a body that can no longer come
+            ex.disconnected = True
+            ex.wake()
+        if self.current is None:
+            return None  # nothing to answer: the transport closes
+        return True  # keep the write side open for the answers still owed
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        w = self.drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def drained(self) -> None:
+        while self.write_paused and not self.lost:
+            fut = self.loop.create_future()
+            self.drain_waiter = fut
+            try:
+                await fut
+            finally:
+                self.drain_waiter = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.pending:  # reading is paused; this came with the read that paused it
+            self.pending += data
+        else:
+            self._consume(data)
+        ex = self.to_start
+        if ex is not None:
+            self.to_start = None
+            self.server.spawn(self._serve(ex))
+
+    def _consume(self, data: bytes) -> None:
+        """Parse `data`, a slice at a time once it is large: while a request waits its turn the rest stays
+        unparsed, as bytes, so one read full of tiny pipelined requests is not a queue of thousands."""
+        if len(data) <= _FEED_STEP:
+            self._take_in(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), _FEED_STEP):
+            if self.failure is not None:
+                return
+            if self.queue:
+                self.pending = bytes(view[start:])
+                self.update_reading()
+                return
+            self._take_in(view[start : start + _FEED_STEP])
+
+    def _take_in(self, data: bytes | memoryview) -> None:
+        """Feed the parser, holding each request head to the size limit."""
+        limit = self.limits.max_header_bytes
+        while data and self.failure is None:
+            if not self.head_open:
+                self._feed(data)
+                return
+            room = limit - self.head_bytes
+            if len(data) <= room:
+                self.head_bytes += len(data)
+                self._feed(data)
+                return
+            # Feed only what the limit allows; the rest goes on only if the head completed within it.
+            heads = self.heads_done
+            if room > 0:
+                self.head_bytes += room
+                self._feed(data[:room])
+            if room <= 0 or self.heads_done == heads:
+                self._too_large()
+                return
+            data = data[room:]
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No protocol switch here: the request was answered as plain HTTP; nothing more is read.
+            last = self.queue[-1] if self.queue else self.current
+            if last is not None:
+                last.keep_alive = False
+            self._fail(b"")
+        except httptools.HttpParserError as e:
+            self._fail(error_response(400, f"malformed request: {e}", self.server.date))
+
+    # --- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_open = True
+        self.since = self.loop.time()
+        self.url = b""
+        self.headers = []
+        self.expect_100 = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100 = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_open = False
+        self.heads_done += 1
+        parser = self.parser
+        keep_alive = parser.should_keep_alive() and not self.stopping
+        ex = _Exchange(self, self._scope(parser), keep_alive, self.expect_100)
+        self.parsing = ex
+        if self.current is None:
+            # It runs once the bytes at hand are parsed: a request that came whole is run with its body.
+            self.current = ex
+            self.to_start = ex
+        else:
+            self.queue.append(ex)
+            self.update_reading()
+
+    def _scope(self, parser: httptools.HttpRequestParser) -> Scope:
+        url = self.url
+        if url[:1] == b"/":
+            raw, _, query = url.partition(b"?")
+        else:  # absolute-form (a proxy's request line) or garbage: the parser tells
+            parsed = httptools.parse_url(url)
+            raw, query = parsed.path or b"/", parsed.query or b""
+        path = raw.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        method = parser.get_method()
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": parser.get_http_version(),
+            "method": _METHODS.get(method) or method.decode("latin-1"),
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw,
+            "query_string": query,
+            "root_path": "",
+            "headers": self.headers,
+            "client": self.client,
+            "server": self.sockname,
+        }
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is not None:
+            ex.add_body(body)
+            if ex.buffered > _HIGH_WATER and not self.reading_paused:
+                self.update_reading()
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        self.parsing = None
+        self.head_open = True
+        self.head_bytes = 0
+        if ex is None:
+            return
+        ex.complete = True
+        ex.wake()
+        if ex.discard and self.current is None:
+            self.since = self.loop.time()  # the answered request's last bytes: idle from now
+            self.update_reading()
+
+    # --- flow
+
+    def update_reading(self) -> None:
+        """Read unless a further request waits its turn, or the app has not taken a large part of a body."""
+        ex = self.parsing
+        pause = (
+            bool(self.queue)
+            or bool(self.pending)
+            or self.failure is not None
+            or (ex is not None and not ex.discard and ex.buffered > _HIGH_WATER)
+        )
+        if pause == self.reading_paused or self.transport is None or self.lost:
+            return
+        self.reading_paused = pause
+        if pause:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.write(data)
+
+    def write_response(self, head: bytes | None, body: bytes) -> None:
+        t = self.transport
+        assert t is not None
+        if head is None:
+            if body:
+                t.write(body)
+        elif len(body) <= _COPY_BODY:
+            t.write(head + body)
+        else:
+            t.writelines((head, body))
+
+    def response_done(self, ex: _Exchange) -> None:
+        if not ex.keep_alive or self.stopping or (self.eof and not self.queue):
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    async def _serve(self, ex: _Exchange | None) -> None:
+        """Run the app on `ex`, then on each request that waited behind it."""
+        while ex is not None:
+            try:
+                await self.app(ex.scope, ex.receive, ex.send)
+            except asyncio.CancelledError:
+                self.close()
+                raise
+            except Exception:
+                log.exception("the application failed", extra={"path": ex.scope["path"]})
+            ex = self._after(ex)
+
+    def _after(self, ex: _Exchange) -> _Exchange | None:
+        """The app is done with `ex`: the next request to run, or None."""
+        if self.lost:
+            return None
+        if not ex.responded:
+            self._unanswered(ex)
+            return None
+        if not ex.keep_alive or self.stopping or self.transport is None or self.transport.is_closing():
+            self.close()
+            return None
+        if not ex.complete:
+            ex.discard = True
+            ex.chunks = []
+            ex.buffered = 0
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.current = nxt
+            if not self.queue and self.pending:
+                data, self.pending = self.pending, b""
+                self._consume(data)
+            self.update_reading()
+            return nxt
+        self.current = None
+        if self.failure is not None:
+            self._write_failure()
+            return None
+        self.since = self.loop.time()
+        self.update_reading()
+        return None
+
+    def _unanswered(self, ex: _Exchange) -> None:
+        """The app returned (or failed) without finishing a response: answer for it if nothing went out."""
+        if not ex.started:
+            if self.failure is not None:
+                self._write_failure()
+                return
+            if not ex.disconnected:
+                self.write(error_response(500, "internal error: no response", self.server.date))
+        self.close()
+
+    def _fail(self, answer: bytes) -> None:
+        """Nothing more is read: `answer` goes out after the answers owed, then the connection closes."""
+        self.failure = answer
+        self.pending = b""
+        ex = self.parsing
+        self.parsing = None
+        if ex is not None and not ex.complete:  # a request cut short: never run, or told its client left
+            ex.disconnected = True
+            ex.wake()
+            if ex in self.queue:
+                self.queue.remove(ex)
+            if ex is self.to_start:
+                self.to_start = None
+                self.current = None
+        self.update_reading()
+        if self.current is None:
+            self._write_failure()
+
+    def _write_failure(self) -> None:
+        if self.failure:
+            self.write(self.failure)
+        self.close()
+
+    def _too_large(self) -> None:
+        lim = self.limits
+        lim.refused(
+            "header_too_large",
+            "request refused: its head is larger than the limit (--max-header-bytes)",
+            limit=lim.max_header_bytes,
+            peer=str(self.client),
+        )
+        self._fail(
+            error_response(431, f"request head exceeds the limit of {lim.max_header_bytes} bytes", self.server.date)
+        )
+
+    def check_deadlines(self, now: float) -> None:
+        """Called by the server's sweep: close a connection whose head is late, or that idled too long.
+
+        Not while the app runs a request (its own deadlines hold; a head behind it may wait unread): both
+        clocks start again when it is done (`since`)."""
+        if self.current is not None or self.lost or self.transport is None or self.transport.is_closing():
+            return
+        if self.in_head:
+            if now - self.since > self.limits.header_timeout_s:
+                self.limits.refused(
+                    "header_timeout",
+                    "connection closed: no complete request head within the header timeout (--header-timeout-s)",
+                    peer=str(self.client),
+                )
+                self.close()
+        elif now - self.since > self.server.keep_alive_s:
+            # Idle, or still reading the rest of a body its answer did not need: bounded the same way.
+            self.close()
+
+    def shutdown(self) -> None:
+        """Server shutdown: no new request; an idle connection closes now, a busy one after its response."""
+        self.stopping = True
+        if self.current is None:
+            self.close()
+
+
+class _Lifespan:
+    """The ASGI lifespan protocol, run as one task beside the server."""
+
+    def __init__(self, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.started: asyncio.Future[str | None] = loop.create_future()
+        self.stopped: asyncio.Future[None] = loop.create_future()
+        self.task = loop.create_task(self._main())
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": {}}
+        error = "the application's lifespan ended before startup completed"
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+            error = ""  # an app without a lifespan returns at once: nothing to start
+        except Exception as e:
+            log.exception("the application's lifespan failed")
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            if not self.started.done():
+                self.started.set_result(error or None)
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete" and not self.started.done():
+            self.started.set_result(None)
+        elif kind == "lifespan.startup.failed" and not self.started.done():
+            self.started.set_result(str(message.get("message") or "startup failed"))
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed") and not self.stopped.done():
+            if kind.endswith("failed"):
+                log.error("the application's shutdown failed", extra={"error": message.get("message")})
+            self.stopped.set_result(None)
+
+    async def startup(self) -> str | None:
+        """None when the app started; otherwise why not."""
+        self.inbox.put_nowait({"type": "lifespan.startup"})
+        return await self.started
+
+    async def shutdown(self) -> None:
+        if not self.task.done():
+            self.inbox.put_nowait({"type": "lifespan.shutdown"})
+            await self.stopped
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await self.task
+
+
+class HttpServer:
+    """Serve `app` on host:port until SIGTERM or SIGINT (or `stop()`)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: Limits,
+        *,
+        host: str,
+        port: int,
+        keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_S,
+        shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+        backlog: int = 2048,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.host = host
+        self.port = port
+        self.keep_alive_s = keep_alive_timeout_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.backlog = backlog
+        self.connections: set[_Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.date = _date_header()
+        self.bound_port = 0
+        self._stop: asyncio.Event | None = None
+        self._hurry = False
+        self.loop: asyncio.AbstractEventLoop  # the running loop, set by serve()
+
+    def run(self) -> bool:
+        """Serve on a fresh event loop (uvloop's when installed); False when the app failed to start."""
+        try:
+            import uvloop
+
+            factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+        except ImportError:
+            factory = None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(self.serve())
+
+    async def serve(self) -> bool:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self._stop = asyncio.Event()
+        lifespan = _Lifespan(self.app, loop)
+        failed = await lifespan.startup()
+        if failed is not None:
+            log.error("startup failed: not serving", extra={"error": failed})
+            await lifespan.shutdown()
+            return False
+        server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, backlog=self.backlog, reuse_address=True
+        )
+        bound = _address(server.sockets[0].getsockname()) if server.sockets else None
+        self.bound_port = bound[1] if bound else 0
+        signals = self._catch_signals(loop)
+        sweeper = loop.create_task(self._sweep())
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()
+            await self._drain()
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            for s in signals:
+                loop.remove_signal_handler(s)
+            await lifespan.shutdown()
+        return True
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown; a second call cuts the wait for requests in flight short."""
+        if self._stop is None:
+            return
+        if self._stop.is_set():
+            self._hurry = True
+        self._stop.set()
+
+    def _catch_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        caught: list[signal.Signals] = []
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(s, self.stop)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+                continue
+            caught.append(s)
+        return caught
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, max(0.05, min(self.limits.header_timeout_s, self.keep_alive_s) / 4))
+        while True:
+            await asyncio.sleep(interval)
+            self.date = _date_header()
+            now = self.loop.time()
+            for conn in list(self.connections):
+                conn.check_deadlines(now)
+
+    async def _drain(self) -> None:
+        """Close idle connections, give requests in flight `shutdown_timeout_s`, then cut what is left."""
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = self.loop.time() + self.shutdown_timeout_s
+        while (self.connections or self.tasks) and self.loop.time() < deadline and not self._hurry:
+            await asyncio.sleep(0.05)
+        if self.connections or self.tasks:
+            log.warning("shutdown: cutting requests still in flight", extra={"connections": len(self.connections)})
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
