@@ -18,7 +18,7 @@ trap 'rm -rf "$work"' EXIT
 "$pip" install -q --no-deps --target "$work/site" --python-version "$pyver" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_34_x86_64 --only-binary=:all: \
-    onnxruntime-gpu uvicorn httptools orjson cryptography cffi pycparser onnxconverter-common
+    onnxruntime-gpu httptools orjson cryptography cffi pycparser onnxconverter-common
 mkdir -p "$out"
 rm -f "$out"/p[0-9]*
 tar -C "$work/site" -cf - . | xz -9 -T0 | split -b "$piece" -d -a 1 - "$out/p"
