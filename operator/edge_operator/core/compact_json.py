@@ -6,10 +6,11 @@ values. Those strings are most of the bytes of a small status or label map (a st
 bytes, a dict slot 24), and the operator keeps one status and one label map per object for as
 long as the object lives. Interning them makes each one string per process.
 
-Only dict keys and short values are interned: those are the vocabulary (field names, condition
-types and reasons, label values, timestamps of the same second). Long values (messages, digests)
-are rarely equal across objects, and an interned string that no one else holds only costs a slot
-in the interpreter's table.
+Dict keys and values up to `SHORT` characters are interned: the vocabulary (field names, condition
+types and reasons, label values, timestamps of the same second) and what a deployment repeats on
+every object (a model's digest, its URI and image, the same acceleration message on 10,000 rows).
+An interned string no one else holds costs only a slot in the interpreter's table; a longer value
+(a free-text message) is left alone.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-# "2026-11-29T05:00:00Z" is 20, most condition reasons and label values are shorter; a uid is 36.
-SHORT = 32
+# A sha256 hex digest is 64; an acceleration message or an artifact URI ~100-200.
+SHORT = 256
 
 
 def shared(value: Any) -> Any:
