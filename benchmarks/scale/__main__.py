@@ -200,7 +200,7 @@ def operator_round(
         peak = op.peak_rss_kib() or 0
         m = op.metrics()
         if os.environ.get("PYTHONTRACEMALLOC"):
-            for by in ("filename", "lineno", "traceback"):
+            for by in ("filename", "lineno", "traceback", "holders"):
                 code, body = op.get(f"/debug/memory?by={by}&top=60", timeout=600)
                 out = f.tmp / f"memory-{namespace}-{by}.json"
                 out.write_text(body)

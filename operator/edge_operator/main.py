@@ -12,9 +12,7 @@ import asyncio
 import json
 import logging
 import sys
-import tracemalloc
 from collections.abc import Sequence
-from typing import Any
 
 import kopf
 from aiohttp import web
@@ -25,31 +23,9 @@ from edge_operator.controller.manager import Manager
 from edge_operator.kube import kopf_patches
 from edge_operator.kube.kubeapi import KubeApi
 from edge_operator.telemetry import logs, metrics
+from edge_operator.telemetry.heap import memory_report
 
 log = logging.getLogger("edge_operator")
-
-
-def _where(tb: tracemalloc.Traceback) -> str:
-    """Every frame kept (PYTHONTRACEMALLOC=N keeps N), innermost first: one frame rarely says who holds the memory."""
-    return " <- ".join(str(f) for f in reversed(tb))
-
-
-def memory_report(by: str, top: str) -> tuple[int, dict[str, Any] | str]:
-    """Where the operator's Python heap is, by source line (`/debug/memory`), for fleet-scale memory
-    work: only while tracemalloc traces (PYTHONTRACEMALLOC=1; tracing costs CPU, so it is off by
-    default). Returns the HTTP status and a JSON body, or a message naming what is wrong."""
-    if not tracemalloc.is_tracing():
-        return 404, "tracemalloc is off: start the operator with PYTHONTRACEMALLOC=1"
-    try:
-        n = max(1, min(int(top), 500))
-    except ValueError:
-        return 400, f"top: expected an integer, got {top!r}"
-    if by not in ("lineno", "filename", "traceback"):
-        return 400, f"by: expected lineno, filename or traceback, got {by!r}"
-    stats = tracemalloc.take_snapshot().statistics(by)
-    current, peak = tracemalloc.get_traced_memory()
-    rows = [{"where": _where(st.traceback), "kib": round(st.size / 1024, 1), "blocks": st.count} for st in stats[:n]]
-    return 200, {"tracedMiB": round(current / 2**20, 1), "peakMiB": round(peak / 2**20, 1), "top": rows}
 
 
 async def _serve_http(ctl: Manager, host: str, port: int) -> web.AppRunner:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 
-from edge_operator.main import memory_report
+from edge_operator.telemetry.heap import memory_report
 
 
 def test_memory_report_is_refused_while_not_tracing_and_names_bad_arguments() -> None:
@@ -21,5 +22,32 @@ def test_memory_report_is_refused_while_not_tracing_and_names_bad_arguments() ->
         assert memory_report("lineno", "many") == (400, "top: expected an integer, got 'many'")
         assert memory_report("module", "5")[0] == 400
         del kept
+    finally:
+        tracemalloc.stop()
+
+
+class _Keeper:
+    """Stands in for a cache entry that keeps a decoded body."""
+
+    def __init__(self, body: object) -> None:
+        self.body = body
+
+
+def test_holders_names_what_keeps_decoded_json() -> None:
+    tracemalloc.start()
+    try:
+        doc = json.dumps({"status": {"conditions": [{"type": "Ready", "message": "m" * 100}] * 5}, "n": 1})
+        kept = [_Keeper(json.loads(doc)) for _ in range(200)]
+        loose = [json.loads(doc) for _ in range(50)]  # held by a plain list allocated here: named as such
+        status, body = memory_report("holders", "10")
+        assert status == 200 and isinstance(body, dict)
+        rows = {r["where"]: r for r in body["top"]}
+        keeper = next(r for w, r in rows.items() if w.startswith("_Keeper @"))
+        # One tree per keeper, each the whole body: its dicts, its list and its strings. A few may be
+        # missed: a dict taken from CPython's free list keeps the traceback of its first allocation.
+        assert 150 <= keeper["blocks"] <= 200
+        assert keeper["kib"] * 1024 >= keeper["blocks"] * len(doc)
+        assert any(40 <= r["blocks"] <= 50 for w, r in rows.items() if w.startswith("list @"))
+        del kept, loose
     finally:
         tracemalloc.stop()
