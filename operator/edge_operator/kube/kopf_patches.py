@@ -20,6 +20,11 @@ server answers a watch from a resourceVersion its watch cache has not reached ye
 (Timeout, ResourceVersionTooLarge): at 10,000 nodes this ended the operator mid-run. client-go
 waits and watches again from the same resourceVersion; so does this: such an event ends the stream
 after a pause, and kopf's own loop opens the next one from the last resourceVersion it saw.
+
+3. Every watched object loses `metadata.managedFields` as it is decoded. Nothing in the operator or
+in kopf reads them, and they are 40-50% of each body (a kwok Node 1.9 of 4.3 KB, a Pod 5.5 of 12.7).
+A body lives on after it is read: in kopf's per-object queue until its worker runs, which, in the
+flood of a start at 10,000 Nodes and EdgeDevices, is every body at once.
 """
 
 from __future__ import annotations
@@ -108,13 +113,23 @@ def transient_watch_error(event: Mapping[str, Any]) -> bool:
     return isinstance(obj, Mapping) and obj.get("code") in TRANSIENT_WATCH_CODES
 
 
+def drop_managed_fields(event: Any) -> None:
+    """Remove `metadata.managedFields` from a watch event's object, in place (see 3. above)."""
+    obj = event.get("object") if isinstance(event, dict) else None
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+
+
 def rewatching(watch_objs: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    """`watch_objs` whose streams end (after a pause) at a transient error event instead of passing it on."""
+    """`watch_objs` whose streams end (after a pause) at a transient error event instead of passing it on,
+    and whose objects come without managedFields."""
     if getattr(watch_objs, "edgeai_rewatching", False):
         return watch_objs
 
     async def watch(**kwargs: Any) -> AsyncIterator[Any]:
         async for event in watch_objs(**kwargs):
+            drop_managed_fields(event)
             if isinstance(event, Mapping) and transient_watch_error(event):
                 obj = event["object"]
                 log.warning("watch ended by the API server; watching again", extra={

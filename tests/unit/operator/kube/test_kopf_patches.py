@@ -104,6 +104,34 @@ def test_a_transient_watch_error_ends_the_stream_to_be_watched_again_and_others_
     assert kopf_patches.rewatching(wrapped) is wrapped
 
 
+def test_watched_objects_come_without_managed_fields() -> None:
+    from typing import Any
+
+    from edge_operator.kube import kopf_patches
+
+    managed = [{"manager": "kwok", "operation": "Update", "fieldsV1": {"f:status": {"f:conditions": {}}}}]
+    events: list[Any] = [
+        {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "5", "managedFields": managed},
+                                     "status": {"phase": "Running"}}},
+        {"type": "MODIFIED", "object": {"metadata": {"name": "a", "resourceVersion": "6"}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+        {"type": "ADDED", "object": {"kind": "Odd"}},  # no metadata: passed on as it is
+        "not an event",
+    ]
+
+    async def watch_objs(**kwargs: Any) -> Any:
+        for e in events:
+            yield e
+
+    async def collect() -> list[Any]:
+        return [e async for e in kopf_patches.rewatching(watch_objs)()]
+
+    out = asyncio.run(collect())
+    assert out[0] == {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "5"},
+                                                  "status": {"phase": "Running"}}}
+    assert out[1:] == events[1:]
+
+
 def test_install_makes_kopf_build_counting_sets_and_rewatch() -> None:
     from kopf._cogs.aiokits import aiotoggles
     from kopf._cogs.clients import watching
