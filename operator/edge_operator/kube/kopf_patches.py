@@ -25,17 +25,26 @@ after a pause, and kopf's own loop opens the next one from the last resourceVers
 in kopf reads them, and they are 40-50% of each body (a kwok Node 1.9 of 4.3 KB, a Pod 5.5 of 12.7).
 A body lives on after it is read: in kopf's per-object queue until its worker runs, which, in the
 flood of a start at 10,000 Nodes and EdgeDevices, is every body at once.
+
+4. Watch lines are decoded with orjson instead of the standard library's json: 1.9x faster on a Pod
+event, where decoding was a fifth of the operator's CPU at 10,000 devices (py-spy). orjson reads an
+integer past 64 bits as a float, silently; JSON allows any integer, so a line with a run of 19 or
+more digits anywhere is decoded by json, exactly, as before. Invalid JSON raises json's error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
+import types
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
 from kopf._cogs.aiokits import aiotoggles
-from kopf._cogs.clients import watching
+from kopf._cogs.clients import api, watching
 
 log = logging.getLogger("edge_operator.kube")
 
@@ -143,8 +152,26 @@ def rewatching(watch_objs: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
     return watch
 
 
+_LONG_DIGITS = re.compile(r"[0-9]{19}")  # 2**63 has 19 digits
+
+
+def decode_line(line: str) -> Any:
+    """One watch line as JSON (see 4. above)."""
+    if _LONG_DIGITS.search(line) is not None:
+        return json.loads(line)
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)  # raises json's own error, with its message
+
+
+# What kopf's api module calls `json`: it uses only `json.loads`, on each watch line.
+FAST_JSON = types.SimpleNamespace(loads=decode_line, dumps=json.dumps, JSONDecodeError=json.JSONDecodeError)
+
+
 def install() -> None:
-    """Make kopf build its toggle sets from CountingToggleSet and watch again after transient errors
-    (idempotent)."""
+    """Make kopf build its toggle sets from CountingToggleSet, watch again after transient errors,
+    drop managedFields and decode watch lines with orjson (idempotent)."""
     aiotoggles.ToggleSet = CountingToggleSet  # type: ignore[misc]
     watching.watch_objs = rewatching(watching.watch_objs)
+    setattr(api, "json", FAST_JSON)  # noqa: B010 (kopf does not export its json module)

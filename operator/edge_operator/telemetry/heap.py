@@ -3,8 +3,8 @@
 Served only while tracemalloc traces (PYTHONTRACEMALLOC=N; tracing costs CPU, so it is off by
 default). `by=lineno|filename|traceback` is tracemalloc's own grouping: where memory was allocated.
 `by=holders` answers the next question, who keeps it: decoded JSON is allocated in one place (the
-watch stream's json.loads) for every kind of object, so where it was allocated says nothing of what
-holds it on. It finds each tree of dicts and lists allocated in `json/decoder.py` that an object
+watch stream's decoder) for every kind of object, so where it was allocated says nothing of what
+holds it on. It finds each tree of dicts and lists allocated by a JSON decoder that an object
 allocated elsewhere refers to, and sums the tree's size under that holder's type and allocation
 line. Approximate by nature: a container CPython takes from its free lists keeps the traceback of
 its first allocation, so a few trees are missed or named after another holder.
@@ -18,7 +18,8 @@ import tracemalloc
 from collections import Counter
 from typing import Any
 
-_DECODER = "json/decoder.py"
+# Where decoded JSON is allocated: the watch lines (kube/kopf_patches.decode_line, orjson) and json.loads.
+_DECODERS = ("kube/kopf_patches.py", "json/decoder.py")
 
 
 def _where(tb: tracemalloc.Traceback) -> str:
@@ -26,7 +27,7 @@ def _where(tb: tracemalloc.Traceback) -> str:
     return " <- ".join(str(f) for f in reversed(tb))
 
 
-def _allocated_in(obj: object, filename: str) -> bool:
+def _allocated_in(obj: object, filename: str | tuple[str, ...]) -> bool:
     tb = tracemalloc.get_object_traceback(obj)
     return tb is not None and tb[-1].filename.endswith(filename)
 
@@ -36,11 +37,11 @@ def _label(obj: object) -> str:
     return f"{type(obj).__qualname__} @ {tb[-1] if tb is not None else '?'}"
 
 
-def _decoded(obj: object, filename: str) -> bool:
+def _decoded(obj: object, filename: str | tuple[str, ...]) -> bool:
     return type(obj) in (dict, list) and _allocated_in(obj, filename)
 
 
-def _tree_size(root: object, filename: str) -> int:
+def _tree_size(root: object, filename: str | tuple[str, ...]) -> int:
     """Bytes of `root` and of the decoded JSON it holds (containers allocated in `filename`, and strings).
 
     Followed by allocation, not through gc's list: CPython does not track a dict of only strings and
@@ -58,7 +59,7 @@ def _tree_size(root: object, filename: str) -> int:
     return size
 
 
-def holders(top: int, filename: str = _DECODER) -> list[dict[str, Any]]:
+def holders(top: int, filename: str | tuple[str, ...] = _DECODERS) -> list[dict[str, Any]]:
     """Who keeps the containers allocated in `filename` alive, by the holder's type and allocation line:
     each decoded tree is counted once, under the objects outside it that refer to its root."""
     gc.collect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from edge_operator.kube.kopf_patches import CountingToggleSet
 
@@ -70,7 +71,6 @@ def test_waiters_wake_only_when_the_set_flips_not_once_per_toggle() -> None:
 
 
 def test_a_transient_watch_error_ends_the_stream_to_be_watched_again_and_others_pass() -> None:
-    from typing import Any
 
     import pytest
 
@@ -105,7 +105,6 @@ def test_a_transient_watch_error_ends_the_stream_to_be_watched_again_and_others_
 
 
 def test_watched_objects_come_without_managed_fields() -> None:
-    from typing import Any
 
     from edge_operator.kube import kopf_patches
 
@@ -134,17 +133,37 @@ def test_watched_objects_come_without_managed_fields() -> None:
 
 def test_install_makes_kopf_build_counting_sets_and_rewatch() -> None:
     from kopf._cogs.aiokits import aiotoggles
-    from kopf._cogs.clients import watching
+    from kopf._cogs.clients import api, watching
 
     from edge_operator.kube import kopf_patches
 
-    original_set, original_watch = aiotoggles.ToggleSet, watching.watch_objs
+    original_set, original_watch, original_json = aiotoggles.ToggleSet, watching.watch_objs, getattr(api, "json")  # noqa: B009
     try:
         kopf_patches.install()
         kopf_patches.install()
+        fast: Any = getattr(api, "json")  # noqa: B009 (kopf does not export it)
+        assert fast is kopf_patches.FAST_JSON and fast.loads('{"type": "ADDED"}') == {"type": "ADDED"}
         assert isinstance(aiotoggles.ToggleSet(all), CountingToggleSet)
         assert getattr(watching.watch_objs, "edgeai_rewatching", False)
         assert watching.watch_objs is kopf_patches.rewatching(watching.watch_objs)  # installed once
     finally:
         aiotoggles.ToggleSet = original_set  # type: ignore[misc]
         watching.watch_objs = original_watch
+        setattr(api, "json", original_json)  # noqa: B010
+
+
+def test_watch_lines_decode_as_json_does_also_past_64_bit_integers() -> None:
+    import json
+
+    import pytest
+
+    from edge_operator.kube.kopf_patches import decode_line
+
+    line = '{"type": "MODIFIED", "object": {"metadata": {"name": "a"}, "spec": {"n": 1.5, "u": "\\u00e9"}}}'
+    assert decode_line(line) == json.loads(line)
+    big = '{"object": {"spec": {"size": 123456789012345678901234567890, "neg": -9223372036854775809}}}'
+    spec = decode_line(big)["object"]["spec"]
+    assert spec == {"size": 123456789012345678901234567890, "neg": -9223372036854775809}
+    assert type(spec["size"]) is int
+    with pytest.raises(json.JSONDecodeError):
+        decode_line('{"type": "ADDED", ')
