@@ -50,7 +50,9 @@ class Manager:
         self.cache = Cache()
         self.catalog = Catalog(self.cache)
         self.synced = asyncio.Event()
-        self.elector = LeaderElector(api, cfg.namespace, cfg.lease_name, cfg.identity,
+        # Its own connections: a renewal never waits behind a burst of creates (KubeApi.separate).
+        self.lease_api = api.separate()
+        self.elector = LeaderElector(self.lease_api, cfg.namespace, cfg.lease_name, cfg.identity,
                                      on_change=self._leadership_changed)
         gate = self.elector.leading
         self.verifier = Verifier(api, cfg.verify)
@@ -101,6 +103,7 @@ class Manager:
             await q.stop()
         if self.cfg.leader_election:
             await self.elector.release()
+        await self.lease_api.close()
         await self.verifier.close()
 
     def _leadership_changed(self, leading: bool) -> None:
