@@ -280,7 +280,11 @@ def tensor_from_list(name: str, datatype: str, shape: tuple[int, ...], count: in
         arr[:] = flat
     else:
         try:
-            arr = np.asarray(data, dtype=DATATYPES[datatype])
+            # A number the datatype cannot hold (1e300 as FP32) is the client's mistake, not an inf to infer on.
+            with np.errstate(over="raise", invalid="raise"):
+                arr = np.asarray(data, dtype=DATATYPES[datatype])
+        except FloatingPointError as e:
+            raise ProtocolError(f"input '{name}': a value is out of range for {datatype}") from e
         except (ValueError, TypeError, OverflowError) as e:
             raise ProtocolError(f"input '{name}': data is not valid {datatype}: {_short(str(e))}") from e
     if arr.size != count:

@@ -97,6 +97,9 @@ BAD = [
     (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2]}]}', "neither 'data'"),
     (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]}]}', "x"),
     (b'{"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [1000]}]}', "not valid INT8"),
+    # Finite in JSON, not in the datatype: refused, never served as inf.
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 1e300]}]}', "out of range for FP32"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP16", "shape": [1], "data": [70000]}]}', "out of range for FP16"),
     (b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [1]}]}', "must be strings"),
     (
         b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},'
