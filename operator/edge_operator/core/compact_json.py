@@ -23,6 +23,12 @@ from typing import Any
 SHORT = 256
 
 
+def interned(value: Any) -> Any:
+    """`value` as the process's one copy when it is a plain str (a StrEnum member, a status this process
+    wrote, is one object already and cannot be interned); anything else as it is."""
+    return sys.intern(value) if type(value) is str else value
+
+
 def shared(value: Any) -> Any:
     """A copy of decoded JSON `value` with its dict keys and short strings interned.
 
@@ -30,10 +36,9 @@ def shared(value: Any) -> Any:
     in-place change to one can not reach the other); numbers, booleans and None are immutable.
     """
     if isinstance(value, str):
-        # Only a plain str can be interned; a StrEnum member (a status this process wrote) is one object already.
-        return sys.intern(value) if type(value) is str and len(value) <= SHORT else value
+        return interned(value) if len(value) <= SHORT else value
     if isinstance(value, Mapping):
-        return {sys.intern(k) if type(k) is str else k: shared(v) for k, v in value.items()}
+        return {interned(k): shared(v) for k, v in value.items()}
     if isinstance(value, list):
         return [shared(v) for v in value]
     return value

@@ -21,7 +21,7 @@ import orjson
 R = TypeVar("R")
 
 
-def _encoded(raw: object) -> bytes | None:
+def _digest(raw: object) -> bytes | None:
     try:
         return hashlib.blake2b(orjson.dumps(raw), digest_size=16).digest()
     except TypeError:  # not JSON (a test's object, a non-str key): parsed every time, never wrongly reused
@@ -35,14 +35,14 @@ class ParseMemo(Generic[R]):
 
     def get(self, key: Hashable, raw: object, parse: Callable[[object], R]) -> R:
         """`parse(raw)`, or the result kept for `key` when it was made from an equal `raw`."""
-        enc = _encoded(raw)
-        if enc is None:
+        digest = _digest(raw)
+        if digest is None:
             return parse(raw)
         hit = self._last.get(key)
-        if hit is not None and hit[0] == enc:
+        if hit is not None and hit[0] == digest:
             return hit[1]
         out = parse(raw)
         if len(self._last) >= self.limit:
             del self._last[next(iter(self._last))]
-        self._last[key] = (enc, out)
+        self._last[key] = (digest, out)
         return out

@@ -12,7 +12,6 @@ together because the controller's indexes import them as a set.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,7 +19,7 @@ from typing import Any, TypeVar, cast
 
 from edge_operator.core import conditions as cond
 from edge_operator.core.capabilities import Capabilities, NodeHealth, from_node, node_health, with_overrides
-from edge_operator.core.compact_json import shared, shared_labels
+from edge_operator.core.compact_json import interned, shared, shared_labels
 from edge_operator.core.manifests import SecretRef
 from edge_operator.core.parse_memo import ParseMemo
 from edge_operator.core.placement import Artifact, DeviceView, Requirements
@@ -522,12 +521,6 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
     return _pod_info(body, meta)
 
 
-def _i(s: Any) -> Any:
-    """One string per process for what every Pod of a deployment repeats (its namespace, owner, build
-    digest, phase): 10,000 Pod summaries otherwise hold 10,000 copies of each (core.compact_json)."""
-    return sys.intern(s) if type(s) is str else s
-
-
 def _pod_info(body: Mapping[str, Any], meta: Mapping[str, Any]) -> PodInfo:
     labels = meta.get("labels") or {}
     ann = meta.get("annotations") or {}
@@ -570,14 +563,16 @@ def _pod_info(body: Mapping[str, Any], meta: Mapping[str, Any]) -> PodInfo:
         for x in st.get("conditions") or []:
             if x.get("type") == "PodScheduled" and x.get("status") == "False":
                 reason, message = str(x.get("reason") or "Unschedulable"), str(x.get("message") or "")
+    # What every Pod of a deployment repeats (namespace, owner, build digest, phase) is one string per
+    # process: 10,000 Pod summaries otherwise hold 10,000 copies of each.
     return PodInfo(
-        namespace=_i(meta.get("namespace", "")),
+        namespace=interned(meta.get("namespace", "")),
         name=meta["name"],
-        idep=_i(str(ann.get(c.A_IDEP) or labels.get(c.L_IDEP, ""))),
+        idep=interned(str(ann.get(c.A_IDEP) or labels.get(c.L_IDEP, ""))),
         device=str(ann.get(c.A_DEVICE) or labels.get(c.L_DEVICE, "")),
-        sha256=_i(ann.get(c.A_SHA256)),
+        sha256=interned(ann.get(c.A_SHA256)),
         node=(body.get("spec") or {}).get("nodeName"),
-        phase=_i(str(st.get("phase") or "Pending")),
+        phase=interned(str(st.get("phase") or "Pending")),
         ready=ready,
         restarts=restarts,
         reason=reason,
@@ -591,8 +586,8 @@ def _pod_info(body: Mapping[str, Any], meta: Mapping[str, Any]) -> PodInfo:
         deleting=_deleting(body),
         uid=str(meta.get("uid", "")),
         owner_uid=str(owner.get("uid") or "") if (owner := _controller_owner(meta, c.KIND_IDEP)) else "",
-        spec_hash=_i(ann.get(c.A_SPEC_HASH)),
+        spec_hash=interned(ann.get(c.A_SPEC_HASH)),
         revision=_revision(ann.get(c.A_REVISION)),
-        variant=_i(ann.get(c.A_VARIANT)),
-        model=_i(str(ann.get(c.A_MODEL) or labels.get(c.L_MODEL, ""))),
+        variant=interned(ann.get(c.A_VARIANT)),
+        model=interned(str(ann.get(c.A_MODEL) or labels.get(c.L_MODEL, ""))),
     )
