@@ -47,6 +47,7 @@ from typing import Any
 from benchmarks.common import ROOT, Api, Fleet, fleet, localplane, logger, operator_workload, text_table, wait
 from edge_operator.cli.plugin_view import rfc3339, undo_patch
 from edge_operator.core.placement import Artifact
+from edge_operator.testing import OperatorProcess
 from edgeai_api import constants as c
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -237,6 +238,30 @@ def native_phase(api: Api, art: Artifact, n: int, strategy: str, bad_wait: float
 # --------------------------------------------------------------------------- B. operator
 
 
+@dataclass(frozen=True)
+class OperatorWork:
+    """What the operator did in a step, from its own metrics: deployment reconciles and their time,
+    and CPU. Where a step's time goes: waiting on pods, or reconciling."""
+
+    cpu: float
+    reconciles: float
+    reconcile_seconds: float
+
+    @staticmethod
+    def read(op: OperatorProcess) -> OperatorWork:
+        m = op.metrics()
+        runs = sum(v for k, v in m.items() if k.startswith("edgeai_operator_reconciles_total{") and 'kind="idep"' in k)
+        secs = m.get('edgeai_operator_reconcile_duration_seconds_sum{kind="idep"}', 0.0)
+        return OperatorWork(op.cpu_seconds() or 0.0, runs, secs)
+
+    def since(self, before: OperatorWork) -> dict[str, float]:
+        runs = self.reconciles - before.reconciles
+        secs = self.reconcile_seconds - before.reconcile_seconds
+        return {"cpu_seconds": round(self.cpu - before.cpu, 1), "idep_reconciles": int(runs),
+                "idep_reconcile_seconds": round(secs, 1),
+                "idep_reconcile_mean_ms": round(1000 * secs / runs, 1) if runs else 0.0}
+
+
 def idep_get(api: Api) -> dict[str, Any]:
     return api.call("GET", f"{IDEP_PATH}/{IDEP}")  # type: ignore[no-any-return]
 
@@ -364,11 +389,12 @@ def operator_phase(f: Fleet, n: int, deadline: int, timeout: float) -> dict[str,
         prev = (idep_get(api).get("status") or {}).get("revision") if what != "initial" else 0
         t = Timer(api)
         progress = Progress(t.t0)
+        work0 = OperatorWork.read(op)
         change()
         rev = new_revision(api, int(prev or 0), timeout)
         res = t.stop(wait_rollout(api, f"operator {what}", complete(n, lambda: rev), timeout, progress, watch))
-        res.update(revision=rev, samples=progress.samples)
-        log(f"operator: {what}: revision {rev} on {n} devices in {res['seconds']}s")
+        res.update(revision=rev, samples=progress.samples, work=OperatorWork.read(op).since(work0))
+        log(f"operator: {what}: revision {rev} on {n} devices in {res['seconds']}s; {res['work']}")
         return res
 
     out["initial"] = timed("initial", lambda: api.call("POST", IDEP_PATH, body=idep))
@@ -502,6 +528,9 @@ def report(n: int, a: argparse.Namespace, native: dict[str, Any], oper: dict[str
         f"bad revision (operator): {ob['phase']}: {ob['message']}",
         "devices counted from pods (a node with a pod annotated sim.edgeai.io/ready=false; a node with no Ready "
         f"pod); operator status.updated peaked at {ob['max_status_updated']} during the bad rollout",
+        "operator work per step (deployment reconciles, their mean time, operator CPU): "
+        + "; ".join(f"{k} {w['idep_reconciles']}, {w['idep_reconcile_mean_ms']} ms, {w['cpu_seconds']} s"
+                    for k in ("initial", "good", "undo", "flat") if (w := oper[k].get("work"))),
     ]
     text = text_table(head, table) + "\n\n" + "\n".join(env) + "\n"
     data = {

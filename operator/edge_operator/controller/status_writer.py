@@ -45,6 +45,7 @@ class StatusPolicy:
     diff: Diff
     urgent_keys: tuple[str, ...]
     interval: float
+    progress_fields: Mapping[str, frozenset[str]] | None = None  # of urgent keys, progress only
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class StatusWriter:
         patch = policy.diff(old, new)
         if not patch:
             return Write()
-        if not patches.urgent_change(old, new, policy.urgent_keys):
+        if not patches.urgent_change(old, new, policy.urgent_keys, policy.progress_fields):
             held = self._hold(key, policy.interval)
             if held is not None:
                 return Write(held=held)

@@ -67,7 +67,8 @@ _IN_PROGRESS = {("Ready", "False", "DevicesNotReady"), ("Progressing", "True", "
                 ("Degraded", "False", "Healthy")}
 
 
-def urgent_change(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str] = ()) -> bool:
+def urgent_change(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str] = (),
+                  progress_fields: Mapping[str, frozenset[str]] | None = None) -> bool:
     """Whether a status change must be written at once: a condition changed status or reason, a new
     generation is acknowledged, or one of `keys` changed. Other changes (per-device phases, counts,
     messages) may wait a moment and be written together, which at fleet scale turns a stream of
@@ -76,11 +77,23 @@ def urgent_change(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable
     One exception: the first status of a new object whose rollout has simply started may wait
     too; if its devices are ready within the wait, one write says both (at 1,000 objects created
     at once, that is 1,000 writes fewer while the API server is busiest). A spec change on an
-    object that already has status is acknowledged at once."""
+    object that already has status is acknowledged at once.
+
+    `progress_fields`: fields of one of `keys` that are progress, not a transition (a rollout's count
+    of healthy devices and when it last grew): a change of those alone may wait too. A gated wave of
+    700 devices changes them at every device that gets Ready; written at once, each such change is a
+    write of the whole status (every device's row) while the API server is busiest."""
     if not old.get("conditions") and _condition_states(new) <= _IN_PROGRESS:
         return False
     if old.get("observedGeneration") != new.get("observedGeneration"):
         return True
     if _condition_states(old) != _condition_states(new):
         return True
-    return any(old.get(k) != new.get(k) for k in keys)
+    fields = progress_fields or {}
+    return any(_without(old.get(k), fields.get(k)) != _without(new.get(k), fields.get(k)) for k in keys)
+
+
+def _without(v: Any, fields: frozenset[str] | None) -> Any:
+    if not fields or not isinstance(v, Mapping):
+        return v
+    return {k: x for k, x in v.items() if k not in fields}

@@ -43,6 +43,10 @@ CONFIG_MAP_REAPPLY_SECONDS = 300.0
 # Status keys whose change is written at once, not coalesced with progress: a rollout's state
 # changes only at transitions, and an operator restarted mid-rollout resumes from what was written.
 URGENT_IDEP_KEYS = ("placed", "selected", "revision", "currentRevision", "rollout", "revisions")
+# ...except the rollout's progress counters, which move at every device that gets Ready: held like the
+# rows. Safe to lose to a restart: a restarted operator counts more healthy devices than the stale
+# count says, so it takes that as progress now, and the progress deadline starts again, never early.
+PROGRESS_IDEP_FIELDS = {"rollout": frozenset({"healthy", "progressAt"})}
 
 # Ready reasons of a normal rollout in progress: not worth an Event (one per object each time).
 _QUIET_REASONS = frozenset({DeploymentReason.DEVICES_NOT_READY, DeploymentReason.MODEL_VERIFYING,
@@ -66,7 +70,7 @@ class DeploymentReconciler:
         self.writer = writer
         self.events = events
         self.images = images
-        self.policy = StatusPolicy(patches.status_patch, URGENT_IDEP_KEYS, status_interval)
+        self.policy = StatusPolicy(patches.status_patch, URGENT_IDEP_KEYS, status_interval, PROGRESS_IDEP_FIELDS)
         self._placements: dict[tuple[str, ...], _PlacementCache] = {}
         # Pods created, deleted or annotated but not yet seen so through the watch: (namespace, name) ->
         # what was done (a create: the template hash; a delete: "-"; an annotation: "rev=N"). Never done twice.

@@ -130,3 +130,28 @@ def test_forget_drops_what_is_held_and_remembered() -> None:
     w.forget(written)
     assert w.holding == 0
     assert w.effective(written, "1", progress(0)) == progress(0)
+
+
+def test_a_rollouts_progress_counters_are_held_but_its_transitions_are_not() -> None:
+    """A gated wave's count of healthy devices moves at every device that gets Ready: held with the rows.
+    A new phase, wave or failed device is written at once."""
+    from edge_operator.controller.reconcilers.deployment import PROGRESS_IDEP_FIELDS, URGENT_IDEP_KEYS
+
+    policy = StatusPolicy(patches.status_patch, URGENT_IDEP_KEYS, 5.0, PROGRESS_IDEP_FIELDS)
+    api, _, w = setup()
+    k = DeploymentKey("ns", "d")
+
+    def status(wave: int, healthy: int, **more: object) -> dict[str, Any]:
+        rollout = {"revision": 2, "phase": "Progressing", "wave": wave, "waves": 3, "healthy": healthy,
+                   "progressAt": f"2026-11-29T10:00:{healthy:02d}Z", **more}
+        return {**progress(healthy), "rollout": rollout}
+
+    assert run(w.write(k, ref("d"), "1", status(1, 10), status(1, 40), policy)).held == Requeue(5.0)
+    assert api.status_writes == 0
+    assert run(w.write(k, ref("d"), "1", status(1, 10), status(2, 40), policy)).patch is not None
+    assert run(w.write(k, ref("d"), "2", status(2, 40), status(2, 41, failedDevices=["edge-3"]),
+                       policy)).patch is not None
+    assert api.status_writes == 2
+    # Without the progress fields named, the same count is urgent (as it was).
+    assert patches.urgent_change(status(1, 10), status(1, 40), URGENT_IDEP_KEYS)
+    assert not patches.urgent_change(status(1, 10), status(1, 40), URGENT_IDEP_KEYS, PROGRESS_IDEP_FIELDS)
