@@ -27,7 +27,8 @@ from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.deployment_status import fold_status, rollout_conditions, rollout_events
 from edge_operator.core.device_phase import DevicePhase, device_phase, device_rollout, row
 from edge_operator.core.manifests import WORKLOAD_HASHES, Owner, WorkloadInputs, child_pod, surges
-from edge_operator.core.placement import DeviceView, Placement, place
+from edge_operator.core.placement import Assignment, DeviceView, Placement, place
+from edge_operator.core.plan_memo import PlanMemo
 from edge_operator.core.quantity import QuantityError, quantity_bytes
 from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.selectors import SelectorError, validate_selector
@@ -67,37 +68,50 @@ def memory_request(runtime: RuntimeSpec | None) -> int | None:
 
 def workload_inputs(
     idep: IdepInfo, template: rev.Template, placement: Placement, revision: int | None = None,
-    labels_of: Callable[[str], Mapping[str, str]] = lambda _: {},
+    labels_of: Callable[[str], Mapping[str, str]] = lambda _: {}, memo: PlanMemo | None = None,
 ) -> dict[str, WorkloadInputs]:
     """What every placed device would serve under one revision (`labels_of`: a device's labels,
-    which the template's group overrides select on)."""
+    which the template's group overrides select on). With `memo`, a device whose assignment and
+    labels are the objects of the last plan keeps its inputs."""
     owner = Owner(c.API_VERSION, c.KIND_IDEP, idep.name, idep.uid)
-    return {
-        a.device: WorkloadInputs(
-            namespace=idep.namespace,
-            owner=owner,
-            model=template.model,
-            model_version=template.model_version,
-            device=a.device,
-            node=a.node,
-            artifact=a.artifact,
-            # The image of the family of the provider the device was placed for: the cpu image when the
-            # device runs on the CPU (placement never picks a provider whose family has no image).
-            image=template.runtime_images().for_provider(a.acceleration.provider),
-            runtime=template.runtime_for(labels_of(a.device)),
-            fallback=template.fallback,
-            public_key=template.public_key,
-            decryption_key=template.decryption_key,
-            revision=revision,
-            acceleration=a.acceleration,
-            quality_profile=template.quality_profile,
-            quality_gate=template.quality_gate,
-            quality_window_seconds=template.quality_window_seconds,
-            template_hash=template.hash(),
-            mirror=site_cache.mirror_ref(idep.name, template.site_cache_label, labels_of(a.device)),
-        )
-        for a in placement.assignments
-    }
+    if memo is None:
+        return {a.device: _inputs(idep, owner, template, a, revision, labels_of(a.device))
+                for a in placement.assignments}
+    th = template.hash()
+    out: dict[str, WorkloadInputs] = {}
+    for a in placement.assignments:
+        labels = labels_of(a.device)
+        key = (th, a, labels, idep.uid, idep.name, idep.namespace)
+        out[a.device] = memo.cached(("inputs", revision, a.device), key,
+                                    lambda: _inputs(idep, owner, template, a, revision, labels))  # noqa: B023
+    return out
+
+
+def _inputs(idep: IdepInfo, owner: Owner, template: rev.Template, a: Assignment, revision: int | None,
+            labels: Mapping[str, str]) -> WorkloadInputs:
+    return WorkloadInputs(
+        namespace=idep.namespace,
+        owner=owner,
+        model=template.model,
+        model_version=template.model_version,
+        device=a.device,
+        node=a.node,
+        artifact=a.artifact,
+        # The image of the family of the provider the device was placed for: the cpu image when the
+        # device runs on the CPU (placement never picks a provider whose family has no image).
+        image=template.runtime_images().for_provider(a.acceleration.provider),
+        runtime=template.runtime_for(labels),
+        fallback=template.fallback,
+        public_key=template.public_key,
+        decryption_key=template.decryption_key,
+        revision=revision,
+        acceleration=a.acceleration,
+        quality_profile=template.quality_profile,
+        quality_gate=template.quality_gate,
+        quality_window_seconds=template.quality_window_seconds,
+        template_hash=template.hash(),
+        mirror=site_cache.mirror_ref(idep.name, template.site_cache_label, labels),
+    )
 
 
 def _blocked_reason(idep: IdepInfo, model: ModelInfo | None) -> Blocked | None:
@@ -209,6 +223,7 @@ def plan(
     placement: Placement | None = None,
     placement_for: Callable[[ModelInfo, RuntimeSpec, frozenset[str]], Placement] | None = None,
     legacy: Mapping[str, Sequence[ChildInfo]] | None = None,
+    memo: PlanMemo | None = None,
 ) -> IdepPlan:
     """Decide everything for one InferenceDeployment: resolve, place, step the rollout, build the
     workloads, fold the status.
@@ -220,7 +235,8 @@ def plan(
     proportional to the devices placed, not to the fleet. `placement_for` places another
     revision's builds (a rollback target) under that revision's runtime settings; it defaults to
     computing it. `images` is the runtime image per provider family the operator has now (the
-    spec's own placement, when passed, was made for its families).
+    spec's own placement, when passed, was made for its families). `memo` (the caller's, one per
+    deployment) keeps what each device's unchanged inputs gave last time (core/plan_memo.py).
     """
 
     def online(dev: str) -> bool:
@@ -256,10 +272,10 @@ def plan(
         d = devices.get(dev)
         return d.labels if d is not None else {}
 
-    inputs = _inputs_by_revision(idep, history, target, stable, children, placement_of, labels_of)
+    inputs = _inputs_by_revision(idep, history, target, stable, children, placement_of, labels_of, memo)
     ts = now_ts if now_ts is not None else (ro.parse_time(now) or 0.0)
     st = _step_rollout(idep, resolved.policy, history, target_rev, stable, placed, devices, children, pods,
-                       online, ts)
+                       online, ts, memo)
     if st.failure:
         history = rev.with_outcome(history, target, rev.FAILED, st.failure)
     if st.succeeded:
@@ -267,7 +283,7 @@ def plan(
         stable = target
 
     old = legacy or {}
-    w = _workloads(idep.uid, placed, children, pods, old, online, st.targets, inputs, target, ts)
+    w = _workloads(idep.uid, placed, children, pods, old, online, st.targets, inputs, target, ts, memo)
     phases, rows, updated_to_target = w.phases, w.rows, w.updated_to_target
     for dev in sorted(set(children) | set(old)):
         if dev not in placed:
@@ -297,7 +313,8 @@ def plan(
 
 def _inputs_by_revision(idep: IdepInfo, history: Sequence[rev.Revision], target: int, stable: int | None,
                         children: Mapping[str, ChildInfo], placement_of: Callable[[rev.Revision], Placement],
-                        labels_of: Callable[[str], Mapping[str, str]]) -> dict[int, dict[str, WorkloadInputs]]:
+                        labels_of: Callable[[str], Mapping[str, str]],
+                        memo: PlanMemo | None) -> dict[int, dict[str, WorkloadInputs]]:
     """Inputs per device for every revision a device may be asked to serve: the target, the
     stable one, and whatever an unfinished earlier rollout left on some devices."""
     wanted = {target} | ({stable} if stable is not None else set())
@@ -306,14 +323,14 @@ def _inputs_by_revision(idep: IdepInfo, history: Sequence[rev.Revision], target:
     for n in sorted(wanted):
         r = rev.find(history, n)
         if r is not None:
-            inputs[n] = workload_inputs(idep, r.template, placement_of(r), n, labels_of)
+            inputs[n] = workload_inputs(idep, r.template, placement_of(r), n, labels_of, memo)
     return inputs
 
 
 def _step_rollout(idep: IdepInfo, pol: ro.Policy, history: Sequence[rev.Revision], target_rev: rev.Revision,
                   stable: int | None, placed: Mapping[str, Any], devices: Mapping[str, DeviceView],
                   children: Mapping[str, ChildInfo], pods: Mapping[str, Sequence[PodInfo]],
-                  online: Callable[[str], bool], ts: float) -> ro.Step:
+                  online: Callable[[str], bool], ts: float, memo: PlanMemo | None) -> ro.Step:
     """One step of the wave-by-wave rollout: which revision each placed device serves now."""
     labels = {d: (devices[d].labels if d in devices else {}) for d in placed}
     closed, opens_in = windows.closed_to(pol.windows, labels, ts)
@@ -321,7 +338,14 @@ def _step_rollout(idep: IdepInfo, pol: ro.Policy, history: Sequence[rev.Revision
     bounds = ro.wave_bounds(pol, order, labels)
     if target_rev.reason.startswith("rollback to"):
         bounds = [len(order)]  # an undo by hand goes everywhere at once, as a rollback does
-    states = {d: device_rollout(children[d], pods.get(d, ()), online(d)) for d in order if d in children}
+    def state(d: str) -> ro.DeviceRollout:
+        ch, dev_pods, on = children[d], pods.get(d, ()), online(d)
+        if memo is None:
+            return device_rollout(ch, dev_pods, on)
+        # Not a function of the clock: kept whatever the Pods' state.
+        return memo.cached(("rollout", d), (ch, on, *dev_pods), lambda: device_rollout(ch, dev_pods, on))
+
+    states = {d: state(d) for d in order if d in children}
     usable = frozenset(r.number for r in history if r.outcome not in rev.FINAL_BAD)
     prev = ro.RolloutState.from_dict(idep.status.get("rollout"))
     target_failed = target_rev.outcome in rev.FINAL_BAD
@@ -361,7 +385,8 @@ class _Workloads:
 def _workloads(uid: str, placed: Mapping[str, Any], children: Mapping[str, ChildInfo],
                pods: Mapping[str, Sequence[PodInfo]], legacy: Mapping[str, Sequence[ChildInfo]],
                online: Callable[[str], bool], targets: Mapping[str, int],
-               inputs: Mapping[int, Mapping[str, WorkloadInputs]], target: int, ts: float) -> _Workloads:
+               inputs: Mapping[int, Mapping[str, WorkloadInputs]], target: int, ts: float,
+               memo: PlanMemo | None = None) -> _Workloads:
     """Each placed device's next step towards its revision's Pod, its phase and status row, and how
     many devices already run the target."""
     w = _Workloads()
@@ -370,31 +395,59 @@ def _workloads(uid: str, placed: Mapping[str, Any], children: Mapping[str, Child
         trev = targets.get(dev)
         inp = inputs.get(trev, {}).get(dev) if trev is not None else None
         dev_pods = pods.get(dev, ())
-        if inp is None:
-            # Not admitted yet and nothing older to serve (or its build does not fit here): a
-            # workload already there is left as it is, never torn down for a wave to come.
-            if ch is not None:
-                ph = device_phase(ch, dev_pods, online(dev), ch.spec_hash, ch.sha256)
-                w.rows.append(row(dev, ch.variant, ch.sha256, ph, node=placed[dev].node, revision=ch.revision))
-            else:
-                ph = DevicePhase(WorkloadPhase.WAITING, False, False, "waiting for its rollout wave")
-                w.rows.append(row(dev, None, None, ph, node=placed[dev].node))
-            w.phases[dev] = ph
-            continue
-        want_hash = WORKLOAD_HASHES.get(inp)
-        # The Pod of the wanted template when it runs, else what runs: a 0.1 Deployment counts
-        # until a Pod of the device's own lives.
-        ch = pw.workload(dev_pods, uid, ts, prefer=want_hash) or ch
-        step = pw.converge(want_hash, inp.revision, surges(inp), dev_pods, legacy.get(dev, ()), uid, ts)
-        w.add(step, child_pod(inp) if step.create else None, inp.revision)
-        ph = device_phase(ch, dev_pods, online(dev), want_hash, inp.artifact.sha256)
-        if trev == target and ch is not None and ch.spec_hash == want_hash:
-            w.updated_to_target += 1
-        w.phases[dev] = ph
-        w.rows.append(row(dev, inp.artifact.name, inp.artifact.sha256, ph,
-                          precision=inp.artifact.precision, node=inp.node, revision=trev,
-                          provider=inp.acceleration.provider, acceleration=inp.acceleration.reason))
+        old = legacy.get(dev, ())
+        on = online(dev)
+        key = (trev, target, on, inp, ch, placed[dev], len(dev_pods), *dev_pods, *old)
+        d = memo.get(("workload", dev), key) if memo is not None else None
+        if d is None:
+            d = _device_workload(dev, uid, ch, trev, inp, dev_pods, old, on, placed[dev].node, target, ts)
+            # Kept only when it cannot change with the clock and asks for nothing: every Pod Ready and
+            # running (a Pod not Ready has a deadline; a failed one a pause before it is replaced).
+            if memo is not None and d.step == _NOTHING and all(p.ready and not p.terminal for p in dev_pods):
+                memo.keep(("workload", dev), key, d)
+        w.add(d.step, d.manifest, d.revision)
+        w.updated_to_target += d.updated
+        w.phases[dev] = d.phase
+        w.rows.append(d.row)
     return w
+
+
+_NOTHING = pw.Step()
+
+
+@dataclass(frozen=True)
+class _Device:
+    """One device's part of `_workloads`."""
+
+    step: pw.Step
+    phase: DevicePhase
+    row: dict[str, Any]
+    manifest: dict[str, Any] | None = None
+    revision: int | None = None
+    updated: int = 0
+
+
+def _device_workload(dev: str, uid: str, ch: ChildInfo | None, trev: int | None, inp: WorkloadInputs | None,
+                     dev_pods: Sequence[PodInfo], legacy: Sequence[ChildInfo], online: bool, node: str | None,
+                     target: int, ts: float) -> _Device:
+    if inp is None:
+        # Not admitted yet and nothing older to serve (or its build does not fit here): a
+        # workload already there is left as it is, never torn down for a wave to come.
+        if ch is not None:
+            ph = device_phase(ch, dev_pods, online, ch.spec_hash, ch.sha256)
+            return _Device(_NOTHING, ph, row(dev, ch.variant, ch.sha256, ph, node=node, revision=ch.revision))
+        ph = DevicePhase(WorkloadPhase.WAITING, False, False, "waiting for its rollout wave")
+        return _Device(_NOTHING, ph, row(dev, None, None, ph, node=node))
+    want_hash = WORKLOAD_HASHES.get(inp)
+    # The Pod of the wanted template when it runs, else what runs: a 0.1 Deployment counts
+    # until a Pod of the device's own lives.
+    ch = pw.workload(dev_pods, uid, ts, prefer=want_hash) or ch
+    step = pw.converge(want_hash, inp.revision, surges(inp), dev_pods, legacy, uid, ts)
+    ph = device_phase(ch, dev_pods, online, want_hash, inp.artifact.sha256)
+    updated = int(trev == target and ch is not None and ch.spec_hash == want_hash)
+    r = row(dev, inp.artifact.name, inp.artifact.sha256, ph, precision=inp.artifact.precision, node=inp.node,
+            revision=trev, provider=inp.acceleration.provider, acceleration=inp.acceleration.reason)
+    return _Device(step, ph, r, child_pod(inp) if step.create else None, inp.revision, updated)
 
 
 def _int(v: Any) -> int | None:

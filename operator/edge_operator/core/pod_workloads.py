@@ -21,6 +21,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from edge_operator.core.plan_memo import PlanMemo
 from edge_operator.core.rollout import parse_time
 from edge_operator.core.views import ChildInfo, PodInfo
 
@@ -68,15 +69,23 @@ def workload(pods: Sequence[PodInfo], owner_uid: str, now_ts: float, prefer: str
 
 
 def workloads(pods: Iterable[PodInfo], legacy: Iterable[ChildInfo], owner_uid: str,
-              now_ts: float) -> dict[str, ChildInfo]:
-    """Each device's workload: its Pods, or where it has none yet, its Deployment of 0.1."""
+              now_ts: float, memo: PlanMemo | None = None) -> dict[str, ChildInfo]:
+    """Each device's workload: its Pods, or where it has none yet, its Deployment of 0.1. With `memo`,
+    a device whose Pods are the same objects as last time, all Ready, keeps its summary (the same
+    object: what is derived from it is kept too, core/plan_memo.py)."""
     by_device: dict[str, list[PodInfo]] = {}
     for p in pods:
         if p.owner_uid == owner_uid:
             by_device.setdefault(p.device, []).append(p)
     out: dict[str, ChildInfo] = {}
     for dev, ps in by_device.items():
-        w = workload(ps, owner_uid, now_ts)
+        key = (owner_uid, *ps)
+        w = memo.get(("child", dev), key) if memo is not None else None
+        if w is None:
+            w = workload(ps, owner_uid, now_ts)
+            # A Pod not Ready has a deadline that moves with the clock: summed up afresh each time.
+            if memo is not None and w is not None and all(p.ready and not p.terminal for p in ps):
+                memo.keep(("child", dev), key, w)
         if w is not None:
             out[dev] = w
     for ch in legacy:

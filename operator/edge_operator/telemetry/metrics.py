@@ -57,6 +57,10 @@ ROLLOUT_EVENTS = Counter(
     ["reason"], registry=REGISTRY,
 )
 LEADER = Gauge("edgeai_operator_leader", "1 while this replica holds the leader lease", registry=REGISTRY)
+PLAN_MEMO = Counter(
+    "edgeai_operator_plan_memo_total", "Per-device derivations of deployment plans reused (hit) or made (miss)",
+    ["result"], registry=REGISTRY,
+)
 WRITES_SKIPPED = Counter(
     "edgeai_operator_writes_skipped_total", "Writes not made because nothing would change", ["kind"],
     registry=REGISTRY,

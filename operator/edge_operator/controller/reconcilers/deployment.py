@@ -24,6 +24,7 @@ from edge_operator.core import pod_workloads as pw
 from edge_operator.core.catalog import DeviceCatalog
 from edge_operator.core.manifests import Owner, spec_hash
 from edge_operator.core.placement import Placement
+from edge_operator.core.plan_memo import PlanMemo
 from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ChildInfo, IdepInfo, ModelInfo, PodInfo
 from edge_operator.kube.errors import ApiError, RetryableError
@@ -75,6 +76,8 @@ class DeploymentReconciler:
         # Pods created, deleted or annotated but not yet seen so through the watch: (namespace, name) ->
         # what was done (a create: the template hash; a delete: "-"; an annotation: "rev=N"). Never done twice.
         self._applied: dict[tuple[str, str], str] = {}
+        # What each deployment's last plan derived per device (core/plan_memo.py).
+        self._memos: dict[DeploymentKey, PlanMemo] = {}
         # (placed, ready, unplaced) per deployment, for the fleet gauges.
         self.counts: dict[DeploymentKey, tuple[int, int, int]] = {}
         # spec.siteCache: what was applied last (cache Deployments and ConfigMaps, by (namespace, name)),
@@ -90,6 +93,7 @@ class DeploymentReconciler:
         self._placements.pop((key.namespace, key.name), None)
         self._placements.pop((key.namespace, key.name, "other"), None)
         self.counts.pop(key, None)
+        self._memos.pop(key, None)
 
     def saw_pod(self, p: PodInfo, deleted: bool) -> None:
         """A Pod event: once the cache caught up with what we did to it, the cache is the truth again."""
@@ -138,7 +142,8 @@ class DeploymentReconciler:
         pods: dict[str, list[PodInfo]] = {}
         for p in own_pods:
             pods.setdefault(p.device, []).append(p)
-        children = pw.workloads(own_pods, legacy, idep.uid, now_ts)
+        memo = self._memos.setdefault(key, PlanMemo())
+        children = pw.workloads(own_pods, legacy, idep.uid, now_ts, memo)
         placement = None
         if model is not None and model.verified and not model.deleting:
             placement = self._placement(idep, model, catalog)
@@ -146,7 +151,10 @@ class DeploymentReconciler:
                             now_ts=now_ts, placement=placement,
                             placement_for=lambda m, rt, fams: self._placement(idep, m, catalog, cache=False,
                                                                                  runtime=rt, families=fams),
-                            legacy=pw.legacy_by_device(legacy))
+                            legacy=pw.legacy_by_device(legacy), memo=memo)
+        hits, misses = memo.done()
+        metrics.PLAN_MEMO.labels("hit").inc(hits)
+        metrics.PLAN_MEMO.labels("miss").inc(misses)
 
         errors = await self._converge(key, plan)
         rows = await self._site_caches(key, idep, plan.placement, children, catalog, errors)

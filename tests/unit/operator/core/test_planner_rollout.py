@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
 
 from edge_operator.core import planner
+from edge_operator.core import pod_workloads as pw
 from edge_operator.core.capabilities import Capabilities
-from edge_operator.core.placement import DeviceView
+from edge_operator.core.placement import DeviceView, Placement
+from edge_operator.core.plan_memo import PlanMemo
 from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.views import ChildInfo, idep_info, model_info
 from edgeai_api import constants as c
@@ -34,7 +38,11 @@ def idep(status: dict[str, Any], rollout: dict[str, Any] | None = None) -> dict[
 
 
 class Cluster:
-    """Carries out what the planner says, the way the API server and the devices would."""
+    """Carries out what the planner says, the way the API server and the devices would.
+
+    Every turn is planned twice: afresh, and with the memo the controller keeps per deployment
+    (core/plan_memo.py) and the placement it caches. The two plans must be equal, so every rollout
+    test here is also a test that what the memo reuses never changes a decision."""
 
     def __init__(self, bad: str | None = None) -> None:
         self.pods_made = Pods()
@@ -43,6 +51,9 @@ class Cluster:
         self.now = T0
         self.ever: dict[int, set[str]] = {}
         self.pods: dict[str, list[Any]] = {}  # device -> other PodInfo, for tests that show pod states
+        self.memo = PlanMemo()
+        self.hits = 0
+        self._placements: dict[str, Placement] = {}
 
     @property
     def children(self) -> dict[str, ChildInfo]:
@@ -54,8 +65,20 @@ class Cluster:
         every = self.pods_made.by_device()
         for dev, ps in self.pods.items():
             every.setdefault(dev, []).extend(ps)
-        p = planner.plan(idep_info(idep(self.status, rollout)), model_info(m), {d.name: d for d in FLEET},
-                         self.children, every, images=RuntimeImages("img"), now=_iso(self.now), now_ts=self.now)
+        info, mi, devices, images = idep_info(idep(self.status, rollout)), model_info(m), {d.name: d for d in FLEET}, \
+            RuntimeImages("img")
+        p = planner.plan(info, mi, devices, self.children, every, images=images, now=_iso(self.now),
+                         now_ts=self.now)
+        placement = None
+        if mi.verified and info.spec is not None:
+            placement = self._placements.setdefault(json.dumps([m, rollout], sort_keys=True),
+                                                     planner.compute_placement(info, mi, devices,
+                                                                               families=images.available))
+        children = pw.workloads([q for ps in every.values() for q in ps], [], "du", self.now, self.memo)
+        memoised = planner.plan(info, mi, devices, children, every, images=images, now=_iso(self.now),
+                                now_ts=self.now, placement=placement, memo=self.memo)
+        self.hits += self.memo.done()[0]
+        assert memoised == replace(p, placement=memoised.placement)
         for man in p.apply:
             dev = man["metadata"]["annotations"][c.A_DEVICE]
             rev = int(man["metadata"]["annotations"][c.A_REVISION])
@@ -94,6 +117,7 @@ def test_first_revision_then_a_model_update_rolls_out_in_waves() -> None:
     assert k.status["currentRevision"] == 2 and k.status["updated"] == 6
     assert all(ch.revision == 2 and ch.sha256 == NEW for ch in k.children.values())
     assert k.status["revisions"][-1]["digests"] == {"default": NEW}
+    assert k.hits > 0  # devices that did not move were not derived again (and gave the same plan)
 
 
 def test_bad_model_is_rolled_back_after_the_canary_with_the_reason_in_status() -> None:
