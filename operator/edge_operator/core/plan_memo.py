@@ -5,11 +5,12 @@ rollout only the devices whose Pods moved have new inputs: at 1,000 devices, eac
 of CPU deriving the same 900 rows, phases and workload inputs again (py-spy, benchmarks rollout), and a
 deployment's reconciles run one after another, so that time is every gated wave's pace.
 
-The watch cache hands out the same summary objects (PodInfo, DeviceView labels, placement assignments)
-until the object they summarise changes, so "unchanged" is cheap and exact: the same objects, by
-identity, and equal plain values. A derivation is memoised only where its caller says it depends on
-nothing else (not on the clock): a device with a Pod not yet Ready has deadlines that move with time and
-is derived afresh each time.
+A derivation is a pure function of its key, so an equal key gives an equal result. The check is cheap
+because the watch cache hands out the same summary objects (PodInfo, DeviceView labels, placement
+assignments) until the object they summarise changes, and tuple equality takes identical elements as
+equal without looking inside. A derivation is memoised only where its caller says it depends on
+nothing but its key (not on the clock): a device with a Pod not yet Ready has deadlines that move with
+time and is derived afresh each time.
 
 Each plan keeps only what it used (`done` swaps generations), so the memo holds one plan's worth of
 references, never a history.
@@ -22,21 +23,6 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b, strict=True):
-        if x is y:
-            continue
-        if isinstance(x, _PLAIN) and type(x) is type(y) and x == y:
-            continue
-        return False
-    return True
-
-
 class PlanMemo:
     def __init__(self) -> None:
         self._last: dict[Hashable, tuple[tuple[Any, ...], Any]] = {}
@@ -45,9 +31,9 @@ class PlanMemo:
         self.misses = 0
 
     def get(self, slot: Hashable, key: tuple[Any, ...]) -> Any | None:
-        """What was kept for `slot` if `key` is the same (objects by identity, plain values by equality)."""
+        """What was kept for `slot` if `key` is equal to the key it was kept with."""
         last = self._now.get(slot) or self._last.get(slot)
-        if last is not None and _same(last[0], key):
+        if last is not None and last[0] == key:
             self.hits += 1
             self._now[slot] = last
             return last[1]

@@ -78,13 +78,17 @@ def workload_inputs(
         return {a.device: _inputs(idep, owner, template, a, revision, labels_of(a.device))
                 for a in placement.assignments}
     th = template.hash()
+    labels = tuple(labels_of(a.device) for a in placement.assignments)
+    whole = (th, placement, labels, idep.uid, idep.name, idep.namespace)
+    kept: dict[str, WorkloadInputs] | None = memo.get(("inputs", revision), whole)
+    if kept is not None:
+        return kept  # nothing moved: one comparison, mostly of identical objects
     out: dict[str, WorkloadInputs] = {}
-    for a in placement.assignments:
-        labels = labels_of(a.device)
-        key = (th, a, labels, idep.uid, idep.name, idep.namespace)
+    for a, lab in zip(placement.assignments, labels, strict=True):
+        key = (th, a, lab, idep.uid, idep.name, idep.namespace)
         out[a.device] = memo.cached(("inputs", revision, a.device), key,
-                                    lambda: _inputs(idep, owner, template, a, revision, labels))  # noqa: B023
-    return out
+                                    lambda: _inputs(idep, owner, template, a, revision, lab))  # noqa: B023
+    return memo.keep(("inputs", revision), whole, out)
 
 
 def _inputs(idep: IdepInfo, owner: Owner, template: rev.Template, a: Assignment, revision: int | None,
