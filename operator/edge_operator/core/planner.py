@@ -401,7 +401,8 @@ def _workloads(uid: str, placed: Mapping[str, Any], children: Mapping[str, Child
         dev_pods = pods.get(dev, ())
         old = legacy.get(dev, ())
         on = online(dev)
-        key = (trev, target, on, inp, ch, placed[dev], len(dev_pods), *dev_pods, *old)
+        # Pods first: what moves between two plans, so a changed device is told apart at once.
+        key = (len(dev_pods), *dev_pods, trev, target, on, inp, ch, placed[dev], *old)
         d = memo.get(("workload", dev), key) if memo is not None else None
         if d is None:
             d = _device_workload(dev, uid, ch, trev, inp, dev_pods, old, on, placed[dev].node, target, ts)

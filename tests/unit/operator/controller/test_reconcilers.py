@@ -93,6 +93,22 @@ def test_a_new_deployment_creates_one_pod_per_device_and_writes_status_once_read
     run(main)
 
 
+def test_a_deployments_pace_follows_its_last_reconcile_and_goes_with_it() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        r = w.deployments()
+        assert r.pace(KEY) == 0.0  # never reconciled: nothing to wait for
+        await r.reconcile(KEY)
+        assert r.pace(KEY) > 0.0
+        w.k.delete("inferencedeployments", "d", "ns")
+        r.forget(KEY)
+        await r.reconcile(KEY)
+        assert r.pace(KEY) == 0.0
+
+    run(main)
+
+
 def _legacy(name: str, device: str, owner_uid: str = "uid-d", ready: bool = True) -> dict[str, object]:
     """A Deployment an operator of 0.1 made for one device, ready or not."""
     n = int(ready)
