@@ -105,6 +105,12 @@ def _from_contents(name: str, datatype: str, shape: tuple[int, ...], count: int,
     return carried.reshape(shape)
 
 
+def raw_numeric(msg: Any) -> bool:
+    """Whether every input comes in raw_input_contents as numbers: decoding it is then zero-copy (no
+    per-element work, whatever the size), so a transport need not hand it to a worker thread."""
+    return len(msg.raw_input_contents) == len(msg.inputs) > 0 and all(t.datatype != "BYTES" for t in msg.inputs)
+
+
 def decode_infer_request(msg: Any, budget: int) -> InferenceRequest:
     """ModelInferRequest -> typed request; `budget` is the size of the message as received."""
     if not msg.inputs:

@@ -8,15 +8,18 @@ import struct
 import numpy as np
 import pytest
 
+from edge_runtime import oip
 from edge_runtime.core.codec import (
     DATATYPES,
     ProtocolError,
+    binary_numeric,
     decode_request,
     decode_response,
     encode_request,
     encode_response,
     parse_header_length,
 )
+from edge_runtime.core.grpc_codec import raw_numeric
 from edge_runtime.core.protocol import InferenceResponse, OutputTensor
 
 NUMERIC = [k for k in DATATYPES if k != "BYTES"]
@@ -169,3 +172,39 @@ def test_header_length_validation() -> None:
     for bad in ("-1", "11", "x"):
         with pytest.raises(ProtocolError):
             parse_header_length(bad, 10)
+
+
+_BIN = {"binary_data_size": 8}
+
+
+@pytest.mark.parametrize(
+    ("doc", "zero_copy"),
+    [
+        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "parameters": _BIN}]}, True),
+        ({"inputs": [{"name": "x", "datatype": "FP32"}, {"name": "y", "datatype": "INT8", "parameters": _BIN}]}, False),
+        ({"inputs": [{"name": "x", "datatype": "BYTES", "parameters": _BIN}]}, False),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "data": [1, 2]}]}, False),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "parameters": [1]}]}, False),
+        ({"inputs": ["x"]}, False),
+        ({"inputs": []}, False),
+        ({"inputs": {"x": 1}}, False),
+        ({}, False),
+    ],
+)
+def test_binary_numeric_routes_only_zero_copy_requests(doc: dict[str, object], zero_copy: bool) -> None:
+    """Whether a large REST request may be decoded on the event loop: only when every input is numbers in the
+    binary extension (anything else, well-formed or not, goes to the thread, where the decode judges it)."""
+    assert binary_numeric(doc) is zero_copy
+
+
+def test_raw_numeric_routes_only_zero_copy_messages() -> None:
+    msg = oip.ModelInferRequest(model_name="m")
+    msg.inputs.add(name="x", datatype="FP32", shape=[2])
+    assert not raw_numeric(msg)  # typed contents: converted element by element
+    msg.raw_input_contents.append(b"\0" * 8)
+    assert raw_numeric(msg)
+    msg.inputs.add(name="s", datatype="BYTES", shape=[1])
+    assert not raw_numeric(msg)  # a buffer short of the inputs: the decode refuses it, in the thread
+    msg.raw_input_contents.append(b"\1\0\0\0a")
+    assert not raw_numeric(msg)  # BYTES elements: a Python loop
+    assert not raw_numeric(oip.ModelInferRequest(model_name="m"))
