@@ -189,14 +189,8 @@ def test_large_binary_requests_answer_as_onnxruntime(main: Server, models: Model
 
     words = [f"word-{i}" for i in range(12000)]  # ~150 KiB of length-prefixed elements
     raw = b"".join(struct.pack("<I", len(w)) + w.encode() for w in words)
-    head_b = json.dumps(
-        {
-            "inputs": [
-                {"name": "text", "datatype": "BYTES", "shape": [len(words)], "parameters": {"binary_data_size": len(raw)}}
-            ],
-            "outputs": [{"name": "echo", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
+    text = {"name": "text", "datatype": "BYTES", "shape": [len(words)], "parameters": {"binary_data_size": len(raw)}}
+    head_b = json.dumps({"inputs": [text], "outputs": [{"name": "echo", "parameters": {"binary_data": True}}]}).encode()
     r = main.post("/v2/models/strings/infer", head_b + raw, {"Inference-Header-Content-Length": str(len(head_b))})
     assert r.status == 200, r.body
     assert r.body[int(r.headers["inference-header-content-length"]) :] == raw
