@@ -32,6 +32,7 @@ from edge_runtime.core.grpc_codec import (
     dict_to_parameters,
     encode_infer_response,
     raw_numeric,
+    split_raw_input_contents,
 )
 from edge_runtime.core.protocol import (
     Forbidden,
@@ -168,13 +169,19 @@ class GrpcService:
         version: str | None = None
         try:
             size = len(data)
-            msg = _parse(oip.ModelInferRequest, data) if size <= self.decoder.zero_copy_inline_bytes else None
-            if msg is not None and (size <= self.decoder.inline_bytes or raw_numeric(msg)):
+            msg: Any = None
+            raw: list[memoryview] | None = None
+            if size <= self.decoder.inline_bytes:
+                msg = _parse(oip.ModelInferRequest, data)  # small: copying its bytes costs nothing
+            elif size <= self.decoder.zero_copy_inline_bytes:
+                rest, raw = split_raw_input_contents(data)  # large tensors stay views of `data`
+                msg = _parse(oip.ModelInferRequest, rest)
+            if msg is not None and (raw is None or raw_numeric(msg, raw)):
                 name, version = msg.model_name, msg.model_version or None
                 self.dp.served(name, version)
-                req = decode_infer_request(msg, size)
+                req = decode_infer_request(msg, size, raw)
             else:
-                name, version, req = await self._decode_large(data, msg)
+                name, version, req = await self._decode_large(data, None if msg is None else (msg, raw))
         except (ProtocolError, TooLarge, NotFound) as e:
             if not isinstance(e, NotFound) and name:
                 self.dp.client_error(name, version, "grpc", time.perf_counter() - start)
@@ -187,15 +194,17 @@ class GrpcService:
             await self._abort(context, e)
             raise
 
-    async def _decode_large(self, data: bytes, parsed: Any) -> tuple[str, str | None, InferenceRequest]:
+    async def _decode_large(
+        self, data: bytes, parsed: tuple[Any, list[memoryview] | None] | None
+    ) -> tuple[str, str | None, InferenceRequest]:
         """Typed contents (a conversion per element) or BYTES, or a message too large to parse on the loop:
-        in a worker thread (`parsed`: the message, when it was already parsed)."""
+        in a worker thread (`parsed`: the message and its raw contents, when they were already split out)."""
 
         def work() -> tuple[str, str | None, InferenceRequest]:
-            msg = parsed if parsed is not None else _parse(oip.ModelInferRequest, data)
+            msg, raw = parsed if parsed is not None else (_parse(oip.ModelInferRequest, data), None)
             name, version = msg.model_name, msg.model_version or None
             self.dp.served(name, version)  # a dict lookup: safe from a worker thread
-            return name, version, decode_infer_request(msg, len(data))
+            return name, version, decode_infer_request(msg, len(data), raw)
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.decoder.threads, work)
