@@ -81,6 +81,12 @@ def register(sub: Any) -> None:
     p.add_argument("--max-model-bytes", type=int, default=4 << 30, help="a model file larger than this never loads")
     p.add_argument("--load-timeout-s", type=float, default=300.0, help="a repository load taking longer is refused")
     p.add_argument("--threads", type=_positive_int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument(
+        "--intra-op-spinning", choices=["off", "in-run"], default="off",
+        help="onnxruntime's waiting workers: off (sleep between parallel sections: a wake-up each, no core ever "
+        "held) or in-run (spin within a run, stop when it returns: a large model's run is faster on an idle "
+        "device, slower on a busy one)",
+    )
     p.add_argument("--max-batch-size", type=_positive_int, default=0, help="dynamic batching up to N rows (0/1: off)")
     p.add_argument(
         "--max-batch-delay-ms",
@@ -269,6 +275,7 @@ def build(args: argparse.Namespace) -> Any:
     cache = Path(args.model_cache) if args.model_cache else cache_of(args.model, args.sha256)
     settings = Settings(
         threads=args.threads or None,
+        spin_in_run=args.intra_op_spinning == "in-run",
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         public_key_pem=pub,

@@ -703,6 +703,10 @@ def main(argv: list[str]) -> int:
         help="also measure edge-runtime with --no-quality (JSON rows), to show what quality tracking costs",
     )
     ap.add_argument(
+        "--spinning", action="store_true",
+        help="also measure edge-runtime with --intra-op-spinning in-run (binary and gRPC, batching on)",
+    )
+    ap.add_argument(
         "--providers", default="auto",
         help="accelerator providers to add CNN rows for: auto (each one this onnxruntime has), none, or names",
     )
@@ -787,6 +791,14 @@ def main(argv: list[str]) -> int:
                 ServerSpec("edge-runtime --no-quality", "off", "json", start_edge(["--no-quality"]), jb),
                 ServerSpec("edge-runtime --no-quality", "on", "json",
                            start_edge(["--no-quality", "--max-batch-size", "32"]), jb),
+            ]
+        if args.spinning:
+            # onnxruntime's workers spinning within each run (model.session_options): the CNN's wake-ups.
+            spin = ["--intra-op-spinning", "in-run", "--max-batch-size", "32"]
+            specs += [
+                ServerSpec("edge-runtime --intra-op-spinning in-run", "on", "binary", start_edge(spin), bb),
+                ServerSpec("edge-runtime --intra-op-spinning in-run", "on", "grpc", start_edge(spin), gb,
+                           proto="grpc"),
             ]
         if not cfg.grpc:
             specs = [sp for sp in specs if sp.proto != "grpc"]

@@ -94,15 +94,40 @@ def _object(raw: Any, what: str) -> dict[str, Any]:
 
 def decode_request(body: bytes, header_length: int | None = None) -> InferenceRequest:
     """Parse an infer request body (JSON, or JSON header + binary tensors) into a typed request."""
-    view = memoryview(body)
-    budget = len(body)
-    json_part = view if header_length is None else view[:header_length]
+    return request_from_header(load_header(body, header_length), body, header_length)
+
+
+def load_header(body: bytes, header_length: int | None) -> dict[str, Any]:
+    """The JSON document of a request: the whole body, or its first `header_length` bytes."""
+    json_part = memoryview(body) if header_length is None else memoryview(body)[:header_length]
     try:
         doc = orjson.loads(json_part)
     except orjson.JSONDecodeError as e:
         raise ProtocolError(f"request body is not valid JSON: {e}") from e
     if not isinstance(doc, dict):
         raise ProtocolError("request body must be a JSON object")
+    return doc
+
+
+def binary_numeric(doc: dict[str, Any]) -> bool:
+    """Whether every input of a request's header is numbers in the binary extension: decoding it is then
+    zero-copy (no per-element work, whatever its size). Only a routing hint: the decode checks everything."""
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        return False
+    for raw in inputs:
+        if not isinstance(raw, dict) or raw.get("datatype") == "BYTES":
+            return False
+        params = raw.get("parameters")
+        if not isinstance(params, dict) or "binary_data_size" not in params:
+            return False
+    return True
+
+
+def request_from_header(doc: dict[str, Any], body: bytes, header_length: int | None) -> InferenceRequest:
+    """A typed request from its parsed JSON document (`load_header`) and the body it came in."""
+    view = memoryview(body)
+    budget = len(body)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError("request must have a non-empty 'inputs' list")

@@ -10,7 +10,7 @@ standard client reads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,11 +105,80 @@ def _from_contents(name: str, datatype: str, shape: tuple[int, ...], count: int,
     return carried.reshape(shape)
 
 
-def decode_infer_request(msg: Any, budget: int) -> InferenceRequest:
-    """ModelInferRequest -> typed request; `budget` is the size of the message as received."""
+_RAW_INPUT_CONTENTS = 7  # ModelInferRequest.raw_input_contents (repeated bytes)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while shift < 70:
+        if pos >= len(data):
+            raise ProtocolError("request is not a valid ModelInferRequest message: truncated")
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+    raise ProtocolError("request is not a valid ModelInferRequest message: a varint longer than 10 bytes")
+
+
+def split_raw_input_contents(data: bytes) -> tuple[bytes, list[memoryview]]:
+    """A serialized ModelInferRequest -> (the message without raw_input_contents, those buffers as views of
+    `data`).
+
+    protobuf's parser copies every bytes field into the message, and each read of a repeated bytes
+    element copies it again: for a 600 KB image two fresh 600 KB buffers per request, page faults
+    included ~0.2 ms of CPU in the server. Only the top level of the message is walked here (a handful
+    of fields); the rest, without the tensors, goes to protobuf's parser as before."""
+    view = memoryview(data)
+    raws: list[memoryview] = []
+    keep: list[memoryview] = []
+    pos, n = 0, len(data)
+    kept_from = 0  # start of the run of kept fields not yet in `keep`
+    while pos < n:
+        start = pos
+        key, pos = _varint(data, pos)
+        wire = key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > n:
+                raise ProtocolError("request is not a valid ModelInferRequest message: a field runs past its end")
+            if key >> 3 == _RAW_INPUT_CONTENTS:
+                if kept_from < start:
+                    keep.append(view[kept_from:start])
+                raws.append(view[pos : pos + length])
+                kept_from = pos + length
+            pos += length
+        else:  # groups (3, 4) and the unused wire types: nothing in this message is one
+            raise ProtocolError(f"request is not a valid ModelInferRequest message: wire type {wire}")
+        if pos > n:
+            raise ProtocolError("request is not a valid ModelInferRequest message: a field runs past its end")
+    if not raws:
+        return data, raws
+    if kept_from < n:
+        keep.append(view[kept_from:n])
+    return b"".join(keep), raws
+
+
+def raw_numeric(msg: Any, raw: Sequence[Any]) -> bool:
+    """Whether every input comes in raw contents (`raw`) as numbers: decoding it is then zero-copy (no
+    per-element work, whatever the size), so a transport need not hand it to a worker thread."""
+    return len(raw) == len(msg.inputs) > 0 and all(t.datatype != "BYTES" for t in msg.inputs)
+
+
+def decode_infer_request(msg: Any, budget: int, raw: Sequence[Any] | None = None) -> InferenceRequest:
+    """ModelInferRequest -> typed request; `budget` is the size of the message as received. `raw`: the raw
+    input contents when `split_raw_input_contents` took them out of the message (else the message's own)."""
     if not msg.inputs:
         raise ProtocolError("request must have at least one input")
-    raw = msg.raw_input_contents
+    if raw is None:
+        raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
         raise ProtocolError(
             f"raw_input_contents has {len(raw)} buffers for {len(msg.inputs)} inputs: give one per input, or none"

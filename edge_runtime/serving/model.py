@@ -78,16 +78,25 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, datatype, _dims(arg.shape or []))
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None, spin_in_run: bool = False) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
     if threads:
         opts.intra_op_num_threads = threads
-    # Spinning worker threads keep a core busy after each run; on a small edge
-    # device that core is the one the HTTP event loop needs.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spinning worker threads keep a core busy after each run (onnxruntime's default spins on for a
+    # while); on a small edge device that core is the one the HTTP event loop needs. Not spinning at
+    # all costs a thread wake-up per parallel section instead (a MobileNet-sized CNN: ~30 futex waits
+    # per run, each a scheduler round trip), which on a quiet device is most of the runtime's latency
+    # over a bare onnxruntime session. `spin_in_run` spins between the sections of a run and stops when
+    # the run returns: the speed of the default, no core left busy after a run; but while a run lasts
+    # a waiting worker competes with everything else for the cores (worse on a device that is busy).
+    if spin_in_run:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+    else:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return opts
 
@@ -261,6 +270,7 @@ def build_session(
     cache_dir: str | None = None,
     sha256: str = "",
     name: str = "",
+    spin_in_run: bool = False,
 ) -> tuple[ort.InferenceSession, ProviderOutcome]:
     """A session on the first provider of `requests` that starts, the CPU last.
 
@@ -279,7 +289,8 @@ def build_session(
         if r.name in _NVIDIA:
             _preload_nvidia_libraries()
         try:
-            session = ort.InferenceSession(data, session_options(threads), providers=_ort_providers(r, cpu))
+            opts = session_options(threads, spin_in_run)
+            session = ort.InferenceSession(data, opts, providers=_ort_providers(r, cpu))
         except Exception as e:
             passed[r.name] = f"failed to start: {_ort_message(e)}"
             continue
@@ -291,7 +302,7 @@ def build_session(
         why = "; ".join(f"{n}: {w}" for n, w in passed.items()) or "the list names no accelerator provider"
         raise IntegrityError("NoAccelerator", f"model '{name}': an accelerator is required and none loaded ({why})")
     try:
-        session = ort.InferenceSession(data, session_options(threads), providers=_ort_providers(cpu, cpu))
+        session = ort.InferenceSession(data, session_options(threads, spin_in_run), providers=_ort_providers(cpu, cpu))
     except Exception as e:
         raise IntegrityError("InvalidModel", f"onnxruntime cannot load model '{name}': {e}") from e
     return session, ProviderOutcome(CPU, requested, tuple(passed.items()))
@@ -307,12 +318,13 @@ def load_model(
     providers: Sequence[ProviderRequest] = (),
     require_accelerator: bool = False,
     provider_cache: str | None = None,
+    spin_in_run: bool = False,
 ) -> LoadedModel:
     """Build a session from verified bytes; raise IntegrityError(InvalidModel) if it is not a usable model,
     IntegrityError(NoAccelerator) if an accelerator is required and none of `providers` starts."""
     start = time.perf_counter()
     session, outcome = build_session(data, threads, providers, require_accelerator=require_accelerator,
-                                     cache_dir=provider_cache, sha256=sha256, name=name)
+                                     cache_dir=provider_cache, sha256=sha256, name=name, spin_in_run=spin_in_run)
     inputs = tuple(_spec(a) for a in session.get_inputs())
     outputs = tuple(_spec(a) for a in session.get_outputs())
     # Batching concatenates requests on axis 0: only safe when every input and

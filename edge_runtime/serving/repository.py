@@ -68,6 +68,7 @@ class ModelSource:
 @dataclass(frozen=True, slots=True)
 class Settings:
     threads: int | None = None
+    spin_in_run: bool = False  # onnxruntime's workers spin within a run, never after (model.session_options)
     max_batch_size: int = 0
     max_batch_delay_ms: float = 0.0
     public_key_pem: bytes | None = None
@@ -196,7 +197,8 @@ class Repository:
         st = self.settings
         model = load_model(data, name=name, version=source.version, sha256=source.sha256, threads=st.threads,
                            providers=st.execution_providers, require_accelerator=st.require_accelerator,
-                           provider_cache=str(st.provider_cache) if st.provider_cache else None)
+                           provider_cache=str(st.provider_cache) if st.provider_cache else None,
+                           spin_in_run=st.spin_in_run)
         del data  # plaintext of an encrypted model must not outlive the session build
         warm_up(model, self.settings.warmup_runs)
         # Counted once the model is usable: a failed load of a new name leaves no series behind.

@@ -11,7 +11,8 @@ the model INTERNAL.
 Handlers are registered through a generic handler with the message classes
 of `oip` (a private descriptor pool): no generated stubs in this package.
 Requests arrive as raw bytes and are parsed here, so a malformed message is
-an INVALID_ARGUMENT answer, and a large one is parsed off the event loop.
+an INVALID_ARGUMENT answer; a large one is decoded off the event loop unless
+its tensors are raw numeric bytes (zero-copy: the hand-over would cost more).
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ import grpc
 
 from edge_runtime import oip
 from edge_runtime.core.access import RepositoryAccess, grpc_peer_host
-from edge_runtime.core.grpc_codec import decode_infer_request, dict_to_parameters, encode_infer_response
+from edge_runtime.core.grpc_codec import (
+    decode_infer_request,
+    dict_to_parameters,
+    encode_infer_response,
+    raw_numeric,
+    split_raw_input_contents,
+)
 from edge_runtime.core.protocol import (
     Forbidden,
     InferenceRequest,
@@ -161,13 +168,20 @@ class GrpcService:
         name = ""
         version: str | None = None
         try:
-            msg = _parse(oip.ModelInferRequest, data) if len(data) <= self.decoder.inline_bytes else None
-            if msg is not None:
+            size = len(data)
+            msg: Any = None
+            raw: list[memoryview] | None = None
+            if size <= self.decoder.inline_bytes:
+                msg = _parse(oip.ModelInferRequest, data)  # small: copying its bytes costs nothing
+            elif size <= self.decoder.zero_copy_inline_bytes:
+                rest, raw = split_raw_input_contents(data)  # large tensors stay views of `data`
+                msg = _parse(oip.ModelInferRequest, rest)
+            if msg is not None and (raw is None or raw_numeric(msg, raw)):
                 name, version = msg.model_name, msg.model_version or None
                 self.dp.served(name, version)
-                req = decode_infer_request(msg, len(data))
+                req = decode_infer_request(msg, size, raw)
             else:
-                name, version, req = await self._decode_large(data)
+                name, version, req = await self._decode_large(data, None if msg is None else (msg, raw))
         except (ProtocolError, TooLarge, NotFound) as e:
             if not isinstance(e, NotFound) and name:
                 self.dp.client_error(name, version, "grpc", time.perf_counter() - start)
@@ -180,12 +194,17 @@ class GrpcService:
             await self._abort(context, e)
             raise
 
-    async def _decode_large(self, data: bytes) -> tuple[str, str | None, InferenceRequest]:
+    async def _decode_large(
+        self, data: bytes, parsed: tuple[Any, list[memoryview] | None] | None
+    ) -> tuple[str, str | None, InferenceRequest]:
+        """Typed contents (a conversion per element) or BYTES, or a message too large to parse on the loop:
+        in a worker thread (`parsed`: the message and its raw contents, when they were already split out)."""
+
         def work() -> tuple[str, str | None, InferenceRequest]:
-            msg = _parse(oip.ModelInferRequest, data)
+            msg, raw = parsed if parsed is not None else (_parse(oip.ModelInferRequest, data), None)
             name, version = msg.model_name, msg.model_version or None
             self.dp.served(name, version)  # a dict lookup: safe from a worker thread
-            return name, version, decode_infer_request(msg, len(data))
+            return name, version, decode_infer_request(msg, len(data), raw)
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.decoder.threads, work)

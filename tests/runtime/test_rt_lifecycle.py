@@ -201,9 +201,21 @@ def test_readiness_follows_runtime_error_rate(serve: Serve, models: Models) -> N
     assert metric_value(text, "edgeai_requests_total", {"model": "g", "outcome": "error"}) == 25
 
 
-def test_dynamic_batching_combines_and_splits(serve: Serve, models: Models) -> None:
-    srv = serve(models.cnn, "c", "--max-batch-size", "16", "--max-batch-delay-ms", "30")
-    assert srv.get("/v2/models/c").json()["parameters"]["batching"] is True
+@pytest.mark.parametrize("worker", [False, True], ids=["as-timed", "worker-thread-spinning-in-run"])
+def test_dynamic_batching_combines_and_splits(
+    serve: Serve, models: Models, worker: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches answer as separate runs would; also with the model forced into the worker thread (where the
+    batch is joined) and onnxruntime's workers spinning within each run (--intra-op-spinning in-run)."""
+    extra: list[str] = []
+    if worker:
+        monkeypatch.setenv("EDGEAI_RUN_INLINE", "0")
+        extra = ["--intra-op-spinning", "in-run"]
+    srv = serve(models.cnn, "c", "--max-batch-size", "16", "--max-batch-delay-ms", "30", *extra)
+    params = srv.get("/v2/models/c").json()["parameters"]
+    assert params["batching"] is True
+    if worker:
+        assert params["run_inline"] is False
     sess = models.session(models.cnn)
     inputs = [models_zoo.sample_inputs("cnn", 1 + i % 3, seed=100 + i) for i in range(12)]
     results: dict[int, np.ndarray] = {}

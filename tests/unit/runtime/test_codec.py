@@ -8,15 +8,18 @@ import struct
 import numpy as np
 import pytest
 
+from edge_runtime import oip
 from edge_runtime.core.codec import (
     DATATYPES,
     ProtocolError,
+    binary_numeric,
     decode_request,
     decode_response,
     encode_request,
     encode_response,
     parse_header_length,
 )
+from edge_runtime.core.grpc_codec import decode_infer_request, raw_numeric, split_raw_input_contents
 from edge_runtime.core.protocol import InferenceResponse, OutputTensor
 
 NUMERIC = [k for k in DATATYPES if k != "BYTES"]
@@ -169,3 +172,57 @@ def test_header_length_validation() -> None:
     for bad in ("-1", "11", "x"):
         with pytest.raises(ProtocolError):
             parse_header_length(bad, 10)
+
+
+_BIN = {"binary_data_size": 8}
+
+
+@pytest.mark.parametrize(
+    ("doc", "zero_copy"),
+    [
+        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "parameters": _BIN}]}, True),
+        ({"inputs": [{"name": "x", "datatype": "FP32"}, {"name": "y", "datatype": "INT8", "parameters": _BIN}]}, False),
+        ({"inputs": [{"name": "x", "datatype": "BYTES", "parameters": _BIN}]}, False),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "data": [1, 2]}]}, False),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "parameters": [1]}]}, False),
+        ({"inputs": ["x"]}, False),
+        ({"inputs": []}, False),
+        ({"inputs": {"x": 1}}, False),
+        ({}, False),
+    ],
+)
+def test_binary_numeric_routes_only_zero_copy_requests(doc: dict[str, object], zero_copy: bool) -> None:
+    """Whether a large REST request may be decoded on the event loop: only when every input is numbers in the
+    binary extension (anything else, well-formed or not, goes to the thread, where the decode judges it)."""
+    assert binary_numeric(doc) is zero_copy
+
+
+def test_raw_numeric_routes_only_zero_copy_messages() -> None:
+    msg = oip.ModelInferRequest(model_name="m")
+    msg.inputs.add(name="x", datatype="FP32", shape=[2])
+    assert not raw_numeric(msg, [])  # typed contents: converted element by element
+    assert raw_numeric(msg, [memoryview(b"\0" * 8)])
+    msg.inputs.add(name="s", datatype="BYTES", shape=[1])
+    assert not raw_numeric(msg, [memoryview(b"\0" * 8)])  # a buffer short of the inputs: refused, in the thread
+    assert not raw_numeric(msg, [memoryview(b"\0" * 8), memoryview(b"\1\0\0\0a")])  # BYTES: a Python loop
+    assert not raw_numeric(oip.ModelInferRequest(model_name="m"), [])
+
+
+def test_split_raw_input_contents_leaves_views_and_the_rest_of_the_message() -> None:
+    x = np.arange(6, dtype="<f4")
+    msg = oip.ModelInferRequest(model_name="m", id="r7")
+    msg.inputs.add(name="x", datatype="FP32", shape=[2, 3])
+    msg.raw_input_contents.append(x.tobytes())
+    msg.outputs.add(name="y")
+    data = msg.SerializeToString()
+    rest, raw = split_raw_input_contents(data)
+    assert [bytes(r) for r in raw] == [x.tobytes()] and all(r.obj is data for r in raw)  # no copy
+    parsed = oip.ModelInferRequest.FromString(rest)
+    assert not parsed.raw_input_contents and parsed.model_name == "m" and parsed.outputs[0].name == "y"
+    req = decode_infer_request(parsed, len(data), raw)
+    np.testing.assert_array_equal(req.inputs[0].data, x.reshape(2, 3))
+    plain = oip.ModelInferRequest(model_name="m").SerializeToString()
+    assert split_raw_input_contents(plain) == (plain, [])
+    for bad in (data[:-3], b"\x3a\x05ab", b"\x0b", b"\xff" * 11):  # truncated, past the end, group, varint
+        with pytest.raises(ProtocolError, match="not a valid ModelInferRequest"):
+            split_raw_input_contents(bad)

@@ -28,7 +28,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from edge_runtime import models_zoo, oip  # noqa: E402
 from edge_runtime.core.codec import decode_request  # noqa: E402
-from edge_runtime.core.grpc_codec import decode_infer_request  # noqa: E402
+from edge_runtime.core.grpc_codec import decode_infer_request, split_raw_input_contents  # noqa: E402
 from edge_runtime.core.protocol import DATATYPES, ProtocolError  # noqa: E402
 from edge_runtime.serving.dataplane import DataPlane  # noqa: E402
 from edge_runtime.serving.repository import ModelSource, Settings  # noqa: E402
@@ -116,6 +116,39 @@ def test_grpc_decoder_only_ever_raises_protocol_error(data: bytes, mode: int) ->
         return
     for t in req.inputs:
         assert t.data.size <= max(len(data), 1)
+
+
+def _decoded(data: bytes, split: bool) -> list[tuple[str, bytes]] | None:
+    """What decoding `data` gives, as comparable values; None when it is refused."""
+    try:
+        if split:
+            rest, raw = split_raw_input_contents(data)
+            req = decode_infer_request(oip.ModelInferRequest.FromString(rest), len(data), raw)
+        else:
+            req = decode_infer_request(oip.ModelInferRequest.FromString(data), len(data))
+    except ProtocolError:
+        return None
+    except Exception:  # protobuf's DecodeError (grpc_server answers INVALID_ARGUMENT)
+        return None
+    return [(f"{t.name}:{t.datatype}:{t.shape}", t.data.tobytes()) for t in req.inputs]
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=64), max_size=3), st.binary(max_size=64), st.integers(0, 2))
+def test_split_raw_contents_decodes_as_protobuf_does(raws: list[bytes], junk: bytes, mode: int) -> None:
+    """Taking raw_input_contents out of the wire bytes (zero-copy) decodes to what protobuf's own parse gives,
+    wherever the buffers sit among the other fields; what it accepts, protobuf accepts alike."""
+    head = oip.ModelInferRequest(model_name="m", id="r")
+    for i, r in enumerate(raws):
+        head.inputs.add(name=f"x{i}", datatype="UINT8", shape=[len(r)])
+    tail = oip.ModelInferRequest()
+    tail.raw_input_contents.extend(raws)
+    # protobuf merges the fields of concatenated messages: buffers after, before, or after arbitrary bytes
+    a, b = head.SerializeToString(), tail.SerializeToString()
+    data = (a + b, b + a, a + junk + b)[mode]
+    got = _decoded(data, split=True)
+    if got is not None or mode < 2:  # well-formed messages are never refused; whatever is accepted is equal
+        assert got == _decoded(data, split=False)
 
 
 # --- the whole REST adapter, in process ---------------------------------------------------------------

@@ -170,3 +170,16 @@ def test_warm_up_runs_on_the_provider_the_session_got() -> None:
     m = load_model(_tabular(), name="t", version="1", sha256="0" * 64, providers=parse_json('["OpenVINO", "CPU"]'))
     warm_up(m, 1)
     assert m.providers.provider == CPU and "OpenVINOExecutionProvider" in m.providers.reason
+
+
+@pytest.mark.parametrize(("spin_in_run", "allow", "stop"), [(False, "0", None), (True, "1", "1")])
+def test_session_options_spin_within_a_run_only_when_asked(spin_in_run: bool, allow: str, stop: str | None) -> None:
+    """By default onnxruntime's workers never spin; with spin_in_run they spin within a run and stop when it
+    returns (session.force_spinning_stop), so no core is left busy after a run either way."""
+    opts = model_mod.session_options(None, spin_in_run)
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == allow
+    if stop is None:
+        with pytest.raises(Exception, match="force_spinning_stop"):  # not set at all
+            opts.get_session_config_entry("session.force_spinning_stop")
+    else:
+        assert opts.get_session_config_entry("session.force_spinning_stop") == stop
