@@ -165,7 +165,7 @@ class EventMapper:
         work.add(DeploymentKey(sc.namespace, sc.owner), 0.0 if event_type == "DELETED" else self.status_delay)
         return work
 
-    def pod(self, event_type: str | None, p: PodInfo) -> Work:
+    def pod(self, event_type: str | None, p: PodInfo, deleted_by_us: bool = False) -> Work:
         work = Work()
         key = (p.namespace, p.name)
         cur = (p.phase, p.ready, p.reason, p.restarts, p.init_exit_code, p.init_running, p.deleting,
@@ -178,8 +178,10 @@ class EventMapper:
         else:
             self._pod_seen[key] = cur
         if p.idep:
-            # Deleted (by hand, evicted, or the surge's old Pod): look now, to make it again if it is missing.
-            work.add(DeploymentKey(p.namespace, p.idep), 0.0 if event_type == "DELETED" else self.status_delay)
+            # Deleted by hand or evicted: look now, to make it again. A surge's old Pod that we deleted
+            # ourselves leaves nothing missing: coalesced like any progress (1,000 of them in a rollout).
+            now = event_type == "DELETED" and not deleted_by_us
+            work.add(DeploymentKey(p.namespace, p.idep), 0.0 if now else self.status_delay)
         if p.owned and p.device:
             work.add(DeviceKey(p.device), self.status_delay)
         return work

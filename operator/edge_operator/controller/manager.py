@@ -216,9 +216,8 @@ class Manager:
     def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         metrics.WATCH_EVENTS.labels("Pod").inc()
         p = pod_info(body)
-        if p.owned:
-            self.deployments.saw_pod(p, deleted=event_type == "DELETED")
-        self._queue(self.events.pod(event_type, p))
+        ours = p.owned and self.deployments.saw_pod(p, deleted=event_type == "DELETED")
+        self._queue(self.events.pod(event_type, p, deleted_by_us=ours))
 
 
 def _timed(label: str, run: Callable[[K], Awaitable[Requeue | None]]) -> Callable[[K], Awaitable[Requeue | None]]:

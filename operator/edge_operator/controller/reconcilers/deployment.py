@@ -82,6 +82,8 @@ class DeploymentReconciler:
         # Pods created, deleted or annotated but not yet seen so through the watch: (namespace, name) ->
         # what was done (a create: the template hash; a delete: "-"; an annotation: "rev=N"). Never done twice.
         self._applied: dict[tuple[str, str], str] = {}
+        # Pods this operator deleted, seen terminating and not yet gone: (namespace, name) -> uid.
+        self._deleting: dict[tuple[str, str], str] = {}
         # What each deployment's last plan derived per device (core/plan_memo.py).
         self._memos: dict[DeploymentKey, PlanMemo] = {}
         # How long each deployment's last reconcile took (see PACE_FACTOR).
@@ -104,14 +106,22 @@ class DeploymentReconciler:
         self._memos.pop(key, None)
         self._took.pop(key, None)
 
-    def saw_pod(self, p: PodInfo, deleted: bool) -> None:
-        """A Pod event: once the cache caught up with what we did to it, the cache is the truth again."""
+    def saw_pod(self, p: PodInfo, deleted: bool) -> bool:
+        """A Pod event: once the cache caught up with what we did to it, the cache is the truth again.
+        Whether the event is the end of a Pod this operator deleted (a surge's old Pod): nothing is
+        missing then, and its deployment need not look at once."""
         akey = (p.namespace, p.name)
+        if deleted and self._deleting.pop(akey, None) is not None:
+            self._applied.pop(akey, None)
+            return True
         done = self._applied.get(akey)
         if done is None:
-            return
+            return False
+        if done == "-" and p.deleting and not deleted:
+            self._deleting[akey] = p.uid  # until the Pod is gone
         if deleted or done == p.spec_hash or (done == "-" and p.deleting) or done == f"rev={p.revision}":
             self._applied.pop(akey, None)
+        return False
 
     def saw_site_cache(self, sc: site_cache.SiteCacheInfo, deleted: bool) -> None:
         """A site cache event: as `saw_pod`, the watch is the truth again once it caught up."""

@@ -135,6 +135,9 @@ def test_pod_events_queue_the_deployment_only_when_something_it_reads_changed() 
     ready = pod_info(pod_body("p", "da", "edge-0", ready=True))
     assert ev.pod("MODIFIED", ready).queued() == {DeploymentKey("ns", "da")}
     assert ev.pod("DELETED", ready).queued() == {DeploymentKey("ns", "da")}
+    # Gone by hand: looked at now, to be made again. The surge's old Pod we deleted: coalesced.
+    assert delays(ev.pod("DELETED", ready))[DeploymentKey("ns", "da")] == 0.0
+    assert delays(ev.pod("DELETED", ready, deleted_by_us=True))[DeploymentKey("ns", "da")] == STATUS
     # A quality gate's exit (code 10, a restarted container) is read by the rollout: it queues the deployment.
     from dataclasses import replace
 

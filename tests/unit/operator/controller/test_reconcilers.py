@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,7 @@ from edge_operator.controller.workqueue import Requeue
 from edge_operator.core.runtime_images import RuntimeImages
 from edge_operator.core.site_cache import site_cache_info
 from edge_operator.core.status import ArtifactCheck, ModelCheck
-from edge_operator.core.views import ModelInfo
+from edge_operator.core.views import ModelInfo, pod_info
 from edge_operator.kube.errors import RetryableError
 from edgeai_api import constants as c
 from tests.unit.operator.controller.fakes import (
@@ -105,6 +106,23 @@ def test_a_deployments_pace_follows_its_last_reconcile_and_goes_with_it() -> Non
         r.forget(KEY)
         await r.reconcile(KEY)
         assert r.pace(KEY) == 0.0
+
+    run(main)
+
+
+def test_only_the_end_of_a_pod_this_operator_deleted_is_taken_as_expected() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        r = w.deployments()
+        await r.reconcile(KEY)
+        manifest = next(iter(w.api.pods.values()))
+        p = pod_info(running_pod(manifest, ready=True))
+        assert r.saw_pod(p, deleted=False) is False
+        r._applied[(p.namespace, p.name)] = "-"  # as _converge records a delete it made
+        assert r.saw_pod(replace(p, deleting=True), deleted=False) is False  # terminating: not gone yet
+        assert r.saw_pod(replace(p, deleting=True), deleted=True) is True  # gone, as we asked
+        assert r.saw_pod(p, deleted=True) is False  # the same name gone again: not ours (by hand)
 
     run(main)
 
