@@ -49,11 +49,12 @@ URGENT_IDEP_KEYS = ("placed", "selected", "revision", "currentRevision", "rollou
 # count says, so it takes that as progress now, and the progress deadline starts again, never early.
 PROGRESS_IDEP_FIELDS = {"rollout": frozenset({"healthy", "progressAt"})}
 
-# A deployment's coalesced (progress) events wait at least this many times its last reconcile's duration:
-# a reconcile of 1,000 devices run back to back at every Pod event would take a core from the control
-# plane the rollout waits on; this keeps each deployment's reconciles under about a third of the time.
-# A spec change, a delete and a small deployment's events are not slowed (their delay is 0 or larger).
-PACE_FACTOR = 2.0
+# A deployment's coalesced (progress) events wait at least this many times its last plan took (CPU on
+# the event loop, not the wait for the API server): a plan of 1,000 devices run back to back at every
+# Pod event would take a core from the control plane the rollout waits on; this keeps each deployment's
+# planning under about a quarter of the time. A spec change, a delete and a small deployment's events
+# are not slowed (their delay is 0, or larger than this).
+PACE_FACTOR = 3.0
 
 # Ready reasons of a normal rollout in progress: not worth an Event (one per object each time).
 _QUIET_REASONS = frozenset({DeploymentReason.DEVICES_NOT_READY, DeploymentReason.MODEL_VERIFYING,
@@ -86,7 +87,7 @@ class DeploymentReconciler:
         self._deleting: dict[tuple[str, str], str] = {}
         # What each deployment's last plan derived per device (core/plan_memo.py).
         self._memos: dict[DeploymentKey, PlanMemo] = {}
-        # How long each deployment's last reconcile took (see PACE_FACTOR).
+        # How long each deployment's last plan took (see PACE_FACTOR).
         self._took: dict[DeploymentKey, float] = {}
         # (placed, ready, unplaced) per deployment, for the fleet gauges.
         self.counts: dict[DeploymentKey, tuple[int, int, int]] = {}
@@ -145,18 +146,10 @@ class DeploymentReconciler:
         return placement
 
     def pace(self, key: DeploymentKey) -> float:
-        """The least delay for a coalesced event of `key`: PACE_FACTOR times its last reconcile."""
+        """The least delay for a coalesced event of `key`: PACE_FACTOR times its last plan."""
         return PACE_FACTOR * self._took.get(key, 0.0)
 
     async def reconcile(self, key: DeploymentKey) -> Requeue | None:
-        start = time.monotonic()
-        try:
-            return await self._reconcile(key)
-        finally:
-            if self.cache.deployment(key) is not None:  # a deleted one leaves nothing behind
-                self._took[key] = time.monotonic() - start
-
-    async def _reconcile(self, key: DeploymentKey) -> Requeue | None:
         namespace, name = key.namespace, key.name
         idep = self.cache.deployment(key)
         if idep is None or idep.deleting:
@@ -173,6 +166,7 @@ class DeploymentReconciler:
         pods: dict[str, list[PodInfo]] = {}
         for p in own_pods:
             pods.setdefault(p.device, []).append(p)
+        planning = time.monotonic()
         memo = self._memos.setdefault(key, PlanMemo())
         children = pw.workloads(own_pods, legacy, idep.uid, now_ts, memo)
         placement = None
@@ -183,6 +177,7 @@ class DeploymentReconciler:
                             placement_for=lambda m, rt, fams: self._placement(idep, m, catalog, cache=False,
                                                                                  runtime=rt, families=fams),
                             legacy=pw.legacy_by_device(legacy), memo=memo)
+        self._took[key] = time.monotonic() - planning
         hits, misses = memo.done()
         metrics.PLAN_MEMO.labels("hit").inc(hits)
         metrics.PLAN_MEMO.labels("miss").inc(misses)
