@@ -47,7 +47,7 @@ class OperatorConfig:
     # Budget for progress-only status writes across all objects (see status_writer.StatusWriter).
     progress_writes_per_second: float = 20.0
     # What a device serves is informational (the deployments' status is authoritative): coarser.
-    device_status_interval: float = 30.0  # a rollout changes a device twice in ~10 s: one write, not two
+    device_status_interval: float = 30.0  # a rollout changes a device twice within seconds: fewer writes
     heartbeat_resolution: float = 300.0
     log_level: str = "info"
     verify: VerifySettings = field(default_factory=VerifySettings)

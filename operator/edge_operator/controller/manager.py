@@ -167,7 +167,7 @@ class Manager:
     def _queue(self, work: Work) -> None:
         for key, delay in work.reconcile:
             if isinstance(key, DeploymentKey):
-                # Coalesced events wait at least as long as the deployment's reconciles take (pace).
+                # Coalesced events wait at least PACE_FACTOR times the deployment's last plan (pace).
                 self.deployment_q.add_after(key, max(delay, self.deployments.pace(key)) if delay > 0 else 0.0)
             elif isinstance(key, DeviceKey):
                 self.device_q.add_after(key, delay)

@@ -71,8 +71,8 @@ def workload(pods: Sequence[PodInfo], owner_uid: str, now_ts: float, prefer: str
 def workloads(pods: Iterable[PodInfo], legacy: Iterable[ChildInfo], owner_uid: str,
               now_ts: float, memo: PlanMemo | None = None) -> dict[str, ChildInfo]:
     """Each device's workload: its Pods, or where it has none yet, its Deployment of 0.1. With `memo`,
-    a device whose Pods are the same objects as last time, all Ready, keeps its summary (the same
-    object: what is derived from it is kept too, core/plan_memo.py)."""
+    a device whose Pods are unchanged since last time, all Ready, keeps its summary (the same object:
+    what is derived from it is kept too, core/plan_memo.py)."""
     by_device: dict[str, list[PodInfo]] = {}
     for p in pods:
         if p.owner_uid == owner_uid:

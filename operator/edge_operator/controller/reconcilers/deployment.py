@@ -83,8 +83,8 @@ class DeploymentReconciler:
         # Pods created, deleted or annotated but not yet seen so through the watch: (namespace, name) ->
         # what was done (a create: the template hash; a delete: "-"; an annotation: "rev=N"). Never done twice.
         self._applied: dict[tuple[str, str], str] = {}
-        # Pods this operator deleted, seen terminating and not yet gone: (namespace, name) -> uid.
-        self._deleting: dict[tuple[str, str], str] = {}
+        # Pods this operator deleted, seen terminating and not yet gone: (namespace, name).
+        self._deleting: set[tuple[str, str]] = set()
         # What each deployment's last plan derived per device (core/plan_memo.py).
         self._memos: dict[DeploymentKey, PlanMemo] = {}
         # How long each deployment's last plan took (see PACE_FACTOR).
@@ -112,14 +112,15 @@ class DeploymentReconciler:
         Whether the event is the end of a Pod this operator deleted (a surge's old Pod): nothing is
         missing then, and its deployment need not look at once."""
         akey = (p.namespace, p.name)
-        if deleted and self._deleting.pop(akey, None) is not None:
+        if deleted and akey in self._deleting:
+            self._deleting.discard(akey)
             self._applied.pop(akey, None)
             return True
         done = self._applied.get(akey)
         if done is None:
             return False
         if done == "-" and p.deleting and not deleted:
-            self._deleting[akey] = p.uid  # until the Pod is gone
+            self._deleting.add(akey)  # until the Pod is gone
         if deleted or done == p.spec_hash or (done == "-" and p.deleting) or done == f"rev={p.revision}":
             self._applied.pop(akey, None)
         return False
