@@ -102,6 +102,7 @@ def test_a_deployments_pace_follows_its_last_reconcile_and_goes_with_it() -> Non
         assert r.pace(KEY) == 0.0  # never reconciled: nothing to wait for
         await r.reconcile(KEY)
         assert r.pace(KEY) > 0.0
+        assert not r._memos  # two devices: planned without a memo (MEMO_MIN_PODS)
         w.k.delete("inferencedeployments", "d", "ns")
         r.forget(KEY)
         await r.reconcile(KEY)
