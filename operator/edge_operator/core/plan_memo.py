@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+
 class PlanMemo:
     def __init__(self) -> None:
         self._last: dict[Hashable, tuple[tuple[Any, ...], Any]] = {}

@@ -406,9 +406,8 @@ def _workloads(uid: str, placed: Mapping[str, Any], children: Mapping[str, Child
         d = memo.get(("workload", dev), key) if memo is not None else None
         if d is None:
             d = _device_workload(dev, uid, ch, trev, inp, dev_pods, old, on, placed[dev].node, target, ts)
-            # Kept only when it cannot change with the clock and asks for nothing: every Pod Ready and
-            # running (a Pod not Ready has a deadline; a failed one a pause before it is replaced).
-            if memo is not None and d.step == _NOTHING and all(p.ready and not p.terminal for p in dev_pods):
+            # Kept only when it cannot change with the clock and asks for nothing.
+            if memo is not None and d.step == _NOTHING and pw.settled(dev_pods):
                 memo.keep(("workload", dev), key, d)
         w.add(d.step, d.manifest, d.revision)
         w.updated_to_target += d.updated

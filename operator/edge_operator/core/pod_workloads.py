@@ -68,6 +68,12 @@ def workload(pods: Sequence[PodInfo], owner_uid: str, now_ts: float, prefer: str
     )
 
 
+def settled(pods: Iterable[PodInfo]) -> bool:
+    """Every Pod Ready and running: nothing derived from them changes with the clock (a Pod not Ready has
+    a deadline, a failed one a pause before it is replaced), so a plan memo may keep it."""
+    return all(p.ready and not p.terminal for p in pods)
+
+
 def workloads(pods: Iterable[PodInfo], legacy: Iterable[ChildInfo], owner_uid: str,
               now_ts: float, memo: PlanMemo | None = None) -> dict[str, ChildInfo]:
     """Each device's workload: its Pods, or where it has none yet, its Deployment of 0.1. With `memo`,
@@ -83,8 +89,7 @@ def workloads(pods: Iterable[PodInfo], legacy: Iterable[ChildInfo], owner_uid: s
         w = memo.get(("child", dev), key) if memo is not None else None
         if w is None:
             w = workload(ps, owner_uid, now_ts)
-            # A Pod not Ready has a deadline that moves with the clock: summed up afresh each time.
-            if memo is not None and w is not None and all(p.ready and not p.terminal for p in ps):
+            if memo is not None and w is not None and settled(ps):
                 memo.keep(("child", dev), key, w)
         if w is not None:
             out[dev] = w

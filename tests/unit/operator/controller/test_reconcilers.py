@@ -117,13 +117,26 @@ def test_only_the_end_of_a_pod_this_operator_deleted_is_taken_as_expected() -> N
         w.k.put("inferencedeployments", idep_body("d", SITE_A))
         r = w.deployments()
         await r.reconcile(KEY)
-        manifest = next(iter(w.api.pods.values()))
-        p = pod_info(running_pod(manifest, ready=True))
-        assert r.saw_pod(p, deleted=False) is False
-        r._applied[(p.namespace, p.name)] = "-"  # as _converge records a delete it made
-        assert r.saw_pod(replace(p, deleting=True), deleted=False) is False  # terminating: not gone yet
-        assert r.saw_pod(replace(p, deleting=True), deleted=True) is True  # gone, as we asked
-        assert r.saw_pod(p, deleted=True) is False  # the same name gone again: not ours (by hand)
+        first = {m["metadata"]["annotations"][c.A_DEVICE]: m for m in w.api.pods.values()}
+        for m in first.values():
+            w.k.put("pods", running_pod(m, ready=True))
+        # A new template: new Pods beside the old ones, which the operator deletes once the new are Ready.
+        body = idep_body("d", SITE_A, generation=2)
+        body["spec"]["runtime"] = {"podAnnotations": {"x": "2"}}
+        w.k.put("inferencedeployments", body)
+        await r.reconcile(KEY)
+        for m in w.api.pods.values():
+            if m is not first[m["metadata"]["annotations"][c.A_DEVICE]]:
+                w.k.put("pods", running_pod(m, ready=True))
+        await r.reconcile(KEY)
+        old = pod_info(running_pod(first["edge-0"], ready=True))
+        assert ("pods", old.name, old.uid) in w.api.deleted
+        assert r.saw_pod(replace(old, deleting=True), deleted=False) is False  # terminating: not gone yet
+        assert r.saw_pod(replace(old, deleting=True), deleted=True) is True  # gone, as the operator asked
+        # A Pod the operator never deleted, gone: by hand or evicted, to be made again at once.
+        kept = next(m for m in w.api.pods.values() if m["metadata"]["annotations"][c.A_DEVICE] == "edge-1"
+                    and m is not first["edge-1"])
+        assert r.saw_pod(pod_info(running_pod(kept, ready=True)), deleted=True) is False
 
     run(main)
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from edge_operator.controller.keys import DeploymentKey
+from edge_operator.controller.reconcilers.deployment import PROGRESS_IDEP_FIELDS, URGENT_IDEP_KEYS
 from edge_operator.controller.status_writer import StatusPolicy, StatusWriter, Write
 from edge_operator.controller.workqueue import Requeue
 from edge_operator.core import patches
@@ -135,8 +136,6 @@ def test_forget_drops_what_is_held_and_remembered() -> None:
 def test_a_rollouts_progress_counters_are_held_but_its_transitions_are_not() -> None:
     """A gated wave's count of healthy devices moves at every device that gets Ready: held with the rows.
     A new phase, wave or failed device is written at once."""
-    from edge_operator.controller.reconcilers.deployment import PROGRESS_IDEP_FIELDS, URGENT_IDEP_KEYS
-
     policy = StatusPolicy(patches.status_patch, URGENT_IDEP_KEYS, 5.0, PROGRESS_IDEP_FIELDS)
     api, _, w = setup()
     k = DeploymentKey("ns", "d")
