@@ -60,6 +60,8 @@ BAD = {SIM_READY: "false"}
 DS_PATH = f"/apis/apps/v1/namespaces/{NS}/daemonsets"
 IDEP_PATH = f"/apis/{c.API_VERSION}/namespaces/{NS}/{c.PLURAL_IDEP}"
 POLL = 0.5  # status polls: cheap GETs of one object
+# The steps after the first revision; --steps picks some (a 10,000-node run cannot afford all).
+STEPS = frozenset({"good", "undo", "bad", "flat"})
 POD_POLL = 2.0  # pod lists during the bad updates: N pods per list, kept rare on 2 cores
 log = logger("rollout")
 
@@ -176,24 +178,34 @@ def ds_template_annotations(api: Api, ann: Mapping[str, str | None]) -> None:
     api.call("PATCH", f"{DS_PATH}/{DS}", body={"spec": {"template": {"metadata": {"annotations": ann}}}})
 
 
-def native_phase(api: Api, art: Artifact, n: int, strategy: str, bad_wait: float, timeout: float) -> dict[str, Any]:
+def native_phase(
+    api: Api, art: Artifact, n: int, strategy: str, bad_wait: float, timeout: float, steps: frozenset[str] = STEPS
+) -> dict[str, Any]:
     out: dict[str, Any] = {"strategy": strategy}
     t = Timer(api)
     api.call("POST", DS_PATH, body=daemonset(art, strategy))
     out["initial"] = t.stop(wait_ds(api, "every node Ready", n, timeout))
     log(f"native: initial {out['initial']}")
 
-    t = Timer(api)
-    ds_template_annotations(api, {REV: "2"})
-    out["good"] = t.stop(wait_ds(api, "good update", n, timeout))
-    log(f"native: good update {out['good']}")
+    if "good" in steps:
+        t = Timer(api)
+        ds_template_annotations(api, {REV: "2"})
+        out["good"] = t.stop(wait_ds(api, "good update", n, timeout))
+        log(f"native: good update {out['good']}")
 
-    t = Timer(api)
-    ds_template_annotations(api, {REV: None})  # the first template again: its ControllerRevision is reused
-    out["undo"] = t.stop(wait_ds(api, "undo", n, timeout))
-    log(f"native: undo {out['undo']}")
+    if "undo" in steps:
+        t = Timer(api)
+        ds_template_annotations(api, {REV: None})  # the first template again: its ControllerRevision is reused
+        out["undo"] = t.stop(wait_ds(api, "undo", n, timeout))
+        log(f"native: undo {out['undo']}")
+    if "bad" in steps:
+        native_bad(api, n, bad_wait, timeout, out)
+    delete_ds(api, timeout)
+    return out
 
-    # The bad update: no gate, no rollback. Watch how far it goes for bad_wait seconds.
+
+def native_bad(api: Api, n: int, bad_wait: float, timeout: float, out: dict[str, Any]) -> None:
+    """The bad update: no gate, no rollback. Watch how far it goes for bad_wait seconds."""
     watch = PodWatch(api, n)
     t = Timer(api)
     ds_template_annotations(api, dict(BAD))
@@ -225,6 +237,8 @@ def native_phase(api: Api, art: Artifact, n: int, strategy: str, bad_wait: float
     out["bad"]["max_unserved"] = watch.max_unserved
     log(f"native: manual undo converged {out['restore']}")
 
+
+def delete_ds(api: Api, timeout: float) -> None:
     api.call("DELETE", f"{DS_PATH}/{DS}")
 
     def gone() -> tuple[bool, str]:
@@ -232,7 +246,6 @@ def native_phase(api: Api, art: Artifact, n: int, strategy: str, bad_wait: float
         return k == 0, f"{k} pods left"
 
     wait("native pods gone", gone, timeout, 2.0)
-    return out
 
 
 # --------------------------------------------------------------------------- B. operator
@@ -257,9 +270,12 @@ class OperatorWork:
     def since(self, before: OperatorWork) -> dict[str, float]:
         runs = self.reconciles - before.reconciles
         secs = self.reconcile_seconds - before.reconcile_seconds
-        return {"cpu_seconds": round(self.cpu - before.cpu, 1), "idep_reconciles": int(runs),
-                "idep_reconcile_seconds": round(secs, 1),
-                "idep_reconcile_mean_ms": round(1000 * secs / runs, 1) if runs else 0.0}
+        return {
+            "cpu_seconds": round(self.cpu - before.cpu, 1),
+            "idep_reconciles": int(runs),
+            "idep_reconcile_seconds": round(secs, 1),
+            "idep_reconcile_mean_ms": round(1000 * secs / runs, 1) if runs else 0.0,
+        }
 
 
 def idep_get(api: Api) -> dict[str, Any]:
@@ -363,7 +379,7 @@ def new_revision(api: Api, after: int, timeout: float) -> int:
     return found[0]
 
 
-def operator_phase(f: Fleet, n: int, deadline: int, timeout: float) -> dict[str, Any]:
+def operator_phase(f: Fleet, n: int, deadline: int, timeout: float, steps: frozenset[str] = STEPS) -> dict[str, Any]:
     api = f.api
     out: dict[str, Any] = {}
     f.create_model(NS)
@@ -398,11 +414,29 @@ def operator_phase(f: Fleet, n: int, deadline: int, timeout: float) -> dict[str,
         return res
 
     out["initial"] = timed("initial", lambda: api.call("POST", IDEP_PATH, body=idep))
-    out["good"] = timed("good", lambda: idep_patch(api, {"spec": {"runtime": {"podAnnotations": {REV: "2"}}}}))
-    # The undo as `kubectl edgeai rollout undo --to-revision 1` writes it.
-    undo = undo_patch(idep_get(api), out["initial"]["revision"], rfc3339(dt.datetime.now(dt.UTC)))
-    out["undo"] = timed("undo", lambda: idep_patch(api, undo))
-    stable = out["undo"]["revision"]
+    if "good" in steps:
+        out["good"] = timed("good", lambda: idep_patch(api, {"spec": {"runtime": {"podAnnotations": {REV: "2"}}}}))
+    if "undo" in steps:
+        # The undo as `kubectl edgeai rollout undo --to-revision 1` writes it.
+        undo = undo_patch(idep_get(api), out["initial"]["revision"], rfc3339(dt.datetime.now(dt.UTC)))
+        out["undo"] = timed("undo", lambda: idep_patch(api, undo))
+    if "bad" in steps:
+        operator_bad(api, n, timeout, out)
+    if "flat" in steps:
+        # The mechanism without the policy: spec.rollout removed, one wave, no gate.
+        out["flat"] = timed(
+            "one wave, no gate",
+            lambda: idep_patch(
+                api, {"spec": {"rollout": None, "runtime": {"podAnnotations": {REV: "4", SIM_READY: None}}}}
+            ),
+        )
+    out["cpu_seconds"] = round((op.cpu_seconds() or 0.0) - cpu0, 1)
+    out["peak_rss_mib"] = round((op.peak_rss_kib() or 0) / 1024)
+    return out
+
+
+def operator_bad(api: Api, n: int, timeout: float, out: dict[str, Any]) -> None:
+    stable = out[[k for k in ("initial", "good", "undo") if k in out][-1]]["revision"]
 
     # The bad revision: the undone template plus the fault annotation (the native bad update's twin).
     watch = PodWatch(api, n)
@@ -451,17 +485,6 @@ def operator_phase(f: Fleet, n: int, deadline: int, timeout: float) -> dict[str,
         f"{out['bad']['restore']}s later; {len(watch.exposed)} devices got it ({message})"
     )
 
-    # The mechanism without the policy: spec.rollout removed, one wave, no gate.
-    out["flat"] = timed(
-        "one wave, no gate",
-        lambda: idep_patch(
-            api, {"spec": {"rollout": None, "runtime": {"podAnnotations": {REV: "4", SIM_READY: None}}}}
-        ),
-    )
-    out["cpu_seconds"] = round((op.cpu_seconds() or 0.0) - cpu0, 1)
-    out["peak_rss_mib"] = round((op.peak_rss_kib() or 0) / 1024)
-    return out
-
 
 # --------------------------------------------------------------------------- C. report
 
@@ -473,64 +496,90 @@ def report(n: int, a: argparse.Namespace, native: dict[str, Any], oper: dict[str
     def ratio(o: float, nat: float) -> str:
         return f"{o / nat:.2f}x" if nat else "-"
 
-    nb, ob = native["bad"], oper["bad"]
     budget = "maxSurge 10%, maxUnavailable 0" if native["strategy"] == "surge" else "maxUnavailable 10%, maxSurge 0"
-    stall = f"none: no gate; {nb['updated_scheduled']}/{n} updated after {nb['left_seconds']:.0f}s" + (
-        f", stalled {nb['unchanged_for_seconds']:.0f}s" if nb["stalled"] else ", still moving"
-    )
     rows = [
-        ("first revision Ready on every device (s)", oper["initial"], native["initial"]),
-        ("good update: change -> every device updated (s)", oper["good"], native["good"]),
-        ("undo of the good update -> converged (s)", oper["undo"], native["undo"]),
+        (name, oper[k], native[k])
+        for name, k in (
+            ("first revision Ready on every device (s)", "initial"),
+            ("good update: change -> every device updated (s)", "good"),
+            ("undo of the good update -> converged (s)", "undo"),
+        )
+        if k in oper
     ]
     table: list[tuple[str, str, str, str]] = [
         (name, s(o["seconds"]), s(nat["seconds"]), ratio(o["seconds"], nat["seconds"])) for name, o, nat in rows
     ]
-    table += [
-        ("bad update: change -> first failure seen (s)", s(ob["to_failure"]), stall, ""),
-        (
-            "bad update: failure (native: manual undo) -> restored (s)",
-            f"{s(ob['restore'])} automatic",
-            f"{s(native['restore']['seconds'])} by hand",
-            ratio(ob["restore"], native["restore"]["seconds"]),
-        ),
-        (
-            "bad update: devices that received it",
-            str(ob["exposed"]),
-            str(nb["exposed"]),
-            ratio(ob["exposed"], nb["exposed"]),
-        ),
-        ("bad update: most devices with no Ready pod at once", str(ob["max_unserved"]), str(nb["max_unserved"]), ""),
-        (
-            "good update, operator with one wave and no gate (s)",
-            s(oper["flat"]["seconds"]),
-            s(native["good"]["seconds"]),
-            ratio(oper["flat"]["seconds"], native["good"]["seconds"]),
-        ),
-        (
-            "good update: API requests served by the cluster",
-            str(oper["good"]["requests"]),
-            str(native["good"]["requests"]),
-            ratio(oper["good"]["requests"], native["good"]["requests"]),
-        ),
-    ]
+    nb, ob = native.get("bad"), oper.get("bad")
+    if nb and ob:
+        stall = f"none: no gate; {nb['updated_scheduled']}/{n} updated after {nb['left_seconds']:.0f}s" + (
+            f", stalled {nb['unchanged_for_seconds']:.0f}s" if nb["stalled"] else ", still moving"
+        )
+        table += [
+            ("bad update: change -> first failure seen (s)", s(ob["to_failure"]), stall, ""),
+            (
+                "bad update: failure (native: manual undo) -> restored (s)",
+                f"{s(ob['restore'])} automatic",
+                f"{s(native['restore']['seconds'])} by hand",
+                ratio(ob["restore"], native["restore"]["seconds"]),
+            ),
+            (
+                "bad update: devices that received it",
+                str(ob["exposed"]),
+                str(nb["exposed"]),
+                ratio(ob["exposed"], nb["exposed"]),
+            ),
+            (
+                "bad update: most devices with no Ready pod at once",
+                str(ob["max_unserved"]),
+                str(nb["max_unserved"]),
+                "",
+            ),
+        ]
+    if "flat" in oper and "good" in native:
+        table.append(
+            (
+                "good update, operator with one wave and no gate (s)",
+                s(oper["flat"]["seconds"]),
+                s(native["good"]["seconds"]),
+                ratio(oper["flat"]["seconds"], native["good"]["seconds"]),
+            )
+        )
+    for k, name in (("initial", "first revision"), ("good", "good update")):
+        if k in oper:
+            table.append(
+                (
+                    f"{name}: API requests served by the cluster",
+                    str(oper[k]["requests"]),
+                    str(native[k]["requests"]),
+                    ratio(oper[k]["requests"], native[k]["requests"]),
+                )
+            )
     head = ("phase", "operator", "native DaemonSet", "operator/native")
     env = [
-        f"python -m benchmarks rollout --nodes {n}{' --quick' if a.quick else ''}: {n} kwok edge devices, "
+        f"python -m benchmarks rollout --nodes {n}{' --quick' if a.quick else ''}{steps_flag(a)}: "
+        f"{n} kwok edge devices, "
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"Kubernetes {localplane.K8S_VERSION}, {time.strftime('%Y-%m-%d %H:%M')}",
         f"operator: canary 10, waves [30%, 100%] (3 waves), maxUnavailable 10%, healthGate readySeconds 5, "
         f"progressDeadlineSeconds {a.deadline}, onFailure Rollback; devices surge per device (maxSurge 1, "
         f"maxUnavailable 0); undo = spec.rollout.rollbackTo (one wave); CPU {oper['cpu_seconds']}s, "
         f"peak RSS {oper['peak_rss_mib']} MiB",
-        f"native: one DaemonSet, RollingUpdate {budget}; undo = template set back (kubectl rollout undo); "
-        f"the bad update left {nb['left_seconds']:.0f}s before the manual undo",
-        f"bad revision (operator): {ob['phase']}: {ob['message']}",
-        "devices counted from pods (a node with a pod annotated sim.edgeai.io/ready=false; a node with no Ready "
-        f"pod); operator status.updated peaked at {ob['max_status_updated']} during the bad rollout",
+        f"native: one DaemonSet, RollingUpdate {budget}; undo = template set back (kubectl rollout undo)"
+        + (f"; the bad update left {nb['left_seconds']:.0f}s before the manual undo" if nb else ""),
+    ]
+    if ob:
+        env += [
+            f"bad revision (operator): {ob['phase']}: {ob['message']}",
+            "devices counted from pods (a node with a pod annotated sim.edgeai.io/ready=false; a node with no "
+            f"Ready pod); operator status.updated peaked at {ob['max_status_updated']} during the bad rollout",
+        ]
+    env += [
         "operator work per step (deployment reconciles, their mean time, operator CPU): "
-        + "; ".join(f"{k} {w['idep_reconciles']}, {w['idep_reconcile_mean_ms']} ms, {w['cpu_seconds']} s"
-                    for k in ("initial", "good", "undo", "flat") if (w := oper[k].get("work"))),
+        + "; ".join(
+            f"{k} {w['idep_reconciles']}, {w['idep_reconcile_mean_ms']} ms, {w['cpu_seconds']} s"
+            for k in ("initial", "good", "undo", "flat")
+            if k in oper and (w := oper[k].get("work"))
+        ),
     ]
     text = text_table(head, table) + "\n\n" + "\n".join(env) + "\n"
     data = {
@@ -541,6 +590,18 @@ def report(n: int, a: argparse.Namespace, native: dict[str, Any], oper: dict[str
         "operator": oper,
     }
     return text, data
+
+
+def parse_steps(text: str) -> frozenset[str]:
+    steps = frozenset(x.strip() for x in text.split(",") if x.strip())
+    if unknown := steps - STEPS:
+        known = ", ".join(sorted(STEPS))
+        raise argparse.ArgumentTypeError(f"unknown step(s) {', '.join(sorted(unknown))}; known: {known}")
+    return steps
+
+
+def steps_flag(a: argparse.Namespace) -> str:
+    return "" if a.steps == STEPS else f" --steps {','.join(sorted(a.steps))}"
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -557,14 +618,23 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--keep", action="store_true", help="leave the plane up afterwards")
     ap.add_argument("--out", type=Path, default=None, help="the .txt to write (.json beside it)")
+    ap.add_argument(
+        "--steps",
+        type=parse_steps,
+        default=STEPS,
+        help=f"after the first revision, only these, comma-separated, of {','.join(sorted(STEPS))} (default all; "
+        "undo needs good)",
+    )
     a = ap.parse_args(list(argv) if argv is not None else None)
+    if "undo" in a.steps and "good" not in a.steps:
+        ap.error("--steps: undo undoes the good update; add good")
     n = 60 if a.quick else a.nodes
     plane = a.plane or ("rollout-bench-small" if a.quick else "rollout-bench")
     t_all = time.monotonic()
     with fleet(plane, n, (NS,), a.threads, a.keep, log) as f:
-        native = native_phase(f.api, f.art, n, a.native_strategy, a.native_bad_wait, a.timeout)
+        native = native_phase(f.api, f.art, n, a.native_strategy, a.native_bad_wait, a.timeout, a.steps)
         f.start_operator()
-        oper = operator_phase(f, n, a.deadline, a.timeout)
+        oper = operator_phase(f, n, a.deadline, a.timeout, a.steps)
     text, data = report(n, a, native, oper)
     data["total_seconds"] = round(time.monotonic() - t_all)
     print(text)
