@@ -115,11 +115,11 @@ class DeploymentReconciler:
         Whether the event is the end of a Pod this operator deleted (a surge's old Pod): nothing is
         missing then, and its deployment need not look at once."""
         akey = (p.namespace, p.name)
-        if deleted and akey in self._deleting:
+        done = self._applied.get(akey)
+        if deleted and (akey in self._deleting or done == "-"):  # terminating seen first, or not at all
             self._deleting.discard(akey)
             self._applied.pop(akey, None)
             return True
-        done = self._applied.get(akey)
         if done is None:
             return False
         if done == "-" and p.deleting and not deleted:

@@ -133,6 +133,10 @@ def test_only_the_end_of_a_pod_this_operator_deleted_is_taken_as_expected() -> N
         assert ("pods", old.name, old.uid) in w.api.deleted
         assert r.saw_pod(replace(old, deleting=True), deleted=False) is False  # terminating: not gone yet
         assert r.saw_pod(replace(old, deleting=True), deleted=True) is True  # gone, as the operator asked
+        # The same, when the watch's first word of the Pod after the delete is that it is gone.
+        old1 = pod_info(running_pod(first["edge-1"], ready=True))
+        assert ("pods", old1.name, old1.uid) in w.api.deleted
+        assert r.saw_pod(old1, deleted=True) is True
         # A Pod the operator never deleted, gone: by hand or evicted, to be made again at once.
         kept = next(m for m in w.api.pods.values() if m["metadata"]["annotations"][c.A_DEVICE] == "edge-1"
                     and m is not first["edge-1"])
