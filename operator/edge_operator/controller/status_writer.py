@@ -4,11 +4,13 @@ Two problems of writing status at fleet scale live here, apart from what the sta
 
 - Coalescing. A rollout changes per-device phases and counts many times a second; a progress-only
   change (core.patches.urgent_change says no) is held for up to an interval, so the changes of a
-  rollout step go out in one write. The interval stretches with the number of objects holding
-  progress, so progress writes stay near `progress_writes_per_second` however large the rollout:
-  1,000 devices starting at once must not turn into 1,000 status writes every few seconds while
-  the API server is busiest. Urgent changes (a condition, a new generation, the policy's keys) are
-  never held.
+  rollout step go out in one write. The interval stretches with the number of objects of the
+  same kind holding progress, so progress writes stay near `progress_writes_per_second` per kind
+  however large the rollout: 1,000 devices starting at once must not turn into 1,000 status writes
+  every few seconds while the API server is busiest. Per kind, because 10,000 EdgeDevices holding
+  progress would otherwise hold the one InferenceDeployment that rolls them out for 500 s, its
+  progress invisible for as long. Urgent changes (a condition, a new generation, the policy's
+  keys) are never held.
 - The not-yet-echoed overlay. Until the watch brings our write back, the cache is older than the
   truth; comparing against it would write the same status again. What we wrote is remembered with
   the resourceVersion the cache showed then, and stands in for the cached status until the cache
@@ -20,6 +22,7 @@ Deterministic: time comes from `clock`, so tests need no sleeping.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -68,6 +71,7 @@ class StatusWriter:
         self._written: dict[Hashable, tuple[str, Mapping[str, Any]]] = {}
         # When a not-yet-written, non-urgent status change was first seen, per object.
         self._pending_since: dict[Hashable, float] = {}
+        self._pending_of_kind: Counter[type] = Counter()  # the same, counted by the key's type
 
     def effective(self, key: Hashable, rv: str, cached: Mapping[str, Any]) -> Mapping[str, Any]:
         """The status to compare against: ours while the cache (at `rv`) has not seen our last write."""
@@ -93,7 +97,11 @@ class StatusWriter:
     def forget(self, key: Hashable) -> None:
         """The object is gone or going: nothing of it is held or remembered."""
         self._written.pop(key, None)
-        self._pending_since.pop(key, None)
+        self._unpend(key)
+
+    def _unpend(self, key: Hashable) -> None:
+        if self._pending_since.pop(key, None) is not None:
+            self._pending_of_kind[type(key)] -= 1
 
     @property
     def holding(self) -> int:
@@ -101,8 +109,11 @@ class StatusWriter:
 
     def _hold(self, key: Hashable, interval: float) -> Requeue | None:
         now = self.clock()
-        since = self._pending_since.setdefault(key, now)
-        interval = max(interval, len(self._pending_since) / self.progress_writes_per_second)
+        since = self._pending_since.get(key)
+        if since is None:
+            since = self._pending_since[key] = now
+            self._pending_of_kind[type(key)] += 1
+        interval = max(interval, self._pending_of_kind[type(key)] / self.progress_writes_per_second)
         left = since + interval - now
         return Requeue(left) if left > 0 else None
 
@@ -117,7 +128,7 @@ class StatusWriter:
             held = self._hold(key, policy.interval)
             if held is not None:
                 return Write(held=held)
-        self._pending_since.pop(key, None)
+        self._unpend(key)
         try:
             await self.api.patch_status(ref, patch)
         except ApiError as e:

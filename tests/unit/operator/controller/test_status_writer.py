@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge_operator.controller.keys import DeploymentKey
+from edge_operator.controller.keys import DeploymentKey, DeviceKey
 from edge_operator.controller.reconcilers.deployment import PROGRESS_IDEP_FIELDS, URGENT_IDEP_KEYS
 from edge_operator.controller.status_writer import StatusPolicy, StatusWriter, Write
 from edge_operator.controller.workqueue import Requeue
@@ -78,6 +78,21 @@ def test_the_hold_stretches_with_the_number_of_objects_holding_progress() -> Non
             for i in range(20)]
     # 20 objects at 2 writes a second: the later ones wait 10 s rather than 5.
     assert held[0] == Requeue(5.0) and held[-1] == Requeue(10.0)
+
+
+def test_a_deployments_progress_is_not_held_behind_its_devices() -> None:
+    _, _, w = setup(rate=2.0)
+    for i in range(100):  # a rollout's devices, all holding progress: 50 s each at 2 writes a second
+        dev = w.write(DeviceKey(f"edge-{i}"), ref(f"edge-{i}"), "1", progress(0), progress(1), POLICY)
+        assert run(dev).held == Requeue(max(5.0, (i + 1) / 2.0))
+    # The deployment that rolls them out counts only deployments: its own interval.
+    k = DeploymentKey("ns", "d")
+    assert run(w.write(k, ref("d"), "1", progress(0), progress(1), POLICY)).held == Requeue(5.0)
+    assert w.holding == 101
+    # Written or forgotten, an object no longer counts towards its kind's stretch.
+    for i in range(100):
+        w.forget(DeviceKey(f"edge-{i}"))
+    assert run(w.write(DeviceKey("edge-x"), ref("edge-x"), "1", progress(0), progress(1), POLICY)).held == Requeue(5.0)
 
 
 def test_what_was_written_stands_in_for_the_cache_until_the_watch_brings_it_back() -> None:
