@@ -86,8 +86,9 @@ def device_rollout(ch: ChildInfo, pods: Sequence[PodInfo], online: bool) -> ro.D
     ph = device_phase(ch, pods, online, ch.spec_hash, ch.sha256)
     pod = newest_pod(pods, ch.sha256)
     failed = (ph.message or ph.phase) if ph.phase in FAILED_PHASES else ""
+    older = any(p.ready and not p.deleting and p.spec_hash != ch.spec_hash for p in pods)
     return ro.DeviceRollout(revision=ch.revision, ready=ph.ready, online=online, failed=failed,
-                            restarts=pod.restarts if pod is not None else 0)
+                            restarts=pod.restarts if pod is not None else 0, serving_older=older)
 
 
 def row(device: str, variant: str | None, sha256: str | None, ph: DevicePhase, *,

@@ -175,3 +175,17 @@ def test_devices_waiting_for_their_wave_are_placed_and_listed() -> None:
     assert len(p.apply) == 1 and p.status["placed"] == 6
     waiting = [r for r in p.status["devices"] if r["phase"] == "Waiting"]
     assert len(waiting) == 5 and all("wave" in r["message"] for r in waiting)
+
+
+def test_max_unavailable_spends_on_serving_devices_only() -> None:
+    """A first rollout starts every admitted device at once (nothing serves yet to keep); an update
+    moves at most maxUnavailable serving devices at a time, each new Pod beside its Ready old one."""
+    one = {"waves": ["100%"], "maxUnavailable": 1}
+    k = Cluster()
+    p = k.turn(model(), one)
+    assert len(p.apply) == len(FLEET)
+    k.until(model(), one, "Complete")
+    p = k.turn(model(NEW), one)
+    assert len(p.apply) == 1 and not p.delete_pods  # a surge: the old Pod stays until the new one is Ready
+    k.until(model(NEW), one, "Complete")
+    assert all(ch.revision == 2 and ch.sha256 == NEW for ch in k.children.values())

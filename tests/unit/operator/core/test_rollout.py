@@ -108,7 +108,9 @@ class World:
             self.ever.setdefault(rev, set()).add(d)
             online = cur.online if cur else True
             crashes = rev in self.crash or self.crash_on.get(d) == rev
-            self.devices[d] = DeviceRollout(rev, False, online, restarts=3 if crashes else 0)
+            # Per-device surge: a Ready server keeps answering beside the new one until that is Ready.
+            older = cur is not None and cur.ready and cur.online
+            self.devices[d] = DeviceRollout(rev, False, online, restarts=3 if crashes else 0, serving_older=older)
 
 
 def fleet(n: int, rev: int = 1) -> World:
@@ -216,6 +218,25 @@ def test_max_unavailable_limits_devices_updating_at_once() -> None:
         assert len(new) <= 2
         seen |= new
     assert steps[-1].succeeded
+
+
+def test_max_unavailable_holds_back_only_devices_with_something_to_keep_serving() -> None:
+    pol = parse_policy({"waves": ["100%"], "maxUnavailable": 2})
+    world = fleet(8)
+    for d in ("d05", "d06", "d07"):
+        del world.devices[d]  # new devices: no workload yet
+    world.devices["d04"] = DeviceRollout(1, False)  # its server is not Ready: nothing to keep serving
+    order = [f"d{i:02d}" for i in range(8)]
+    bounds = ro.wave_bounds(pol, order, {d: {} for d in order})
+    s = ro.step(pol, None, 2, 1, False, order, bounds, world.devices, frozenset({1, 2}), 1000.0)
+    # Two of the serving devices, and every device with nothing serving, at once.
+    assert {d for d, r in s.targets.items() if r == 2} == {"d00", "d01", "d04", "d05", "d06", "d07"}
+    world.apply(s.targets)  # the two serving ones surge; the others start from nothing
+    s = ro.step(pol, s.state, 2, 1, False, order, bounds, world.devices, frozenset({1, 2}), 1001.0)
+    assert s.targets["d02"] == 1 and s.targets["d03"] == 1  # the budget is spent by d00 and d01 alone
+    # The first rollout of a fleet: nothing serves yet, so maxUnavailable holds nothing back.
+    s = ro.step(pol, None, 1, None, False, order, bounds, {}, frozenset({1}), 1000.0)
+    assert s.targets == dict.fromkeys(order, 1)
 
 
 def test_paused_rollout_finishes_the_wave_but_starts_no_new_one() -> None:
