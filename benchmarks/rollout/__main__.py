@@ -601,7 +601,7 @@ def parse_steps(text: str) -> frozenset[str]:
 
 
 def steps_flag(a: argparse.Namespace) -> str:
-    return "" if a.steps == STEPS else f" --steps {','.join(sorted(a.steps))}"
+    return "" if a.steps == STEPS else f" --steps {','.join(sorted(a.steps)) or repr('')}"
 
 
 def main(argv: Iterable[str] | None = None) -> int:

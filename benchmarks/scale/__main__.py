@@ -231,15 +231,16 @@ def operator_round(
     )
 
 
-def clear_namespace(f: Fleet, namespace: str) -> None:
-    """Delete a round's objects and wait until its Pods are gone, so the next round starts clean."""
+def clear_namespace(f: Fleet, namespace: str, timeout: float) -> None:
+    """Delete a round's objects and wait until its Pods are gone, so the next round starts clean. As
+    long as a phase may take (--timeout): 10,000 native Deployments took over 15 minutes to go."""
     f.kube.kubectl("delete", "namespace", namespace, "--wait=false", timeout=600)
 
     def gone() -> tuple[bool, str]:
         n = len(f.api.list(f"/api/v1/namespaces/{namespace}/pods"))
         return n == 0, f"{n} pods left"
 
-    wait(f"{namespace} pods gone", gone, 900, 2.0)
+    wait(f"{namespace} pods gone", gone, timeout, 2.0)
 
 
 @contextlib.contextmanager
@@ -325,7 +326,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                 deployment_ready,
                 a.timeout,
             )
-            clear_namespace(f, NS_NATIVE)
+            clear_namespace(f, NS_NATIVE, a.timeout)
 
         # 2. operator path, once per round
         rounds: list[OperatorRound] = []
@@ -337,7 +338,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                 f"CPU {rounds[-1].cpu:.1f}s, {rounds[-1].requests} requests"
             )
             if k + 1 < len(sides):
-                clear_namespace(f, ns)
+                clear_namespace(f, ns, a.timeout)
 
     cur = median_round([r for r in rounds if r.side == "current"])
     base = median_round([r for r in rounds if r.side == "baseline"]) if a.baseline else None
