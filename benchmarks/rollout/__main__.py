@@ -436,7 +436,7 @@ def operator_phase(f: Fleet, n: int, deadline: int, timeout: float, steps: froze
 
 
 def operator_bad(api: Api, n: int, timeout: float, out: dict[str, Any]) -> None:
-    stable = out[[k for k in ("initial", "good", "undo") if k in out][-1]]["revision"]
+    stable = next(out[k]["revision"] for k in ("undo", "good", "initial") if k in out)  # the last one rolled
 
     # The bad revision: the undone template plus the fault annotation (the native bad update's twin).
     watch = PodWatch(api, n)

@@ -22,7 +22,6 @@ Deterministic: time comes from `clock`, so tests need no sleeping.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -69,9 +68,8 @@ class StatusWriter:
         self.clock = clock
         # Status we wrote, by object, with the resourceVersion the cache showed when we wrote it.
         self._written: dict[Hashable, tuple[str, Mapping[str, Any]]] = {}
-        # When a not-yet-written, non-urgent status change was first seen, per object.
-        self._pending_since: dict[Hashable, float] = {}
-        self._pending_of_kind: Counter[type] = Counter()  # the same, counted by the key's type
+        # When a not-yet-written, non-urgent status change was first seen, per kind (the key's type) and object.
+        self._pending_since: dict[type, dict[Hashable, float]] = {}
 
     def effective(self, key: Hashable, rv: str, cached: Mapping[str, Any]) -> Mapping[str, Any]:
         """The status to compare against: ours while the cache (at `rv`) has not seen our last write."""
@@ -100,20 +98,17 @@ class StatusWriter:
         self._unpend(key)
 
     def _unpend(self, key: Hashable) -> None:
-        if self._pending_since.pop(key, None) is not None:
-            self._pending_of_kind[type(key)] -= 1
+        self._pending_since.get(type(key), {}).pop(key, None)
 
     @property
     def holding(self) -> int:
-        return len(self._pending_since)
+        return sum(len(of_kind) for of_kind in self._pending_since.values())
 
     def _hold(self, key: Hashable, interval: float) -> Requeue | None:
         now = self.clock()
-        since = self._pending_since.get(key)
-        if since is None:
-            since = self._pending_since[key] = now
-            self._pending_of_kind[type(key)] += 1
-        interval = max(interval, self._pending_of_kind[type(key)] / self.progress_writes_per_second)
+        of_kind = self._pending_since.setdefault(type(key), {})
+        since = of_kind.setdefault(key, now)
+        interval = max(interval, len(of_kind) / self.progress_writes_per_second)
         left = since + interval - now
         return Requeue(left) if left > 0 else None
 

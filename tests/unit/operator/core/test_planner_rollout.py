@@ -189,3 +189,14 @@ def test_max_unavailable_spends_on_serving_devices_only() -> None:
     assert len(p.apply) == 1 and not p.delete_pods  # a surge: the old Pod stays until the new one is Ready
     k.until(model(NEW), one, "Complete")
     assert all(ch.revision == 2 and ch.sha256 == NEW for ch in k.children.values())
+
+
+def test_a_serving_device_whose_new_pod_never_gets_ready_keeps_holding_the_budget() -> None:
+    """The one device moving keeps its old Pod serving beside a new one that is never Ready: that
+    spends maxUnavailable for as long, so no second serving device is moved."""
+    one = {"waves": ["100%"], "maxUnavailable": 1, "healthGate": {"progressDeadlineSeconds": 600}}
+    k = Cluster(bad=NEW)
+    k.until(model(), one, "Complete")
+    for _ in range(5):
+        k.turn(model(NEW), one)
+    assert len(k.ever[2]) == 1
