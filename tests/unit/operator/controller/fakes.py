@@ -131,6 +131,7 @@ class FakeApi:
     def __init__(self) -> None:
         self.applied: dict[tuple[str, str], dict[str, Any]] = {}
         self.created: list[Mapping[str, Any]] = []
+        self.create_requests = 0  # creates that reached the server, refused ones too
         self.pods: dict[tuple[str, str], Mapping[str, Any]] = {}  # created Pods, by (namespace, name)
         self.patched: list[tuple[str, str | None, Mapping[str, Any]]] = []  # (plural, name, merge patch)
         self.deleted: list[tuple[str, str | None, str | None]] = []  # (plural, name, uid precondition)
@@ -161,6 +162,7 @@ class FakeApi:
 
     async def create(self, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
         meta = obj["metadata"]
+        self.create_requests += 1
         if self.fail_apply is not None:
             raise ApiError(self.fail_apply, "Err", "refused", "POST", meta["name"])
         self.created.append(obj)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from edge_operator.core.site_cache import site_cache_info
 from edge_operator.core.status import ArtifactCheck, ModelCheck
 from edge_operator.core.views import ModelInfo, pod_info
 from edge_operator.kube.errors import RetryableError
+from edge_operator.kube.kubeapi import Ref
 from edgeai_api import constants as c
 from tests.unit.operator.controller.fakes import (
     SRC,
@@ -192,6 +194,94 @@ def test_failed_workload_writes_are_retried_and_not_taken_as_applied() -> None:
             await r.reconcile(KEY)
         w.api.fail_apply = None
         await r.reconcile(KEY)
+        assert len(w.api.pods) == 2
+
+    run(main)
+
+
+def _fleet(w: World, n: int) -> None:
+    for i in range(2, n):
+        w.k.put("nodes", node_body(f"edge-{i}", {"site": "a"}))
+        w.k.put("edgedevices", device_body(f"edge-{i}"))
+
+
+def test_pods_refused_by_the_server_cost_one_request_per_retry_not_one_per_device() -> None:
+    async def main(w: World) -> None:
+        _fleet(w, 40)
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        r = w.deployments()
+        w.api.fail_apply = 403  # e.g. a quota or an admission webhook refusing every Pod
+        for _ in range(3):
+            with pytest.raises(RetryableError):
+                await r.reconcile(KEY)
+        assert w.api.create_requests == 3
+        w.api.fail_apply = None
+        await r.reconcile(KEY)
+        assert len(w.api.pods) == 40 and w.api.create_requests == 43
+
+    run(main)
+
+
+class _UndoDuringCreates(FakeApi):
+    """The API server, while the user changes the deployment's spec after the third Pod is made."""
+
+    def __init__(self, k: FakeCluster) -> None:
+        super().__init__()
+        self.k = k
+
+    async def create(self, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        out = await super().create(obj)
+        if len(self.pods) == 3:
+            self.k.put("inferencedeployments", idep_body("d", SITE_A, generation=2))
+        return out
+
+
+def test_a_spec_change_stops_the_pod_writes_of_the_plan_it_made_stale() -> None:
+    async def main(w: World) -> None:
+        _fleet(w, 40)
+        w.api = _UndoDuringCreates(w.k)
+        w.writer = StatusWriter(w.api, 20.0, clock=w.clock)
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        r = w.deployments()
+        # Batches of 1 and 2, then the change is seen: the other 37 Pods of the old plan are not made.
+        assert await r.reconcile(KEY) == Requeue(0.0)
+        assert len(w.api.pods) == 3
+        await r.reconcile(KEY)  # planned again, on generation 2
+        assert len(w.api.pods) == 40
+
+    run(main)
+
+
+class _StatusFirst(FakeApi):
+    """Holds every Pod create until a status write reached the server (never: the reconcile hangs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status_seen = asyncio.Event()
+
+    async def patch_status(self, ref: Ref, status_patch: Mapping[str, Any]) -> Mapping[str, Any]:
+        out = await super().patch_status(ref, status_patch)
+        self.status_seen.set()
+        return out
+
+    async def create(self, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        await self.status_seen.wait()
+        return await super().create(obj)
+
+
+def test_status_is_written_while_the_pods_are_made_not_after() -> None:
+    async def main(w: World) -> None:
+        w.api = _StatusFirst()
+        w.writer = StatusWriter(w.api, 20.0, clock=w.clock)
+        w.k.put("edgemodels", model_body())
+        # A spec change on a deployment with status: acknowledged at once.
+        w.k.put("inferencedeployments", idep_body("d", SITE_A, generation=2, status={
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ModelNotFound", "message": "-"}]}))
+        await asyncio.wait_for(w.deployments().reconcile(KEY), 60)
+        assert w.api.status[("inferencedeployments", "ns", "d")]["observedGeneration"] == 2
         assert len(w.api.pods) == 2
 
     run(main)
