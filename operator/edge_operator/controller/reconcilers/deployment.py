@@ -40,12 +40,12 @@ log = logging.getLogger("edge_operator.controller")
 
 # Pod writes of one reconcile go out in batches that double from 1 (a slow start, as the ReplicaSet and
 # DaemonSet controllers make theirs): a webhook or quota refusing every Pod costs one refused request per
-# retry, not the whole wave's. A batch with a refusal ends the reconcile; the retry starts at 1 again. Up to
-# APPLY_CONCURRENCY writes are in flight: an API server on 2 cores makes Pods faster with more of them at
-# once (it batches etcd writes); 16 made 56 Pods/s at 10,000 devices where the DaemonSet controller (250
-# in flight) made 74. A batch is at most APPLY_BATCH_MAX, so a change of the deployment's spec or its model
-# (a pause, an undo, a new build) stops a wave of 7,000 creates within a few seconds, not minutes.
-APPLY_CONCURRENCY = 64
+# retry, not the whole wave's. A batch with a refusal ends the reconcile; the retry starts at 1 again. At
+# most APPLY_CONCURRENCY writes are in flight: 64 made Pods no faster than 16 on a 2-core plane of 1,000
+# devices (64 and 78 Pods/s in wave 3; the API server's CPU is the limit). A batch is at most
+# APPLY_BATCH_MAX, so a change of the deployment's spec or its model (a pause, an undo, a new build) stops
+# a wave of 7,000 creates within a few seconds, not minutes.
+APPLY_CONCURRENCY = 16
 APPLY_BATCH_MAX = 256
 # A site cache ConfigMap unchanged is applied again at most this often (it is not watched: this puts
 # back one deleted or edited by hand, at one no-op write per deployment per period).
