@@ -26,6 +26,13 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _run_count(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 64, got {n}")
+    return n
+
+
 def _fraction(text: str) -> float:
     x = float(text)
     if not 0.0 <= x <= 1.0:
@@ -80,7 +87,13 @@ def register(sub: Any) -> None:
     p.add_argument("--repository-token-file", help="file holding the bearer token of --repository-api token")
     p.add_argument("--max-model-bytes", type=int, default=4 << 30, help="a model file larger than this never loads")
     p.add_argument("--load-timeout-s", type=float, default=300.0, help="a repository load taking longer is refused")
-    p.add_argument("--threads", type=_positive_int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--threads", type=_positive_int, default=0,
+                   help="onnxruntime intra-op threads of each run (0: one per core, or cores / --parallel-runs)")
+    p.add_argument(
+        "--parallel-runs", type=_run_count, default=1,
+        help="batches run at once, each on its own thread with cores/N intra-op threads: more throughput for a "
+        "model whose run waits on its own threads (a CNN on a few cores), more latency for a lone request",
+    )
     p.add_argument(
         "--intra-op-spinning", choices=["off", "in-run"], default="off",
         help="onnxruntime's waiting workers: off (sleep between parallel sections: a wake-up each, no core ever "
@@ -275,6 +288,7 @@ def build(args: argparse.Namespace) -> Any:
     cache = Path(args.model_cache) if args.model_cache else cache_of(args.model, args.sha256)
     settings = Settings(
         threads=args.threads or None,
+        parallel_runs=args.parallel_runs,
         spin_in_run=args.intra_op_spinning == "in-run",
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,

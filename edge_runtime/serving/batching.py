@@ -6,7 +6,8 @@ Policy (pure functions below, tested on their own):
 - a batch grows up to `max_batch_size` rows; a request larger than that runs
   alone;
 - the batcher never waits while the model is busy: requests that arrive while
-  a batch runs form the next batch. With `max_delay` > 0 it additionally waits
+  a batch runs form the next batch (with `parallel` runs, the next batch
+  forms as soon as one of them is free). With `max_delay` > 0 it additionally waits
   up to that long for a batch to fill once the model is free; with 0 it runs
   whatever is queued at once, so a lone request pays no added latency.
 
@@ -101,9 +102,14 @@ class Runner:
         max_batch_size: int = 0,
         max_delay: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        parallel: int = 1,
     ) -> None:
         self.model = model
         self._executor = executor
+        # Batches run at once (the executor has as many threads): see Settings.parallel_runs.
+        self.parallel = max(1, parallel)
+        self._slots = asyncio.Semaphore(self.parallel) if self.parallel > 1 else None
+        self._running: set[asyncio.Task[None]] = set()
         self.max_batch_size = max_batch_size if model.batchable else 0
         self.max_delay = max(0.0, max_delay)
         self._on_batch = on_batch
@@ -188,7 +194,10 @@ class Runner:
             first = pending if pending is not None else await queue.get()
             pending = None
             if first is None:
-                return
+                break
+            if self._slots is not None:
+                # Wait for a free run before forming the batch: what queues meanwhile joins it.
+                await self._slots.acquire()
             jobs = [first]
             rows = first.rows
             deadline: float | None = None
@@ -216,7 +225,21 @@ class Runner:
                     break
                 jobs.append(nxt)
                 rows += nxt.rows
+            if self._slots is None:
+                await self._execute(jobs, rows)
+            else:
+                task = loop.create_task(self._execute_in_slot(jobs, rows))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _execute_in_slot(self, jobs: list[_Job], rows: int) -> None:
+        assert self._slots is not None
+        try:
             await self._execute(jobs, rows)
+        finally:
+            self._slots.release()
 
     def _run_joined(self, parts: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
         # In the worker thread: joining a batch copies every request's tensors (32 images of 600 KB: a few
@@ -251,4 +274,5 @@ class Runner:
             "max_batch_size": self.max_batch_size,
             "max_batch_delay_ms": self.max_delay * 1000,
             "run_inline": self.model.run_inline,
+            "parallel_runs": self.parallel,
         }

@@ -82,8 +82,10 @@ class DataPlane:
         self.fallback = fallback
         self.errors = error_window or ErrorWindow()
         self._clock = clock
-        # One thread runs models (onnxruntime parallelises inside a run); loads have their own pool.
-        self.run_executor: Executor = ThreadPoolExecutor(1, thread_name_prefix="edgeai-run")
+        # One thread runs models (onnxruntime parallelises inside a run), or one per parallel run
+        # (Settings.parallel_runs); loads have their own pool.
+        self.run_executor: Executor = ThreadPoolExecutor(max(1, settings.parallel_runs),
+                                                         thread_name_prefix="edgeai-run")
         self.repository = Repository(settings, metrics, self._runner)
         self._last_judgement: Judgement | None = None
         self._gate: tuple[str, quality_gate.Gate, Callable[[quality_gate.Verdict], None]] | None = None
@@ -98,6 +100,7 @@ class DataPlane:
             max_batch_size=self.settings.max_batch_size,
             max_delay=self.settings.max_batch_delay_ms / 1000.0,
             on_batch=functools.partial(self.metrics.observe_batch, model.name),
+            parallel=self.settings.parallel_runs,
         )
 
     # --- repository (delegated, so transports hold one object) -------------------------

@@ -68,6 +68,11 @@ class ModelSource:
 @dataclass(frozen=True, slots=True)
 class Settings:
     threads: int | None = None
+    # Batches (or, without batching, requests) one model runs at once, each on its own worker thread. With
+    # K > 1 and no `threads`, each run gets cores // K intra-op threads: K runs side by side instead of one
+    # run whose threads wait on each other at every parallel section. More throughput for a model whose run
+    # is mostly such sections (a CNN on a few cores); a lone request runs on fewer cores, so it is slower.
+    parallel_runs: int = 1
     spin_in_run: bool = False  # onnxruntime's workers spin within a run, never after (model.session_options)
     max_batch_size: int = 0
     max_batch_delay_ms: float = 0.0
@@ -81,6 +86,13 @@ class Settings:
     execution_providers: tuple[ProviderRequest, ...] = ()
     require_accelerator: bool = False
     provider_cache: Path | None = None  # where TensorRT engines and OpenVINO blobs are kept
+
+    @property
+    def run_threads(self) -> int | None:
+        """Intra-op threads of each session (None: onnxruntime's default, one per core)."""
+        if self.threads or self.parallel_runs <= 1:
+            return self.threads
+        return max(1, len(os.sched_getaffinity(0)) // self.parallel_runs)
 
 
 @dataclass(slots=True)
@@ -195,7 +207,7 @@ class Repository:
             raise
         self.metrics.verifications.labels("ok").inc()
         st = self.settings
-        model = load_model(data, name=name, version=source.version, sha256=source.sha256, threads=st.threads,
+        model = load_model(data, name=name, version=source.version, sha256=source.sha256, threads=st.run_threads,
                            providers=st.execution_providers, require_accelerator=st.require_accelerator,
                            provider_cache=str(st.provider_cache) if st.provider_cache else None,
                            spin_in_run=st.spin_in_run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -135,3 +136,34 @@ def test_inline_batching_joins_what_arrives_before_the_run_and_keeps_the_policy(
     assert isinstance(got[4], ValueError), "a failed run fails its own batch, not the others"
     np.testing.assert_array_equal(got[5][0], np.full((1, 3), 10.0))
     assert runner.in_flight == 0 and runner.queue_depth() == 0
+
+
+class _MeetingModel(_InlineModel):
+    """A model run in a worker thread whose runs wait for each other: two must be in flight at once."""
+
+    run_inline = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meet = threading.Barrier(2, timeout=60)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.meet.wait()  # broken (an error) if the other run never starts
+        return super().run(feeds)
+
+
+def test_parallel_runs_batch_what_queued_and_run_side_by_side() -> None:
+    model = _MeetingModel()
+    runner = Runner(model, ThreadPoolExecutor(2), max_batch_size=4, parallel=2)  # type: ignore[arg-type]
+
+    async def main() -> list[Any]:
+        feeds = [{"x": np.full((1, 3), float(i), np.float32)} for i in range(6)]
+        got = await asyncio.gather(*(runner.run(f) for f in feeds))
+        await runner.close()
+        return got
+
+    got = asyncio.run(main())
+    assert sorted(model.runs) == [2, 4], "what queued while both runs were taken joined a batch"
+    for i, out in enumerate(got):
+        np.testing.assert_array_equal(out[0], np.full((1, 3), 2.0 * i))
+    assert runner.in_flight == 0 and runner.describe()["parallel_runs"] == 2

@@ -8,6 +8,7 @@ hardware (see docs: a GPU node's test asks for CUDA and checks `execution_provid
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,22 @@ def test_serve_names_a_bad_provider_flag(capsys: pytest.CaptureFixture[str]) -> 
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "argument --execution-providers" in err and "unknown execution provider 'Cuda2'" in err
+
+
+def test_parallel_runs_split_the_cores_between_runs_and_a_bad_count_names_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, sha = _model_file(tmp_path)
+    base = ["serve", "--model", str(path), "--sha256", sha, "--name", "t"]
+    dp = serve_cli.build(cli.build_parser().parse_args([*base, "--parallel-runs", "2"])).dp
+    cores = len(os.sched_getaffinity(0))
+    assert dp.settings.run_threads == max(1, cores // 2)
+    assert dp.served("t").runner.describe()["parallel_runs"] == 2
+    pinned = serve_cli.build(cli.build_parser().parse_args([*base, "--parallel-runs", "2", "--threads", "3"])).dp
+    assert pinned.settings.run_threads == 3  # --threads wins
+    for bad in ("0", "65", "x"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([*base, "--parallel-runs", bad])
+        assert "argument --parallel-runs" in capsys.readouterr().err
 
 
 def test_warm_up_runs_on_the_provider_the_session_got() -> None:
