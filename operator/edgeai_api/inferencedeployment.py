@@ -56,6 +56,7 @@ class ExecutionProviderSpec:
 @dataclass(frozen=True, kw_only=True)
 class RuntimeSpec:
     threads: int | None = None
+    parallel_runs: int | None = None
     max_batch_size: int | None = None
     max_batch_delay_ms: int | None = None
     max_latency_ms: int | None = None
@@ -73,6 +74,7 @@ class RuntimeOverrideSettings:
     resources or ports, so a group's devices are placed as the rest are)."""
 
     threads: int | None = None
+    parallel_runs: int | None = None
     max_batch_size: int | None = None
     max_batch_delay_ms: int | None = None
     max_latency_ms: int | None = None

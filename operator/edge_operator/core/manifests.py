@@ -222,7 +222,8 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
     rt = inp.runtime
     if rt.grpc_port is not None:
         args += ["--grpc-port", str(rt.grpc_port)]
-    for value, flag in ((rt.threads, "--threads"), (rt.max_batch_size, "--max-batch-size"),
+    for value, flag in ((rt.threads, "--threads"), (rt.parallel_runs, "--parallel-runs"),
+                        (rt.max_batch_size, "--max-batch-size"),
                         (rt.max_batch_delay_ms, "--max-batch-delay-ms"), (rt.max_latency_ms, "--max-latency-ms"),
                         (rt.max_error_rate, "--max-error-rate")):
         if value is not None:

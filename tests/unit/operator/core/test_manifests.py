@@ -26,7 +26,7 @@ ART = Artifact("int8", "int8", "https://models.example/m-int8.onnx", H, size=123
 INP = WorkloadInputs(
     namespace="ns", owner=Owner(c.API_VERSION, c.KIND_IDEP, "detector", "uid-1"), model="yolo",
     model_version="1.2.0", device="edge-1", node="edge-1", artifact=ART, image="img:1",
-    runtime=parse(RuntimeSpec, {"threads": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5, "maxLatencyMs": 250,
+    runtime=parse(RuntimeSpec, {"threads": 2, "parallelRuns": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5, "maxLatencyMs": 250,
                                 "maxErrorRate": 0.2, "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
                                                                    "limits": {"memory": 1073741824}}}),
     fallback=FallbackSpec(url="https://cloud/v2", confidence_threshold=0.6, timeout_ms=1500),
@@ -72,7 +72,7 @@ def test_init_fetch_and_serve_follow_the_cli_contract() -> None:
     def flag(name: str) -> str:
         return str(a[a.index(name) + 1])
 
-    assert flag("--model-version") == "1.2.0" and flag("--threads") == "2"
+    assert flag("--model-version") == "1.2.0" and flag("--threads") == "2" and flag("--parallel-runs") == "2"
     assert flag("--max-batch-size") == "8" and flag("--max-batch-delay-ms") == "5"
     assert flag("--max-latency-ms") == "250" and flag("--max-error-rate") == "0.2"
     assert flag("--fallback-url") == "https://cloud/v2" and flag("--fallback-threshold") == "0.6"
