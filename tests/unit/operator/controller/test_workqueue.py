@@ -110,3 +110,45 @@ def test_requeue_after_and_closed_gate_holds_work() -> None:
         assert calls == 2
 
     run(main())
+
+
+def test_a_key_wakes_one_idle_worker_not_all_of_them() -> None:
+    async def main() -> None:
+        done = 0
+        all_done = asyncio.Event()
+
+        async def handler(key: Hashable) -> None:
+            nonlocal done
+            done += 1
+            if done == 200:
+                all_done.set()
+
+        q = WorkQueue("t", handler, workers=32)
+        q.gate.set()
+        q.start()
+        for i in range(200):
+            q.add(i)
+            await asyncio.sleep(0)  # one at a time, as watch events come
+        await asyncio.wait_for(all_done.wait(), 60)
+        await q.stop()
+        # With one wake-up for all idle workers, each key woke the other 31 for nothing (~6,000).
+        assert q.empty_wakeups < 200
+
+    run(main())
+
+
+def test_a_delayed_key_runs_once_due_whatever_the_idle_workers_do() -> None:
+    async def main() -> None:
+        ran = asyncio.Event()
+
+        async def handler(key: Hashable) -> None:
+            ran.set()
+
+        q = WorkQueue("t", handler, workers=3)
+        q.add_after("k", 0.05)  # before the workers start
+        q.gate.set()
+        q.start()
+        await asyncio.wait_for(ran.wait(), 60)
+        await q.stop()
+
+    run(main())

@@ -26,7 +26,8 @@ ART = Artifact("int8", "int8", "https://models.example/m-int8.onnx", H, size=123
 INP = WorkloadInputs(
     namespace="ns", owner=Owner(c.API_VERSION, c.KIND_IDEP, "detector", "uid-1"), model="yolo",
     model_version="1.2.0", device="edge-1", node="edge-1", artifact=ART, image="img:1",
-    runtime=parse(RuntimeSpec, {"threads": 2, "parallelRuns": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5, "maxLatencyMs": 250,
+    runtime=parse(RuntimeSpec, {"threads": 2, "parallelRuns": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5,
+                                "maxLatencyMs": 250,
                                 "maxErrorRate": 0.2, "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
                                                                    "limits": {"memory": 1073741824}}}),
     fallback=FallbackSpec(url="https://cloud/v2", confidence_threshold=0.6, timeout_ms=1500),
