@@ -273,21 +273,23 @@ class DeploymentReconciler:
 
             jobs.append(job)
 
+        # Deletes first: each ends a surge whose new Pod is Ready, and frees what a quota counts, so a
+        # refused create later in the list does not hold them back.
+        for p in plan.delete_pods:
+            once((p.namespace, p.name), "-",
+                 functools.partial(self.api.delete, Ref("v1", "pods", p.name, p.namespace), uid=p.uid),
+                 "deleted pod", {"device": p.device})
+        for p, revision in plan.annotate:
+            body = {"metadata": {"uid": p.uid, "annotations": {c.A_REVISION: str(revision)}}}
+            once((p.namespace, p.name), f"rev={revision}",
+                 functools.partial(self.api.patch, Ref("v1", "pods", p.name, p.namespace), body),
+                 "pod serves a new revision", {"device": p.device, "revision": revision})
         for manifest in plan.apply:
             meta = manifest["metadata"]
             ann = meta["annotations"]
             once((meta["namespace"], meta["name"]), ann[c.A_SPEC_HASH],
                  functools.partial(self.api.create, manifest), "created pod",
                  {"device": ann[c.A_DEVICE], "variant": ann[c.A_VARIANT], "revision": ann.get(c.A_REVISION)})
-        for p, revision in plan.annotate:
-            body = {"metadata": {"uid": p.uid, "annotations": {c.A_REVISION: str(revision)}}}
-            once((p.namespace, p.name), f"rev={revision}",
-                 functools.partial(self.api.patch, Ref("v1", "pods", p.name, p.namespace), body),
-                 "pod serves a new revision", {"device": p.device, "revision": revision})
-        for p in plan.delete_pods:
-            once((p.namespace, p.name), "-",
-                 functools.partial(self.api.delete, Ref("v1", "pods", p.name, p.namespace), uid=p.uid),
-                 "deleted pod", {"device": p.device})
 
         async def delete_legacy(ch: ChildInfo) -> None:
             async with sem:
@@ -299,7 +301,7 @@ class DeploymentReconciler:
             log.info("deleted the device's old Deployment", extra={"deployment": deployment, "workload": ch.name,
                                                           "device": ch.device})
 
-        jobs += [functools.partial(delete_legacy, ch) for ch in plan.delete]
+        jobs[:0] = [functools.partial(delete_legacy, ch) for ch in plan.delete]
         start, size = 0, 1
         while start < len(jobs):
             if start and _stance(self.cache.deployment(key), self._model_of(key)) != stance:
