@@ -223,6 +223,36 @@ def test_pods_refused_by_the_server_cost_one_request_per_retry_not_one_per_devic
     run(main)
 
 
+def test_a_refused_create_does_not_hold_back_the_deletes_that_end_surges() -> None:
+    async def main(w: World) -> None:
+        w.k.put("edgemodels", model_body())
+        w.k.put("inferencedeployments", idep_body("d", SITE_A))
+        r = w.deployments()
+        await r.reconcile(KEY)
+        first = list(w.api.pods.values())
+        for m in first:
+            w.k.put("pods", running_pod(m, ready=True))
+        body = idep_body("d", SITE_A, generation=2)
+        body["spec"]["runtime"] = {"podAnnotations": {"x": "2"}}
+        w.k.put("inferencedeployments", body)
+        await r.reconcile(KEY)
+        for m in w.api.pods.values():
+            if m not in first:
+                w.k.put("pods", running_pod(m, ready=True))
+        # A new device joins (a create) while both surges can end (two deletes); the server refuses Pods.
+        w.k.put("nodes", node_body("edge-2", {"site": "a"}))
+        w.k.put("edgedevices", device_body("edge-2"))
+        w.k.catalog.refresh("edge-2")
+        w.k.catalog.changed()
+        w.api.fail_apply = 403
+        with pytest.raises(RetryableError):
+            await r.reconcile(KEY)
+        assert sorted(name for plural, name, _ in w.api.deleted if plural == "pods") == sorted(
+            m["metadata"]["name"] for m in first)
+
+    run(main)
+
+
 class _UndoDuringCreates(FakeApi):
     """The API server, while the user changes the deployment's spec after the third Pod is made."""
 
