@@ -113,23 +113,29 @@ def test_a_deployments_pace_follows_its_last_reconcile_and_goes_with_it() -> Non
     run(main)
 
 
+async def _surged(w: World, r: DeploymentReconciler) -> dict[str, Mapping[str, Any]]:
+    """Every device served, then a new template whose new Pods are Ready beside the old ones: the old
+    Pods (returned, by device) are the operator's to delete now."""
+    w.k.put("edgemodels", model_body())
+    w.k.put("inferencedeployments", idep_body("d", SITE_A))
+    await r.reconcile(KEY)
+    first = {m["metadata"]["annotations"][c.A_DEVICE]: m for m in w.api.pods.values()}
+    for m in first.values():
+        w.k.put("pods", running_pod(m, ready=True))
+    body = idep_body("d", SITE_A, generation=2)
+    body["spec"]["runtime"] = {"podAnnotations": {"x": "2"}}
+    w.k.put("inferencedeployments", body)
+    await r.reconcile(KEY)
+    for m in w.api.pods.values():
+        if m is not first[m["metadata"]["annotations"][c.A_DEVICE]]:
+            w.k.put("pods", running_pod(m, ready=True))
+    return first
+
+
 def test_only_the_end_of_a_pod_this_operator_deleted_is_taken_as_expected() -> None:
     async def main(w: World) -> None:
-        w.k.put("edgemodels", model_body())
-        w.k.put("inferencedeployments", idep_body("d", SITE_A))
         r = w.deployments()
-        await r.reconcile(KEY)
-        first = {m["metadata"]["annotations"][c.A_DEVICE]: m for m in w.api.pods.values()}
-        for m in first.values():
-            w.k.put("pods", running_pod(m, ready=True))
-        # A new template: new Pods beside the old ones, which the operator deletes once the new are Ready.
-        body = idep_body("d", SITE_A, generation=2)
-        body["spec"]["runtime"] = {"podAnnotations": {"x": "2"}}
-        w.k.put("inferencedeployments", body)
-        await r.reconcile(KEY)
-        for m in w.api.pods.values():
-            if m is not first[m["metadata"]["annotations"][c.A_DEVICE]]:
-                w.k.put("pods", running_pod(m, ready=True))
+        first = await _surged(w, r)
         await r.reconcile(KEY)
         old = pod_info(running_pod(first["edge-0"], ready=True))
         assert ("pods", old.name, old.uid) in w.api.deleted
@@ -225,20 +231,8 @@ def test_pods_refused_by_the_server_cost_one_request_per_retry_not_one_per_devic
 
 def test_a_refused_create_does_not_hold_back_the_deletes_that_end_surges() -> None:
     async def main(w: World) -> None:
-        w.k.put("edgemodels", model_body())
-        w.k.put("inferencedeployments", idep_body("d", SITE_A))
         r = w.deployments()
-        await r.reconcile(KEY)
-        first = list(w.api.pods.values())
-        for m in first:
-            w.k.put("pods", running_pod(m, ready=True))
-        body = idep_body("d", SITE_A, generation=2)
-        body["spec"]["runtime"] = {"podAnnotations": {"x": "2"}}
-        w.k.put("inferencedeployments", body)
-        await r.reconcile(KEY)
-        for m in w.api.pods.values():
-            if m not in first:
-                w.k.put("pods", running_pod(m, ready=True))
+        first = (await _surged(w, r)).values()
         # A new device joins (a create) while both surges can end (two deletes); the server refuses Pods.
         w.k.put("nodes", node_body("edge-2", {"site": "a"}))
         w.k.put("edgedevices", device_body("edge-2"))
