@@ -109,7 +109,7 @@ class WorkQueue(Generic[K]):
         if not self._delayed:
             return
         due = self._delayed[0][0]
-        if self._timer is not None and self._timer_due is not None and self._timer_due <= due:
+        if self._timer_due is not None and self._timer_due <= due:
             return
         try:
             loop = asyncio.get_running_loop()

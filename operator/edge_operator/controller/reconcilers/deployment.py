@@ -304,7 +304,7 @@ class DeploymentReconciler:
         jobs[:0] = [functools.partial(delete_legacy, ch) for ch in plan.delete]
         start, size = 0, 1
         while start < len(jobs):
-            if start and _stance(self.cache.deployment(key), self._model_of(key)) != stance:
+            if start and self._stance_now(key) != stance:
                 return _Converged(errors, cut=True)
             await asyncio.gather(*(j() for j in jobs[start:start + size]))
             start += size
@@ -313,9 +313,9 @@ class DeploymentReconciler:
             size = min(2 * size, APPLY_BATCH_MAX)
         return _Converged(errors)
 
-    def _model_of(self, key: DeploymentKey) -> ModelInfo | None:
+    def _stance_now(self, key: DeploymentKey) -> tuple[Any, ...]:
         idep = self.cache.deployment(key)
-        return None if idep is None else self.cache.model(ModelKey(key.namespace, idep.model))
+        return _stance(idep, None if idep is None else self.cache.model(ModelKey(key.namespace, idep.model)))
 
     async def _site_caches(self, key: DeploymentKey, idep: IdepInfo, placement: Placement | None,
                            children: Mapping[str, ChildInfo], catalog: DeviceCatalog,

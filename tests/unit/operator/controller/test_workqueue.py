@@ -19,14 +19,19 @@ def test_keys_are_deduplicated_and_a_key_never_runs_twice_at_once() -> None:
         seen: list[Hashable] = []
         running: set[Hashable] = set()
         overlap = False
+        a_started, release, three = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def handler(key: Hashable) -> None:
             nonlocal overlap
             overlap |= key in running
             running.add(key)
             seen.append(key)
-            await asyncio.sleep(0.05)
+            if key == "a" and not release.is_set():
+                a_started.set()
+                await release.wait()  # "a" runs until the test lets it go
             running.discard(key)
+            if len(seen) == 3:
+                three.set()
 
         q = WorkQueue("t", handler, workers=4)
         q.gate.set()
@@ -34,10 +39,17 @@ def test_keys_are_deduplicated_and_a_key_never_runs_twice_at_once() -> None:
             q.add("a")
         q.add("b")
         q.start()
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(a_started.wait(), 60)
         q.add("a")  # added while "a" runs: runs once more afterwards, never alongside
         q.add("a")
-        await asyncio.sleep(0.3)
+        release.set()
+        await asyncio.wait_for(three.wait(), 60)
+
+        async def settled() -> None:  # whatever else was queued has run before the count
+            while q._processing or len(q):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(settled(), 60)
         await q.stop()
         assert sorted(seen) == ["a", "a", "b"] and not overlap
 
@@ -46,22 +58,24 @@ def test_keys_are_deduplicated_and_a_key_never_runs_twice_at_once() -> None:
 
 def test_add_after_coalesces_and_keeps_the_earliest_time() -> None:
     async def main() -> None:
-        seen: list[float] = []
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        ran = asyncio.Event()
+        runs = 0
 
         async def handler(key: Hashable) -> None:
-            seen.append(loop.time() - t0)
+            nonlocal runs
+            runs += 1
+            ran.set()
 
         q = WorkQueue("t", handler, workers=2)
         q.gate.set()
         q.start()
-        q.add_after("k", 0.3)
-        q.add_after("k", 0.1)
-        q.add_after("k", 0.5)
-        await asyncio.sleep(0.7)
+        q.add_after("k", 300)
+        q.add_after("k", 0.05)  # the earliest wins: it runs long before the test's 60 s deadline
+        q.add_after("k", 600)
+        await asyncio.wait_for(ran.wait(), 60)
+        assert len(q) == 0  # the later times were coalesced into that one run, nothing left scheduled
         await q.stop()
-        assert len(seen) == 1 and 0.08 <= seen[0] < 0.3
+        assert runs == 1
 
     run(main())
 
@@ -70,17 +84,19 @@ def test_failures_back_off_exponentially_and_success_resets() -> None:
     async def main() -> None:
         calls: list[float] = []
         loop = asyncio.get_running_loop()
+        succeeded = asyncio.Event()
 
         async def handler(key: Hashable) -> None:
             calls.append(loop.time())
             if len(calls) < 3:
                 raise RetryableError("not yet")
+            succeeded.set()
 
         q = WorkQueue("t", handler, workers=1, base_delay=0.05, max_delay=1.0)
         q.gate.set()
         q.start()
         q.add("k")
-        await asyncio.sleep(0.6)
+        await asyncio.wait_for(succeeded.wait(), 60)
         await q.stop()
         assert len(calls) == 3
         gaps = [b - a for a, b in itertools.pairwise(calls)]
@@ -93,19 +109,22 @@ def test_failures_back_off_exponentially_and_success_resets() -> None:
 def test_requeue_after_and_closed_gate_holds_work() -> None:
     async def main() -> None:
         calls = 0
+        twice = asyncio.Event()
 
         async def handler(key: Hashable) -> Requeue | None:
             nonlocal calls
             calls += 1
+            if calls == 2:
+                twice.set()
             return Requeue(0.05) if calls == 1 else None
 
         q = WorkQueue("t", handler, workers=1)
         q.start()
         q.add("k")
         await asyncio.sleep(0.1)
-        assert calls == 0  # not leader: nothing runs
+        assert calls == 0  # not leader: nothing runs (however long the test waited)
         q.gate.set()
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(twice.wait(), 60)
         await q.stop()
         assert calls == 2
 
