@@ -92,12 +92,12 @@ def _object(raw: Any, what: str) -> dict[str, Any]:
     return raw
 
 
-def decode_request(body: bytes, header_length: int | None = None) -> InferenceRequest:
+def decode_request(body: bytes | bytearray | bytearray, header_length: int | None = None) -> InferenceRequest:
     """Parse an infer request body (JSON, or JSON header + binary tensors) into a typed request."""
     return request_from_header(load_header(body, header_length), body, header_length)
 
 
-def load_header(body: bytes, header_length: int | None) -> dict[str, Any]:
+def load_header(body: bytes | bytearray, header_length: int | None) -> dict[str, Any]:
     """The JSON document of a request: the whole body, or its first `header_length` bytes."""
     json_part = memoryview(body) if header_length is None else memoryview(body)[:header_length]
     try:
@@ -124,7 +124,7 @@ def binary_numeric(doc: dict[str, Any]) -> bool:
     return True
 
 
-def request_from_header(doc: dict[str, Any], body: bytes, header_length: int | None) -> InferenceRequest:
+def request_from_header(doc: dict[str, Any], body: bytes | bytearray, header_length: int | None) -> InferenceRequest:
     """A typed request from its parsed JSON document (`load_header`) and the body it came in."""
     view = memoryview(body)
     budget = len(body)

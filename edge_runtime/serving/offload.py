@@ -73,7 +73,7 @@ class Decoder:
                 continue
         return total
 
-    async def rest(self, body: bytes, header_length: int | None) -> InferenceRequest:
+    async def rest(self, body: bytes | bytearray, header_length: int | None) -> InferenceRequest:
         n = len(body)
         if n <= self.inline_bytes:
             return decode_request(body, header_length)

@@ -113,6 +113,7 @@ class _Exchange:
     """One request and its response: the scope, the body as it arrives, and the ASGI receive/send."""
 
     __slots__ = (
+        "body_left",
         "buffered",
         "chunks",
         "complete",
@@ -137,8 +138,10 @@ class _Exchange:
         self.keep_alive = keep_alive
         self.expect_100 = expect_100
         self.head_only = scope["method"] == "HEAD"
-        self.chunks: list[bytes] = []
+        self.chunks: deque[bytes] = deque()
         self.buffered = 0
+        # Body bytes the parser has still to see, from Content-Length (None: chunked, or no length).
+        self.body_left: int | None = None
         self.complete = False  # the whole body has been parsed
         self.delivered = False  # ... and handed to the app
         self.discard = False  # the app is done: the rest of the body is read and dropped
@@ -155,6 +158,8 @@ class _Exchange:
             w.set_result(None)
 
     def add_body(self, data: bytes) -> None:
+        if self.body_left is not None:
+            self.body_left -= len(data)
         if self.discard:
             return
         self.chunks.append(data)
@@ -174,15 +179,17 @@ class _Exchange:
             await self._wait()
 
     def _take(self) -> Message:
+        # One chunk at a time, never joined here: the app copies a large body once, into its final buffer
+        # (App._body); a join here would be a second copy of every byte.
         chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.chunks = []
+        body = chunks.popleft() if chunks else b""
         paused = self.buffered > _HIGH_WATER
-        self.buffered = 0
-        self.delivered = self.complete
-        if paused:
+        self.buffered -= len(body)
+        more = bool(chunks) or not self.complete
+        self.delivered = not more
+        if paused and self.buffered <= _HIGH_WATER:
             self.conn.update_reading()
-        return {"type": "http.request", "body": body, "more_body": not self.complete}
+        return {"type": "http.request", "body": body, "more_body": more}
 
     async def _wait(self) -> None:
         fut = self.conn.loop.create_future()
@@ -276,6 +283,7 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100 = False
+        self.content_length: int | None = None
         self.in_head = True  # a request head has begun (or the connection is new) and is not complete
         self.head_open = True  # between requests or in a head: incoming bytes count against the head limit
         self.head_bytes = 0
@@ -373,19 +381,27 @@ class _Connection(asyncio.Protocol):
 
     def _consume(self, data: bytes) -> None:
         """Parse `data`, a slice at a time once it is large: while a request waits its turn the rest stays
-        unparsed, as bytes, so one read full of tiny pipelined requests is not a queue of thousands."""
+        unparsed, as bytes, so one read full of tiny pipelined requests is not a queue of thousands. The
+        rest of a body of known length goes to the parser in one slice: it can hold no further request,
+        and slicing a large tensor 16 KiB at a time cost a parser call and a copy per slice."""
         if len(data) <= _FEED_STEP:
             self._take_in(data)
             return
         view = memoryview(data)
-        for start in range(0, len(data), _FEED_STEP):
+        start, end = 0, len(data)
+        while start < end:
             if self.failure is not None:
                 return
             if self.queue:
                 self.pending = bytes(view[start:])
                 self.update_reading()
                 return
-            self._take_in(view[start : start + _FEED_STEP])
+            step = _FEED_STEP
+            ex = self.parsing
+            if ex is not None and not self.in_head and ex.body_left is not None and ex.body_left > step:
+                step = ex.body_left
+            self._take_in(view[start : start + step])
+            start += step
 
     def _take_in(self, data: bytes | memoryview) -> None:
         """Feed the parser, holding each request head to the size limit."""
@@ -430,6 +446,7 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.expect_100 = False
+        self.content_length = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -438,6 +455,9 @@ class _Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100 = True
+        elif name == b"content-length" and value.isdigit() and len(value) < 19:
+            # Only to size the parser's slices (_consume); the parser itself enforces the framing.
+            self.content_length = int(value)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -447,6 +467,8 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         keep_alive = parser.should_keep_alive() and not self.stopping
         ex = _Exchange(self, self._scope(parser), keep_alive, self.expect_100)
+        if self.content_length is not None and not any(n == b"transfer-encoding" for n, _ in self.headers):
+            ex.body_left = self.content_length
         self.parsing = ex
         if self.current is None:
             # It runs once the bytes at hand are parsed: a request that came whole is run with its body.
@@ -568,7 +590,7 @@ class _Connection(asyncio.Protocol):
             return None
         if not ex.complete:
             ex.discard = True
-            ex.chunks = []
+            ex.chunks.clear()
             ex.buffered = 0
         if self.queue:
             nxt = self.queue.popleft()

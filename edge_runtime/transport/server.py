@@ -210,8 +210,9 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | bytearray:
         declared = _header(scope, b"content-length")
+        n = -1
         if declared is not None:
             try:
                 n = int(declared)
@@ -222,6 +223,9 @@ class App:
                     413, f"request body of {n} bytes exceeds the limit of {self.max_body} bytes", close=True
                 )
         chunks: list[bytes] = []
+        # A body of declared length that comes in pieces is copied once, into a buffer of its size (a
+        # tensor's bytes are then viewed in place, not joined again).
+        buf: bytearray | None = None
         size = 0
         task = asyncio.current_task()
         assert task is not None
@@ -232,12 +236,22 @@ class App:
                 if msg["type"] == "http.disconnect":
                     raise _Disconnected()
                 chunk = msg.get("body", b"")
+                more = msg.get("more_body", False)
                 if chunk:
-                    size += len(chunk)
-                    if size > self.max_body:
+                    if buf is None and not chunks and more and 0 < n <= self.max_body:
+                        buf = bytearray(n)
+                    end = size + len(chunk)
+                    if end > self.max_body:
                         raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes", close=True)
-                    chunks.append(chunk)
-                if not msg.get("more_body", False):
+                    if buf is not None and end <= n:
+                        buf[size:end] = chunk
+                    else:
+                        if buf is not None:  # more than declared: the parser forbids it; kept honest anyway
+                            chunks.append(bytes(buf[:size]))
+                            buf = None
+                        chunks.append(chunk)
+                    size = end
+                if not more:
                     break
         except asyncio.CancelledError as e:
             if self._deadlines.timed_out(task):
@@ -247,6 +261,8 @@ class App:
             raise
         finally:
             self._deadlines.leave(task)
+        if buf is not None:
+            return buf if size == n else buf[:size]
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
