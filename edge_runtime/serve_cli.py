@@ -33,6 +33,13 @@ def _run_count(text: str) -> int:
     return n
 
 
+def _heap_mib(text: str) -> int:
+    n = int(text)
+    if not 0 <= n <= 4096:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 4096 (MiB), got {n}")
+    return n
+
+
 def _fraction(text: str) -> float:
     x = float(text)
     if not 0.0 <= x <= 1.0:
@@ -99,6 +106,11 @@ def register(sub: Any) -> None:
         help="onnxruntime's waiting workers: off (sleep between parallel sections: a wake-up each, no core ever "
         "held) or in-run (spin within a run, stop when it returns: a large model's run is faster on an idle "
         "device, slower on a busy one)",
+    )
+    p.add_argument(
+        "--heap-keep-mib", type=_heap_mib, default=64,
+        help="glibc: take blocks up to 32 MiB from the heap and keep up to this much freed heap mapped for the "
+        "next request, instead of unmapping and faulting in every tensor-sized buffer again (0: glibc's defaults)",
     )
     p.add_argument("--max-batch-size", type=_positive_int, default=0, help="dynamic batching up to N rows (0/1: off)")
     p.add_argument(
@@ -511,6 +523,10 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.telemetry import logs
 
     logs.setup(args.log_level)
+    from edge_runtime.serving.heap import keep_freed_memory
+
+    if args.heap_keep_mib and not keep_freed_memory(args.heap_keep_mib):
+        log.info("--heap-keep-mib: this C library has no glibc malloc thresholds; its defaults stay")
     app = build(args)
     if args.metrics_port and args.metrics_port != args.port:
         from prometheus_client import start_http_server
