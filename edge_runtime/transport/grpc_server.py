@@ -107,15 +107,14 @@ class GrpcService:
         log.exception("unhandled error in a gRPC call")
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        def unary(request_cls: Any, response_cls: Any, fn: Handler) -> grpc.RpcMethodHandler:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap(request_cls, fn),
-                request_deserializer=_raw,
-                response_serializer=response_cls.SerializeToString,
-            )
+    def methods(self) -> dict[str, tuple[Handler, Callable[[Any], bytes]]]:
+        """Each method of the service: its handler (raw request bytes and a context in, a message out) and
+        the response's serializer. grpcio's server (`handler`) and the runtime's own HTTP/2 server
+        (grpc_h2.py) serve the same table."""
+        def unary(request_cls: Any, response_cls: Any, fn: Handler) -> tuple[Handler, Callable[[Any], bytes]]:
+            return self._wrap(request_cls, fn), response_cls.SerializeToString
 
-        methods = {
+        return {
             "ServerLive": unary(oip.ServerLiveRequest, oip.ServerLiveResponse, self.server_live),
             "ServerReady": unary(oip.ServerReadyRequest, oip.ServerReadyResponse, self.server_ready),
             "ModelReady": unary(oip.ModelReadyRequest, oip.ModelReadyResponse, self.model_ready),
@@ -129,11 +128,13 @@ class GrpcService:
                 oip.RepositoryModelUnloadRequest, oip.RepositoryModelUnloadResponse, self.repository_unload
             ),
             # ModelInfer parses its own bytes: large messages off the event loop.
-            "ModelInfer": grpc.unary_unary_rpc_method_handler(
-                self.model_infer,
-                request_deserializer=_raw,
-                response_serializer=oip.ModelInferResponse.SerializeToString,
-            ),
+            "ModelInfer": (self.model_infer, oip.ModelInferResponse.SerializeToString),
+        }
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        methods = {
+            name: grpc.unary_unary_rpc_method_handler(fn, request_deserializer=_raw, response_serializer=out)
+            for name, (fn, out) in self.methods().items()
         }
         return grpc.method_handlers_generic_handler(oip.SERVICE, methods)
 

@@ -28,15 +28,18 @@ pytestmark = pytest.mark.runtime
 pytest.importorskip("tritonclient.grpc")
 
 
-@pytest.fixture(scope="module")
-def grpc_server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, int]]:
+@pytest.fixture(scope="module", params=["native", "grpcio"])
+def grpc_server(
+    request: pytest.FixtureRequest, models: Models, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, int]]:
+    """The runtime's own HTTP/2 (the default) and grpcio's server: every client test runs against both."""
     log = tmp_path_factory.mktemp("grpc") / "server.log"
     gport = free_port()
     entry, digest = models.cached(models.tabular)
     srv = Server(
         [
             "--model", str(entry), "--sha256", digest, "--name", "tabular",
-            "--grpc-port", str(gport), "--max-body-bytes", str(1 << 20),
+            "--grpc-port", str(gport), "--max-body-bytes", str(1 << 20), "--grpc-server", request.param,
         ],
         log=log,
     ).start()

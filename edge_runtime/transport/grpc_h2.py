@@ -1,0 +1,743 @@
+"""gRPC's port on the runtime's own HTTP/2: frames read and written here, HPACK by python-hyper's `hpack`.
+
+Why not grpcio's server: on a 2-core device it takes 0.40 ms to answer a call
+that does no work at all (docs/benchmarks.md, "gRPC's floor"), above the whole
+budget of a small model's call; frames handled here take 0.16 ms and serve 4x
+the calls under load. The service itself (grpc_server.GrpcService: decoding,
+the dataplane, status codes) is the same for both; `serve --grpc-server
+grpcio` keeps grpcio's.
+
+Only what unary gRPC needs of HTTP/2 (RFC 9113) is spoken, and it is spoken
+strictly:
+- the client preface, SETTINGS both ways (ours: at most `max_concurrent_streams`
+  streams, 1 MiB frames, a 1 MiB stream window), PING answered, GOAWAY both
+  ways, PRIORITY ignored, PUSH_PROMISE refused, unknown frame types skipped;
+- HEADERS with CONTINUATION, padding and priority; the header block is
+  bounded (`max_header_bytes`) before it is decoded; HPACK errors end the
+  connection (its table would be out of step);
+- flow control both ways: the connection's receive window is given back only
+  while the bodies held for this connection stay under `max_buffered_bytes`,
+  so a client cannot grow the server's memory past it whatever it sends; an
+  answer larger than the client's windows waits for its WINDOW_UPDATEs;
+- streams: odd, increasing ids; past the limit REFUSED_STREAM; a reset stream's
+  call is cancelled; a client resetting calls in flight faster than
+  `max_resets` per 10 s gets GOAWAY ENHANCE_YOUR_CALM (the "rapid reset" abuse);
+- a client that stops reading stops being read (no unbounded answers queued);
+  idle connections close after `idle_timeout_s`.
+
+And of gRPC: `application/grpc` only (else HTTP 415), one uncompressed message
+per call (a compressed one: UNIMPLEMENTED), a message over `max_message_bytes`:
+RESOURCE_EXHAUSTED before the rest of it is kept, `grpc-timeout` honoured
+(DEADLINE_EXCEEDED), an unknown method UNIMPLEMENTED, errors as trailers-only
+answers with `grpc-message` percent-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, cast
+from urllib.parse import quote
+
+import grpc
+import hpack
+
+from edge_runtime import oip
+from edge_runtime.transport.grpc_server import GrpcService, Handler
+
+log = logging.getLogger("edge_runtime.grpc")
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Frame types and flags (RFC 9113 section 6).
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
+    range(10)
+)
+_END_STREAM = 0x1
+_ACK = 0x1
+_END_HEADERS = 0x4
+_PADDED = 0x8
+_PRIORITY_FLAG = 0x20
+
+# Error codes (section 7).
+_NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
+_STREAM_CLOSED, _FRAME_SIZE_ERROR, _REFUSED_STREAM, _CANCEL = 0x5, 0x6, 0x7, 0x8
+_COMPRESSION_ERROR, _ENHANCE_YOUR_CALM = 0x9, 0xB
+
+_DEFAULT_FRAME = 16_384  # what a peer accepts until its SETTINGS say otherwise
+_OUR_FRAME = 1 << 20  # what we accept: a large tensor comes in 1 MiB frames, not 16 KiB ones
+_STREAM_WINDOW = 1 << 20
+_MAX_WINDOW = (1 << 31) - 1
+_RESET_WINDOW_S = 10.0
+
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def _frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+
+def _hpack_int(n: int, prefix_bits: int, first: int = 0) -> bytes:
+    """An HPACK integer (RFC 7541 section 5.1) with `first` in the bits above the prefix."""
+    limit = (1 << prefix_bits) - 1
+    if n < limit:
+        return bytes((first | n,))
+    out = bytearray((first | limit,))
+    n -= limit
+    while n >= 128:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    """A header as an HPACK literal without indexing, new name, no Huffman: valid whatever the peer's table."""
+    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+
+
+_STATUS_200 = b"\x88"  # ":status: 200", static table entry 8
+_GRPC_TYPE = _literal(b"content-type", b"application/grpc")
+_RESPONSE_HEAD = _STATUS_200 + _GRPC_TYPE
+_TRAILER_OK = _literal(b"grpc-status", b"0")
+
+
+def _trailers(code: grpc.StatusCode, message: str) -> bytes:
+    block = _literal(b"grpc-status", str(code.value[0]).encode())
+    if message:
+        # The gRPC spec's percent-encoding: printable ASCII but '%' as is, the rest as UTF-8 octets.
+        text = quote(message[:4096], safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+        block += _literal(b"grpc-message", text.encode("ascii"))
+    return block
+
+
+def grpc_timeout(value: str) -> float | None:
+    """`grpc-timeout` (at most 8 digits and a unit) in seconds; None when it is malformed."""
+    if not 2 <= len(value) <= 9 or not value[:-1].isdigit() or value[-1] not in _TIMEOUT_UNITS:
+        return None
+    return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
+
+
+class _Abort(grpc.aio.AbortError):  # type: ignore[misc]
+    """A call ended with a status (what grpc.aio's context.abort raises; GrpcService re-raises it as is)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Context:
+    """What GrpcService uses of grpc.aio.ServicerContext."""
+
+    __slots__ = ("_metadata", "_peer")
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...], peer: str) -> None:
+        self._metadata = metadata
+        self._peer = peer
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Abort(code, details)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._peer
+
+
+class _Stream:
+    __slots__ = (
+        "body",
+        "discard",
+        "done",
+        "ended",
+        "id",
+        "metadata",
+        "method",
+        "out",
+        "ready",
+        "recv_window",
+        "send_window",
+        "task",
+        "timeout",
+    )
+
+    def __init__(self, sid: int, send_window: int) -> None:
+        self.id = sid
+        self.method: tuple[Handler, Callable[[Any], bytes]] | None = None
+        self.metadata: tuple[tuple[str, str], ...] = ()
+        self.timeout: float | None = None
+        self.body = bytearray()
+        self.discard = False  # answered already (an error): the rest of its DATA is dropped
+        self.ended = False  # the client sent END_STREAM
+        self.recv_window = _STREAM_WINDOW
+        self.send_window = send_window
+        self.out = bytearray()  # an answer's DATA waiting for window, then its trailers
+        self.ready = False  # the answer is in `out`
+        self.task: asyncio.Task[None] | None = None
+        self.done = False  # the answer went out whole (trailers included)
+
+
+class _ConnectionError(Exception):
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+class GrpcH2Server:
+    """gRPC (unary calls of `service`) on host:port over the HTTP/2 framed here; see the module's text."""
+
+    def __init__(
+        self,
+        service: GrpcService,
+        host: str,
+        port: int,
+        *,
+        max_message_bytes: int,
+        max_concurrent_streams: int = 256,
+        max_connections: int = 512,
+        max_header_bytes: int = 16 << 10,
+        max_buffered_bytes: int | None = None,
+        max_resets: int = 1000,
+        idle_timeout_s: float = 300.0,
+    ) -> None:
+        self.methods = {oip.method(name): m for name, m in service.methods().items()}
+        self.host = host
+        self.port = port
+        self.max_message = max_message_bytes
+        self.max_streams = max_concurrent_streams
+        self.max_connections = max_connections
+        self.max_header_bytes = max_header_bytes
+        # Request bodies held per connection: room for two of the largest messages, and never less than 64 MiB.
+        self.max_buffered = max_buffered_bytes or max(2 * (max_message_bytes + 5), 64 << 20)
+        self.max_resets = max_resets
+        self.idle_timeout = idle_timeout_s
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (for port 0: the one the system chose)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port, reuse_port=False)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._sweeper = loop.create_task(self._sweep())
+        return self.port
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.idle_timeout / 4))
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if not conn.streams and now - conn.last_active > self.idle_timeout:
+                    conn.goaway(_NO_ERROR, "idle")
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting; GOAWAY to every client; calls in flight get `grace_s`, then connections close."""
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            conn.goaway(_NO_ERROR, "shutting down", close=False)
+        deadline = time.monotonic() + grace_s
+        while any(c.streams for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: GrpcH2Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.buf = bytearray()
+        self.preface = False
+        self.decoder = hpack.Decoder()
+        self.decoder.max_header_list_size = server.max_header_bytes
+        # Blocks of indexed fields only (every byte's high bit set: one-byte indexes) leave the HPACK table
+        # as it was, so they mean the same headers until a block that may change the table: decoded once.
+        self.decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self.streams: dict[int, _Stream] = {}
+        self.last_id = 0
+        self.block: bytearray | None = None  # a header block awaiting CONTINUATION
+        self.block_sid = 0
+        self.block_end_stream = False
+        self.send_window = 65_535
+        self.initial_send_window = 65_535
+        self.peer_frame = _DEFAULT_FRAME
+        self.recv_credit = 65_535  # what the client may still send on the connection
+        self.held = 0  # request bytes held for calls not yet answered
+        self.resets: list[float] = []
+        self.reset_ids: set[int] = set()  # streams we ended early: their late DATA is dropped quietly
+        self.going_away = False
+        self.closed = False
+        self.write_paused = False
+        self.last_active = time.monotonic()
+
+    # --- transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
+        self.transport = transport
+        if len(self.server.connections) >= self.server.max_connections:
+            log.warning("gRPC connection refused: the connection limit is reached")
+            self.closed = True
+            transport.abort()
+            return
+        self.server.connections.add(self)
+        name = transport.get_extra_info("peername")
+        if isinstance(name, tuple) and len(name) >= 2:
+            self.peer = f"ipv6:[{name[0]}]:{name[1]}" if ":" in str(name[0]) else f"ipv4:{name[0]}:{name[1]}"
+        settings = b"".join(
+            k.to_bytes(2, "big") + v.to_bytes(4, "big")
+            for k, v in ((0x2, 0), (0x3, self.server.max_streams), (0x4, _STREAM_WINDOW), (0x5, _OUR_FRAME),
+                         (0x6, self.server.max_header_bytes))
+        )
+        grant = self.server.max_buffered - 65_535
+        transport.write(_frame(_SETTINGS, 0, 0, settings) + _frame(_WINDOW_UPDATE, 0, 0, grant.to_bytes(4, "big")))
+        self.recv_credit += grant
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for s in list(self.streams.values()):
+            if s.task is not None:
+                s.task.cancel()
+        self.streams.clear()
+
+    def pause_writing(self) -> None:
+        # A client that does not read its answers is not read either: nothing more queues up for it.
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def goaway(self, code: int, why: str, close: bool = True) -> None:
+        if self.closed:
+            return
+        self.going_away = True
+        self.write(_frame(_GOAWAY, 0, 0, self.last_id.to_bytes(4, "big") + code.to_bytes(4, "big")
+                          + why.encode()[:200]))
+        if close or not self.streams:
+            self.close()
+
+    # --- reading
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        buf = self.buf
+        buf += data
+        try:
+            if not self.preface:
+                if len(buf) < len(_PREFACE):
+                    if not _PREFACE.startswith(bytes(buf)):
+                        raise _ConnectionError(_PROTOCOL_ERROR, "not an HTTP/2 client preface")
+                    return
+                if buf[: len(_PREFACE)] != _PREFACE:
+                    raise _ConnectionError(_PROTOCOL_ERROR, "not an HTTP/2 client preface")
+                del buf[: len(_PREFACE)]
+                self.preface = True
+            pos = 0
+            end = len(buf)
+            while end - pos >= 9 and not self.closed:
+                length = int.from_bytes(buf[pos : pos + 3], "big")
+                if length > _OUR_FRAME:
+                    raise _ConnectionError(_FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {_OUR_FRAME})")
+                if end - pos - 9 < length:
+                    break
+                kind, flags = buf[pos + 3], buf[pos + 4]
+                sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                payload = bytes(buf[pos + 9 : pos + 9 + length])
+                pos += 9 + length
+                self._frame(kind, flags, sid, payload)
+            del buf[:pos]
+        except _ConnectionError as e:
+            log.info("gRPC connection error", extra={"peer": self.peer, "reason": str(e)})
+            self.goaway(e.code, str(e))
+
+    def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
+        if self.block is not None and (kind != _CONTINUATION or sid != self.block_sid):
+            raise _ConnectionError(_PROTOCOL_ERROR, "a header block was interrupted")
+        if kind == _DATA:
+            self._data(flags, sid, payload)
+        elif kind == _HEADERS:
+            self._headers(flags, sid, payload)
+        elif kind == _CONTINUATION:
+            if self.block is None:
+                raise _ConnectionError(_PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+            self._more_block(payload, flags)
+        elif kind == _SETTINGS:
+            self._settings(flags, sid, payload)
+        elif kind == _WINDOW_UPDATE:
+            self._window_update(sid, payload)
+        elif kind == _PING:
+            if sid != 0 or len(payload) != 8:
+                raise _ConnectionError(_PROTOCOL_ERROR, "a malformed PING")
+            if not flags & _ACK:
+                self.write(_frame(_PING, _ACK, 0, payload))
+        elif kind == _RST_STREAM:
+            self._reset(sid, payload)
+        elif kind == _GOAWAY:
+            self.going_away = True
+            if not self.streams:
+                self.close()
+        elif kind == _PUSH_PROMISE:
+            raise _ConnectionError(_PROTOCOL_ERROR, "a client may not push")
+        elif kind == _PRIORITY and sid == 0:
+            raise _ConnectionError(_PROTOCOL_ERROR, "PRIORITY on stream 0")
+        # PRIORITY and unknown frame types are ignored (section 5.5).
+
+    def _settings(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0 or len(payload) % 6:
+            raise _ConnectionError(_PROTOCOL_ERROR, "a malformed SETTINGS frame")
+        if flags & _ACK:
+            return
+        for i in range(0, len(payload), 6):
+            key, value = int.from_bytes(payload[i : i + 2], "big"), int.from_bytes(payload[i + 2 : i + 6], "big")
+            if key == 0x4:
+                if value > _MAX_WINDOW:
+                    raise _ConnectionError(_FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
+                delta = value - self.initial_send_window
+                self.initial_send_window = value
+                for s in self.streams.values():
+                    s.send_window += delta
+            elif key == 0x5:
+                if not _DEFAULT_FRAME <= value <= 16_777_215:
+                    raise _ConnectionError(_PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+                self.peer_frame = value
+            # Header table size: our answers use no dynamic table, so any size fits. Others don't concern us.
+        self.write(_frame(_SETTINGS, _ACK, 0))
+        self._flush_all()
+
+    def _window_update(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(_FRAME_SIZE_ERROR, "a WINDOW_UPDATE is 4 bytes")
+        inc = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if sid == 0:
+            if inc == 0:
+                raise _ConnectionError(_PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
+            self.send_window += inc
+            if self.send_window > _MAX_WINDOW:
+                raise _ConnectionError(_FLOW_CONTROL_ERROR, "the connection's window passed 2^31-1")
+            self._flush_all()
+            return
+        s = self.streams.get(sid)
+        if s is None:
+            return  # a stream already answered and gone
+        s.send_window += inc
+        if inc == 0 or s.send_window > _MAX_WINDOW:
+            self._finish(s, reset=_PROTOCOL_ERROR if inc == 0 else _FLOW_CONTROL_ERROR)
+            return
+        self._flush(s)
+
+    def _reset(self, sid: int, payload: bytes) -> None:
+        if sid == 0 or len(payload) != 4:
+            raise _ConnectionError(_PROTOCOL_ERROR, "a malformed RST_STREAM")
+        s = self.streams.get(sid)
+        if s is None:
+            if sid > self.last_id:
+                raise _ConnectionError(_PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+            return
+        if s.task is not None and not s.task.done():
+            now = time.monotonic()
+            self.resets = [t for t in self.resets if now - t < _RESET_WINDOW_S]
+            self.resets.append(now)
+            if len(self.resets) > self.server.max_resets:
+                self._finish(s, reset=None)
+                raise _ConnectionError(_ENHANCE_YOUR_CALM, "too many calls reset while in flight")
+        self._finish(s, reset=None)
+
+    def _headers(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise _ConnectionError(_PROTOCOL_ERROR, "HEADERS on stream 0")
+        body = memoryview(payload)
+        if flags & _PADDED:
+            if not body:
+                raise _ConnectionError(_PROTOCOL_ERROR, "a padded HEADERS frame without its pad length")
+            pad = body[0]
+            body = body[1:]
+            if pad > len(body):
+                raise _ConnectionError(_PROTOCOL_ERROR, "padding longer than the frame")
+            body = body[: len(body) - pad]
+        if flags & _PRIORITY_FLAG:
+            if len(body) < 5:
+                raise _ConnectionError(_PROTOCOL_ERROR, "a HEADERS frame too short for its priority")
+            body = body[5:]
+        self.block = bytearray(body)
+        self.block_sid = sid
+        self.block_end_stream = bool(flags & _END_STREAM)
+        self._more_block(b"", flags)
+
+    def _more_block(self, payload: bytes, flags: int) -> None:
+        assert self.block is not None
+        self.block += payload
+        if len(self.block) > 2 * self.server.max_header_bytes:
+            raise _ConnectionError(_ENHANCE_YOUR_CALM, "a header block over the limit")
+        if not flags & _END_HEADERS:
+            return
+        block, self.block = bytes(self.block), None
+        indexed_only = all(b & 0x80 for b in block)
+        headers = self.decoded.get(block) if indexed_only else None
+        if headers is not None:
+            self._open(self.block_sid, headers, self.block_end_stream)
+            return
+        if not indexed_only:
+            self.decoded.clear()  # the table may change
+        try:
+            headers = [(bytes(k), bytes(v)) for k, v in self.decoder.decode(block, raw=True)]
+        except hpack.OversizedHeaderListError as e:
+            # hpack stops mid-block: the table may be out of step with the client's, so the connection goes.
+            too_big = f"request headers over {self.server.max_header_bytes} bytes"
+            raise _ConnectionError(_ENHANCE_YOUR_CALM, too_big) from e
+        except hpack.HPACKError as e:
+            raise _ConnectionError(_COMPRESSION_ERROR, f"a header block that does not decode: {e}") from e
+        if indexed_only and len(self.decoded) < 64:
+            self.decoded[block] = headers
+        self._open(self.block_sid, headers, self.block_end_stream)
+
+    def _open(self, sid: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        known = self.streams.get(sid)
+        if known is not None:  # trailers from the client: only their END_STREAM matters
+            if not end_stream or known.ended:
+                raise _ConnectionError(_PROTOCOL_ERROR, "HEADERS in the middle of a request")
+            self._ended(known)
+            return
+        if sid % 2 == 0 or sid <= self.last_id:
+            raise _ConnectionError(_PROTOCOL_ERROR, f"stream {sid} was not a new client stream")
+        self.last_id = sid
+        if self.going_away or len(self.streams) >= self.server.max_streams:
+            self.write(_frame(_RST_STREAM, 0, sid, _REFUSED_STREAM.to_bytes(4, "big")))
+            return
+        s = _Stream(sid, self.initial_send_window)
+        self.streams[sid] = s
+        self._start(s, headers)
+        if end_stream:
+            self._ended(s)
+
+    def _start(self, s: _Stream, headers: list[tuple[bytes, bytes]]) -> None:
+        path = method = ctype = b""
+        metadata: list[tuple[str, str]] = []
+        for name, value in headers:
+            if name == b":path":
+                path = value
+            elif name == b":method":
+                method = value
+            elif name == b"content-type":
+                ctype = value
+            elif name == b"grpc-timeout":
+                s.timeout = grpc_timeout(value.decode("latin-1"))
+                if s.timeout is None:
+                    self._answer_error(s, grpc.StatusCode.INVALID_ARGUMENT, "malformed grpc-timeout header")
+                    return
+            elif name == b"grpc-encoding":
+                if value != b"identity":
+                    # A compressed message is refused when it comes; an uncompressed one is served.
+                    metadata.append(("grpc-encoding", value.decode("latin-1")))
+            elif not name.startswith(b":"):
+                metadata.append((name.decode("latin-1"), value.decode("latin-1")))
+        if method != b"POST" or not (ctype == b"application/grpc" or ctype.startswith((b"application/grpc+",
+                                                                                       b"application/grpc;"))):
+            # Not gRPC: an HTTP answer (gRPC's HTTP/2 mapping asks for 415 on a wrong content-type).
+            status = b"415" if method == b"POST" else b"405"
+            self.write(_frame(_HEADERS, _END_HEADERS | _END_STREAM, s.id, _literal(b":status", status)))
+            s.discard = s.done = True
+            self._finish(s, reset=None if s.ended else _NO_ERROR)
+            return
+        target = self.server.methods.get(path.decode("latin-1"))
+        if target is None:
+            self._answer_error(s, grpc.StatusCode.UNIMPLEMENTED, f"unknown method {path[:200]!r}")
+            return
+        s.method = target
+        s.metadata = tuple(metadata)
+
+    def _data(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise _ConnectionError(_PROTOCOL_ERROR, "DATA on stream 0")
+        size = len(payload)
+        self.recv_credit -= size
+        if self.recv_credit < 0:
+            raise _ConnectionError(_FLOW_CONTROL_ERROR, "more DATA than the connection's window")
+        s = self.streams.get(sid)
+        if s is None:
+            if sid > self.last_id:
+                raise _ConnectionError(_PROTOCOL_ERROR, "DATA on an idle stream")
+            if sid not in self.reset_ids:  # frames in flight when we ended it early are expected, and dropped
+                self.write(_frame(_RST_STREAM, 0, sid, _STREAM_CLOSED.to_bytes(4, "big")))
+            self._replenish()
+            return
+        if s.ended:
+            self._finish(s, reset=_STREAM_CLOSED)
+            return
+        s.recv_window -= size
+        if s.recv_window < 0:
+            self._finish(s, reset=_FLOW_CONTROL_ERROR)
+            self._replenish()
+            return
+        data = memoryview(payload)
+        if flags & _PADDED:
+            if not data or data[0] >= len(data):
+                raise _ConnectionError(_PROTOCOL_ERROR, "padding longer than the frame")
+            data = data[1 : len(data) - data[0]]
+        if not s.discard:
+            s.body += data
+            self.held += len(data)
+            if len(s.body) >= 5:
+                declared = int.from_bytes(s.body[1:5], "big")
+                if declared > self.server.max_message:
+                    self._answer_error(s, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       f"request message of {declared} bytes exceeds the limit of "
+                                       f"{self.server.max_message} bytes")
+        if s.recv_window < _STREAM_WINDOW // 2 and not flags & _END_STREAM:
+            self.write(_frame(_WINDOW_UPDATE, 0, sid, (_STREAM_WINDOW - s.recv_window).to_bytes(4, "big")))
+            s.recv_window = _STREAM_WINDOW
+        self._replenish()
+        if flags & _END_STREAM:
+            self._ended(s)
+
+    def _replenish(self) -> None:
+        """Give the client back connection window, as far as the bodies held stay under the limit."""
+        room = self.server.max_buffered - self.held - self.recv_credit
+        if room >= min(1 << 20, self.server.max_buffered // 4):
+            self.write(_frame(_WINDOW_UPDATE, 0, 0, room.to_bytes(4, "big")))
+            self.recv_credit += room
+
+    def _release(self, s: _Stream) -> None:
+        self.held -= len(s.body)
+        s.body = bytearray()
+
+    # --- calls
+
+    def _ended(self, s: _Stream) -> None:
+        s.ended = True
+        if s.discard or s.method is None:
+            if s.done:
+                self._finish(s, reset=None)
+            return
+        body = s.body
+        whole = 5 + int.from_bytes(body[1:5], "big") if len(body) >= 5 else -1
+        if len(body) != whole:
+            n = "no" if whole < 0 else "more than one" if len(body) > whole else "a cut"
+            self._answer_error(s, grpc.StatusCode.INTERNAL, f"a unary call takes one request message, this had {n}")
+            return
+        if body[0] != 0:
+            self._answer_error(s, grpc.StatusCode.UNIMPLEMENTED, "compressed messages are not supported")
+            return
+        s.task = asyncio.get_running_loop().create_task(self._call(s))
+
+    async def _call(self, s: _Stream) -> None:
+        assert s.method is not None
+        handler, serialize = s.method
+        # A view, not a copy: the body stays held (and counted against the connection's window) until answered.
+        request = memoryview(s.body)[5:]
+        try:
+            context = _Context(s.metadata, self.peer)
+            if s.timeout is not None:
+                response = await asyncio.wait_for(handler(request, context), s.timeout)
+            else:
+                response = await handler(request, context)
+            message = serialize(response)
+        except _Abort as e:
+            self._answer_error(s, e.code, e.message)
+            return
+        except TimeoutError:
+            self._answer_error(s, grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed")
+            return
+        except asyncio.CancelledError:
+            return
+        except Exception as e:
+            log.exception("unhandled error in a gRPC call")
+            self._answer_error(s, grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
+            return
+        if len(message) > (1 << 32) - 1:
+            self._answer_error(s, grpc.StatusCode.RESOURCE_EXHAUSTED, "response message over 4 GiB")
+            return
+        if s.id not in self.streams:
+            return  # reset by the client meanwhile
+        self._release(s)
+        s.out = bytearray(b"\x00" + len(message).to_bytes(4, "big"))
+        s.out += message
+        s.ready = True
+        self._flush(s, _frame(_HEADERS, _END_HEADERS, s.id, _RESPONSE_HEAD))
+
+    def _answer_error(self, s: _Stream, code: grpc.StatusCode, message: str) -> None:
+        """A trailers-only answer; the rest of the request, if any, is dropped."""
+        if s.done:
+            return
+        self.write(_frame(_HEADERS, _END_HEADERS | _END_STREAM, s.id, _RESPONSE_HEAD + _trailers(code, message)))
+        s.discard = True
+        s.done = True
+        self._release(s)
+        if s.ended:
+            self._finish(s, reset=None)
+        else:
+            # The answer is complete; the client need not send the rest (RFC 9113 section 8.1).
+            self._finish(s, reset=_NO_ERROR)
+
+    def _flush(self, s: _Stream, head: bytes = b"") -> None:
+        """Send what window allows of `s`'s answer (after `head`, its HEADERS, in the same write); its trailers
+        once all of it went."""
+        if not s.ready or s.done:
+            return
+        out = s.out
+        frames: list[bytes] = [head]
+        sent = 0
+        while sent < len(out):
+            n = min(len(out) - sent, s.send_window, self.send_window, self.peer_frame)
+            if n <= 0:
+                break
+            frames.append(_frame(_DATA, 0, s.id, bytes(memoryview(out)[sent : sent + n])))
+            sent += n
+            s.send_window -= n
+            self.send_window -= n
+        del out[:sent]
+        if not out:
+            frames.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, s.id, _TRAILER_OK))
+            s.done = True
+        if frames:
+            self.write(b"".join(frames))
+        if s.done:
+            self._finish(s, reset=None if s.ended else _NO_ERROR)
+
+    def _flush_all(self) -> None:
+        for s in list(self.streams.values()):
+            if s.ready and self.send_window > 0:
+                self._flush(s)
+
+    def _finish(self, s: _Stream, reset: int | None) -> None:
+        """The stream is over: forget it, cancel its call if it still runs, tell the client when `reset` says."""
+        if self.streams.pop(s.id, None) is None:
+            return
+        if s.task is not None and not s.task.done():
+            s.task.cancel()
+        self._release(s)
+        if reset is not None:
+            self.write(_frame(_RST_STREAM, 0, s.id, reset.to_bytes(4, "big")))
+            if not s.ended:
+                self.reset_ids.add(s.id)
+                if len(self.reset_ids) > 1024:  # only the latest matter: frames in flight, not history
+                    self.reset_ids = set(sorted(self.reset_ids)[-512:])
+        self._replenish()
+        if self.going_away and not self.streams:
+            self.close()

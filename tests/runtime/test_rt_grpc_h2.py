@@ -1,0 +1,218 @@
+"""The gRPC port's own HTTP/2 (edge_runtime/transport/grpc_h2.py) from raw frames, as a misbehaving client writes them.
+
+Standard clients are tested in test_rt_grpc.py (against this server and grpcio's). Here the frames are
+written by hand (HPACK by the `hpack` library) so that what a well-behaved client never does can be sent:
+garbage instead of the preface, a wrong content-type, a malformed grpc-timeout, a compressed message, too
+many streams, calls reset as fast as they are opened, an answer larger than the client's window. Every
+wait is for a frame the server must send, with a generous deadline.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import hpack
+import pytest
+
+from edge_runtime import oip
+
+from .conftest import Models, Server, free_port
+
+pytestmark = pytest.mark.runtime
+
+DEADLINE_S = 60.0
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
+INFER = oip.method("ModelInfer")
+
+
+@dataclass
+class Frame:
+    kind: int
+    flags: int
+    sid: int
+    payload: bytes
+
+
+class Client:
+    """One HTTP/2 connection written frame by frame."""
+
+    def __init__(self, port: int, *, window: int = 1 << 30, preface: bool = True) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(DEADLINE_S)
+        self.buf = b""
+        self.enc = hpack.Encoder()
+        self.dec = hpack.Decoder()
+        if preface:
+            self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            self.send(SETTINGS, 0, 0, struct.pack(">HI", 0x4, min(window, (1 << 31) - 1)))
+
+    def send(self, kind: int, flags: int, sid: int, payload: bytes = b"") -> None:
+        self.sock.sendall(self.frame(kind, flags, sid, payload))
+
+    @staticmethod
+    def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+        return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+    def headers(self, sid: int, path: str = INFER, extra: list[tuple[str, str]] | None = None,
+                content_type: str = "application/grpc") -> bytes:
+        block = self.enc.encode([(":method", "POST"), (":scheme", "http"), (":path", path),
+                                 (":authority", "x"), ("content-type", content_type), ("te", "trailers"),
+                                 *(extra or [])])
+        return self.frame(HEADERS, 0x4, sid, block)
+
+    @staticmethod
+    def message(body: bytes, compressed: bool = False) -> bytes:
+        return bytes((1 if compressed else 0,)) + len(body).to_bytes(4, "big") + body
+
+    def read(self) -> Frame | None:
+        """The next frame, or None once the server closed the connection."""
+        while True:
+            if len(self.buf) >= 9:
+                n = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) >= 9 + n:
+                    f = Frame(self.buf[3], self.buf[4], int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF,
+                              self.buf[9 : 9 + n])
+                    self.buf = self.buf[9 + n :]
+                    return f
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    def until(self, want: type | None = None, **match: int) -> Frame:
+        """Read until a frame with these fields comes (decoding every header block, to keep HPACK in step)."""
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            f = self.read()
+            assert f is not None, f"connection closed while waiting for {match}"
+            if f.kind == HEADERS:
+                f.payload = repr(self.dec.decode(f.payload)).encode()
+            if all(getattr(f, k) == v for k, v in match.items()):
+                return f
+        raise AssertionError(f"no frame {match} within {DEADLINE_S}s")
+
+    def goaway(self) -> tuple[int, bytes]:
+        """Read until GOAWAY: its error code and text."""
+        f = self.until(kind=GOAWAY)
+        return int.from_bytes(f.payload[4:8], "big"), f.payload[8:]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(models: Models) -> Iterator[tuple[Server, int]]:
+    gport = free_port()
+    entry, digest = models.cached(models.tabular)
+    srv = Server(["--model", str(entry), "--sha256", digest, "--name", "tabular", "--grpc-port", str(gport),
+                  "--max-body-bytes", str(1 << 20)]).start()
+    yield srv, gport
+    srv.stop()
+
+
+def _infer_body(rows: int = 1) -> bytes:
+    req = oip.ModelInferRequest(model_name="tabular")
+    req.inputs.add(name="features", datatype="FP32", shape=[rows, 16])
+    req.raw_input_contents.append(b"\0" * (64 * rows))
+    return req.SerializeToString()
+
+
+def test_a_call_answers_headers_data_trailers(server: tuple[Server, int]) -> None:
+    c = Client(server[1])
+    c.sock.sendall(c.headers(1) + c.frame(DATA, 0x1, 1, c.message(_infer_body())))
+    head = c.until(kind=HEADERS, sid=1)
+    assert b"':status', '200'" in head.payload and b"application/grpc" in head.payload
+    data = c.until(kind=DATA, sid=1)
+    resp = oip.ModelInferResponse.FromString(data.payload[5:])
+    assert resp.model_name == "tabular" and list(resp.outputs[0].shape) == [1, 3]
+    trailers = c.until(kind=HEADERS, sid=1)
+    assert trailers.flags & 0x1 and b"'grpc-status', '0'" in trailers.payload
+    c.send(PING, 0, 0, b"12345678")
+    assert c.until(kind=PING).payload == b"12345678"
+    c.close()
+
+
+@pytest.mark.parametrize(("extra", "content_type", "compressed", "want"), [
+    ([("grpc-timeout", "soon")], "application/grpc", False, b"'grpc-status', '3'"),  # INVALID_ARGUMENT
+    ([("grpc-encoding", "gzip")], "application/grpc", True, b"'grpc-status', '12'"),  # UNIMPLEMENTED
+    ([], "application/json", False, b"':status', '415'"),
+])
+def test_what_grpc_does_not_allow_is_answered_on_its_stream(
+    server: tuple[Server, int], extra: list[tuple[str, str]], content_type: str, compressed: bool, want: bytes
+) -> None:
+    c = Client(server[1])
+    c.sock.sendall(c.headers(1, extra=extra, content_type=content_type)
+                   + c.frame(DATA, 0x1, 1, c.message(_infer_body(), compressed)))
+    assert want in c.until(kind=HEADERS, sid=1).payload
+    # The connection serves on.
+    c.sock.sendall(c.headers(3) + c.frame(DATA, 0x1, 3, c.message(_infer_body())))
+    c.until(kind=DATA, sid=3)
+    c.close()
+
+
+def test_unknown_method_and_oversized_message(server: tuple[Server, int]) -> None:
+    c = Client(server[1])
+    c.sock.sendall(c.headers(1, path="/inference.GRPCInferenceService/Nope") + c.frame(DATA, 0x1, 1, c.message(b"")))
+    assert b"'grpc-status', '12'" in c.until(kind=HEADERS, sid=1).payload
+    # 2 MiB declared against a 1 MiB limit: refused on the message's first bytes, the rest dropped.
+    c.send(HEADERS, 0x4, 3, c.enc.encode([(":method", "POST"), (":scheme", "http"), (":path", INFER),
+                                          (":authority", "x"), ("content-type", "application/grpc")]))
+    c.send(DATA, 0, 3, b"\0" + (2 << 20).to_bytes(4, "big") + b"\0" * 1000)
+    answer = c.until(kind=HEADERS, sid=3).payload
+    assert b"'grpc-status', '8'" in answer and b"exceeds the limit" in answer  # RESOURCE_EXHAUSTED
+    c.send(DATA, 0x1, 3, b"\0" * 1000)  # late DATA of the refused call: dropped, the connection stays
+    c.sock.sendall(c.headers(5) + c.frame(DATA, 0x1, 5, c.message(_infer_body())))
+    c.until(kind=DATA, sid=5)
+    c.close()
+
+
+def test_not_http2_is_a_goaway_and_a_close(server: tuple[Server, int]) -> None:
+    c = Client(server[1], preface=False)
+    c.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.goaway()[0] == 0x1  # PROTOCOL_ERROR
+    assert c.read() is None
+    c.close()
+
+
+def test_streams_past_the_limit_are_refused(server: tuple[Server, int]) -> None:
+    c = Client(server[1])
+    # 300 calls opened and never finished: the first 256 are held, the rest REFUSED_STREAM.
+    c.sock.sendall(b"".join(c.headers(1 + 2 * i) for i in range(300)))
+    refused = c.until(kind=RST_STREAM)
+    assert refused.sid == 1 + 2 * 256 and int.from_bytes(refused.payload, "big") == 0x7
+    c.close()
+
+
+def test_calls_reset_as_fast_as_they_open_end_the_connection(server: tuple[Server, int]) -> None:
+    """The "rapid reset" abuse: each call is started and reset at once, so no stream limit ever binds."""
+    c = Client(server[1])
+    call = c.message(_infer_body())
+    burst = b"".join(c.headers(1 + 2 * i) + c.frame(DATA, 0x1, 1 + 2 * i, call)
+                     + c.frame(RST_STREAM, 0, 1 + 2 * i, (8).to_bytes(4, "big")) for i in range(1100))
+    c.sock.sendall(burst)
+    code, why = c.goaway()
+    assert code == 0xB and b"reset" in why  # ENHANCE_YOUR_CALM
+    c.close()
+
+
+def test_an_answer_larger_than_the_clients_window_waits_for_it(server: tuple[Server, int]) -> None:
+    c = Client(server[1], window=1000)
+    c.sock.sendall(c.headers(1) + c.frame(DATA, 0x1, 1, c.message(_infer_body(rows=500))))  # 6 KB of output
+    got = b""
+    first = c.until(kind=DATA, sid=1)
+    got += first.payload
+    assert len(got) <= 1000
+    c.send(WINDOW_UPDATE, 0, 1, (1 << 20).to_bytes(4, "big"))
+    while len(got) < 5 or len(got) < 5 + int.from_bytes(got[1:5], "big"):
+        got += c.until(kind=DATA, sid=1).payload
+    resp = oip.ModelInferResponse.FromString(got[5:])
+    assert list(resp.outputs[0].shape) == [500, 3]
+    assert b"'grpc-status', '0'" in c.until(kind=HEADERS, sid=1).payload
+    c.close()
