@@ -4,7 +4,8 @@
 
 Same stack as `edge-runtime serve` (the runtime's own HTTP/1.1 server,
 edge_runtime/transport/http_server.py: httptools' parser on uvloop, with the
-connection limits; grpcio's asyncio server in the same event loop); each
+connection limits; its own HTTP/2 for gRPC, edge_runtime/transport/grpc_h2.py,
+in the same event loop; `--grpc-server grpcio` as the fifth argument: grpcio's asyncio server); each
 request's body is read whole, as the runtime reads it, and
 answered with the bytes of a real answer precomputed from the model. The gap
 between this row and the runtime's row is the runtime's own work (decode,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -23,10 +25,12 @@ def main(argv: list[str]) -> int:
     import grpc
 
     from edge_runtime import oip
+    from edge_runtime.transport.grpc_h2 import GrpcH2Server
     from edge_runtime.transport.http_limits import Limits
     from edge_runtime.transport.http_server import HttpServer
 
     http_port, grpc_port = int(argv[0]), int(argv[1])
+    grpcio = argv[4:] == ["--grpc-server", "grpcio"]
     rest_answer = Path(argv[2]).read_bytes()
     grpc_answer = Path(argv[3]).read_bytes()
     ok_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(rest_answer)).encode())]
@@ -36,19 +40,24 @@ def main(argv: list[str]) -> int:
             while True:
                 msg = await receive()
                 if msg["type"] == "lifespan.startup":
-                    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
 
                     async def infer(data: bytes, context: Any) -> bytes:
                         return grpc_answer
 
-                    handler = grpc.method_handlers_generic_handler(
-                        oip.SERVICE,
-                        {"ModelInfer": grpc.unary_unary_rpc_method_handler(
-                            infer, request_deserializer=lambda b: b, response_serializer=lambda b: b)},
-                    )
-                    server.add_generic_rpc_handlers((handler,))
-                    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
-                    await server.start()
+                    if grpcio:
+                        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+                        handler = grpc.method_handlers_generic_handler(
+                            oip.SERVICE,
+                            {"ModelInfer": grpc.unary_unary_rpc_method_handler(
+                                infer, request_deserializer=lambda b: b, response_serializer=lambda b: b)},
+                        )
+                        server.add_generic_rpc_handlers((handler,))
+                        server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+                        await server.start()
+                    else:
+                        fixed = SimpleNamespace(methods=lambda: {"ModelInfer": (infer, bytes)})
+                        await GrpcH2Server(fixed, "127.0.0.1", grpc_port,  # type: ignore[arg-type]
+                                           max_message_bytes=64 << 20).start()
                     await send({"type": "lifespan.startup.complete"})
                 elif msg["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})

@@ -609,6 +609,9 @@ class _Connection(asyncio.Protocol):
                     self._answer_error(s, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                        f"request message of {declared} bytes exceeds the limit of "
                                        f"{self.server.max_message} bytes")
+                elif len(s.body) > 5 + declared:  # not held: a stream carries no more than its one message
+                    self._answer_error(s, grpc.StatusCode.INTERNAL,
+                                       "a unary call takes one request message, this had more than one")
         if s.recv_window < _STREAM_WINDOW // 2 and not flags & _END_STREAM:
             self.write(_frame(_WINDOW_UPDATE, 0, sid, (_STREAM_WINDOW - s.recv_window).to_bytes(4, "big")))
             s.recv_window = _STREAM_WINDOW
@@ -658,23 +661,24 @@ class _Connection(asyncio.Protocol):
             else:
                 response = await handler(request, context)
             message = serialize(response)
-        except _Abort as e:
-            self._answer_error(s, e.code, e.message)
-            return
-        except TimeoutError:
-            self._answer_error(s, grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed")
-            return
         except asyncio.CancelledError:
             return
         except Exception as e:
-            log.exception("unhandled error in a gRPC call")
-            self._answer_error(s, grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
+            s.task = None  # as below: the answer ends the stream, not this task
+            if isinstance(e, _Abort):
+                self._answer_error(s, e.code, e.message)
+            elif isinstance(e, TimeoutError):
+                self._answer_error(s, grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed")
+            else:
+                log.exception("unhandled error in a gRPC call")
+                self._answer_error(s, grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
             return
         if len(message) > (1 << 32) - 1:
             self._answer_error(s, grpc.StatusCode.RESOURCE_EXHAUSTED, "response message over 4 GiB")
             return
         if s.id not in self.streams:
             return  # reset by the client meanwhile
+        s.task = None  # the call is over: finishing the stream below must not cancel this very task
         self._release(s)
         s.out = bytearray(b"\x00" + len(message).to_bytes(4, "big"))
         s.out += message

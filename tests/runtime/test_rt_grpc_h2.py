@@ -216,3 +216,34 @@ def test_an_answer_larger_than_the_clients_window_waits_for_it(server: tuple[Ser
     assert list(resp.outputs[0].shape) == [500, 3]
     assert b"'grpc-status', '0'" in c.until(kind=HEADERS, sid=1).payload
     c.close()
+
+
+def test_request_bytes_held_for_a_connection_are_bounded_by_its_window(server: tuple[Server, int]) -> None:
+    """Calls whose messages never end: the server stops giving the connection window back once the bodies
+    it holds reach its bound (64 MiB here), and gives it back as they are let go."""
+    c = Client(server[1])
+    granted = 65_535
+    while True:  # the server's SETTINGS and its first WINDOW_UPDATE
+        f = c.until()
+        if f.kind == WINDOW_UPDATE and f.sid == 0:
+            granted += int.from_bytes(f.payload, "big")
+            break
+    assert granted == 64 << 20
+    piece = 1_000_000
+    sent, sid = 0, 1
+    while sent + piece <= granted:
+        c.sock.sendall(c.headers(sid) + c.frame(DATA, 0, sid, b"\0" + (piece + 10).to_bytes(4, "big")
+                                                 + b"\0" * (piece - 5)))
+        sent, sid = sent + piece, sid + 2
+    c.send(PING, 0, 0, b"bounded!")
+    more = 0
+    while (f := c.until()).kind != PING:
+        if f.kind == WINDOW_UPDATE and f.sid == 0:
+            more += int.from_bytes(f.payload, "big")
+    assert sent + more <= 64 << 20, "window given back while every byte is still held"
+    # Two calls end (their messages cut short: an error each), and their bytes are let go.
+    c.send(DATA, 0x1, 1)
+    c.send(DATA, 0x1, 3)
+    assert b"'grpc-status', '13'" in c.until(kind=HEADERS, sid=1).payload
+    assert c.until(kind=WINDOW_UPDATE, sid=0)
+    c.close()
