@@ -398,11 +398,11 @@ def start_edge(extra: list[str]) -> Starter:
     return start
 
 
-def start_ceiling(workdir: Path, kind: str) -> Starter:
+def start_ceiling(workdir: Path, kind: str, extra: tuple[str, ...] = ()) -> Starter:
     def start(model: dict[str, Any], name: str, port: int, logf: Path, grpc_port: int) -> subprocess.Popen[bytes]:
         rest, grpc_answer = _answers(model, workdir, kind)
         cmd = [sys.executable, "-m", "benchmarks.runtime.ceiling", str(port), str(grpc_port), str(rest),
-               str(grpc_answer)]
+               str(grpc_answer), *extra]
         return _popen(cmd, logf)
 
     return start
@@ -584,7 +584,8 @@ def start_all(cfg: Config, specs: list[ServerSpec], model: dict[str, Any], kind:
     for spec in specs:
         port = free_port()
         gport = free_port()
-        logf = workdir / f"{spec.label.split()[0]}-{spec.batching.replace('/', '')}-{spec.encoding}-{kind}.log"
+        label = "".join(ch if ch.isalnum() else "-" for ch in spec.label)
+        logf = workdir / f"{label}-{spec.batching.replace('/', '')}-{spec.encoding}-{kind}.log"
         points = [Point(kind, spec.label, spec.batching, spec.encoding, c) for c in cfg.concurrency]
         url = f"127.0.0.1:{gport}" if spec.proto == "grpc" else f"http://127.0.0.1:{port}/v2/models/m/infer"
         r = Running(spec, None, url, None, points, logf)
@@ -784,11 +785,16 @@ def main(argv: list[str]) -> int:
             ServerSpec("stack ceiling", "-", "json" if kind == "tabular" else "binary",
                        start_ceiling(workdir, kind), ceiling_body),
             ServerSpec("stack ceiling", "-", "grpc", start_ceiling(workdir, kind), gb, proto="grpc"),
+            # grpcio's asyncio server, the runtime's before its own HTTP/2 (serve --grpc-server grpcio).
+            ServerSpec("stack ceiling, grpcio", "-", "grpc",
+                       start_ceiling(workdir, kind, ("--grpc-server", "grpcio")), gb, proto="grpc"),
             ServerSpec("edge-runtime", "off", "json", start_edge([]), jb),
             ServerSpec("edge-runtime", "off", "grpc", start_edge([]), gb, proto="grpc"),
             ServerSpec("edge-runtime", "on", "json", start_edge(["--max-batch-size", "32"]), jb),
             ServerSpec("edge-runtime", "on", "binary", start_edge(["--max-batch-size", "32"]), bb),
             ServerSpec("edge-runtime", "on", "grpc", start_edge(["--max-batch-size", "32"]), gb, proto="grpc"),
+            ServerSpec("edge-runtime --grpc-server grpcio", "on", "grpc",
+                       start_edge(["--max-batch-size", "32", "--grpc-server", "grpcio"]), gb, proto="grpc"),
         ]
         if args.only_providers:
             specs = []
