@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import hpack
+import numpy as np
 import pytest
 
 from edge_runtime import oip
@@ -247,3 +248,30 @@ def test_request_bytes_held_for_a_connection_are_bounded_by_its_window(server: t
     assert b"'grpc-status', '13'" in c.until(kind=HEADERS, sid=1).payload
     assert c.until(kind=WINDOW_UPDATE, sid=0)
     c.close()
+
+
+def test_a_message_in_many_small_frames_is_assembled_exactly(server: tuple[Server, int]) -> None:
+    """256 KB in 16 KiB DATA frames (what nghttp2 sends): one buffer of the message's size, filled in place."""
+    c = Client(server[1])
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4000, 16)).astype(np.float32)
+    req = oip.ModelInferRequest(model_name="tabular")
+    req.inputs.add(name="features", datatype="FP32", shape=[4000, 16])
+    req.raw_input_contents.append(x.tobytes())
+    msg = c.message(req.SerializeToString())
+    frames = [c.frame(DATA, 0x1 if i + 16384 >= len(msg) else 0, 1, msg[i : i + 16384])
+              for i in range(0, len(msg), 16384)]
+    c.sock.sendall(c.headers(1) + b"".join(frames))
+    got = b""
+    while len(got) < 5 or len(got) < 5 + int.from_bytes(got[1:5], "big"):
+        got += c.until(kind=DATA, sid=1).payload
+    resp = oip.ModelInferResponse.FromString(got[5:])
+    out = np.frombuffer(resp.raw_output_contents[0], "<f4").reshape(4000, 3)
+    direct = Client(server[1])  # the same rows as one frame: the same answer
+    direct.sock.sendall(direct.headers(1) + direct.frame(DATA, 0x1, 1, msg))
+    ref = b""
+    while len(ref) < 5 or len(ref) < 5 + int.from_bytes(ref[1:5], "big"):
+        ref += direct.until(kind=DATA, sid=1).payload
+    assert got == ref and out.shape == (4000, 3) and np.isfinite(out).all()
+    c.close()
+    direct.close()
