@@ -275,3 +275,20 @@ def test_a_message_in_many_small_frames_is_assembled_exactly(server: tuple[Serve
     assert got == ref and out.shape == (4000, 3) and np.isfinite(out).all()
     c.close()
     direct.close()
+
+
+def test_shutdown_says_goaway_to_connected_clients_then_closes(models: Models) -> None:
+    gport = free_port()
+    entry, digest = models.cached(models.tabular)
+    srv = Server(["--model", str(entry), "--sha256", digest, "--name", "tabular", "--grpc-port", str(gport)]).start()
+    try:
+        c = Client(gport)
+        c.sock.sendall(c.headers(1) + c.frame(DATA, 0x1, 1, c.message(_infer_body())))
+        c.until(kind=DATA, sid=1)
+        srv.stop()
+        code, _ = c.goaway()
+        assert code == 0  # NO_ERROR: a graceful end, the client may reconnect elsewhere
+        assert c.read() is None
+        c.close()
+    finally:
+        srv.stop(kill=True)
