@@ -220,8 +220,9 @@ class GrpcH2Server:
         self.max_streams = max_concurrent_streams
         self.max_connections = max_connections
         self.max_header_bytes = max_header_bytes
-        # Request bodies held per connection: room for two of the largest messages, and never less than 64 MiB.
-        self.max_buffered = max_buffered_bytes or max(2 * (max_message_bytes + 5), 64 << 20)
+        # Request bodies held per connection: room for two of the largest messages, and never less than 64 MiB;
+        # never more than HTTP/2's largest window (2^31-1), which is what bounds it on the wire.
+        self.max_buffered = min(max_buffered_bytes or max(2 * (max_message_bytes + 5), 64 << 20), _MAX_WINDOW)
         self.max_resets = max_resets
         self.idle_timeout = idle_timeout_s
         self.connections: set[_Connection] = set()

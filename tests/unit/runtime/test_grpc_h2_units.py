@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import grpc
 import hpack
 import pytest
 
 from edge_runtime import cli
-from edge_runtime.transport.grpc_h2 import _RESPONSE_HEAD, _hpack_int, _trailers, grpc_timeout
+from edge_runtime.transport.grpc_h2 import (
+    _MAX_WINDOW,
+    _RESPONSE_HEAD,
+    GrpcH2Server,
+    _hpack_int,
+    _trailers,
+    grpc_timeout,
+)
 
 
 def test_hpack_integers_as_rfc_7541_c1_writes_them() -> None:
@@ -43,3 +52,11 @@ def test_the_own_http2_is_the_default_and_grpcio_a_choice() -> None:
     assert cli.build_parser().parse_args([*base, "--grpc-server", "grpcio"]).grpc_server == "grpcio"
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args([*base, "--grpc-server", "h2"])
+
+
+def test_the_bytes_held_per_connection_fit_an_http2_window() -> None:
+    """Two of the largest messages, at least 64 MiB, and never past 2^31-1: the window is what enforces it."""
+    service = SimpleNamespace(methods=dict)
+    assert GrpcH2Server(service, "x", 0, max_message_bytes=1 << 20).max_buffered == 64 << 20  # type: ignore[arg-type]
+    assert GrpcH2Server(service, "x", 0, max_message_bytes=100 << 20).max_buffered == 2 * ((100 << 20) + 5)  # type: ignore[arg-type]
+    assert GrpcH2Server(service, "x", 0, max_message_bytes=4 << 30).max_buffered == _MAX_WINDOW  # type: ignore[arg-type]
