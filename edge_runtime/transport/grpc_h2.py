@@ -38,7 +38,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -190,6 +191,41 @@ class _Stream:
         self.done = False  # the answer went out whole (trailers included)
 
 
+class _Resumed:
+    """Awaiting it drives coroutine `call` on from where it yielded `first` (it was started by hand, see
+    _Connection._ended): what it yields goes to the task running this, what the task sends or throws in
+    (a result, a cancellation) goes back to it."""
+
+    __slots__ = ("call", "first")
+
+    def __init__(self, call: Coroutine[Any, Any, None], first: Any) -> None:
+        self.call = call
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        call, value = self.call, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                call.close()
+                raise
+            except BaseException as e:  # a cancellation (or any exception) the task throws goes to the call
+                try:
+                    value = call.throw(e)
+                except StopIteration:
+                    return
+                continue
+            try:
+                value = call.send(sent)
+            except StopIteration:
+                return
+
+
+async def _resume(call: Coroutine[Any, Any, None], first: Any) -> None:
+    await _Resumed(call, first)
+
+
 class _ConnectionError(Exception):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(why)
@@ -285,7 +321,7 @@ class _Connection(asyncio.Protocol):
         self.peer_frame = _DEFAULT_FRAME
         self.recv_credit = 65_535  # what the client may still send on the connection
         self.held = 0  # request bytes held for calls not yet answered
-        self.resets: list[float] = []
+        self.resets: deque[float] = deque()
         self.reset_ids: set[int] = set()  # streams we ended early: their late DATA is dropped quietly
         self.going_away = False
         self.closed = False
@@ -481,14 +517,16 @@ class _Connection(asyncio.Protocol):
             if sid > self.last_id:
                 raise _ConnectionError(_PROTOCOL_ERROR, "RST_STREAM on an idle stream")
             return
-        if s.task is not None and not s.task.done():
-            now = time.monotonic()
-            self.resets = [t for t in self.resets if now - t < _RESET_WINDOW_S]
-            self.resets.append(now)
-            if len(self.resets) > self.server.max_resets:
-                self._finish(s, reset=None)
-                raise _ConnectionError(_ENHANCE_YOUR_CALM, "too many calls reset while in flight")
+        # A call reset before it was answered (its message still coming, or its work running): opening and
+        # resetting calls at once is the "rapid reset" abuse, which no stream limit ever binds.
+        now = time.monotonic()
+        resets = self.resets
+        while resets and now - resets[0] >= _RESET_WINDOW_S:
+            resets.popleft()
+        resets.append(now)
         self._finish(s, reset=None)
+        if len(resets) > self.server.max_resets:
+            raise _ConnectionError(_ENHANCE_YOUR_CALM, "too many calls reset before their answer")
 
     def _headers(self, flags: int, sid: int, payload: memoryview) -> None:
         if sid == 0:
@@ -697,7 +735,14 @@ class _Connection(asyncio.Protocol):
         if s.body[0] != 0:
             self._answer_error(s, grpc.StatusCode.UNIMPLEMENTED, "compressed messages are not supported")
             return
-        s.task = asyncio.get_running_loop().create_task(self._call(s))
+        # Run the call at once: a small model's call finishes without waiting on anything, and then needs
+        # no task and no turn of the loop; one that waits goes on in a task from where it stopped.
+        call = self._call(s)
+        try:
+            waiting_on = call.send(None)
+        except StopIteration:
+            return
+        s.task = asyncio.get_running_loop().create_task(_resume(call, waiting_on))
 
     async def _call(self, s: _Stream) -> None:
         assert s.method is not None
