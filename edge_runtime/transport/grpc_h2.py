@@ -20,8 +20,10 @@ strictly:
   so a client cannot grow the server's memory past it whatever it sends; an
   answer larger than the client's windows waits for its WINDOW_UPDATEs;
 - streams: odd, increasing ids; past the limit REFUSED_STREAM; a reset stream's
-  call is cancelled; a client resetting calls in flight faster than
-  `max_resets` per 10 s gets GOAWAY ENHANCE_YOUR_CALM (the "rapid reset" abuse);
+  call is cancelled; a client resetting more than `max_resets` calls before
+  their answer in 10 s gets GOAWAY ENHANCE_YOUR_CALM (the "rapid reset" abuse);
+- a call runs as soon as its message is whole, in the same turn of the loop; a
+  small model's call is answered before the next frame is read, without a task;
 - a client that stops reading stops being read (no unbounded answers queued);
   idle connections close after `idle_timeout_s`.
 
