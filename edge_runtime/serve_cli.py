@@ -83,8 +83,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--grpc-server", choices=["native", "grpcio"], default="native",
-        help="the gRPC port's HTTP/2: native (the runtime's own, edge_runtime/transport/grpc_h2.py: 0.16 ms a call "
-        "with no work, 4x the calls under load) or grpcio (grpcio's asyncio server: 0.40 ms a call here)",
+        help="the gRPC port's HTTP/2: native (the runtime's own, edge_runtime/transport/grpc_h2.py: 0.17-0.20 ms a "
+        "call with no work, 2.5x the calls at 32 in flight) or grpcio (grpcio's asyncio server: 0.39-0.48 ms here)",
     )
     p.add_argument(
         "--model-cache",

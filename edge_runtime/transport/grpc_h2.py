@@ -66,8 +66,8 @@ _PADDED = 0x8
 _PRIORITY_FLAG = 0x20
 
 # Error codes (section 7).
-_NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-_STREAM_CLOSED, _FRAME_SIZE_ERROR, _REFUSED_STREAM, _CANCEL = 0x5, 0x6, 0x7, 0x8
+_NO_ERROR, _PROTOCOL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x3
+_STREAM_CLOSED, _FRAME_SIZE_ERROR, _REFUSED_STREAM = 0x5, 0x6, 0x7
 _COMPRESSION_ERROR, _ENHANCE_YOUR_CALM = 0x9, 0xB
 
 _DEFAULT_FRAME = 16_384  # what a peer accepts until its SETTINGS say otherwise
@@ -105,7 +105,6 @@ def _literal(name: bytes, value: bytes) -> bytes:
 _STATUS_200 = b"\x88"  # ":status: 200", static table entry 8
 _GRPC_TYPE = _literal(b"content-type", b"application/grpc")
 _RESPONSE_HEAD = _STATUS_200 + _GRPC_TYPE
-_TRAILER_OK = _literal(b"grpc-status", b"0")
 
 
 def _trailers(code: grpc.StatusCode, message: str) -> bytes:
@@ -115,6 +114,9 @@ def _trailers(code: grpc.StatusCode, message: str) -> bytes:
         text = quote(message[:4096], safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
         block += _literal(b"grpc-message", text.encode("ascii"))
     return block
+
+
+_TRAILER_OK = _trailers(grpc.StatusCode.OK, "")
 
 
 def grpc_timeout(value: str) -> float | None:
@@ -327,7 +329,6 @@ class _Connection(asyncio.Protocol):
         self.reset_ids: set[int] = set()  # streams we ended early: their late DATA is dropped quietly
         self.going_away = False
         self.closed = False
-        self.write_paused = False
         self.last_active = time.monotonic()
 
     # --- transport
@@ -363,12 +364,10 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # A client that does not read its answers is not read either: nothing more queues up for it.
-        self.write_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
@@ -533,7 +532,7 @@ class _Connection(asyncio.Protocol):
     def _headers(self, flags: int, sid: int, payload: memoryview) -> None:
         if sid == 0:
             raise _ConnectionError(_PROTOCOL_ERROR, "HEADERS on stream 0")
-        body = memoryview(payload)
+        body = payload
         if flags & _PADDED:
             if not body:
                 raise _ConnectionError(_PROTOCOL_ERROR, "a padded HEADERS frame without its pad length")
@@ -612,11 +611,7 @@ class _Connection(asyncio.Protocol):
                 if s.timeout is None:
                     self._answer_error(s, grpc.StatusCode.INVALID_ARGUMENT, "malformed grpc-timeout header")
                     return
-            elif name == b"grpc-encoding":
-                if value != b"identity":
-                    # A compressed message is refused when it comes; an uncompressed one is served.
-                    metadata.append(("grpc-encoding", value.decode("latin-1")))
-            elif not name.startswith(b":"):
+            elif not name.startswith((b":", b"grpc-")):  # gRPC's own headers are not the call's metadata
                 metadata.append((name.decode("latin-1"), value.decode("latin-1")))
         if method != b"POST" or not (ctype == b"application/grpc" or ctype.startswith((b"application/grpc+",
                                                                                        b"application/grpc;"))):
@@ -656,7 +651,7 @@ class _Connection(asyncio.Protocol):
             self._finish(s, reset=_FLOW_CONTROL_ERROR)
             self._replenish()
             return
-        data = memoryview(payload)
+        data = payload
         if flags & _PADDED:
             if not data or data[0] >= len(data):
                 raise _ConnectionError(_PROTOCOL_ERROR, "padding longer than the frame")
