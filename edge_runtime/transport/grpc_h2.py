@@ -591,6 +591,7 @@ class _Connection(asyncio.Protocol):
             self.write(_frame(_RST_STREAM, 0, sid, _REFUSED_STREAM.to_bytes(4, "big")))
             return
         s = _Stream(sid, self.initial_send_window)
+        s.ended = end_stream  # known before an answer from _start: a stream closed both ways takes no RST_STREAM
         self.streams[sid] = s
         self._start(s, headers)
         if end_stream:

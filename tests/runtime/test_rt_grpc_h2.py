@@ -293,3 +293,23 @@ def test_shutdown_says_goaway_to_connected_clients_then_closes(models: Models) -
         c.close()
     finally:
         srv.stop(kill=True)
+
+
+def test_a_call_refused_on_its_headers_alone_gets_no_reset_after_its_answer(server: tuple[Server, int]) -> None:
+    """HEADERS with END_STREAM answered at once (415, UNIMPLEMENTED): the stream is then closed both ways, and
+    RFC 9113 section 5.1 allows no RST_STREAM on it; a call whose request is still open gets RST_STREAM
+    NO_ERROR instead, so that the client stops sending."""
+    c = Client(server[1])
+    block = c.headers(1, content_type="application/json")
+    c.sock.sendall(block[:4] + bytes((block[4] | 0x1,)) + block[5:]  # END_STREAM on the HEADERS frame
+                   + c.headers(3, path="/inference.GRPCInferenceService/Nope"))  # this request stays open
+    c.send(PING, 0, 0, b"resets?!")
+    answers, resets = {}, []
+    while (f := c.until()).kind != PING:  # everything the server wrote before its PING answer
+        if f.kind == HEADERS:
+            answers[f.sid] = f.payload
+        elif f.kind == RST_STREAM:
+            resets.append((f.sid, int.from_bytes(f.payload, "big")))
+    assert b"':status', '415'" in answers[1] and b"'grpc-status', '12'" in answers[3]
+    assert resets == [(3, 0)]
+    c.close()
