@@ -359,7 +359,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _blob(self, sha256: str, source: str, plain_http: bool, *, head: bool) -> None:
-        f, size = self.server.store.open(sha256, source, plain_http, count=not head)
+        store = self.server.store
+        f, size = store.open(sha256, source, plain_http, count=not head)
         with f:
             rng = parse_range(self.headers.get("Range"), size)
             first, last = rng if rng is not None else (0, size - 1)
@@ -377,15 +378,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             f.seek(first)
             left = length
-            try:
-                while left > 0:
-                    chunk = f.read(min(CHUNK, left))
-                    if not chunk:
-                        break
+            while left > 0:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                # Counted before the write, taken back if it fails: once the client holds the last
+                # byte it may ask /v1/status at once, and must find the bytes it received counted.
+                store.served(len(chunk))
+                try:
                     self.wfile.write(chunk)
-                    left -= len(chunk)
-            finally:
-                self.server.store.served(length - left)
+                except BaseException:
+                    store.served(-len(chunk))
+                    raise
+                left -= len(chunk)
 
 
 # --- the command ----------------------------------------------------------------
