@@ -5,7 +5,8 @@
 Same stack as `edge-runtime serve` (the runtime's own HTTP/1.1 server,
 edge_runtime/transport/http_server.py: httptools' parser on uvloop, with the
 connection limits; its own HTTP/2 for gRPC, edge_runtime/transport/grpc_h2.py,
-in the same event loop; `--grpc-server grpcio` as the fifth argument: grpcio's asyncio server); each
+in the same event loop; polling after each answer as `serve` does by default;
+`--grpc-server grpcio` as the fifth argument: grpcio's asyncio server); each
 request's body is read whole, as the runtime reads it, and
 answered with the bytes of a real answer precomputed from the model. The gap
 between this row and the runtime's row is the runtime's own work (decode,
@@ -25,6 +26,7 @@ def main(argv: list[str]) -> int:
     import grpc
 
     from edge_runtime import oip
+    from edge_runtime.transport.busy_poll import DEFAULT_WINDOW_US, BusyPoll
     from edge_runtime.transport.grpc_h2 import GrpcH2Server
     from edge_runtime.transport.http_limits import Limits
     from edge_runtime.transport.http_server import HttpServer
@@ -33,6 +35,7 @@ def main(argv: list[str]) -> int:
     grpcio = argv[4:] == ["--grpc-server", "grpcio"]
     rest_answer = Path(argv[2]).read_bytes()
     grpc_answer = Path(argv[3]).read_bytes()
+    poll = BusyPoll(DEFAULT_WINDOW_US / 1e6)  # as `serve` polls by default (--busy-poll-us)
     ok_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(rest_answer)).encode())]
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -57,7 +60,7 @@ def main(argv: list[str]) -> int:
                     else:
                         fixed = SimpleNamespace(methods=lambda: {"ModelInfer": (infer, bytes)})
                         await GrpcH2Server(fixed, "127.0.0.1", grpc_port,  # type: ignore[arg-type]
-                                           max_message_bytes=64 << 20).start()
+                                           max_message_bytes=64 << 20, busy_poll=poll).start()
                     await send({"type": "lifespan.startup.complete"})
                 elif msg["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
@@ -75,7 +78,8 @@ def main(argv: list[str]) -> int:
         await send({"type": "http.response.start", "status": 200, "headers": list(ok_headers)})
         await send({"type": "http.response.body", "body": rest_answer})
 
-    return 0 if HttpServer(app, Limits(None), host="127.0.0.1", port=http_port).run() else 1
+    server = HttpServer(app, Limits(None), host="127.0.0.1", port=http_port, busy_poll=poll)
+    return 0 if server.run() else 1
 
 
 if __name__ == "__main__":

@@ -233,6 +233,10 @@ class Fallback:
 
     async def forward(self, model: str, req: InferenceRequest) -> tuple[InferenceResponse | None, str, int]:
         """Try the cloud for one hard request: (answer or None, outcome, hard examples dropped to queue it)."""
+        if asyncio.current_task() is None:
+            # A call the transport started by hand (transport/eager.py) runs in no task until it first waits;
+            # aiohttp's and grpcio's timeouts need one. One bare yield moves the call into its task.
+            await asyncio.sleep(0)
         body, header_length = encode_request_typed(self._for_cloud(req), binary=self.binary)
         if not self.breaker.allow(time.monotonic()):
             dropped = await self._enqueue(model, body, header_length)

@@ -133,6 +133,13 @@ class _LiveCollector(Collector):
             yield GaugeMetricFamily(
                 "edgeai_ready", "1 when the runtime judges itself ready", value=1 if self._m._ready_source() else 0
             )
+        if self._m._busy_poll_source is not None:
+            yield CounterMetricFamily(
+                "edgeai_busy_poll_seconds",
+                "Time the event loop spent polling for the next request after an answer instead of sleeping "
+                "(serve --busy-poll-us): CPU spent for latency",
+                value=self._m._busy_poll_source(),
+            )
 
 
 class RuntimeMetrics:
@@ -218,11 +225,12 @@ class RuntimeMetrics:
         # right on every scrape, also when /metrics is served on its own port.
         self._queue_source: Callable[[], dict[str, int]] | None = None
         self._ready_source: Callable[[], bool] | None = None
+        self._busy_poll_source: Callable[[], float] | None = None
         r.register(_LiveCollector(self))
         self.connections_refused = Counter(
             "edgeai_connections_refused",
-            "Connections closed by the runtime's limits before a request: max_connections, header_timeout, "
-            "header_too_large",
+            "Connections closed by the runtime's limits: max_connections, header_timeout, header_too_large (before "
+            "a request), body_timeout (a request's body late: 408)",
             ["reason"],
             registry=r,
         )
@@ -234,6 +242,9 @@ class RuntimeMetrics:
     def live(self, queue_depths: Callable[[], dict[str, int]], ready: Callable[[], bool]) -> None:
         self._queue_source = queue_depths
         self._ready_source = ready
+
+    def busy_poll(self, polled_seconds: Callable[[], float]) -> None:
+        self._busy_poll_source = polled_seconds
 
     def observe_request(self, model: str, version: str, outcome: str, seconds: float, protocol: str = "rest") -> None:
         self._requests.observe((model, version, outcome, protocol), seconds)

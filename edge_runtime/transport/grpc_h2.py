@@ -41,7 +41,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -49,6 +49,8 @@ import grpc
 import hpack
 
 from edge_runtime import oip
+from edge_runtime.transport import eager
+from edge_runtime.transport.busy_poll import BusyPoll
 from edge_runtime.transport.grpc_server import GrpcService, Handler
 
 log = logging.getLogger("edge_runtime.grpc")
@@ -195,41 +197,6 @@ class _Stream:
         self.done = False  # the answer went out whole (trailers included)
 
 
-class _Resumed:
-    """Awaiting it drives coroutine `call` on from where it yielded `first` (it was started by hand, see
-    _Connection._ended): what it yields goes to the task running this, what the task sends or throws in
-    (a result, a cancellation) goes back to it."""
-
-    __slots__ = ("call", "first")
-
-    def __init__(self, call: Coroutine[Any, Any, None], first: Any) -> None:
-        self.call = call
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        call, value = self.call, self.first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                call.close()
-                raise
-            except BaseException as e:  # a cancellation (or any exception) the task throws goes to the call
-                try:
-                    value = call.throw(e)
-                except StopIteration:
-                    return
-                continue
-            try:
-                value = call.send(sent)
-            except StopIteration:
-                return
-
-
-async def _resume(call: Coroutine[Any, Any, None], first: Any) -> None:
-    await _Resumed(call, first)
-
-
 class _ConnectionError(Exception):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(why)
@@ -252,7 +219,9 @@ class GrpcH2Server:
         max_buffered_bytes: int | None = None,
         max_resets: int = 1000,
         idle_timeout_s: float = 300.0,
+        busy_poll: BusyPoll | None = None,
     ) -> None:
+        self.busy_poll = busy_poll or BusyPoll(0)
         self.methods = {oip.method(name): m for name, m in service.methods().items()}
         self.host = host
         self.port = port
@@ -306,6 +275,7 @@ class GrpcH2Server:
 class _Connection(asyncio.Protocol):
     def __init__(self, server: GrpcH2Server) -> None:
         self.server = server
+        self.loop = asyncio.get_running_loop()  # made by the server's create_server, in its loop
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.buf = bytearray()
@@ -735,12 +705,9 @@ class _Connection(asyncio.Protocol):
             return
         # Run the call at once: a small model's call finishes without waiting on anything, and then needs
         # no task and no turn of the loop; one that waits goes on in a task from where it stopped.
-        call = self._call(s)
-        try:
-            waiting_on = call.send(None)
-        except StopIteration:
-            return
-        s.task = asyncio.get_running_loop().create_task(_resume(call, waiting_on))
+        s.task = eager.start(self._call(s), self.loop)
+        if s.task is not None:
+            self.server.busy_poll.track(s.task)
 
     async def _call(self, s: _Stream) -> None:
         assert s.method is not None
@@ -826,6 +793,7 @@ class _Connection(asyncio.Protocol):
         """The stream is over: forget it, cancel its call if it still runs, tell the client when `reset` says."""
         if self.streams.pop(s.id, None) is None:
             return
+        self.server.busy_poll.answered(self.loop)
         if s.task is not None and not s.task.done():
             s.task.cancel()
         self._release(s)

@@ -21,14 +21,21 @@ What the port guarantees:
 - a malformed request answered 400 and the connection closed; responses are
   JSON `{"error": ...}` like the rest of the runtime;
 - the connection-level `Limits` (http_limits.py): a cap on open connections,
-  a deadline for each request head, a size limit on it (431);
+  a deadline for each request head, a size limit on it (431); a deadline for
+  each request's body (`body_timeout_s`, 408), from when the request runs;
 - a client that goes away: the app's `receive()` yields `http.disconnect`;
 - the ASGI lifespan (startup before the port opens, shutdown after the last
   connection); on SIGTERM/SIGINT the port stops accepting, idle connections
   close, requests in flight get `shutdown_timeout_s` to finish.
 
-Deadlines (head, idle) are checked by one sweep a few times per timeout, not
-by a timer per request (a heap push and a cancel per request otherwise).
+Deadlines (head, body, idle) are checked by one sweep a few times per timeout,
+not by a timer per request (a heap push and a cancel per request otherwise).
+
+A request is run by hand in the callback that parsed it (eager.py): one that
+needs nothing more (its body is in, a small model answers it) is answered
+there, without a task; one that waits goes on in a task. After an answer the
+loop polls for the next request for a moment instead of sleeping, while no
+request waits on anything (busy_poll.py).
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
+from edge_runtime.transport import eager
+from edge_runtime.transport.busy_poll import BusyPoll
 from edge_runtime.transport.http_limits import Limits
 
 log = logging.getLogger("edge_runtime.http")
@@ -59,6 +68,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_KEEP_ALIVE_S = 15.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
 # Unread request-body bytes held for the app before reading pauses (the app reads whole bodies).
 _HIGH_WATER = 256 << 10
@@ -127,6 +137,7 @@ class _Exchange:
         "keep_alive",
         "responded",
         "scope",
+        "since",
         "started",
         "status",
         "waiter",
@@ -151,6 +162,7 @@ class _Exchange:
         self.status = 0
         self.headers: Any = ()
         self.waiter: asyncio.Future[None] | None = None
+        self.since = 0.0  # when it began to run: its body is due within the body timeout from then
 
     def wake(self) -> None:
         w = self.waiter
@@ -377,7 +389,7 @@ class _Connection(asyncio.Protocol):
         ex = self.to_start
         if ex is not None:
             self.to_start = None
-            self.server.spawn(self._serve(ex))
+            self.server.start(self._serve(ex))
 
     def _consume(self, data: bytes) -> None:
         """Parse `data`, a slice at a time once it is large: while a request waits its turn the rest stays
@@ -472,6 +484,7 @@ class _Connection(asyncio.Protocol):
         self.parsing = ex
         if self.current is None:
             # It runs once the bytes at hand are parsed: a request that came whole is run with its body.
+            ex.since = self.loop.time()
             self.current = ex
             self.to_start = ex
         else:
@@ -559,6 +572,7 @@ class _Connection(asyncio.Protocol):
             t.writelines((head, body))
 
     def response_done(self, ex: _Exchange) -> None:
+        self.server.busy_poll.answered(self.loop)
         if not ex.keep_alive or self.stopping or (self.eof and not self.queue):
             self.close()
 
@@ -594,6 +608,7 @@ class _Connection(asyncio.Protocol):
             ex.buffered = 0
         if self.queue:
             nxt = self.queue.popleft()
+            nxt.since = self.loop.time()
             self.current = nxt
             if not self.queue and self.pending:
                 data, self.pending = self.pending, b""
@@ -654,11 +669,19 @@ class _Connection(asyncio.Protocol):
         )
 
     def check_deadlines(self, now: float) -> None:
-        """Called by the server's sweep: close a connection whose head is late, or that idled too long.
+        """Called by the server's sweep: answer 408 to a request whose body is late; close a connection whose
+        head is late, or that idled too long.
 
-        Not while the app runs a request (its own deadlines hold; a head behind it may wait unread): both
-        clocks start again when it is done (`since`)."""
-        if self.current is not None or self.lost or self.transport is None or self.transport.is_closing():
+        The head and idle clocks stop while the app runs a request (a head behind it may wait unread) and
+        start again when it is done (`since`). The body clock runs from when the request began to run, until
+        its body is whole (or the app answered without it): a request queued behind another is not read
+        meanwhile, so it is not late either."""
+        if self.lost or self.transport is None or self.transport.is_closing():
+            return
+        ex = self.current
+        if ex is not None:
+            if not ex.complete and not ex.responded and now - ex.since > self.server.body_timeout_s:
+                self._body_late(ex)
             return
         if self.in_head:
             if now - self.since > self.limits.header_timeout_s:
@@ -671,6 +694,23 @@ class _Connection(asyncio.Protocol):
         elif now - self.since > self.server.keep_alive_s:
             # Idle, or still reading the rest of a body its answer did not need: bounded the same way.
             self.close()
+
+    def _body_late(self, ex: _Exchange) -> None:
+        self.limits.refused(
+            "body_timeout",
+            "request answered 408: its body did not come within the body timeout (--body-timeout-s)",
+            peer=str(self.client),
+        )
+        if not ex.started:
+            message = f"request body not received within {self.server.body_timeout_s:g}s (slow client)"
+            self.write(error_response(408, message, self.server.date))
+            ex.started = True
+        # The app, waiting on receive(), is told the client is gone; the connection closes with its turn.
+        ex.responded = True
+        ex.keep_alive = False
+        ex.disconnected = True
+        ex.wake()
+        self.close()
 
     def shutdown(self) -> None:
         """Server shutdown: no new request; an idle connection closes now, a busy one after its response."""
@@ -739,14 +779,18 @@ class HttpServer:
         host: str,
         port: int,
         keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         backlog: int = 2048,
+        busy_poll: BusyPoll | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
         self.host = host
         self.port = port
         self.keep_alive_s = keep_alive_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.busy_poll = busy_poll or BusyPoll(0)
         self.shutdown_timeout_s = shutdown_timeout_s
         self.backlog = backlog
         self.connections: set[_Connection] = set()
@@ -816,13 +860,16 @@ class HttpServer:
             caught.append(s)
         return caught
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = self.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def start(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a connection's requests at once (eager.py); only what has to wait goes on in a task."""
+        task = eager.start(coro, self.loop)
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            self.busy_poll.track(task)
 
     async def _sweep(self) -> None:
-        interval = min(1.0, max(0.05, min(self.limits.header_timeout_s, self.keep_alive_s) / 4))
+        interval = min(1.0, max(0.05, min(self.limits.header_timeout_s, self.keep_alive_s, self.body_timeout_s) / 4))
         while True:
             await asyncio.sleep(interval)
             self.date = _date_header()

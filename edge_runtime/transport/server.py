@@ -10,7 +10,7 @@ error bodies (`{"error": "..."}`).
 
 Abuse never reaches the model or blocks other clients: bodies over the limit
 get 413 before they are read, a client that does not finish its body within
-the timeout gets 408, large bodies are decoded off the event loop
+the timeout gets 408 (from `http_server`), large bodies are decoded off the event loop
 (`offload`), and connection-level limits (idle, header size and time,
 connection count) are enforced by `http_server` with `http_limits` before a
 request exists.
@@ -18,8 +18,6 @@ request exists.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -50,7 +48,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_MAX_BODY = 64 << 20
-DEFAULT_BODY_TIMEOUT = 30.0
 
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
@@ -102,74 +99,21 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
-class _BodyDeadlines:
-    """Body-read deadlines enforced by one periodic sweep, not by a timer per request.
-
-    `asyncio.timeout()` schedules and cancels a timer handle for every request
-    (a heap push, and a cancelled handle left in the loop's heap until it would
-    have fired); at tens of thousands of requests per second that is a visible
-    share of the server's work. Here a request costs a dict insert and pop; a
-    slow client is cut within the timeout plus one sweep interval.
-    """
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.interval_s = min(1.0, max(0.05, timeout_s / 4))
-        self.reading: dict[asyncio.Task[Any], float] = {}
-        self.expired: set[asyncio.Task[Any]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def enter(self, task: asyncio.Task[Any]) -> None:
-        loop = task.get_loop()
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = loop.create_task(self._sweep())
-        self.reading[task] = loop.time() + self.timeout_s
-
-    def leave(self, task: asyncio.Task[Any]) -> None:
-        self.reading.pop(task, None)
-
-    def timed_out(self, task: asyncio.Task[Any]) -> bool:
-        if task in self.expired:
-            self.expired.discard(task)
-            task.uncancel()
-            return True
-        return False
-
-    async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.interval_s)
-            now = loop.time()
-            late = [t for t, deadline in self.reading.items() if deadline <= now]
-            for t in late:
-                del self.reading[t]
-                self.expired.add(t)
-                t.cancel()
-
-    def close(self) -> asyncio.Task[None] | None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        return self._sweeper
-
-
 class App:
     def __init__(
         self,
         dataplane: DataPlane,
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY,
-        body_timeout_s: float = DEFAULT_BODY_TIMEOUT,
         serve_metrics: bool = True,
         repository_access: RepositoryAccess | None = None,
         decoder: Decoder | None = None,
     ) -> None:
         self.dp = dataplane
         self.max_body = max_body_bytes
-        self.body_timeout = body_timeout_s
         self.serve_metrics = serve_metrics
         self.access = repository_access or RepositoryAccess()
         self.decoder = decoder or Decoder()
-        self._deadlines = _BodyDeadlines(body_timeout_s)
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
@@ -205,10 +149,6 @@ class App:
             await hook()
         await self.dp.close()
         self.decoder.close()
-        sweeper = self._deadlines.close()
-        if sweeper is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes | bytearray:
         declared = _header(scope, b"content-length")
@@ -227,40 +167,30 @@ class App:
         # tensor's bytes are then viewed in place, not joined again).
         buf: bytearray | None = None
         size = 0
-        task = asyncio.current_task()
-        assert task is not None
-        self._deadlines.enter(task)
-        try:
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    raise _Disconnected()
-                chunk = msg.get("body", b"")
-                more = msg.get("more_body", False)
-                if chunk:
-                    if buf is None and not chunks and more and 0 < n <= self.max_body:
-                        buf = bytearray(n)
-                    end = size + len(chunk)
-                    if end > self.max_body:
-                        raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes", close=True)
-                    if buf is not None and end <= n:
-                        buf[size:end] = chunk
-                    else:
-                        if buf is not None:  # more than declared: the parser forbids it; kept honest anyway
-                            chunks.append(bytes(buf[:size]))
-                            buf = None
-                        chunks.append(chunk)
-                    size = end
-                if not more:
-                    break
-        except asyncio.CancelledError as e:
-            if self._deadlines.timed_out(task):
-                raise HttpError(
-                    408, f"request body not received within {self.body_timeout:g}s (slow client)", close=True
-                ) from e
-            raise
-        finally:
-            self._deadlines.leave(task)
+        # A slow client's body is the server's to time out (http_server: 408, then receive() says
+        # http.disconnect), so a request whose body is in needs no timer, nor a task, here.
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise _Disconnected()
+            chunk = msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if chunk:
+                if buf is None and not chunks and more and 0 < n <= self.max_body:
+                    buf = bytearray(n)
+                end = size + len(chunk)
+                if end > self.max_body:
+                    raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes", close=True)
+                if buf is not None and end <= n:
+                    buf[size:end] = chunk
+                else:
+                    if buf is not None:  # more than declared: the parser forbids it; kept honest anyway
+                        chunks.append(bytes(buf[:size]))
+                        buf = None
+                    chunks.append(chunk)
+                size = end
+            if not more:
+                break
         if buf is not None:
             return buf if size == n else buf[:size]
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)

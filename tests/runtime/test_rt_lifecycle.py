@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,25 @@ def test_dynamic_batching_combines_and_splits(
     rows = metric_value(text, "edgeai_batch_size_sum", {"model": "c"})
     assert rows == sum(x.shape[0] for x in inputs)
     assert runs < len(inputs), "no two requests were combined"
+
+
+def test_busy_polling_after_answers_is_counted_bounded_and_off_at_zero(serve: Serve, models: Models) -> None:
+    """By default the loop polls for a moment after each answer (--busy-poll-us 500): the time it spent is in
+    edgeai_busy_poll_seconds_total, answers are unchanged, and with no requests it stops (a second's wait
+    adds about one window per scrape, not a second). --busy-poll-us 0 polls never and shows no such series."""
+    x = models_zoo.sample_inputs("tabular", 1, seed=3)
+    expected = models.session(models.tabular).run(None, {"features": x})[0]
+    on = serve(models.tabular, "t")
+    for _ in range(20):
+        r = on.post("/v2/models/t/infer", json_infer_body("features", x))
+        assert r.status == 200
+        np.testing.assert_allclose(np.array(r.json()["outputs"][0]["data"], np.float32).reshape(1, 3), expected,
+                                   rtol=1e-6)
+    first = metric_value(on.metrics(), "edgeai_busy_poll_seconds_total")
+    assert first > 0
+    time.sleep(1.0)
+    second = metric_value(on.metrics(), "edgeai_busy_poll_seconds_total")
+    assert first <= second < first + 0.5, "polling went on without requests"
+    off = serve(models.tabular, "t", "--busy-poll-us", "0")
+    assert off.post("/v2/models/t/infer", json_infer_body("features", x)).status == 200
+    assert "edgeai_busy_poll_seconds" not in off.metrics()

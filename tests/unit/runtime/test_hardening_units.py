@@ -207,11 +207,16 @@ class _Server:
         self.loop = loop
         self.date = b"date: now\r\n"
         self.keep_alive_s = 15.0
+        self.body_timeout_s = 30.0
         self.connections: set[Any] = set()
         self.tasks: list[asyncio.Task[None]] = []
 
-    def spawn(self, coro: Any) -> None:
-        self.tasks.append(self.loop.create_task(coro))
+    def start(self, coro: Any) -> None:
+        from edge_runtime.transport import eager
+
+        task = eager.start(coro, self.loop)
+        if task is not None:
+            self.tasks.append(task)
 
     async def settle(self) -> None:
         await asyncio.gather(*self.tasks)
@@ -347,9 +352,9 @@ def test_one_write_per_response_in_order_and_100_continue_at_once() -> None:
         assert t.sent[1:] == [[b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ndate: now\r\n\r\n/a 5"]]
         # Two pipelined requests in one read: two writes, each a whole response, in order; HEAD has no body.
         t.sent.clear()
+        # Both are answered in the callback that read them (eager.py), one after the other, without a task.
         conn.data_received(b"GET /bb HTTP/1.1\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n")
-        assert t.paused, "the second request waits, and reading with it"
-        await srv.settle()
+        assert not srv.tasks
         assert t.sent == [
             [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: now\r\n\r\n/bb 0"],
             [b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ndate: now\r\n\r\n"],
@@ -361,5 +366,64 @@ def test_one_write_per_response_in_order_and_100_continue_at_once() -> None:
         await srv.settle()
         assert t.sent == [[b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\ndate: now\r\n\r\n/d 0"]]
         assert t.closed
+
+    asyncio.run(main())
+
+
+def test_a_late_body_gets_408_from_the_server_sweep_and_the_next_request_its_own_clock() -> None:
+    """The body deadline is the HTTP server's (no timer, and no task, per request): a request whose body has
+    not come within body_timeout_s of its turn to run is answered 408 and closed, and the app waiting on
+    receive() is told the client left. A request behind it gets its own clock, from its turn."""
+    from edge_runtime.transport.http_server import _Connection
+
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        msg = await receive()
+        while msg.get("more_body"):
+            msg = await receive()
+        seen.append(msg["type"])
+        if msg["type"] == "http.request":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        srv = _Server(app, loop)
+        t = _Transport()
+        conn = _Connection(srv)  # type: ignore[arg-type]
+        conn.connection_made(t)  # type: ignore[arg-type]
+        conn.data_received(b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345")
+        assert len(srv.tasks) == 1, "its body is not whole: it waits in a task"
+        now = loop.time()
+        conn.check_deadlines(now + 29)
+        assert t.sent == [] and not t.closed
+        conn.check_deadlines(now + 31)
+        assert t.closed
+        assert t.sent[0][0].startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"connection: close" in t.sent[0][0] and b"slow client" in t.sent[0][0]
+        await srv.settle()
+        assert seen == ["http.disconnect"] and len(t.sent) == 1, "the app answers nothing more"
+        assert srv.limits.open == 1  # counted until the transport reports it lost
+
+        # A request queued behind a slow one: its clock starts when it runs, not when it came.
+        srv2 = _Server(app, loop)
+        t2 = _Transport()
+        conn2 = _Connection(srv2)  # type: ignore[arg-type]
+        conn2.connection_made(t2)  # type: ignore[arg-type]
+        conn2.data_received(b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n1")
+        conn2.check_deadlines(loop.time() + 20)
+        conn2.data_received(b"2POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\n")
+        for _ in range(100):  # /a's task answers, then /b runs and waits for its body
+            if conn2.current is not None and conn2.current.scope["path"] == "/b":
+                break
+            await asyncio.sleep(0)
+        assert seen[-1] == "http.request" and len(t2.sent) == 1
+        conn2.check_deadlines(loop.time() + 29)  # /b's turn began just now: 29 s is within its 30
+        assert not t2.closed
+        conn2.check_deadlines(loop.time() + 31)
+        assert t2.closed and t2.sent[-1][0].startswith(b"HTTP/1.1 408")
+        await srv2.settle()
+        assert seen[-1] == "http.disconnect"
 
     asyncio.run(main())
