@@ -136,8 +136,8 @@ class _LiveCollector(Collector):
         if self._m._busy_poll_source is not None:
             yield CounterMetricFamily(
                 "edgeai_busy_poll_seconds",
-                "Time the event loop spent polling for the next request after an answer instead of sleeping "
-                "(serve --busy-poll-us): CPU spent for latency",
+                "Wall time the event loop spent polling after answers instead of sleeping (serve --busy-poll-us), "
+                "the requests it served meanwhile included: an upper bound of the CPU the polling took",
                 value=self._m._busy_poll_source(),
             )
 

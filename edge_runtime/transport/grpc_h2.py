@@ -793,7 +793,7 @@ class _Connection(asyncio.Protocol):
         """The stream is over: forget it, cancel its call if it still runs, tell the client when `reset` says."""
         if self.streams.pop(s.id, None) is None:
             return
-        self.server.busy_poll.answered(self.loop)
+        self.server.busy_poll.answered(self.loop, self)
         if s.task is not None and not s.task.done():
             s.task.cancel()
         self._release(s)

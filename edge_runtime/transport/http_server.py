@@ -572,7 +572,7 @@ class _Connection(asyncio.Protocol):
             t.writelines((head, body))
 
     def response_done(self, ex: _Exchange) -> None:
-        self.server.busy_poll.answered(self.loop)
+        self.server.busy_poll.answered(self.loop, self)
         if not ex.keep_alive or self.stopping or (self.eof and not self.queue):
             self.close()
 

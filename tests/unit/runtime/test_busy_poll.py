@@ -13,7 +13,7 @@ def test_after_an_answer_the_loop_keeps_turning_until_the_window_ends() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         poll = BusyPoll(0.05)
-        poll.answered(loop)
+        poll.answered(loop, "client")
         assert poll._polling
         deadline = loop.time() + 30
         while poll._polling and loop.time() < deadline:
@@ -35,7 +35,7 @@ def test_no_polling_while_a_request_waits_then_again_within_the_window() -> None
 
         task = loop.create_task(waits())
         poll.track(task)
-        poll.answered(loop)  # another request's answer: this one still waits on its model run
+        poll.answered(loop, "client")  # another request's answer: this one still waits on its model run
         assert not poll._polling and poll.waiting == 1
         release.set_result(None)
         await task
@@ -70,7 +70,7 @@ def test_a_zero_window_never_polls() -> None:
         poll = BusyPoll(0)
         task = loop.create_task(asyncio.sleep(0))
         poll.track(task)
-        poll.answered(loop)
+        poll.answered(loop, "client")
         await task
         assert not poll._polling and poll.waiting == 0 and poll.polled_s == 0
 
@@ -91,3 +91,28 @@ def test_the_flag_takes_microseconds_and_names_a_bad_value() -> None:
 
         with pytest.raises(Exception, match=why):
             _busy_poll_us(bad)
+
+
+def test_answers_to_several_clients_within_a_window_stop_the_polling() -> None:
+    """Polling is for a client waiting on one answer at a time; answers to two clients within a window mean
+    the loop has work coming anyway, so it sleeps until a window passes with one client again."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        poll = BusyPoll(60.0)
+        poll.answered(loop, "a")
+        poll.answered(loop, "a")
+        assert poll._polling
+        poll.answered(loop, "b")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not poll._polling
+        poll.answered(loop, "b")  # one client again, but within the window of the two
+        await asyncio.sleep(0)
+        assert not poll._polling
+        # No two clients for a whole window (it ended): one client's answers start polling again.
+        poll._shared_until = loop.time() - 1
+        poll.answered(loop, "b")
+        assert poll._polling
+
+    asyncio.run(main())
