@@ -61,6 +61,7 @@ class RuntimeSpec:
     max_batch_delay_ms: int | None = None
     max_latency_ms: int | None = None
     max_error_rate: float | None = None
+    busy_poll_us: int | None = None
     grpc_port: int | None = None
     pod_annotations: Mapping[str, str] | None = None
     resources: ResourceRequirements | None = None
@@ -79,6 +80,7 @@ class RuntimeOverrideSettings:
     max_batch_delay_ms: int | None = None
     max_latency_ms: int | None = None
     max_error_rate: float | None = None
+    busy_poll_us: int | None = None
     pod_annotations: Mapping[str, str] | None = None
 
 

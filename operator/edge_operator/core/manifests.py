@@ -225,7 +225,7 @@ def serve_args(inp: WorkloadInputs) -> list[str]:
     for value, flag in ((rt.threads, "--threads"), (rt.parallel_runs, "--parallel-runs"),
                         (rt.max_batch_size, "--max-batch-size"),
                         (rt.max_batch_delay_ms, "--max-batch-delay-ms"), (rt.max_latency_ms, "--max-latency-ms"),
-                        (rt.max_error_rate, "--max-error-rate")):
+                        (rt.max_error_rate, "--max-error-rate"), (rt.busy_poll_us, "--busy-poll-us")):
         if value is not None:
             args += [flag, str(value)]
     fb = inp.fallback

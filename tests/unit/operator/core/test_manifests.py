@@ -27,7 +27,7 @@ INP = WorkloadInputs(
     namespace="ns", owner=Owner(c.API_VERSION, c.KIND_IDEP, "detector", "uid-1"), model="yolo",
     model_version="1.2.0", device="edge-1", node="edge-1", artifact=ART, image="img:1",
     runtime=parse(RuntimeSpec, {"threads": 2, "parallelRuns": 2, "maxBatchSize": 8, "maxBatchDelayMs": 5,
-                                "maxLatencyMs": 250,
+                                "maxLatencyMs": 250, "busyPollUs": 0,
                                 "maxErrorRate": 0.2, "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
                                                                    "limits": {"memory": 1073741824}}}),
     fallback=FallbackSpec(url="https://cloud/v2", confidence_threshold=0.6, timeout_ms=1500),
@@ -75,7 +75,7 @@ def test_init_fetch_and_serve_follow_the_cli_contract() -> None:
 
     assert flag("--model-version") == "1.2.0" and flag("--threads") == "2" and flag("--parallel-runs") == "2"
     assert flag("--max-batch-size") == "8" and flag("--max-batch-delay-ms") == "5"
-    assert flag("--max-latency-ms") == "250" and flag("--max-error-rate") == "0.2"
+    assert flag("--max-latency-ms") == "250" and flag("--max-error-rate") == "0.2" and flag("--busy-poll-us") == "0"
     assert flag("--fallback-url") == "https://cloud/v2" and flag("--fallback-threshold") == "0.6"
     assert flag("--fallback-timeout-ms") == "1500" and flag("--fallback-queue") == "/var/lib/edgeai/fallback-queue"
     assert flag("--port") == "8080" and flag("--signature") == "c2lnbmF0dXJl"

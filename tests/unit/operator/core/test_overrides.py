@@ -102,3 +102,11 @@ def test_changing_an_override_rolls_only_the_devices_whose_settings_change() -> 
     after = {m["metadata"]["annotations"][c.A_DEVICE]: m["spec"] for m in p.apply}
     # Every workload is told the new revision number (metadata), but only the group's Pods change.
     assert sorted(d for d in after if after[d] != before[d]) == ["edge-1", "edge-2"]
+
+
+def test_a_battery_group_turns_polling_off_and_the_rest_keep_the_deployments_setting() -> None:
+    base = RuntimeSpec(busy_poll_us=1000)
+    battery = {"deviceSelector": {"matchLabels": {"edgeai.io/power": "battery"}}, "runtime": {"busyPollUs": 0}}
+    ovs = compiled(battery)
+    assert ov.runtime_for(base, ovs, {"edgeai.io/power": "battery"}).busy_poll_us == 0
+    assert ov.runtime_for(base, ovs, {"edgeai.io/power": "mains"}).busy_poll_us == 1000
