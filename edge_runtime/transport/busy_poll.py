@@ -29,6 +29,7 @@ One per event loop, shared by the REST and the gRPC servers on it.
 from __future__ import annotations
 
 import asyncio
+import time
 
 DEFAULT_WINDOW_US = 500
 
@@ -47,8 +48,8 @@ class BusyPoll:
 
     def seconds(self) -> float:
         """Time spent polling so far, the stretch in progress included."""
-        if self._polling and self._loop is not None:
-            return self.polled_s + self._loop.time() - self._since
+        if self._polling:
+            return self.polled_s + time.monotonic() - self._since
         return self.polled_s
 
     def track(self, task: asyncio.Task[None]) -> None:
@@ -68,7 +69,8 @@ class BusyPoll:
         if self.window_s <= 0:
             return
         self._loop = loop
-        now = loop.time()
+        # Not loop.time(): uvloop's clock moves in whole milliseconds, twice the default window.
+        now = time.monotonic()
         key = id(client)
         if key != self._client:
             if now < self._until or now < self._shared_until:
@@ -85,17 +87,17 @@ class BusyPoll:
 
     def _maybe_poll(self) -> None:
         loop = self._loop
-        if self._polling or self.waiting or loop is None or loop.time() >= self._until:
+        if self._polling or self.waiting or loop is None or time.monotonic() >= self._until:
             return
         self._polling = True
-        self._since = loop.time()
+        self._since = time.monotonic()
         loop.call_soon(self._poll)
 
     def _poll(self) -> None:
         # A callback that is ready makes the loop poll its sockets without blocking, then run it again.
         loop = self._loop
         assert loop is not None
-        now = loop.time()
+        now = time.monotonic()
         if self.waiting or now >= self._until:
             self._polling = False
             self.polled_s += now - self._since
