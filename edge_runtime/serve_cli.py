@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.artifacts.integrity import IntegrityError, check_sha256
 from edge_runtime.commands import add_signature_args, read_signature_file
 from edge_runtime.transport.busy_poll import DEFAULT_WINDOW_US as DEFAULT_BUSY_POLL_US
+from edge_runtime.transport.busy_poll import BusyPoll
 
 log = logging.getLogger("edge_runtime.serve")
 
@@ -27,28 +29,24 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _run_count(text: str) -> int:
-    n = int(text)
-    if not 1 <= n <= 64:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 64, got {n}")
-    return n
+def _int_from(lo: int, hi: int, unit: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number from `lo` to `hi`, the error naming the range (and `unit`)."""
+
+    def check(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number{unit}, got {text!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}{unit}, got {n}")
+        return n
+
+    return check
 
 
-def _busy_poll_us(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of microseconds: {text!r}") from None
-    if not 0 <= n <= 100_000:
-        raise argparse.ArgumentTypeError(f"{n} is out of range: 0 (off) to 100000 us")
-    return n
-
-
-def _heap_mib(text: str) -> int:
-    n = int(text)
-    if not 0 <= n <= 4096:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 4096 (MiB), got {n}")
-    return n
+_run_count = _int_from(1, 64)
+_heap_mib = _int_from(0, 4096, " (MiB)")
+_busy_poll_us = _int_from(0, 100_000, " (microseconds, 0: off)")
 
 
 def _fraction(text: str) -> float:
@@ -258,7 +256,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def build(args: argparse.Namespace, busy_poll: Any = None) -> Any:
+def build(args: argparse.Namespace, busy_poll: BusyPoll | None = None) -> Any:
     """Everything but the socket: returns the ASGI app, model already verified and loaded. `busy_poll`
     (transport/busy_poll.py) is shared by the REST server and the gRPC server on its loop."""
     from edge_runtime.core.access import RepositoryAccess
@@ -516,7 +514,7 @@ def _read_profile(path: str) -> Any:
         raise SystemExit(f"edge-runtime serve: --quality-profile {path}: {e}") from e
 
 
-def _add_grpc(app: Any, args: argparse.Namespace, access: Any, decoder: Any, busy_poll: Any) -> None:
+def _add_grpc(app: Any, args: argparse.Namespace, access: Any, decoder: Any, busy_poll: BusyPoll | None) -> None:
     """Start the gRPC server inside the REST server's event loop, and stop it with it."""
     from edge_runtime.transport.grpc_server import GrpcService
 
@@ -555,8 +553,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.heap_keep_mib and not keep_freed_memory(args.heap_keep_mib):
         log.info("--heap-keep-mib: this C library has no glibc malloc thresholds; its defaults stay")
-    from edge_runtime.transport.busy_poll import BusyPoll
-
     poll = BusyPoll(args.busy_poll_us / 1e6)
     app = build(args, poll)
     if poll.window_s > 0:

@@ -484,8 +484,7 @@ class _Connection(asyncio.Protocol):
         self.parsing = ex
         if self.current is None:
             # It runs once the bytes at hand are parsed: a request that came whole is run with its body.
-            ex.since = self.loop.time()
-            self.current = ex
+            self._make_current(ex)
             self.to_start = ex
         else:
             self.queue.append(ex)
@@ -592,6 +591,11 @@ class _Connection(asyncio.Protocol):
                 log.exception("the application failed", extra={"path": ex.scope["path"]})
             ex = self._after(ex)
 
+    def _make_current(self, ex: _Exchange) -> None:
+        """`ex` is the request the app runs now: its body clock starts (check_deadlines)."""
+        ex.since = self.loop.time()
+        self.current = ex
+
     def _after(self, ex: _Exchange) -> _Exchange | None:
         """The app is done with `ex`: the next request to run, or None."""
         if self.lost:
@@ -608,8 +612,7 @@ class _Connection(asyncio.Protocol):
             ex.buffered = 0
         if self.queue:
             nxt = self.queue.popleft()
-            nxt.since = self.loop.time()
-            self.current = nxt
+            self._make_current(nxt)
             if not self.queue and self.pending:
                 data, self.pending = self.pending, b""
                 self._consume(data)
@@ -705,9 +708,8 @@ class _Connection(asyncio.Protocol):
             message = f"request body not received within {self.server.body_timeout_s:g}s (slow client)"
             self.write(error_response(408, message, self.server.date))
             ex.started = True
-        # The app, waiting on receive(), is told the client is gone; the connection closes with its turn.
+        # The app, waiting on receive(), is told the client is gone; the connection closes now.
         ex.responded = True
-        ex.keep_alive = False
         ex.disconnected = True
         ex.wake()
         self.close()

@@ -395,10 +395,11 @@ def test_a_late_body_gets_408_from_the_server_sweep_and_the_next_request_its_own
         conn.connection_made(t)  # type: ignore[arg-type]
         conn.data_received(b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345")
         assert len(srv.tasks) == 1, "its body is not whole: it waits in a task"
-        now = loop.time()
-        conn.check_deadlines(now + 29)
+        assert conn.current is not None
+        began = conn.current.since
+        conn.check_deadlines(began + 29)
         assert t.sent == [] and not t.closed
-        conn.check_deadlines(now + 31)
+        conn.check_deadlines(began + 31)
         assert t.closed
         assert t.sent[0][0].startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         assert b"connection: close" in t.sent[0][0] and b"slow client" in t.sent[0][0]
@@ -412,16 +413,21 @@ def test_a_late_body_gets_408_from_the_server_sweep_and_the_next_request_its_own
         conn2 = _Connection(srv2)  # type: ignore[arg-type]
         conn2.connection_made(t2)  # type: ignore[arg-type]
         conn2.data_received(b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n1")
-        conn2.check_deadlines(loop.time() + 20)
+        assert conn2.current is not None
+        a_began = conn2.current.since
+        conn2.check_deadlines(a_began + 20)
         conn2.data_received(b"2POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\n")
         for _ in range(100):  # /a's task answers, then /b runs and waits for its body
             if conn2.current is not None and conn2.current.scope["path"] == "/b":
                 break
             await asyncio.sleep(0)
         assert seen[-1] == "http.request" and len(t2.sent) == 1
-        conn2.check_deadlines(loop.time() + 29)  # /b's turn began just now: 29 s is within its 30
+        assert conn2.current is not None
+        b_began = conn2.current.since
+        assert b_began > a_began, "/b's clock starts at its turn, not /a's"
+        conn2.check_deadlines(b_began + 29)
         assert not t2.closed
-        conn2.check_deadlines(loop.time() + 31)
+        conn2.check_deadlines(b_began + 31)
         assert t2.closed and t2.sent[-1][0].startswith(b"HTTP/1.1 408")
         await srv2.settle()
         assert seen[-1] == "http.disconnect"
