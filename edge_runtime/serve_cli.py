@@ -580,6 +580,7 @@ def run(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout_s,
         shutdown_timeout_s=args.shutdown_timeout_s,
         busy_poll=poll,
+        direct_body_max=args.max_body_bytes,
     )
     loop = "uvloop" if _has("uvloop") else "asyncio"
     log.info(

@@ -169,6 +169,7 @@ class _Stream:
         "method",
         "need",
         "out",
+        "padded",
         "ready",
         "recv_window",
         "send_window",
@@ -189,6 +190,7 @@ class _Stream:
         self.counted = 0  # bytes of this stream counted in the connection's `held`
         self.discard = False  # answered already (an error): the rest of its DATA is dropped
         self.ended = False  # the client sent END_STREAM
+        self.padded = False  # a DATA frame of it came padded
         self.recv_window = _STREAM_WINDOW
         self.send_window = send_window
         self.out = bytearray()  # an answer's DATA waiting for window, then its trailers
@@ -233,8 +235,17 @@ class GrpcH2Server:
         # never more than HTTP/2's largest window (2^31-1), which is what bounds it on the wire.
         self.max_buffered = min(max_buffered_bytes or max(2 * (max_message_bytes + 5), 64 << 20), _MAX_WINDOW)
         self.max_resets = max_resets
+        # Connection window goes back in steps of an eighth of the bound (by default one WINDOW_UPDATE, a write,
+        # per 16 MiB of requests, not per MiB), or of as little as `window_min` once the client has less
+        # than a step left: calls waiting on window must not wait for a whole step to be let go.
+        mb = self.max_buffered
+        self.window_min = min(1 << 20, mb // 4)
+        self.window_step = max(self.window_min, mb // 8)
         self.idle_timeout = idle_timeout_s
         self.connections: set[_Connection] = set()
+        # Every connection's reads land here: each read is handled, and what is kept of it copied, before
+        # the next (no bytes object per read).
+        self.read_view = memoryview(bytearray(256 << 10))
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -272,7 +283,7 @@ class GrpcH2Server:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: GrpcH2Server) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()  # made by the server's create_server, in its loop
@@ -282,8 +293,9 @@ class _Connection(asyncio.Protocol):
         self.preface = False
         self.decoder = hpack.Decoder()
         self.decoder.max_header_list_size = server.max_header_bytes
-        # Blocks of indexed fields only (every byte's high bit set: one-byte indexes) leave the HPACK table
-        # as it was, so they mean the same headers until a block that may change the table: decoded once.
+        # A block that left the HPACK table as it was (indexed fields, literals not indexed: a client's
+        # repeated calls) means the same headers until a block changes the table: decoded once. Whether it
+        # changed is seen on the table itself (an entry added is a new first entry; a size update).
         self.decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self.streams: dict[int, _Stream] = {}
         self.last_id = 0
@@ -361,33 +373,60 @@ class _Connection(asyncio.Protocol):
 
     # --- reading
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.server.read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.server.read_view[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Bytes read: into the server's read buffer (buffer_updated), or a transport's own. Whole frames are
+        handled as views of them; only a frame cut by the end of a read is copied, into `buf`, and the next
+        read completes it from its first bytes (the rest of that read is not copied with it)."""
         self.last_active = time.monotonic()
+        view = memoryview(data)
         try:
             if not self.preface:
-                self.buf += data
+                self.buf += view
                 if len(self.buf) < len(_PREFACE):
                     if not _PREFACE.startswith(bytes(self.buf)):
                         raise _ConnectionError(_PROTOCOL_ERROR, "not an HTTP/2 client preface")
                     return
                 if self.buf[: len(_PREFACE)] != _PREFACE:
                     raise _ConnectionError(_PROTOCOL_ERROR, "not an HTTP/2 client preface")
-                del self.buf[: len(_PREFACE)]
                 self.preface = True
-                data = b""
-            if not self.buf:
-                # Whole frames straight from the read, as views: no copy before a body takes its bytes.
-                used = self._frames(memoryview(data))
-                if used < len(data) and not self.closed:
-                    self.buf += memoryview(data)[used:]
-                return
-            self.buf += data
-            with memoryview(self.buf) as view:
-                used = self._frames(view)
-            del self.buf[:used]
+                view = memoryview(bytes(self.buf[len(_PREFACE) :]))
+                self.buf = bytearray()
+            if self.buf:
+                view = self._complete(view)
+            used = self._frames(view)
+            if used < len(view) and not self.closed:
+                self.buf += view[used:]
         except _ConnectionError as e:
             log.info("gRPC connection error", extra={"peer": self.peer, "reason": str(e)})
             self.goaway(e.code, str(e))
+
+    def _complete(self, view: memoryview) -> memoryview:
+        """Finish the frame begun in `buf` from the first bytes of `view` (and handle it once whole); returns
+        the rest of `view`."""
+        buf = self.buf
+        if len(buf) < 9:
+            take = 9 - len(buf)
+            buf += view[:take]
+            view = view[take:]
+            if len(buf) < 9:
+                return view
+        length = int.from_bytes(buf[:3], "big")
+        if length > _OUR_FRAME:
+            raise _ConnectionError(_FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {_OUR_FRAME})")
+        take = 9 + length - len(buf)
+        buf += view[:take]
+        view = view[take:]
+        if len(buf) == 9 + length:
+            self.buf = bytearray()
+            with memoryview(buf) as whole:
+                self._frames(whole)
+        return view
 
     def _frames(self, view: memoryview) -> int:
         """Handle the whole frames at the start of `view`; returns how many bytes they took. A payload is
@@ -528,13 +567,13 @@ class _Connection(asyncio.Protocol):
         if not flags & _END_HEADERS:
             return
         block, self.block = bytes(self.block), None
-        indexed_only = all(b & 0x80 for b in block)
-        headers = self.decoded.get(block) if indexed_only else None
+        headers = self.decoded.get(block)
         if headers is not None:
             self._open(self.block_sid, headers, self.block_end_stream)
             return
-        if not indexed_only:
-            self.decoded.clear()  # the table may change
+        table = self.decoder.header_table
+        entries = table.dynamic_entries
+        before = (len(entries), entries[0] if entries else None, table.maxsize)
         try:
             headers = [(bytes(k), bytes(v)) for k, v in self.decoder.decode(block, raw=True)]
         except hpack.OversizedHeaderListError as e:
@@ -543,7 +582,10 @@ class _Connection(asyncio.Protocol):
             raise _ConnectionError(_ENHANCE_YOUR_CALM, too_big) from e
         except hpack.HPACKError as e:
             raise _ConnectionError(_COMPRESSION_ERROR, f"a header block that does not decode: {e}") from e
-        if indexed_only and len(self.decoded) < 64:
+        first = entries[0] if entries else None
+        if len(entries) != before[0] or first is not before[1] or table.maxsize != before[2]:
+            self.decoded.clear()  # the table changed: a block decoded before may mean other headers now
+        elif len(block) <= 1024 and len(self.decoded) < 16:  # bounded: a few small blocks per connection
             self.decoded[block] = headers
         self._open(self.block_sid, headers, self.block_end_stream)
 
@@ -629,7 +671,12 @@ class _Connection(asyncio.Protocol):
             data = data[1 : len(data) - data[0]]
         if not s.discard:
             self._take(s, data)
-        if s.recv_window < _STREAM_WINDOW // 2 and not flags & _END_STREAM:
+        if flags & _PADDED:
+            s.padded = True
+        # More window only if the message may need it: a message of known size whose rest fits in the window
+        # left needs none (unless it comes padded, which takes window of its own).
+        if (s.recv_window < _STREAM_WINDOW // 2 and not flags & _END_STREAM
+                and (not s.sized or s.padded or s.need - s.got > s.recv_window)):
             self.write(_frame(_WINDOW_UPDATE, 0, sid, (_STREAM_WINDOW - s.recv_window).to_bytes(4, "big")))
             s.recv_window = _STREAM_WINDOW
         self._replenish()
@@ -679,7 +726,8 @@ class _Connection(asyncio.Protocol):
     def _replenish(self) -> None:
         """Give the client back connection window, as far as the bodies held stay under the limit."""
         room = self.server.max_buffered - self.held - self.recv_credit
-        if room >= min(1 << 20, self.server.max_buffered // 4):
+        srv = self.server
+        if room >= srv.window_step or (room >= srv.window_min and self.recv_credit < srv.window_step):
             self.write(_frame(_WINDOW_UPDATE, 0, 0, room.to_bytes(4, "big")))
             self.recv_credit += room
 

@@ -28,6 +28,13 @@ What the port guarantees:
   connection); on SIGTERM/SIGINT the port stops accepting, idle connections
   close, requests in flight get `shutdown_timeout_s` to finish.
 
+Reads land in one buffer the server owns (asyncio.BufferedProtocol), not in
+a new bytes object per read. A large body of declared length (a tensor) is
+read by the kernel straight into the buffer the app gets: once its head is
+parsed, the rest of it bypasses the parser, so its bytes are copied once, by
+the kernel, instead of four times (into a read's bytes, the parser's chunk, the
+app's buffer). The parser starts afresh for the next request.
+
 Deadlines (head, body, idle) are checked by one sweep a few times per timeout,
 not by a timer per request (a heap push and a cancel per request otherwise).
 
@@ -74,6 +81,12 @@ DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
 _HIGH_WATER = 256 << 10
 # Bytes parsed at a time when a read brings more (see _Connection._consume).
 _FEED_STEP = 16 << 10
+# A body with at least this much still to come is read straight into its final buffer (_Direct).
+_DIRECT_MIN = 64 << 10
+# The connection's reads land here (shared by the server's connections: each read is parsed, and what
+# is kept of it copied, before the next one).
+_READ_BUFFER = 256 << 10
+DEFAULT_DIRECT_BODY_MAX = 64 << 20
 # A response body up to this size is copied behind its head (one buffer); a larger one goes by writev.
 _COPY_BODY = 64 << 10
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
@@ -140,6 +153,7 @@ class _Exchange:
         "since",
         "started",
         "status",
+        "taken",
         "waiter",
     )
 
@@ -149,7 +163,7 @@ class _Exchange:
         self.keep_alive = keep_alive
         self.expect_100 = expect_100
         self.head_only = scope["method"] == "HEAD"
-        self.chunks: deque[bytes] = deque()
+        self.chunks: deque[bytes | bytearray] = deque()
         self.buffered = 0
         # Body bytes the parser has still to see, from Content-Length (None: chunked, or no length).
         self.body_left: int | None = None
@@ -158,6 +172,7 @@ class _Exchange:
         self.discard = False  # the app is done: the rest of the body is read and dropped
         self.disconnected = False
         self.started = False
+        self.taken = False  # the app has had part of the body (then it is not read straight into a buffer)
         self.responded = False
         self.status = 0
         self.headers: Any = ()
@@ -195,6 +210,7 @@ class _Exchange:
         # (App._body); a join here would be a second copy of every byte.
         chunks = self.chunks
         body = chunks.popleft() if chunks else b""
+        self.taken = True
         paused = self.buffered > _HIGH_WATER
         self.buffered -= len(body)
         more = bool(chunks) or not self.complete
@@ -275,7 +291,34 @@ class _Exchange:
         return b"".join(lines)
 
 
-class _Connection(asyncio.Protocol):
+class _Direct:
+    """A body being read straight into the buffer the app will get (see the module's docstring)."""
+
+    __slots__ = ("buf", "exchange", "filled", "size", "view")
+
+    def __init__(self, exchange: _Exchange, size: int) -> None:
+        self.exchange = exchange
+        self.size = size
+        self.buf: bytearray | None = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.filled = 0
+
+    def put(self, data: bytes | bytearray | memoryview) -> int:
+        """Keep what belongs to the body of `data` (bytes that did not come by get_buffer); returns how many."""
+        n = min(len(data), self.size - self.filled)
+        if self.buf is not None:
+            self.view[self.filled : self.filled + n] = data[:n]
+        return n
+
+    def drop(self) -> None:
+        """Nobody wants the body any more (the app answered without it, or the client left): its remaining
+        bytes are still read, to find the next request, but into the server's read buffer, then dropped."""
+        if self.buf is not None:
+            self.view.release()
+            self.buf = None
+
+
+class _Connection(asyncio.BufferedProtocol):
     """One TCP connection: parses requests, runs the app on them one at a time, writes the answers."""
 
     def __init__(self, server: HttpServer) -> None:
@@ -308,6 +351,7 @@ class _Connection(asyncio.Protocol):
         self.to_start: _Exchange | None = None
         self.failure: bytes | None = None  # written once the exchanges before it are answered, then close
         self.pending = b""  # read but not parsed yet: a request is waiting its turn
+        self.direct: _Direct | None = None  # a body being read straight into its buffer
         self.reading_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -381,17 +425,46 @@ class _Connection(asyncio.Protocol):
             finally:
                 self.drain_waiter = None
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        d = self.direct
+        if d is not None:
+            ex = d.exchange
+            if ex.discard or ex.disconnected:
+                d.drop()
+            if d.buf is not None:
+                return d.view[d.filled :]
+            view: memoryview = self.server.read_view
+            return view[: d.size - d.filled]
+        return self.server.read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        d = self.direct
+        if d is not None:
+            self._direct_in(d, nbytes)
+        else:
+            self.data_received(self.server.read_view[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Bytes read (from buffer_updated, or a transport that hands out its own)."""
+        d = self.direct
+        if d is not None:  # a transport's own bytes: the body's share goes into its buffer
+            n = d.put(data)
+            self._direct_in(d, n)
+            if n == len(data):
+                return
+            data = data[n:]
         if self.pending:  # reading is paused; this came with the read that paused it
             self.pending += data
         else:
             self._consume(data)
+        if self.parsing is not None:
+            self._go_direct(self.parsing)
         ex = self.to_start
         if ex is not None:
             self.to_start = None
             self.server.start(self._serve(ex))
 
-    def _consume(self, data: bytes) -> None:
+    def _consume(self, data: bytes | memoryview) -> None:
         """Parse `data`, a slice at a time once it is large: while a request waits its turn the rest stays
         unparsed, as bytes, so one read full of tiny pipelined requests is not a queue of thousands. The
         rest of a body of known length goes to the parser in one slice: it can hold no further request,
@@ -522,6 +595,52 @@ class _Connection(asyncio.Protocol):
             ex.add_body(body)
             if ex.buffered > _HIGH_WATER and not self.reading_paused:
                 self.update_reading()
+
+    def _go_direct(self, ex: _Exchange) -> None:
+        """Read the rest of `ex`'s body straight into the buffer the app will get, if it is large and of declared
+        length, is the request being run, and the app has had none of it yet (it then gets the whole body at
+        once). The bytes already parsed go first; the parser sees none of the rest."""
+        left = ex.body_left
+        if (
+            left is None
+            or left < _DIRECT_MIN
+            or ex is not self.current
+            or ex.taken
+            or ex.discard
+            or ex.disconnected
+            or self.failure is not None
+            or self.pending
+            or self.queue
+        ):
+            return
+        size = ex.buffered + left
+        if size > self.server.direct_body_max:
+            return  # the app refuses it (413) before reading; no buffer of that size for it
+        d = _Direct(ex, size)
+        for chunk in ex.chunks:
+            d.filled += d.put(chunk)
+        ex.chunks.clear()
+        ex.buffered = 0
+        self.direct = d
+        self.update_reading()  # the held part is no longer held against the high-water mark
+
+    def _direct_in(self, d: _Direct, nbytes: int) -> None:
+        d.filled += nbytes
+        ex = d.exchange
+        if ex.body_left is not None:
+            ex.body_left -= nbytes
+        if d.filled < d.size:
+            return
+        self.direct = None
+        # The parser saw the head and the body's first bytes; the next request starts on a fresh one.
+        self.parser = httptools.HttpRequestParser(self)
+        buf = d.buf
+        if buf is not None and not ex.discard and not ex.disconnected:
+            d.view.release()
+            ex.chunks.append(buf)
+            ex.buffered += d.size
+        d.drop()
+        self.on_message_complete()
 
     def on_message_complete(self) -> None:
         ex = self.parsing
@@ -785,6 +904,7 @@ class HttpServer:
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         backlog: int = 2048,
         busy_poll: BusyPoll | None = None,
+        direct_body_max: int = DEFAULT_DIRECT_BODY_MAX,
     ) -> None:
         self.app = app
         self.limits = limits
@@ -793,6 +913,9 @@ class HttpServer:
         self.keep_alive_s = keep_alive_timeout_s
         self.body_timeout_s = body_timeout_s
         self.busy_poll = busy_poll or BusyPoll(0)
+        # Larger declared bodies are not read into a buffer of their size up front (the app's limit: 413).
+        self.direct_body_max = direct_body_max
+        self.read_view = memoryview(bytearray(_READ_BUFFER))
         self.shutdown_timeout_s = shutdown_timeout_s
         self.backlog = backlog
         self.connections: set[_Connection] = set()

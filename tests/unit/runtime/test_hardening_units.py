@@ -210,6 +210,8 @@ class _Server:
         self.body_timeout_s = 30.0
         self.connections: set[Any] = set()
         self.tasks: list[asyncio.Task[None]] = []
+        self.direct_body_max = 64 << 20
+        self.read_view = memoryview(bytearray(256 << 10))
 
     def start(self, coro: Any) -> None:
         from edge_runtime.transport import eager
