@@ -169,7 +169,6 @@ class _Stream:
         "method",
         "need",
         "out",
-        "padded",
         "ready",
         "recv_window",
         "send_window",
@@ -190,7 +189,6 @@ class _Stream:
         self.counted = 0  # bytes of this stream counted in the connection's `held`
         self.discard = False  # answered already (an error): the rest of its DATA is dropped
         self.ended = False  # the client sent END_STREAM
-        self.padded = False  # a DATA frame of it came padded
         self.recv_window = _STREAM_WINDOW
         self.send_window = send_window
         self.out = bytearray()  # an answer's DATA waiting for window, then its trailers
@@ -383,6 +381,8 @@ class _Connection(asyncio.BufferedProtocol):
         """Bytes read: into the server's read buffer (buffer_updated), or a transport's own. Whole frames are
         handled as views of them; only a frame cut by the end of a read is copied, into `buf`, and the next
         read completes it from its first bytes (the rest of that read is not copied with it)."""
+        if self.closed:  # nothing more is read once the connection is going (and `buf` may hold whole frames)
+            return
         self.last_active = time.monotonic()
         view = memoryview(data)
         try:
@@ -671,12 +671,7 @@ class _Connection(asyncio.BufferedProtocol):
             data = data[1 : len(data) - data[0]]
         if not s.discard:
             self._take(s, data)
-        if flags & _PADDED:
-            s.padded = True
-        # More window only if the message may need it: a message of known size whose rest fits in the window
-        # left needs none (unless it comes padded, which takes window of its own).
-        if (s.recv_window < _STREAM_WINDOW // 2 and not flags & _END_STREAM
-                and (not s.sized or s.padded or s.need - s.got > s.recv_window)):
+        if s.recv_window < _STREAM_WINDOW // 2 and not flags & _END_STREAM:
             self.write(_frame(_WINDOW_UPDATE, 0, sid, (_STREAM_WINDOW - s.recv_window).to_bytes(4, "big")))
             s.recv_window = _STREAM_WINDOW
         self._replenish()

@@ -313,3 +313,87 @@ def test_a_call_refused_on_its_headers_alone_gets_no_reset_after_its_answer(serv
     assert b"':status', '415'" in answers[1] and b"'grpc-status', '12'" in answers[3]
     assert resets == [(3, 0)]
     c.close()
+
+
+def _answer(c: Client, sid: int) -> tuple[bytes, bytes, list[Frame]]:
+    """Every frame until `sid`'s trailers: (its message, its trailers' text, all frames read meanwhile)."""
+    seen: list[Frame] = []
+    body = b""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        f = c.read()
+        assert f is not None, "connection closed before the answer"
+        seen.append(f)
+        if f.sid != sid:
+            continue
+        if f.kind == DATA:
+            body += f.payload
+        elif f.kind == HEADERS:
+            text = repr(c.dec.decode(f.payload)).encode()
+            if f.flags & 0x1:  # trailers (or a trailers-only answer)
+                return body[5:], text, seen
+    raise AssertionError(f"no answer on stream {sid} within {DEADLINE_S}s")
+
+
+def test_a_message_whose_padding_takes_it_past_the_stream_window_gets_the_window_it_needs(
+    server: tuple[Server, int],
+) -> None:
+    """1,024,000 bytes of message in 4 KiB frames padded by 255 bytes each: 1.09 MB of window, more than the
+    stream's 1 MiB. The client sends only what its window allows, so a missing update leaves the call waiting.
+    (Padding is why the stream window is given back by what was received, never by what the message still
+    needs: the client may pad its last frames past any such estimate.)"""
+    c = Client(server[1])
+    c.send(WINDOW_UPDATE, 0, 0, (1 << 30).to_bytes(4, "big"))  # room for the answer (192 KB)
+    msg = c.message(_infer_body(16_000))
+    window, pos = 1 << 20, 0
+    c.sock.sendall(c.headers(1))
+    while pos < len(msg):
+        piece = msg[pos : pos + 4096]
+        cost = 1 + len(piece) + 255
+        while window < cost:
+            f = c.read()
+            assert f is not None, "connection closed while the client waited for window"
+            if f.kind == WINDOW_UPDATE and f.sid == 1:
+                window += int.from_bytes(f.payload, "big")
+        end = 0x1 if pos + len(piece) >= len(msg) else 0
+        c.send(DATA, 0x8 | end, 1, bytes((255,)) + piece + b"\0" * 255)
+        window -= cost
+        pos += len(piece)
+    body, trailers, _ = _answer(c, 1)
+    assert b"'grpc-status', '0'" in trailers
+    assert list(oip.ModelInferResponse.FromString(body).outputs[0].shape) == [16_000, 3]
+    c.close()
+
+
+def _literal(name: bytes, value: bytes, prefix: int = 0x00) -> bytes:
+    """An HPACK literal with a new name: 0x40 adds it to the table, 0x00 does not."""
+    return bytes((prefix, len(name))) + name + bytes((len(value),)) + value
+
+
+def test_a_header_block_decoded_once_is_decoded_again_after_the_table_changes(server: tuple[Server, int]) -> None:
+    """Blocks that leave the HPACK table as it was are decoded once per connection; a block that refers to the
+    table must mean what the table says now, not what it said when the block was first seen."""
+    c = Client(server[1])
+    live = oip.method("ServerLive").encode()
+    fixed = bytes((0x83, 0x86, 0x01, 0x01)) + b"x"  # POST, http, :authority "x" (not indexed)
+    fixed += _literal(b"content-type", b"application/grpc") + _literal(b"te", b"trailers")
+
+    def call(sid: int, block: bytes, message: bytes) -> tuple[bytes, bytes]:
+        c.sock.sendall(c.frame(HEADERS, 0x4, sid, block) + c.frame(DATA, 0x1, sid, c.message(message)))
+        body, trailers, _ = _answer(c, sid)
+        return body, trailers
+
+    def path(value: bytes) -> bytes:  # :path (static name 4) with its value added to the table as entry 62
+        return bytes((0x44, len(value))) + value
+
+    refer = bytes((0xBE,)) + fixed  # ":path is table entry 62", and nothing added
+    assert b"'grpc-status', '0'" in call(1, path(INFER.encode()) + fixed, _infer_body())[1]
+    for sid in (3, 5):  # the same block twice: the second from what the first decoded to
+        body, trailers = call(sid, refer, _infer_body())
+        assert b"'grpc-status', '0'" in trailers and oip.ModelInferResponse.FromString(body).model_name == "tabular"
+    # Entry 62 becomes ServerLive's path: the same bytes now call ServerLive (with an empty request).
+    assert b"'grpc-status', '0'" in call(7, path(live) + fixed, b"")[1]
+    body, trailers = call(9, refer, b"")
+    assert b"'grpc-status', '0'" in trailers, trailers
+    assert oip.ServerLiveResponse.FromString(body).live
+    c.close()
