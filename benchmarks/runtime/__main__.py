@@ -608,10 +608,23 @@ def start_all(cfg: Config, specs: list[ServerSpec], model: dict[str, Any], kind:
     return running
 
 
-def measure_rounds(cfg: Config, running: list[Running], kind: str, script: Path) -> None:
-    """Interleave servers within each round so a burst of load from elsewhere hits them all alike; keep the best."""
+def measure_rounds(cfg: Config, running: list[Running], kind: str, script: Path, model: dict[str, Any]) -> list[Point]:
+    """Interleave servers within each round so a burst of load from elsewhere hits them all alike; keep the best.
+    Raw onnxruntime on the CPU is measured the same way: once per round and concurrency, before that round's
+    servers, for as long as each of them, best round kept (returned, one per concurrency). Each row gets the
+    same number of chances of the same length: raw must not be the best of more, or shorter, tries than the
+    servers it is the reference for (nor of fewer)."""
+    # A CNN request takes tens of ms and 32 of them seconds: longer windows so that every server completes
+    # many requests in each.
+    scale = 2.0 if kind == "mobilenet" else 1.0
+    raw: list[Point | None] = [None] * len(cfg.concurrency)
     for rnd in range(cfg.rounds):
         for i, c in enumerate(cfg.concurrency):
+            log(f"{kind:9s} round {rnd + 1} {raw_label()} c={c}")
+            got = raw_point(model, kind, c, cfg.duration * scale)
+            best = raw[i]
+            if best is None or (got.rps or 0) > (best.rps or 0):
+                raw[i] = got
             for r in running:
                 if r.proc is None or r.body is None:
                     continue
@@ -621,9 +634,6 @@ def measure_rounds(cfg: Config, running: list[Running], kind: str, script: Path)
                     f"{r.spec.encoding:6s} c={c}"
                 )
                 try:
-                    # A CNN request takes tens of ms and 32 of them seconds: longer windows so that
-                    # every server completes many requests in each.
-                    scale = 2.0 if kind == "mobilenet" else 1.0
                     n, errors, rps, p50, p99 = measure(cfg, r.url, r.body, c, script, scale, r.spec.proto)
                     if n == 0:
                         p.note = p.note or f"no response within {cfg.duration * scale:g} s"
@@ -633,6 +643,7 @@ def measure_rounds(cfg: Config, running: list[Running], kind: str, script: Path)
                     continue
                 if p.rps is None or rps > p.rps:
                     p.p50_ms, p.p99_ms, p.rps, p.errors = p50, p99, rps, errors
+    return [p for p in raw if p is not None]
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -787,7 +798,7 @@ def main(argv: list[str]) -> int:
     points: list[Point] = []
     for kind in cfg.models:
         model = models[kind]
-        for prov in [CPU, *(accel if kind == "mobilenet" else [])]:
+        for prov in accel if kind == "mobilenet" else []:  # the CPU's: in the servers' rounds (measure_rounds)
             for c in cfg.concurrency:
                 log(f"{kind:9s} {raw_label(prov)} c={c}")
                 best = max((raw_point(model, kind, c, min(cfg.duration, 3.0), prov) for _ in range(cfg.rounds)),
@@ -872,19 +883,13 @@ def main(argv: list[str]) -> int:
                 usable.append(spec)
         running = start_all(cfg, usable, model, kind, workdir)
         try:
-            measure_rounds(cfg, running, kind, script)
+            points += measure_rounds(cfg, running, kind, script, model)
         finally:
             for r in running:
                 if r.proc is not None:
                     stop(r.proc)
-        # Raw onnxruntime once more after the servers, best kept: a burst of outside load during its first
-        # measurement must not flatter the servers.
-        for i, c in enumerate(cfg.concurrency):
-            log(f"{kind:9s} raw session.run c={c} (again, after the servers)")
-            again = raw_point(model, kind, c, min(cfg.duration, 3.0))
-            raw_points = [p for p in points if p.model == kind and p.server == raw_label()]
-            if (again.rps or 0) > (raw_points[i].rps or 0):
-                points[points.index(raw_points[i])] = again
+        # An accelerator's raw rows once more after the servers, best kept: a burst of outside load during
+        # their first measurement must not flatter the servers.
         for prov in accel if kind == "mobilenet" else []:
             for i, c in enumerate(cfg.concurrency):
                 again = raw_point(model, kind, c, min(cfg.duration, 3.0), prov)
@@ -896,8 +901,9 @@ def main(argv: list[str]) -> int:
     header = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load generator: {cfg.loadgen} (1 thread), {cfg.duration:g} s per point after {cfg.warmup:g} s warm-up; "
-        f"all servers of a model up at once, measured interleaved in {cfg.rounds} round(s), best round kept "
-        "(the machine is shared: interleaving spreads outside load over all servers alike).",
+        f"all servers of a model up at once, measured interleaved in {cfg.rounds} round(s), raw session.run "
+        "first in each, best round kept for every row (the machine is shared: interleaving spreads outside load "
+        "over all of them alike).",
         "Models: tabular MLP [N,16]->[N,3]; MobileNetV2-sized CNN [N,3,224,224]->[N,1000] (3.5 M params). "
         "Every request carries one row (batch 1). Batching on: --max-batch-size 32, no added delay "
         "(MLServer: max_batch_size 32, max_batch_time 2 ms).",
