@@ -243,19 +243,26 @@ async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": out})
 
 
-def test_a_large_body_is_parsed_a_read_at_a_time_whole_and_exact() -> None:
-    """Bytes a transport hands over itself (data_received): the parser sees the head and the body's first
-    read, in one slice (not 16 KiB at a time); the rest of the body goes straight into the app's buffer. The
-    app gets the bytes sent, and the request pipelined behind the body is still answered."""
+def _counting(slices: list[int]) -> Any:
+    """A connection class that notes the size of every body piece its parser hands on."""
     from edge_runtime.transport.http_server import _Connection
-
-    slices: list[int] = []
-    got: list[bytes] = []
 
     class Counting(_Connection):
         def on_body(self, body: bytes) -> None:
             slices.append(len(body))
             super().on_body(body)
+
+    return Counting
+
+
+def test_a_large_body_is_parsed_a_read_at_a_time_whole_and_exact() -> None:
+    """Bytes a transport hands over itself (data_received): the parser sees the head and the body's first
+    read, in one slice (not 16 KiB at a time); the rest of the body goes straight into the app's buffer. The
+    app gets the bytes sent, and the request pipelined behind the body is still answered."""
+
+    slices: list[int] = []
+    got: list[bytes] = []
+    Counting = _counting(slices)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         got.append(await _read_body(receive))
@@ -297,15 +304,10 @@ def test_a_large_body_is_read_straight_into_the_buffer_the_app_gets() -> None:
     """After the read that brings its head, a body of declared length is read into one buffer of its size, and
     that very buffer is what the app gets: the parser sees only the first read's part of it. The next request
     is parsed by a fresh parser; a body over the app's limit is not given a buffer of its declared size."""
-    from edge_runtime.transport.http_server import _Connection
 
     slices: list[int] = []
     got: list[Any] = []
-
-    class Counting(_Connection):
-        def on_body(self, body: bytes) -> None:
-            slices.append(len(body))
-            super().on_body(body)
+    Counting = _counting(slices)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         msg = await receive()
