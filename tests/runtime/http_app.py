@@ -2,7 +2,7 @@
 
     python -m tests.runtime.http_app PORT SHUTDOWN_MARKER [--keep-alive-timeout-s S] [--max-connections N]
 
-POST /echo        reads the body whole, answers {"n": its length, "path": ..., "query": ...}
+POST /echo        reads the body whole, answers {"n": its length, "sha256": its digest, "path": ..., "query": ...}
 GET  /slow?ms=N   sleeps N ms, then answers {"slept": N}
 GET  /stats       {"disconnects": ..., "in_flight": ..., "served": ...}
 The lifespan's shutdown writes SHUTDOWN_MARKER (a test checks that it ran).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -68,7 +69,9 @@ async def _http(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if path == "/echo":
         body = await _read_body(receive)
         if body is not None:
-            await _answer(send, 200, {"n": len(body), "path": path, "query": scope["query_string"].decode()})
+            digest = hashlib.sha256(body).hexdigest()
+            await _answer(send, 200, {"n": len(body), "sha256": digest, "path": path,
+                                      "query": scope["query_string"].decode()})
     elif path == "/slow":
         ms = int(scope["query_string"].decode().partition("=")[2] or 0)
         await asyncio.sleep(ms / 1000)
