@@ -670,7 +670,7 @@ def _best(points: list[Point], **match: Any) -> Point | None:
 
 def _setting(p: Point) -> str:
     flags = p.server.removeprefix("edge-runtime").strip()
-    return f"{flags or 'default settings'}, batching {p.batching}"
+    return f"{flags or 'one run at a time'}, batching {p.batching}"
 
 
 def _best_setting(points: list[Point], kind: str, enc: str, c: int) -> Point | None:
