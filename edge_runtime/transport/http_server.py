@@ -311,8 +311,9 @@ class _Direct:
         return n
 
     def drop(self) -> None:
-        """Nobody wants the body any more (the app answered without it, or the client left): its remaining
-        bytes are still read, to find the next request, but into the server's read buffer, then dropped."""
+        """Let go of the buffer: the body is whole (the app has it now), or nobody wants it any more (the app
+        answered without it, or the client left; its remaining bytes are still read, to find the next
+        request, but into the server's read buffer, then dropped)."""
         if self.buf is not None:
             self.view.release()
             self.buf = None
@@ -635,11 +636,10 @@ class _Connection(asyncio.BufferedProtocol):
         # The parser saw the head and the body's first bytes; the next request starts on a fresh one.
         self.parser = httptools.HttpRequestParser(self)
         buf = d.buf
+        d.drop()
         if buf is not None and not ex.discard and not ex.disconnected:
-            d.view.release()
             ex.chunks.append(buf)
             ex.buffered += d.size
-        d.drop()
         self.on_message_complete()
 
     def on_message_complete(self) -> None:

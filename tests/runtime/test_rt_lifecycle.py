@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -254,11 +256,17 @@ def test_busy_polling_after_answers_is_counted_bounded_and_off_at_zero(serve: Se
     x = models_zoo.sample_inputs("tabular", 1, seed=3)
     expected = models.session(models.tabular).run(None, {"features": x})[0]
     on = serve(models.tabular, "t")
+    # One client on one keep-alive connection: polling is for a client waiting on one answer at a time (a new
+    # connection per request within the window would count as several clients, however fast the machine).
+    conn = http.client.HTTPConnection("127.0.0.1", on.port, timeout=30)
+    body = json.dumps(json_infer_body("features", x)).encode()
     for _ in range(20):
-        r = on.post("/v2/models/t/infer", json_infer_body("features", x))
+        conn.request("POST", "/v2/models/t/infer", body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
         assert r.status == 200
-        np.testing.assert_allclose(np.array(r.json()["outputs"][0]["data"], np.float32).reshape(1, 3), expected,
-                                   rtol=1e-6)
+        out = json.loads(r.read())["outputs"][0]["data"]
+        np.testing.assert_allclose(np.array(out, np.float32).reshape(1, 3), expected, rtol=1e-6)
+    conn.close()
     first = metric_value(on.metrics(), "edgeai_busy_poll_seconds_total")
     assert first > 0
     time.sleep(2.0)
