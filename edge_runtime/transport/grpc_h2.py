@@ -197,6 +197,17 @@ class _Stream:
         self.done = False  # the answer went out whole (trailers included)
 
 
+class _Partial:
+    __slots__ = ("flags", "left", "sid", "stream", "view")
+
+    def __init__(self, stream: _Stream | None, left: int, flags: int, sid: int) -> None:
+        self.stream = stream
+        self.left = left
+        self.flags = flags
+        self.sid = sid
+        self.view: memoryview | None = None  # of the stream's sized buffer, while the kernel reads into it
+
+
 class _ConnectionError(Exception):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(why)
@@ -299,6 +310,10 @@ class _Connection(asyncio.BufferedProtocol):
         self.last_id = 0
         self.block: bytearray | None = None  # a header block awaiting CONTINUATION
         self.block_sid = 0
+        # A DATA frame cut by the end of a read: its stream (None: dropped), bytes still to come, flags, id.
+        # They are taken as they come, not kept in `buf` until the frame is whole; where the stream's
+        # message buffer is sized, the kernel reads them straight into it (get_buffer).
+        self.partial: _Partial | None = None
         self.block_end_stream = False
         self.send_window = 65_535
         self.initial_send_window = 65_535
@@ -372,9 +387,28 @@ class _Connection(asyncio.BufferedProtocol):
     # --- reading
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        p = self.partial
+        if p is not None:
+            s = p.stream
+            if s is not None and s.sized and not s.discard and s.got + p.left <= s.need:
+                if p.view is None:
+                    p.view = memoryview(s.body)
+                return p.view[s.got : s.got + p.left]
+            if p.view is not None:
+                p.view.release()
+                p.view = None
         return self.server.read_view
 
     def buffer_updated(self, nbytes: int) -> None:
+        p = self.partial
+        if p is not None and p.view is not None:  # read into the stream's own buffer
+            assert p.stream is not None
+            self.last_active = time.monotonic()
+            p.stream.got += nbytes
+            p.left -= nbytes
+            if p.left == 0:
+                self._partial_done(p)
+            return
         self.data_received(self.server.read_view[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
@@ -397,6 +431,8 @@ class _Connection(asyncio.BufferedProtocol):
                 self.preface = True
                 view = memoryview(bytes(self.buf[len(_PREFACE) :]))
                 self.buf = bytearray()
+            if self.partial is not None:
+                view = self._feed_partial(view)
             if self.buf:
                 view = self._complete(view)
             used = self._frames(view)
@@ -419,6 +455,9 @@ class _Connection(asyncio.BufferedProtocol):
         length = int.from_bytes(buf[:3], "big")
         if length > _OUR_FRAME:
             raise _ConnectionError(_FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {_OUR_FRAME})")
+        if len(buf) == 9 and length > len(view) and self._begin_partial(buf, length, view):
+            self.buf = bytearray()
+            return view[len(view) :]  # all of it taken by the frame begun
         take = 9 + length - len(buf)
         buf += view[:take]
         view = view[take:]
@@ -437,6 +476,8 @@ class _Connection(asyncio.BufferedProtocol):
             if length > _OUR_FRAME:
                 raise _ConnectionError(_FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {_OUR_FRAME})")
             if end - pos - 9 < length:
+                if self._begin_partial(view[pos : pos + 9], length, view[pos + 9 :]):
+                    return end
                 break
             kind, flags = view[pos + 3], view[pos + 4]
             sid = int.from_bytes(view[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
@@ -641,10 +682,59 @@ class _Connection(asyncio.BufferedProtocol):
         s.method = target
         s.metadata = tuple(metadata)
 
+    def _begin_partial(self, head: bytes | bytearray | memoryview, length: int, have: memoryview) -> bool:
+        """A frame whose header is in `head` and whose payload begins with `have` but goes on past this read:
+        if it is unpadded DATA, it is taken as it comes (True); anything else waits in `buf` until whole."""
+        if head[3] != _DATA or head[4] & _PADDED:
+            return False
+        if self.block is not None:
+            raise _ConnectionError(_PROTOCOL_ERROR, "a header block was interrupted")
+        flags, sid = head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        s = self._data_begin(sid, length)
+        self.partial = _Partial(s, length, flags, sid)
+        self._feed_partial(have)
+        return True
+
+    def _feed_partial(self, view: memoryview) -> memoryview:
+        """The first bytes of `view` that belong to the frame in `partial`; returns the rest."""
+        p = self.partial
+        assert p is not None
+        n = min(p.left, len(view))
+        s = p.stream
+        if s is not None and not s.discard and n:
+            self._take(s, view[:n])
+        p.left -= n
+        if p.left == 0:
+            self._partial_done(p)
+        return view[n:]
+
+    def _partial_done(self, p: _Partial) -> None:
+        self.partial = None
+        if p.view is not None:
+            p.view.release()
+        if p.stream is not None and self.streams.get(p.sid) is p.stream:
+            self._data_end(p.stream, p.flags)
+        else:  # dropped, or its stream ended while the frame came (the connection's window still goes back)
+            self._replenish()
+
     def _data(self, flags: int, sid: int, payload: memoryview) -> None:
+        s = self._data_begin(sid, len(payload))
+        if s is None:
+            return
+        data = payload
+        if flags & _PADDED:
+            if not data or data[0] >= len(data):
+                raise _ConnectionError(_PROTOCOL_ERROR, "padding longer than the frame")
+            data = data[1 : len(data) - data[0]]
+        if not s.discard:
+            self._take(s, data)
+        self._data_end(s, flags)
+
+    def _data_begin(self, sid: int, size: int) -> _Stream | None:
+        """A DATA frame of `size` bytes (padding included) counted against the windows; its stream, or None
+        if its bytes are dropped."""
         if sid == 0:
             raise _ConnectionError(_PROTOCOL_ERROR, "DATA on stream 0")
-        size = len(payload)
         self.recv_credit -= size
         if self.recv_credit < 0:
             raise _ConnectionError(_FLOW_CONTROL_ERROR, "more DATA than the connection's window")
@@ -655,24 +745,21 @@ class _Connection(asyncio.BufferedProtocol):
             if sid not in self.reset_ids:  # frames in flight when we ended it early are expected, and dropped
                 self.write(_frame(_RST_STREAM, 0, sid, _STREAM_CLOSED.to_bytes(4, "big")))
             self._replenish()
-            return
+            return None
         if s.ended:
             self._finish(s, reset=_STREAM_CLOSED)
-            return
+            return None
         s.recv_window -= size
         if s.recv_window < 0:
             self._finish(s, reset=_FLOW_CONTROL_ERROR)
             self._replenish()
-            return
-        data = payload
-        if flags & _PADDED:
-            if not data or data[0] >= len(data):
-                raise _ConnectionError(_PROTOCOL_ERROR, "padding longer than the frame")
-            data = data[1 : len(data) - data[0]]
-        if not s.discard:
-            self._take(s, data)
+            return None
+        return s
+
+    def _data_end(self, s: _Stream, flags: int) -> None:
+        """After a DATA frame's bytes were taken: windows given back, and the call run if the stream ended."""
         if s.recv_window < _STREAM_WINDOW // 2 and not flags & _END_STREAM:
-            self.write(_frame(_WINDOW_UPDATE, 0, sid, (_STREAM_WINDOW - s.recv_window).to_bytes(4, "big")))
+            self.write(_frame(_WINDOW_UPDATE, 0, s.id, (_STREAM_WINDOW - s.recv_window).to_bytes(4, "big")))
             s.recv_window = _STREAM_WINDOW
         self._replenish()
         if flags & _END_STREAM:
