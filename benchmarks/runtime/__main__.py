@@ -5,10 +5,10 @@
 
 Every server serves the same ONNX file with onnxruntime on 127.0.0.1 and gets
 the same request bodies from the same load generators (REST: wrk when present,
-else a bounded aiohttp client; gRPC: h2load, nghttp2's HTTP/2 load generator,
-sending gRPC-framed ModelInfer messages), one run per (model, server,
-concurrency), each bounded in time. A "ceiling" row is the same HTTP/gRPC
-stack answering a fixed, precomputed answer with no model work. Before a
+else a bounded aiohttp client; gRPC: grpcload, built here from
+benchmarks/runtime/grpcload/, or nghttp2's h2load, sending gRPC-framed
+ModelInfer messages), one run per (model, server, concurrency), each bounded
+in time. A "ceiling" row is the same HTTP/gRPC stack answering a fixed, precomputed answer with no model work. Before a
 server is measured, a sample answer is decoded and compared with raw
 onnxruntime's output. The peers pin conflicting dependencies, so each lives in its own venv
 under ~/.cache/edgeai/bench-venvs/, made here on first use; a peer that fails
@@ -46,6 +46,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 import sidevenv  # type: ignore[import-not-found]
+
+from benchmarks.runtime import grpc_load
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -108,6 +110,8 @@ class Config:
     rounds: int = 2
     loadgen: str = "wrk"
     grpc: bool = True
+    grpc_load: str = "grpcload"  # or "h2load"
+    grpcload: Path | None = None  # the built binary
     notes: list[str] = field(default_factory=list)
 
 
@@ -521,7 +525,12 @@ def measure(
 ) -> tuple[int, int, float, float, float]:
     duration = cfg.duration * scale
     if proto == "grpc":
-        return run_h2load(url, body, conc, duration)  # h2load warms up on its own (--warm-up-time)
+        if cfg.grpcload is not None:
+            r = grpc_load.run(cfg.grpcload, url, body.path, conc, duration, warmup=1.0)
+            if r.failed:
+                raise RuntimeError(f"grpcload: {'; '.join(r.failed)}")
+            return r.requests, r.errors, r.rps, r.p50_ms, r.p99_ms
+        return run_h2load(url, body, conc, duration)  # both warm up on their own (1 s)
     if cfg.loadgen == "wrk":
         run_wrk(url, body, conc, cfg.warmup * scale, script)
         return run_wrk(url, body, conc, duration, script)
@@ -736,6 +745,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--peers", default="kserve,mlserver", help="comma list, or '' for none")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-grpc", action="store_true", help="REST rows only")
+    ap.add_argument("--grpc-load", choices=("grpcload", "h2load"), default="grpcload",
+                    help="gRPC load generator: grpcload (Go, built here on first use) or nghttp2's h2load")
     ap.add_argument(
         "--quality", action="store_true",
         help="also measure edge-runtime with --no-quality (JSON rows), to show what quality tracking costs",
@@ -766,6 +777,7 @@ def main(argv: list[str]) -> int:
         peers=[] if args.no_peers else [p for p in args.peers.split(",") if p],
         rounds=args.rounds or (1 if args.quick else 2),
         grpc=not args.no_grpc,
+        grpc_load=args.grpc_load,
     )
     from benchmarks.runtime.models import build
     from edge_runtime.pack.variants import accelerator_providers
@@ -782,7 +794,12 @@ def main(argv: list[str]) -> int:
     if ensure_wrk() is None:
         cfg.loadgen = "aiohttp"
         cfg.notes.append("wrk not found: load generator is the bounded aiohttp client")
-    if ensure_h2load() is None:
+    if cfg.grpc and cfg.grpc_load == "grpcload":
+        cfg.grpcload, why = grpc_load.ensure(CACHE)
+        if cfg.grpcload is None:
+            cfg.grpc_load = "h2load"
+            cfg.notes.append(f"grpcload: {why}; gRPC load generator is h2load")
+    if cfg.grpc and cfg.grpc_load == "h2load" and ensure_h2load() is None:
         cfg.grpc = False
         cfg.notes.append("h2load not found: no gRPC rows")
     script = workdir / "post.lua"
@@ -900,7 +917,8 @@ def main(argv: list[str]) -> int:
 
     header = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load generator: {cfg.loadgen} (1 thread), {cfg.duration:g} s per point after {cfg.warmup:g} s warm-up; "
+        f"load generators: {cfg.loadgen} (1 thread), gRPC {cfg.grpc_load}, "
+        f"{cfg.duration:g} s per point after {cfg.warmup:g} s warm-up; "
         f"all servers of a model up at once, measured interleaved in {cfg.rounds} round(s), raw session.run "
         "first in each, best round kept for every row (the machine is shared: interleaving spreads outside load "
         "over all of them alike).",
