@@ -778,27 +778,42 @@ class _Connection(asyncio.BufferedProtocol):
             s.body[s.got : end] = data
             s.got = end
             return
+        if s.got == 0 and n >= 5:  # the message's first bytes, its size with them: copied once, into its buffer
+            if not self._size(s, int.from_bytes(data[1:5], "big"), n):
+                return
+            if s.sized:
+                s.body[:n] = data
+                s.got = n
+                return
         s.body += data
         s.got += n
         s.counted += n
         self.held += n
         if s.need < 0 and s.got >= 5:
-            declared = int.from_bytes(s.body[1:5], "big")
-            if declared > self.server.max_message:
-                self._answer_error(s, grpc.StatusCode.RESOURCE_EXHAUSTED, f"request message of {declared} bytes "
-                                   f"exceeds the limit of {self.server.max_message} bytes")
+            body = s.body
+            if not self._size(s, int.from_bytes(body[1:5], "big"), s.got):
                 return
-            s.need = 5 + declared
-            extra = s.need - s.counted
-            if extra > 0 and self.held + extra <= self.server.max_buffered:
-                whole = bytearray(s.need)
-                whole[: s.got] = s.body
-                s.body = whole
-                s.sized = True
-                s.counted += extra
-                self.held += extra
+            if s.sized:
+                s.body[: s.got] = body
         if 0 <= s.need < s.got:
             self._more_than_one(s)
+
+    def _size(self, s: _Stream, declared: int, have: int) -> bool:
+        """The message's size is known (`have` of its bytes came, none kept yet beyond `s.counted`): refused if
+        over the limit (False); else, if the connection's bound has room for all of it, `s.body` becomes one
+        buffer of its size (`s.sized`)."""
+        if declared > self.server.max_message:
+            self._answer_error(s, grpc.StatusCode.RESOURCE_EXHAUSTED, f"request message of {declared} bytes "
+                               f"exceeds the limit of {self.server.max_message} bytes")
+            return False
+        s.need = 5 + declared
+        extra = s.need - s.counted
+        if have <= s.need and self.held + extra <= self.server.max_buffered:
+            s.body = bytearray(s.need)
+            s.sized = True
+            s.counted += extra
+            self.held += extra
+        return True
 
     def _more_than_one(self, s: _Stream) -> None:
         # Not held: a stream carries no more than its one message.

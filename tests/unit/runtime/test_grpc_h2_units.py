@@ -178,4 +178,12 @@ def test_a_large_data_frame_is_read_straight_into_the_message_buffer() -> None:
         assert answers == [b"\0\0\0\0\x04" + m[:4] for m in (msg, msg2, msg3)]
         assert srv.read_view.obj is not got[0].obj and conn.held == 0
 
+        # Two messages in one call's first frame: refused, not run, nothing left held.
+        two = b"\0\0\0\0\x03abc" * 2
+        _read(conn, headers(7) + _frame(0, 0x1, 7, two))
+        await asyncio.sleep(0)
+        refused = [p for k, f, sid, p in _frames_in(t.sent) if k == 1 and sid == 7][-1]
+        assert len(got) == 3 and dict(hpack.Decoder().decode(refused))["grpc-status"] == "13"
+        assert conn.held == 0 and not t.closed
+
     asyncio.run(main())
