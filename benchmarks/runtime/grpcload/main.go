@@ -177,18 +177,21 @@ func (c *client) send() error {
 	block := c.headers()
 	head := make([]byte, 9, 9+len(block))
 	frameHeader(head, len(block), http2.FrameHeaders, http2.FlagHeadersEndHeaders, c.stream)
-	if _, err := c.conn.Write(append(head, block...)); err != nil {
-		return err
-	}
+	pending := net.Buffers{append(head, block...)} // the HEADERS go out with the first DATA: one writev
 	size := c.maxOut
 	if c.frame > 0 {
 		size = min(c.frame, c.maxOut)
 	}
 	hdrs := make([]byte, 9*(len(c.msg)/max(size, 1)+2))
-	rest := c.msg
+	rest := c.msg // never empty: at least the 5-byte prefix (checked in main)
 	for len(rest) > 0 {
 		room := min(c.connWin, c.strWin)
 		if room <= 0 {
+			if len(pending) > 0 {
+				if _, err := pending.WriteTo(c.conn); err != nil {
+					return err
+				}
+			}
 			f, err := c.fr.ReadFrame()
 			if err != nil {
 				return err
@@ -214,7 +217,8 @@ func (c *client) send() error {
 			}
 			continue
 		}
-		var bufs net.Buffers
+		bufs := pending
+		pending = nil
 		h := hdrs
 		for room > 0 && len(rest) > 0 {
 			n := int(min(int64(size), room, int64(len(rest))))
@@ -234,6 +238,7 @@ func (c *client) send() error {
 			return err
 		}
 	}
+
 	return nil
 }
 
