@@ -305,3 +305,15 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     yield _serve
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def grpc_tabular(models: Models) -> Iterator[tuple[Server, int]]:
+    """The tabular model served with the gRPC port on (its own HTTP/2) and a 1 MiB message limit: the
+    server and its gRPC port, for a test module's raw-frame and load-generator clients."""
+    gport = free_port()
+    entry, digest = models.cached(models.tabular)
+    srv = Server(["--model", str(entry), "--sha256", digest, "--name", "tabular", "--grpc-port", str(gport),
+                  "--max-body-bytes", str(1 << 20)]).start()
+    yield srv, gport
+    srv.stop()

@@ -8,7 +8,6 @@ as an error unless it ends with :status 200 and grpc-status 0. Runs are short an
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from benchmarks.runtime import grpc_load
 from edge_runtime import oip
 
-from .conftest import Models, Server, free_port
+from .conftest import Server
 
 pytestmark = pytest.mark.runtime
 
@@ -31,16 +30,6 @@ def grpcload(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
-@pytest.fixture(scope="module")
-def server(models: Models) -> Iterator[tuple[Server, int]]:
-    gport = free_port()
-    entry, digest = models.cached(models.tabular)
-    srv = Server(["--model", str(entry), "--sha256", digest, "--name", "tabular", "--grpc-port", str(gport),
-                  "--max-body-bytes", str(1 << 20)]).start()
-    yield srv, gport
-    srv.stop()
-
-
 def _message(tmp: Path, model: str = "tabular", rows: int = 1, pad: int = 0) -> Path:
     req = oip.ModelInferRequest(model_name=model)
     req.inputs.add(name="features", datatype="FP32", shape=[rows, 16])
@@ -53,17 +42,17 @@ def _message(tmp: Path, model: str = "tabular", rows: int = 1, pad: int = 0) -> 
     return p
 
 
-def test_good_calls_count_and_nothing_else(grpcload: Path, server: tuple[Server, int], tmp_path: Path) -> None:
+def test_good_calls_count_and_nothing_else(grpcload: Path, grpc_tabular: tuple[Server, int], tmp_path: Path) -> None:
     # 3000 rows: a 192 KB message, more than the server's first stream window of 64 KiB before its SETTINGS
     # apply, sent in 16 KiB frames.
     for body in (_message(tmp_path), _message(tmp_path, rows=3000)):
-        r = grpc_load.run(grpcload, f"127.0.0.1:{server[1]}", body, conc=2, duration=1.0, warmup=0.2)
+        r = grpc_load.run(grpcload, f"127.0.0.1:{grpc_tabular[1]}", body, conc=2, duration=1.0, warmup=0.2)
         assert r.requests > 0 and r.errors == 0 and r.statuses == {"0": r.requests} and not r.failed
         assert r.p50_ms > 0 and r.p99_ms >= r.p50_ms and r.rps == r.requests / 1.0
 
 
-def test_errors_are_counted_with_their_status(grpcload: Path, server: tuple[Server, int], tmp_path: Path) -> None:
-    target = f"127.0.0.1:{server[1]}"
+def test_errors_are_counted_with_their_status(grpcload: Path, grpc_tabular: tuple[Server, int], tmp_path: Path) -> None:
+    target = f"127.0.0.1:{grpc_tabular[1]}"
     unknown = grpc_load.run(grpcload, target, _message(tmp_path, model="nope"), conc=2, duration=1.0, warmup=0.2)
     assert unknown.requests > 0 and unknown.errors == unknown.requests
     assert unknown.statuses == {"5": unknown.requests} and not unknown.failed  # NOT_FOUND; connections serve on

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import hpack
@@ -108,16 +107,6 @@ class Client:
         self.sock.close()
 
 
-@pytest.fixture(scope="module")
-def server(models: Models) -> Iterator[tuple[Server, int]]:
-    gport = free_port()
-    entry, digest = models.cached(models.tabular)
-    srv = Server(["--model", str(entry), "--sha256", digest, "--name", "tabular", "--grpc-port", str(gport),
-                  "--max-body-bytes", str(1 << 20)]).start()
-    yield srv, gport
-    srv.stop()
-
-
 def _infer_body(rows: int = 1) -> bytes:
     req = oip.ModelInferRequest(model_name="tabular")
     req.inputs.add(name="features", datatype="FP32", shape=[rows, 16])
@@ -125,8 +114,8 @@ def _infer_body(rows: int = 1) -> bytes:
     return req.SerializeToString()
 
 
-def test_a_call_answers_headers_data_trailers(server: tuple[Server, int]) -> None:
-    c = Client(server[1])
+def test_a_call_answers_headers_data_trailers(grpc_tabular: tuple[Server, int]) -> None:
+    c = Client(grpc_tabular[1])
     c.sock.sendall(c.headers(1) + c.frame(DATA, 0x1, 1, c.message(_infer_body())))
     head = c.until(kind=HEADERS, sid=1)
     assert b"':status', '200'" in head.payload and b"application/grpc" in head.payload
@@ -146,9 +135,9 @@ def test_a_call_answers_headers_data_trailers(server: tuple[Server, int]) -> Non
     ([], "application/json", False, b"':status', '415'"),
 ])
 def test_what_grpc_does_not_allow_is_answered_on_its_stream(
-    server: tuple[Server, int], extra: list[tuple[str, str]], content_type: str, compressed: bool, want: bytes
+    grpc_tabular: tuple[Server, int], extra: list[tuple[str, str]], content_type: str, compressed: bool, want: bytes
 ) -> None:
-    c = Client(server[1])
+    c = Client(grpc_tabular[1])
     c.sock.sendall(c.headers(1, extra=extra, content_type=content_type)
                    + c.frame(DATA, 0x1, 1, c.message(_infer_body(), compressed)))
     assert want in c.until(kind=HEADERS, sid=1).payload
@@ -158,8 +147,8 @@ def test_what_grpc_does_not_allow_is_answered_on_its_stream(
     c.close()
 
 
-def test_unknown_method_and_oversized_message(server: tuple[Server, int]) -> None:
-    c = Client(server[1])
+def test_unknown_method_and_oversized_message(grpc_tabular: tuple[Server, int]) -> None:
+    c = Client(grpc_tabular[1])
     c.sock.sendall(c.headers(1, path="/inference.GRPCInferenceService/Nope") + c.frame(DATA, 0x1, 1, c.message(b"")))
     assert b"'grpc-status', '12'" in c.until(kind=HEADERS, sid=1).payload
     # 2 MiB declared against a 1 MiB limit: refused on the message's first bytes, the rest dropped.
@@ -174,16 +163,16 @@ def test_unknown_method_and_oversized_message(server: tuple[Server, int]) -> Non
     c.close()
 
 
-def test_not_http2_is_a_goaway_and_a_close(server: tuple[Server, int]) -> None:
-    c = Client(server[1], preface=False)
+def test_not_http2_is_a_goaway_and_a_close(grpc_tabular: tuple[Server, int]) -> None:
+    c = Client(grpc_tabular[1], preface=False)
     c.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert c.goaway()[0] == 0x1  # PROTOCOL_ERROR
     assert c.read() is None
     c.close()
 
 
-def test_streams_past_the_limit_are_refused(server: tuple[Server, int]) -> None:
-    c = Client(server[1])
+def test_streams_past_the_limit_are_refused(grpc_tabular: tuple[Server, int]) -> None:
+    c = Client(grpc_tabular[1])
     # 300 calls opened and never finished: the first 256 are held, the rest REFUSED_STREAM.
     c.sock.sendall(b"".join(c.headers(1 + 2 * i) for i in range(300)))
     refused = c.until(kind=RST_STREAM)
@@ -191,10 +180,10 @@ def test_streams_past_the_limit_are_refused(server: tuple[Server, int]) -> None:
     c.close()
 
 
-def test_calls_reset_as_fast_as_they_open_end_the_connection(server: tuple[Server, int]) -> None:
+def test_calls_reset_as_fast_as_they_open_end_the_connection(grpc_tabular: tuple[Server, int]) -> None:
     """The "rapid reset" abuse: each call is opened and reset before its message ends, so no stream limit
     ever binds."""
-    c = Client(server[1])
+    c = Client(grpc_tabular[1])
     half = c.message(_infer_body())[:20]
     burst = b"".join(c.headers(1 + 2 * i) + c.frame(DATA, 0, 1 + 2 * i, half)
                      + c.frame(RST_STREAM, 0, 1 + 2 * i, (8).to_bytes(4, "big")) for i in range(1100))
@@ -204,8 +193,8 @@ def test_calls_reset_as_fast_as_they_open_end_the_connection(server: tuple[Serve
     c.close()
 
 
-def test_an_answer_larger_than_the_clients_window_waits_for_it(server: tuple[Server, int]) -> None:
-    c = Client(server[1], window=1000)
+def test_an_answer_larger_than_the_clients_window_waits_for_it(grpc_tabular: tuple[Server, int]) -> None:
+    c = Client(grpc_tabular[1], window=1000)
     c.sock.sendall(c.headers(1) + c.frame(DATA, 0x1, 1, c.message(_infer_body(rows=500))))  # 6 KB of output
     got = b""
     first = c.until(kind=DATA, sid=1)
@@ -220,10 +209,10 @@ def test_an_answer_larger_than_the_clients_window_waits_for_it(server: tuple[Ser
     c.close()
 
 
-def test_request_bytes_held_for_a_connection_are_bounded_by_its_window(server: tuple[Server, int]) -> None:
+def test_request_bytes_held_for_a_connection_are_bounded_by_its_window(grpc_tabular: tuple[Server, int]) -> None:
     """Calls whose messages never end: the server stops giving the connection window back once the bodies
     it holds reach its bound (64 MiB here), and gives it back as they are let go."""
-    c = Client(server[1])
+    c = Client(grpc_tabular[1])
     granted = 65_535
     while True:  # the server's SETTINGS and its first WINDOW_UPDATE
         f = c.until()
@@ -251,9 +240,9 @@ def test_request_bytes_held_for_a_connection_are_bounded_by_its_window(server: t
     c.close()
 
 
-def test_a_message_in_many_small_frames_is_assembled_exactly(server: tuple[Server, int]) -> None:
+def test_a_message_in_many_small_frames_is_assembled_exactly(grpc_tabular: tuple[Server, int]) -> None:
     """256 KB in 16 KiB DATA frames (what nghttp2 sends): one buffer of the message's size, filled in place."""
-    c = Client(server[1])
+    c = Client(grpc_tabular[1])
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4000, 16)).astype(np.float32)
     req = oip.ModelInferRequest(model_name="tabular")
@@ -268,7 +257,7 @@ def test_a_message_in_many_small_frames_is_assembled_exactly(server: tuple[Serve
         got += c.until(kind=DATA, sid=1).payload
     resp = oip.ModelInferResponse.FromString(got[5:])
     out = np.frombuffer(resp.raw_output_contents[0], "<f4").reshape(4000, 3)
-    direct = Client(server[1])  # the same rows as one frame: the same answer
+    direct = Client(grpc_tabular[1])  # the same rows as one frame: the same answer
     direct.sock.sendall(direct.headers(1) + direct.frame(DATA, 0x1, 1, msg))
     ref = b""
     while len(ref) < 5 or len(ref) < 5 + int.from_bytes(ref[1:5], "big"):
@@ -295,11 +284,11 @@ def test_shutdown_says_goaway_to_connected_clients_then_closes(models: Models) -
         srv.stop(kill=True)
 
 
-def test_a_call_refused_on_its_headers_alone_gets_no_reset_after_its_answer(server: tuple[Server, int]) -> None:
+def test_a_call_refused_on_its_headers_alone_gets_no_reset_after_its_answer(grpc_tabular: tuple[Server, int]) -> None:
     """HEADERS with END_STREAM answered at once (415, UNIMPLEMENTED): the stream is then closed both ways, and
     RFC 9113 section 5.1 allows no RST_STREAM on it; a call whose request is still open gets RST_STREAM
     NO_ERROR instead, so that the client stops sending."""
-    c = Client(server[1])
+    c = Client(grpc_tabular[1])
     block = c.headers(1, content_type="application/json")
     c.sock.sendall(block[:4] + bytes((block[4] | 0x1,)) + block[5:]  # END_STREAM on the HEADERS frame
                    + c.headers(3, path="/inference.GRPCInferenceService/Nope"))  # this request stays open
@@ -336,13 +325,13 @@ def _answer(c: Client, sid: int) -> tuple[bytes, bytes, list[Frame]]:
 
 
 def test_a_message_whose_padding_takes_it_past_the_stream_window_gets_the_window_it_needs(
-    server: tuple[Server, int],
+    grpc_tabular: tuple[Server, int],
 ) -> None:
     """1,024,000 bytes of message in 4 KiB frames padded by 255 bytes each: 1.09 MB of window, more than the
     stream's 1 MiB. The client sends only what its window allows, so a missing update leaves the call waiting.
     (Padding is why the stream window is given back by what was received, never by what the message still
     needs: the client may pad its last frames past any such estimate.)"""
-    c = Client(server[1])
+    c = Client(grpc_tabular[1])
     c.send(WINDOW_UPDATE, 0, 0, (1 << 30).to_bytes(4, "big"))  # room for the answer (192 KB)
     msg = c.message(_infer_body(16_000))
     window, pos = 1 << 20, 0
@@ -370,10 +359,10 @@ def _literal(name: bytes, value: bytes, prefix: int = 0x00) -> bytes:
     return bytes((prefix, len(name))) + name + bytes((len(value),)) + value
 
 
-def test_a_header_block_decoded_once_is_decoded_again_after_the_table_changes(server: tuple[Server, int]) -> None:
+def test_a_header_block_decoded_once_is_decoded_again_after_the_table_changes(grpc_tabular: tuple[Server, int]) -> None:
     """Blocks that leave the HPACK table as it was are decoded once per connection; a block that refers to the
     table must mean what the table says now, not what it said when the block was first seen."""
-    c = Client(server[1])
+    c = Client(grpc_tabular[1])
     live = oip.method("ServerLive").encode()
     fixed = bytes((0x83, 0x86, 0x01, 0x01)) + b"x"  # POST, http, :authority "x" (not indexed)
     fixed += _literal(b"content-type", b"application/grpc") + _literal(b"te", b"trailers")
