@@ -8,10 +8,11 @@ the same request bodies from the same load generators (REST: wrk when present,
 else a bounded aiohttp client; gRPC: grpcload, built here from
 benchmarks/runtime/grpcload/, or nghttp2's h2load, sending gRPC-framed
 ModelInfer messages), one run per (model, server, concurrency), each bounded
-in time. A "ceiling" row is the same HTTP/gRPC stack answering a fixed, precomputed answer with no model work. Before a
-server is measured, a sample answer is decoded and compared with raw
-onnxruntime's output. The peers pin conflicting dependencies, so each lives in its own venv
-under ~/.cache/edgeai/bench-venvs/, made here on first use; a peer that fails
+in time. A "ceiling" row is the same HTTP/gRPC stack answering a fixed,
+precomputed answer with no model work. Before a server is measured, a sample
+answer is decoded and compared with raw onnxruntime's output. The peers pin
+conflicting dependencies, so each lives in its own venv under
+~/.cache/edgeai/bench-venvs/, made here on first use; a peer that fails
 to install or start is reported in the table and skipped. Results print as a
 table and go to benchmarks/results/runtime.md.
 

@@ -800,15 +800,15 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _size(self, s: _Stream, declared: int, have: int) -> bool:
         """The message's size is known (`have` of its bytes came, none kept yet beyond `s.counted`): refused if
-        over the limit (False); else, if the connection's bound has room for all of it, `s.body` becomes one
-        buffer of its size (`s.sized`)."""
+        over the limit (False); else, if more is to come and the connection's bound has room for all of it,
+        `s.body` becomes one buffer of its size (`s.sized`)."""
         if declared > self.server.max_message:
             self._answer_error(s, grpc.StatusCode.RESOURCE_EXHAUSTED, f"request message of {declared} bytes "
                                f"exceeds the limit of {self.server.max_message} bytes")
             return False
         s.need = 5 + declared
         extra = s.need - s.counted
-        if have <= s.need and self.held + extra <= self.server.max_buffered:
+        if have < s.need and self.held + extra <= self.server.max_buffered:  # more to come, and room for it
             s.body = bytearray(s.need)
             s.sized = True
             s.counted += extra
