@@ -488,6 +488,15 @@ class _Connection(asyncio.BufferedProtocol):
                 step = ex.body_left
             self._take_in(view[start : start + step])
             start += step
+            if start < end and self.direct is None and self.parsing is not None and not self.in_head:
+                # The head is in: a large body of declared length goes on into its own buffer from here, not
+                # through the parser (which copied this read's part of it into a bytes object first).
+                self._go_direct(self.parsing)
+                d = self.direct
+                if d is not None:
+                    n = d.put(view[start:])
+                    self._direct_in(d, n)
+                    start += n
 
     def _take_in(self, data: bytes | memoryview) -> None:
         """Feed the parser, holding each request head to the size limit."""
@@ -603,7 +612,8 @@ class _Connection(asyncio.BufferedProtocol):
         once). The bytes already parsed go first; the parser sees none of the rest."""
         left = ex.body_left
         if (
-            left is None
+            self.direct is not None  # already on its way in
+            or left is None
             or left < _DIRECT_MIN
             or ex is not self.current
             or ex.taken
