@@ -75,6 +75,7 @@ _COMPRESSION_ERROR, _ENHANCE_YOUR_CALM = 0x9, 0xB
 _DEFAULT_FRAME = 16_384  # what a peer accepts until its SETTINGS say otherwise
 _OUR_FRAME = 1 << 20  # what we accept: a large tensor comes in 1 MiB frames, not 16 KiB ones
 _STREAM_WINDOW = 1 << 20
+_READ_BUFFER = 256 << 10  # what one read takes at most (a cut DATA frame's rest may go straight to its message)
 _MAX_WINDOW = (1 << 31) - 1
 _RESET_WINDOW_S = 10.0
 
@@ -214,6 +215,14 @@ class _ConnectionError(Exception):
         self.code = code
 
 
+def _length(head: bytes | bytearray | memoryview) -> int:
+    """A frame's payload length, from its header's first 3 bytes; more than we accept ends the connection."""
+    length = int.from_bytes(head[:3], "big")
+    if length > _OUR_FRAME:
+        raise _ConnectionError(_FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {_OUR_FRAME})")
+    return length
+
+
 class GrpcH2Server:
     """gRPC (unary calls of `service`) on host:port over the HTTP/2 framed here; see the module's text."""
 
@@ -254,7 +263,7 @@ class GrpcH2Server:
         self.connections: set[_Connection] = set()
         # Every connection's reads land here: each read is handled, and what is kept of it copied, before
         # the next (no bytes object per read).
-        self.read_view = memoryview(bytearray(256 << 10))
+        self.read_view = memoryview(bytearray(_READ_BUFFER))
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -413,8 +422,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Bytes read: into the server's read buffer (buffer_updated), or a transport's own. Whole frames are
-        handled as views of them; only a frame cut by the end of a read is copied, into `buf`, and the next
-        read completes it from its first bytes (the rest of that read is not copied with it)."""
+        handled as views of them. A DATA frame cut by the end of a read is taken as it comes (`partial`); any
+        other cut frame is copied into `buf`, and the next read completes it from its first bytes (the rest of
+        that read is not copied with it)."""
         if self.closed:  # nothing more is read once the connection is going (and `buf` may hold whole frames)
             return
         self.last_active = time.monotonic()
@@ -452,9 +462,7 @@ class _Connection(asyncio.BufferedProtocol):
             view = view[take:]
             if len(buf) < 9:
                 return view
-        length = int.from_bytes(buf[:3], "big")
-        if length > _OUR_FRAME:
-            raise _ConnectionError(_FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {_OUR_FRAME})")
+        length = _length(buf)
         if len(buf) == 9 and length > len(view) and self._begin_partial(buf, length, view):
             self.buf = bytearray()
             return view[len(view) :]  # all of it taken by the frame begun
@@ -472,9 +480,7 @@ class _Connection(asyncio.BufferedProtocol):
         handed on as a view of `view`: what keeps its bytes copies them."""
         pos, end = 0, len(view)
         while end - pos >= 9 and not self.closed:
-            length = int.from_bytes(view[pos : pos + 3], "big")
-            if length > _OUR_FRAME:
-                raise _ConnectionError(_FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {_OUR_FRAME})")
+            length = _length(view[pos : pos + 3])
             if end - pos - 9 < length:
                 if self._begin_partial(view[pos : pos + 9], length, view[pos + 9 :]):
                     return end

@@ -447,10 +447,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Bytes read (from buffer_updated, or a transport that hands out its own)."""
-        d = self.direct
-        if d is not None:  # a transport's own bytes: the body's share goes into its buffer
-            n = d.put(data)
-            self._direct_in(d, n)
+        if self.direct is not None:  # a transport's own bytes: the body's share goes into its buffer
+            n = self._direct_put(self.direct, data)
             if n == len(data):
                 return
             data = data[n:]
@@ -488,15 +486,12 @@ class _Connection(asyncio.BufferedProtocol):
                 step = ex.body_left
             self._take_in(view[start : start + step])
             start += step
-            if start < end and self.direct is None and self.parsing is not None and not self.in_head:
-                # The head is in: a large body of declared length goes on into its own buffer from here, not
-                # through the parser (which copied this read's part of it into a bytes object first).
+            if start < end and self.parsing is not None:
+                # Once the head is in, a large body of declared length goes on into its own buffer from here,
+                # not through the parser (which copied this read's part of it into a bytes object first).
                 self._go_direct(self.parsing)
-                d = self.direct
-                if d is not None:
-                    n = d.put(view[start:])
-                    self._direct_in(d, n)
-                    start += n
+                if self.direct is not None:
+                    start += self._direct_put(self.direct, view[start:])
 
     def _take_in(self, data: bytes | memoryview) -> None:
         """Feed the parser, holding each request head to the size limit."""
@@ -634,6 +629,12 @@ class _Connection(asyncio.BufferedProtocol):
         ex.buffered = 0
         self.direct = d
         self.update_reading()  # the held part is no longer held against the high-water mark
+
+    def _direct_put(self, d: _Direct, data: bytes | memoryview) -> int:
+        """Bytes read elsewhere than into `d`'s buffer: its share of them goes there; returns how many."""
+        n = d.put(data)
+        self._direct_in(d, n)
+        return n
 
     def _direct_in(self, d: _Direct, nbytes: int) -> None:
         d.filled += nbytes
