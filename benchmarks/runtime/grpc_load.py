@@ -67,10 +67,11 @@ class Result:
 
 
 def run(binary: Path, target: str, body: Path, conc: int, duration: float, warmup: float = 1.0,
-        frame: int = 0) -> Result:
-    """One timed run against host:port; `frame` 0: DATA frames as large as the server allows."""
+        frame: int = 0, calls: int = 0) -> Result:
+    """One timed run against host:port; `frame` 0: DATA frames as large as the server allows. `calls` > 0:
+    exactly that many calls per connection, all counted, `duration` only a deadline."""
     cmd = [str(binary), "-addr", target, "-data", str(body), f"-c={conc}", f"-d={duration}s", f"-warmup={warmup}s",
-           f"-frame={frame}"]
+           f"-frame={frame}", f"-n={calls}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 180)
     try:
         r = json.loads(done.stdout.strip().splitlines()[-1])

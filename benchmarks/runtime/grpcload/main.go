@@ -17,6 +17,9 @@
 // -frame bytes (-frame 16384: grpc-go's, which never sends more); within both
 // flow-control windows; headers HPACK-encoded per call with the connection's
 // own table. An answer counts only with :status 200 and grpc-status 0.
+//
+// -n N makes exactly N calls per connection and counts them all (a test's
+// run, ended by what it did, not by a clock); -d is then only a deadline.
 package main
 
 import (
@@ -309,8 +312,9 @@ func answerStatus(f *http2.MetaHeadersFrame, before string) string {
 	return before
 }
 
-func (c *client) run(stop time.Time) {
-	for time.Now().Before(stop) {
+// run makes calls until `stop`, or until it has made `limit` of them (0: no limit).
+func (c *client) run(stop time.Time, limit int) {
+	for time.Now().Before(stop) && (limit == 0 || len(c.calls) < limit) {
 		t0 := time.Now()
 		c.strWin = c.initWin
 		c.early, c.ended = "", false
@@ -354,6 +358,7 @@ func main() {
 	warmup := flag.Duration("warmup", time.Second, "how long calls run before they are counted")
 	frame := flag.Int("frame", 0, "largest DATA frame sent; 0: the server's SETTINGS_MAX_FRAME_SIZE (which caps any)")
 	grace := flag.Duration("grace", 60*time.Second, "how long the last calls may take after the window")
+	calls := flag.Int("n", 0, "calls per connection, all counted (no warm-up); -d is then a deadline; 0: as many as -d allows")
 	flag.Parse()
 	fail := func(format string, a ...any) {
 		fmt.Fprintf(os.Stderr, "grpcload: "+format+"\n", a...)
@@ -368,6 +373,8 @@ func main() {
 		fail("-d must be positive")
 	case *warmup < 0:
 		fail("-warmup must not be negative")
+	case *calls < 0:
+		fail("-n must not be negative")
 	case *frame < 0 || *frame > 1<<24-1:
 		fail("-frame must be 0 to 16777215, not %d", *frame)
 	}
@@ -385,19 +392,22 @@ func main() {
 			fail("connection %d: %v", i+1, err)
 		}
 	}
-	begin := time.Now().Add(*warmup)
+	start := time.Now()
+	begin := start.Add(*warmup)
+	if *calls > 0 {
+		begin = start // a counted run: every call counts
+	}
 	stop := begin.Add(*duration)
 	var wg sync.WaitGroup
 	for _, c := range clients {
 		wg.Add(1)
-		go func() { defer wg.Done(); c.run(stop) }()
+		go func() { defer wg.Done(); c.run(stop, *calls) }()
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	time.Sleep(time.Until(stop))
 	select {
 	case <-done:
-	case <-time.After(*grace):
+	case <-time.After(time.Until(stop) + *grace):
 	}
 	for _, c := range clients {
 		_ = c.conn.Close() // ends a call still waiting past the grace; its client is not read below until done
@@ -405,11 +415,15 @@ func main() {
 	<-done
 
 	res := result{Seconds: duration.Seconds(), Statuses: map[string]int{}, Connections: *conns}
+	last := begin
 	var lat []float64
 	for i, c := range clients {
 		for _, k := range c.calls {
 			if k.end.Before(begin) || k.end.After(stop) {
 				continue
+			}
+			if k.end.After(last) {
+				last = k.end
 			}
 			lat = append(lat, float64(k.latency.Microseconds())/1000)
 			res.Statuses[k.status]++
@@ -421,8 +435,11 @@ func main() {
 			res.Failed = append(res.Failed, "connection "+strconv.Itoa(i+1)+": "+c.fatal.Error())
 		}
 	}
+	if *calls > 0 { // the time the calls took, not the deadline
+		res.Seconds = max(last.Sub(begin).Seconds(), 1e-9)
+	}
 	res.Requests = len(lat)
-	res.RPS = float64(len(lat)) / duration.Seconds()
+	res.RPS = float64(len(lat)) / res.Seconds
 	if len(lat) > 0 {
 		sort.Float64s(lat)
 		res.P50ms = lat[len(lat)/2]
